@@ -1,0 +1,305 @@
+//! `mailbox-auth`: the Mailbox Auth core, headless — for automation, bulk work and as a token
+//! helper for mail fetchers.
+//!
+//! Exit status: 0 when every checked mailbox is green, 1 when any is red, 2 on usage or input
+//! errors (unknown mailbox, bad CSV, invalid field).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mailbox_auth_core::health::HealthRecord;
+use mailbox_auth_core::mailbox::{Flow, Protocol};
+use mailbox_auth_core::oauth::auth_code::AuthStep;
+use mailbox_auth_core::secret::KeyringStore;
+use mailbox_auth_core::{App, AppError};
+
+#[derive(Parser, Debug)]
+#[command(name = "mailbox-auth", version, about = "Authorise IMAP/POP3 mailboxes with OAuth2 and prove they can be read")]
+struct Cli {
+    /// Data directory (mailboxes and health history; never secrets).
+    #[arg(long, env = "MAILBOX_AUTH_HOME", global = true)]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Import or update mailboxes from a CSV file (header row with field names).
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List mailboxes with their health.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign in through the browser, store the refresh token in the OS keyring, then verify.
+    Authenticate {
+        name: String,
+        /// Seconds to wait for the sign-in to finish in the browser.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// How to sign in: `browser` (authorization code + PKCE, the default), `device` (a code
+        /// to type in on any device), `client-credentials` (app-only, with the stored client
+        /// secret). Saved as the mailbox's flow.
+        #[arg(long, value_parser = parse_flow)]
+        flow: Option<Flow>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Store the app registration's client secret in the OS keyring, read from standard input
+    /// (never from the command line, where other users could see it).
+    SetSecret {
+        name: String,
+        /// The secret's expiry date (YYYY-MM-DD): amber 30 days before, red after.
+        #[arg(long)]
+        expires: Option<chrono::NaiveDate>,
+    },
+    /// Print the Exchange Online PowerShell that grants an app-only registration access to
+    /// the given mailboxes (New-ServicePrincipal, Add-MailboxPermission, Set-CASMailbox).
+    ExchangeScript {
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// The Enterprise application's Object ID (Entra → Enterprise applications → your app).
+        #[arg(long)]
+        object_id: String,
+        /// Display name for the service principal in Exchange.
+        #[arg(long, default_value = "Mailbox Auth")]
+        display_name: String,
+    },
+    /// Really log in to mailboxes (IMAP AUTHENTICATE + EXAMINE, POP3 AUTH + STAT).
+    Verify {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        names: Vec<String>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+        /// Mailboxes checked at once.
+        #[arg(long, default_value_t = mailbox_auth_core::app::VERIFY_CONCURRENCY)]
+        concurrency: usize,
+        /// Seconds allowed for each network step.
+        #[arg(long, default_value_t = 20)]
+        timeout: u64,
+    },
+    /// Print a fresh access token (for mail fetchers).
+    Token { name: String },
+    /// Delete the mailbox's secrets from the OS keyring.
+    Forget { name: String },
+    /// Remove the mailbox, its history and its secrets.
+    Remove { name: String },
+    /// Show the mailbox's check history, newest first.
+    History {
+        name: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MAILBOX_AUTH_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            match e.downcast_ref::<AppError>() {
+                Some(app) => {
+                    let f = app.failure();
+                    eprintln!("error: {}\nhint: {}", f.message, f.hint);
+                }
+                None => eprintln!("error: {e:#}"),
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let home = cli.home.unwrap_or_else(mailbox_auth_core::store::default_home);
+    let mut app = App::open(&home, Arc::new(KeyringStore::from_env()))?;
+    match cli.command {
+        Command::Import { file, json } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let report = app.import_csv(&text, file.parent())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("imported {} mailbox(es): {}", report.imported.len(), report.imported.join(", "));
+                for e in &report.errors {
+                    eprintln!("{}: {e}", file.display());
+                }
+            }
+            Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+        }
+        Command::List { json } => {
+            let views = app.list().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&views)?);
+            } else {
+                for v in &views {
+                    let m = &v.mailbox;
+                    println!(
+                        "{:<24} {:<32} {:<5} {:<9} {:<18} {}",
+                        m.name,
+                        m.email,
+                        m.protocol,
+                        m.provider,
+                        v.status_label,
+                        v.last_check.as_ref().map(|r| r.at.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_else(|| "never".into())
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Authenticate { name, timeout, flow, json } => {
+            let open = |url: &url::Url| webbrowser::open(url.as_str()).map_err(|e| e.to_string());
+            let progress = |step: AuthStep| match step {
+                AuthStep::BrowserOpened { url, opened, error } => {
+                    if opened {
+                        eprintln!("Your browser was opened to sign in. If it did not open, visit:\n  {url}");
+                    } else {
+                        eprintln!(
+                            "Could not open a browser ({}). Open this address to sign in:\n  {url}",
+                            error.unwrap_or_default()
+                        );
+                    }
+                }
+                AuthStep::WaitingForSignIn => eprintln!("Waiting for the sign-in to finish (up to {timeout} s)…"),
+                AuthStep::DeviceCode { user_code, verification_uri, verification_uri_complete, expires_in } => {
+                    eprintln!("On any device, open {verification_uri} and enter the code {user_code} (valid {expires_in} s).");
+                    if let Some(u) = verification_uri_complete {
+                        eprintln!("Or open this address, which carries the code:\n  {u}");
+                    }
+                }
+                AuthStep::Exchanging => eprintln!("Signed in; exchanging the code for tokens…"),
+                AuthStep::Verifying => eprintln!("Logging in to the mail server…"),
+            };
+            let rec = app.authenticate(&name, flow, Duration::from_secs(timeout), &open, &progress).await?;
+            report(&[rec], json)
+        }
+        Command::Verify { names, all, json, concurrency, timeout } => {
+            app.probe_timeout = Duration::from_secs(timeout);
+            let names = if all { app.store().list()?.into_iter().map(|m| m.name).collect() } else { names };
+            for n in &names {
+                app.get(n)?;
+            }
+            let done = |r: &HealthRecord| {
+                if !json {
+                    eprintln!("{} {}", if r.ok { "checked" } else { "failed " }, r.mailbox);
+                }
+            };
+            let recs = app.verify_many(&names, concurrency, &done).await?;
+            report(&recs, json)
+        }
+        Command::Token { name } => match app.access_token(&name).await? {
+            Ok(t) => {
+                // The one place a token is printed, on purpose: this is the token-helper command.
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{}", t.secret())?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                let d = mailbox_auth_core::diagnose::diagnose(&e.code(), e.server_words().as_deref());
+                eprintln!("error: {e}\nhint: {}", d.fix);
+                Ok(ExitCode::from(1))
+            }
+        },
+        Command::SetSecret { name, expires } => {
+            let mut value = String::new();
+            std::io::stdin().read_line(&mut value).context("cannot read the client secret from standard input")?;
+            let value = value.trim_end_matches(['\r', '\n']).to_string();
+            anyhow::ensure!(!value.is_empty(), "client secret: nothing was read from standard input");
+            app.set_client_secret(&name, value.into(), expires).await?;
+            println!("stored the client secret of {name} in the OS keyring");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ExchangeScript { names, object_id, display_name } => {
+            let mailboxes = names.iter().map(|n| app.get(n)).collect::<Result<Vec<_>, _>>()?;
+            let app_ids: std::collections::BTreeSet<&str> = mailboxes.iter().map(|m| m.client_id.as_str()).collect();
+            anyhow::ensure!(app_ids.len() == 1, "the mailboxes use different client ids ({}); run once per app", app_ids.into_iter().collect::<Vec<_>>().join(", "));
+            let script = mailbox_auth_core::oauth::client_credentials::exchange_script(
+                &mailbox_auth_core::oauth::client_credentials::ExchangeScriptInput {
+                    app_id: &mailboxes[0].client_id,
+                    service_principal_object_id: &object_id,
+                    display_name: &display_name,
+                    mailboxes: mailboxes
+                        .iter()
+                        .map(|m| (m.email.as_str(), m.protocol == Protocol::Imap, m.protocol == Protocol::Pop3))
+                        .collect(),
+                },
+            );
+            print!("{script}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Forget { name } => {
+            app.forget(&name).await?;
+            println!("forgot the secrets of {name}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Remove { name } => {
+            app.remove(&name).await?;
+            println!("removed {name}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::History { name, limit, json } => {
+            let recs = app.history(&name, limit)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&recs)?);
+            } else {
+                for r in &recs {
+                    print_record(r);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn parse_flow(s: &str) -> Result<Flow, String> {
+    match s {
+        "browser" => Ok(Flow::AuthCode),
+        other => other.parse::<Flow>().map_err(|_| "expected browser, device or client-credentials".to_string()),
+    }
+}
+
+fn print_record(r: &HealthRecord) {
+    println!(
+        "{} {:<24} {:<12} {} {}",
+        if r.ok { "OK  " } else { "FAIL" },
+        r.mailbox,
+        r.check,
+        r.at.format("%Y-%m-%d %H:%M:%S"),
+        r.message
+    );
+    if let Some(w) = &r.server_words {
+        println!("     server said: {w}");
+    }
+    if let Some(h) = &r.hint {
+        println!("     what to do: {h}");
+    }
+}
+
+fn report(recs: &[HealthRecord], json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(recs)?);
+    } else {
+        for r in recs {
+            print_record(r);
+        }
+    }
+    Ok(if recs.iter().all(|r| r.ok) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

@@ -1,0 +1,395 @@
+//! The operations the CLI and the desktop shell share, over one store, one secret store, one
+//! token cache and one HTTP client.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt;
+use oauth2::{AccessToken, ClientSecret};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use url::Url;
+
+use crate::diagnose::diagnose;
+use crate::health::{self, HealthRecord, Status};
+use crate::import::{self, ImportError, RowError};
+use crate::mailbox::{FieldError, Flow, Mailbox, Protocol};
+use crate::oauth::auth_code::{self, AuthStep};
+use crate::oauth::{client_credentials, device};
+use crate::oauth::refresh::TokenCache;
+use crate::oauth::{self, OAuthError};
+use crate::probe::{self, ProbeTarget};
+use crate::secret::{self, SecretError, SecretKind, SecretStore};
+use crate::store::{Store, StoreError};
+
+/// Default time for each network step of a probe.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default number of mailboxes verified at once.
+pub const VERIFY_CONCURRENCY: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<FieldError>),
+}
+
+impl AppError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::Store(e) => e.code(),
+            AppError::Secret(e) => e.code(),
+            AppError::Import(_) => "import",
+            AppError::Invalid(_) => "invalid",
+        }
+    }
+
+    /// `{code, message, hint}` for the UI and the CLI's JSON.
+    pub fn failure(&self) -> Failure {
+        let hint = match self {
+            AppError::Invalid(_) | AppError::Import(_) => "Correct the named field and try again.".to_string(),
+            _ => diagnose(self.code(), None).fix.to_string(),
+        };
+        Failure { code: self.code().to_string(), message: self.to_string(), hint }
+    }
+}
+
+/// What crosses to the UI or the CLI's JSON for an error.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub code: String,
+    pub message: String,
+    pub hint: String,
+}
+
+/// A mailbox with its badge and newest record.
+#[derive(Debug, Clone, Serialize)]
+pub struct MailboxView {
+    #[serde(flatten)]
+    pub mailbox: Mailbox,
+    pub status: Status,
+    pub status_label: &'static str,
+    pub authenticated: bool,
+    pub last_check: Option<HealthRecord>,
+}
+
+/// The result of an import: what was saved and what was refused.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportReport {
+    pub imported: Vec<String>,
+    pub errors: Vec<RowError>,
+}
+
+#[derive(Debug)]
+pub struct App {
+    store: Store,
+    secrets: Arc<dyn SecretStore>,
+    tokens: TokenCache,
+    http: reqwest::Client,
+    pub probe_timeout: Duration,
+}
+
+impl App {
+    pub fn open(home: &Path, secrets: Arc<dyn SecretStore>) -> Result<Self, AppError> {
+        Ok(Self {
+            store: Store::open(home)?,
+            secrets,
+            tokens: TokenCache::default(),
+            http: oauth::http_client(),
+            probe_timeout: PROBE_TIMEOUT,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn tokens(&self) -> &TokenCache {
+        &self.tokens
+    }
+
+    pub async fn view(&self, m: Mailbox) -> Result<MailboxView, AppError> {
+        let credential = match m.flow {
+            Flow::ClientCredentials => SecretKind::ClientSecret,
+            _ => SecretKind::RefreshToken,
+        };
+        let authenticated = secret::get(&self.secrets, &m.name, credential).await?.is_some();
+        let last_check = self.store.history(&m.name, 1)?.into_iter().next();
+        let status = health::status(last_check.as_ref(), authenticated, m.client_secret_expires, Utc::now());
+        Ok(MailboxView { mailbox: m, status, status_label: status.label(), authenticated, last_check })
+    }
+
+    pub async fn list(&self) -> Result<Vec<MailboxView>, AppError> {
+        let mut out = Vec::new();
+        for m in self.store.list()? {
+            out.push(self.view(m).await?);
+        }
+        Ok(out)
+    }
+
+    pub fn get(&self, name: &str) -> Result<Mailbox, AppError> {
+        Ok(self.store.get(name)?)
+    }
+
+    pub fn save(&self, m: &Mailbox) -> Result<(), AppError> {
+        m.validate().map_err(AppError::Invalid)?;
+        Ok(self.store.save(m)?)
+    }
+
+    /// Parses and saves a CSV; bad rows are reported, good rows saved together.
+    pub fn import_csv(&self, text: &str, base: Option<&Path>) -> Result<ImportReport, AppError> {
+        let parsed = import::parse(text, base)?;
+        self.store.save_all(&parsed.mailboxes)?;
+        Ok(ImportReport { imported: parsed.mailboxes.into_iter().map(|m| m.name).collect(), errors: parsed.errors })
+    }
+
+    /// Stores a client secret for a mailbox (keyring only) and, when given, its expiry date
+    /// (in the store: a date is not a secret).
+    pub async fn set_client_secret(
+        &self,
+        name: &str,
+        value: SecretString,
+        expires: Option<chrono::NaiveDate>,
+    ) -> Result<(), AppError> {
+        let mut m = self.store.get(name)?;
+        secret::set(&self.secrets, name, SecretKind::ClientSecret, value).await?;
+        if expires.is_some() {
+            m.client_secret_expires = expires;
+            self.store.save(&m)?;
+        }
+        self.tokens.clear(name).await;
+        Ok(())
+    }
+
+    async fn client_secret(&self, name: &str) -> Result<Option<ClientSecret>, SecretError> {
+        Ok(secret::get(&self.secrets, name, SecretKind::ClientSecret)
+            .await?
+            .map(|s| ClientSecret::new(s.expose_secret().to_string())))
+    }
+
+    /// Signs in with the mailbox's flow (browser, device code, or app-only client credentials),
+    /// stores the refresh token, then verifies the mailbox. Returns the newest health record
+    /// (the verification's, or the sign-in failure's). `flow` overrides and updates the
+    /// mailbox's flow.
+    pub async fn authenticate(
+        &self,
+        name: &str,
+        flow: Option<Flow>,
+        timeout: Duration,
+        open: &(dyn Fn(&Url) -> Result<(), String> + Send + Sync),
+        progress: &(dyn Fn(AuthStep) + Send + Sync),
+    ) -> Result<HealthRecord, AppError> {
+        let mut m = self.store.get(name)?;
+        if let Some(f) = flow.filter(|f| *f != m.flow) {
+            m.flow = f;
+            self.save(&m)?;
+        }
+        let outcome = async {
+            let secret = self.client_secret(name).await?;
+            let tokens = match m.flow {
+                Flow::AuthCode => auth_code::sign_in(&m, secret, &self.http, timeout, open, progress).await?,
+                Flow::Device => device::sign_in(&m, secret, &self.http, timeout, progress).await?,
+                Flow::ClientCredentials => {
+                    let secret = secret.ok_or_else(|| OAuthError::NoClientSecret(name.to_string()))?;
+                    client_credentials::token(&m, secret, &self.http).await?
+                }
+            };
+            if m.flow != Flow::ClientCredentials {
+                let refresh = tokens.refresh_token.as_ref().ok_or(OAuthError::NoRefreshToken)?;
+                // Stored before anything uses the access token (see oauth::refresh).
+                secret::set(&self.secrets, name, SecretKind::RefreshToken, SecretString::from(refresh.secret().clone()))
+                    .await?;
+            }
+            self.tokens.put(name, &tokens).await;
+            Ok::<_, OAuthError>(tokens.id_token.as_ref().and_then(|t| signed_in_account(t.expose_secret())))
+        }
+        .await;
+        match outcome {
+            Ok(account) => {
+                let mut message = match m.flow {
+                    Flow::ClientCredentials => "App-only token obtained with the client secret".to_string(),
+                    _ => "Signed in; refresh token stored in the OS keyring".to_string(),
+                };
+                let other = account.filter(|a| !a.eq_ignore_ascii_case(m.sasl_user()));
+                if let Some(a) = &other {
+                    message = format!("{message}; signed in as {a}, which is not the mailbox's login {}", m.sasl_user());
+                }
+                self.record(ok_record(name, "authenticate", message, None))?;
+                progress(AuthStep::Verifying);
+                let mut rec = self.verify(name).await?;
+                if let (Some(a), false) = (&other, rec.ok) {
+                    // The likely cause: the wrong account signed in. Say so first.
+                    let d = diagnose("signed_in_as_other", None);
+                    rec.message = format!("Signed in as {a}, not {}. {}", m.sasl_user(), rec.message);
+                    rec.hint = Some(format!("{} {}", d.fix, rec.hint.unwrap_or_default()));
+                }
+                Ok(rec)
+            }
+            Err(e) => self.record(oauth_failure(name, "authenticate", &e)),
+        }
+    }
+
+    /// A valid access token (cached, or refreshed with the stored refresh token).
+    pub async fn access_token(&self, name: &str) -> Result<Result<AccessToken, OAuthError>, AppError> {
+        let m = self.store.get(name)?;
+        Ok(self.tokens.access_token(&m, &self.secrets, &self.http).await)
+    }
+
+    /// Really logs in to the mailbox and records the outcome.
+    pub async fn verify(&self, name: &str) -> Result<HealthRecord, AppError> {
+        let m = self.store.get(name)?;
+        let token = match self.tokens.access_token(&m, &self.secrets, &self.http).await {
+            Ok(t) => t,
+            Err(e) => return self.record(oauth_failure(name, "refresh", &e)),
+        };
+        let check = match m.protocol {
+            Protocol::Imap => "imap",
+            Protocol::Pop3 => "pop3",
+        };
+        let target = ProbeTarget {
+            protocol: m.protocol,
+            host: m.host.clone(),
+            port: m.port,
+            security: m.security,
+            folder: m.folder.clone(),
+            sasl_user: m.sasl_user().to_string(),
+            ca_file: m.ca_file.clone(),
+            timeout: self.probe_timeout,
+        };
+        let rec = match probe::probe(&target, &token).await {
+            Ok(r) => {
+                let mut rec = ok_record(name, check, r.detail, Some(r.messages));
+                rec.message = format!("{} (signed in with {})", rec.message, r.mechanism);
+                rec
+            }
+            Err(e) => {
+                let words = e.server_words().map(str::to_string);
+                failure_record(name, check, e.code(), e.to_string(), words)
+            }
+        };
+        self.record(rec)
+    }
+
+    /// Verifies many mailboxes, at most `concurrency` at once; `done` is called as each ends.
+    pub async fn verify_many(
+        &self,
+        names: &[String],
+        concurrency: usize,
+        done: &(dyn Fn(&HealthRecord) + Send + Sync),
+    ) -> Result<Vec<HealthRecord>, AppError> {
+        let mut results: Vec<(usize, HealthRecord)> = futures::stream::iter(names.iter().enumerate())
+            .map(|(i, n)| async move { (i, self.verify(n).await) })
+            .buffer_unordered(concurrency.max(1))
+            .map(|(i, r)| {
+                if let Ok(rec) = &r {
+                    done(rec);
+                }
+                r.map(|rec| (i, rec))
+            })
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        results.sort_by_key(|(i, _)| *i);
+        Ok(results.into_iter().map(|(_, r)| r).collect())
+    }
+
+    /// Deletes the mailbox's keyring entries (refresh token and client secret).
+    pub async fn forget(&self, name: &str) -> Result<(), AppError> {
+        self.store.get(name)?;
+        self.tokens.clear(name).await;
+        secret::delete(&self.secrets, name, SecretKind::RefreshToken).await?;
+        secret::delete(&self.secrets, name, SecretKind::ClientSecret).await?;
+        Ok(())
+    }
+
+    /// Removes the mailbox, its history and its keyring entries. Secrets go first, so a
+    /// keyring failure leaves the mailbox in place to try again.
+    pub async fn remove(&self, name: &str) -> Result<(), AppError> {
+        self.forget(name).await?;
+        Ok(self.store.remove(name)?)
+    }
+
+    pub fn history(&self, name: &str, limit: usize) -> Result<Vec<HealthRecord>, AppError> {
+        self.store.get(name)?;
+        Ok(self.store.history(name, limit)?)
+    }
+
+    fn record(&self, rec: HealthRecord) -> Result<HealthRecord, AppError> {
+        self.store.record(&rec)?;
+        Ok(rec)
+    }
+}
+
+/// The account named in an id_token (`preferred_username`, else `email`), for telling the
+/// admin when someone else signed in. The token came straight from the token endpoint over
+/// TLS, so its claims are read without checking the signature; they only feed a hint.
+pub fn signed_in_account(id_token: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = id_token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    ["preferred_username", "email", "upn"].iter().find_map(|k| claims[*k].as_str().map(str::to_string))
+}
+
+fn ok_record(name: &str, check: &str, message: String, messages: Option<u32>) -> HealthRecord {
+    HealthRecord {
+        mailbox: name.into(),
+        at: Utc::now(),
+        check: check.into(),
+        ok: true,
+        code: None,
+        message,
+        hint: None,
+        server_words: None,
+        messages,
+    }
+}
+
+fn failure_record(name: &str, check: &str, code: &str, message: String, server_words: Option<String>) -> HealthRecord {
+    let d = diagnose(code, server_words.as_deref());
+    HealthRecord {
+        mailbox: name.into(),
+        at: Utc::now(),
+        check: check.into(),
+        ok: false,
+        code: Some(code.into()),
+        message: format!("{message}. {}", d.cause),
+        hint: Some(d.fix.into()),
+        server_words,
+        messages: None,
+    }
+}
+
+fn oauth_failure(name: &str, check: &str, e: &OAuthError) -> HealthRecord {
+    failure_record(name, check, &e.code(), e.to_string(), e.server_words())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    fn jwt(claims: &str) -> String {
+        let b = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!("{}.{}.sig", b(r#"{"alg":"RS256"}"#), b(claims))
+    }
+
+    #[test]
+    fn signed_in_account_prefers_preferred_username() {
+        assert_eq!(
+            signed_in_account(&jwt(r#"{"preferred_username":"a@contoso.com","email":"b@contoso.com"}"#)).as_deref(),
+            Some("a@contoso.com")
+        );
+        assert_eq!(signed_in_account(&jwt(r#"{"email":"b@x.test"}"#)).as_deref(), Some("b@x.test"));
+        assert_eq!(signed_in_account(&jwt(r#"{"sub":"123"}"#)), None);
+        assert_eq!(signed_in_account("not a jwt"), None);
+    }
+}

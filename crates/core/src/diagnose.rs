@@ -1,0 +1,277 @@
+//! Failure → cause → fix, as data.
+//!
+//! Every failure carries a stable code (from the probes, the OAuth flows, the keyring) and,
+//! when the other side said something, its words. The catalogue below turns that into what the
+//! admin should change. Provider-specific codes found in the server's words (Microsoft's
+//! `AADSTS…`) take precedence over the generic code, because they are more precise.
+
+use serde::Serialize;
+
+/// What went wrong and what to do, in the admin's words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnosis {
+    pub cause: &'static str,
+    pub fix: &'static str,
+}
+
+/// `(code or marker, cause, fix)`.
+type Entry = (&'static str, &'static str, &'static str);
+
+/// Markers looked for in the server's words, most specific first. Microsoft's `AADSTS` codes
+/// come from the identity platform's error reference; the mail-server lines are the ones
+/// Exchange Online and Gmail actually send.
+const BY_WORDS: &[Entry] = &[
+    // Microsoft identity platform (AADSTS)
+    ("AADSTS50011", "The redirect URI sent by Mailbox Auth is not registered for the app.",
+     "In Microsoft Entra → App registrations → your app → Authentication, add the platform \"Mobile and desktop applications\" with the redirect URI http://localhost."),
+    ("AADSTS50194", "The app is registered for a single tenant, but the sign-in used the multi-tenant endpoint.",
+     "Set the mailbox's tenant to your tenant id or domain (not common/organizations), or make the app multi-tenant in Entra → Authentication → Supported account types."),
+    ("AADSTS90002", "The tenant does not exist.",
+     "Check the tenant: use the tenant id (Entra → Overview → Tenant ID) or a verified domain such as contoso.onmicrosoft.com."),
+    ("AADSTS700016", "The client id is not known in this tenant.",
+     "Check the client_id against Entra → App registrations → Overview (Application (client) ID) and that the tenant is the one the app lives in."),
+    ("AADSTS65001", "Nobody has consented to the app's mail permissions.",
+     "Have an admin grant consent: Entra → App registrations → your app → API permissions → Grant admin consent; or sign in once and accept."),
+    ("AADSTS7000215", "The client secret is wrong: often the secret's ID was copied instead of its value.",
+     "In Entra → Certificates & secrets, create a new client secret and store its Value (not the Secret ID) for this mailbox."),
+    ("AADSTS7000222", "The app's client secret has expired.",
+     "In Entra → Certificates & secrets, create a new client secret, store it for the mailbox and record its new expiry date."),
+    ("AADSTS700025", "The app is a public client, so it must not send a client secret.",
+     "Remove the client secret stored for this mailbox, or turn off \"Allow public client flows\" if the app is meant to be confidential."),
+    ("AADSTS7000218", "The app is treated as confidential but no client secret was sent.",
+     "In Entra → Authentication → Advanced settings, set \"Allow public client flows\" to Yes, or store the app's client secret for this mailbox."),
+    ("AADSTS50076", "Multi-factor authentication is required for this sign-in.",
+     "Click Authenticate and complete the MFA prompt in the browser; the refresh token then carries the MFA claim."),
+    ("AADSTS53003", "A Conditional Access policy blocked the sign-in.",
+     "Ask an Entra admin to check Sign-in logs → Conditional Access for this user and app, and allow the app or sign in from a compliant device/location."),
+    ("AADSTS70008", "The authorization code or refresh token expired because it was not used for a long time.",
+     "Click Authenticate and sign in again; verify the mailbox regularly so its sign-in stays fresh."),
+    ("AADSTS700082", "The refresh token expired after 90 days without use.",
+     "Click Authenticate and sign in again; scheduled verification keeps the refresh token in use."),
+    ("AADSTS50173", "The sign-in was revoked, usually because the user's password changed or sessions were revoked.",
+     "Click Authenticate and sign in again with the current password."),
+    ("AADSTS70043", "A Conditional Access sign-in frequency policy expired the refresh token.",
+     "Click Authenticate and sign in again; ask an Entra admin to exclude this app from the sign-in frequency policy if it must run unattended."),
+    ("AADSTS9002313", "Microsoft rejected the request as malformed.",
+     "Check the tenant, client_id, scopes and extra authorization parameters for typos; use the v2.0 endpoints and scopes such as https://outlook.office.com/IMAP.AccessAsUser.All."),
+    // Google
+    ("Token has been expired or revoked", "Google no longer accepts the refresh token: an app in \"Testing\" gets tokens that expire after 7 days, or the user removed the app's access.",
+     "If the OAuth consent screen is in Testing, publish the app (Google Cloud → OAuth consent screen → Publish); then click Authenticate and sign in again."),
+    // Exchange Online IMAP/POP/SMTP
+    ("User is authenticated but not connected", "Exchange accepted the token but the signed-in identity has no access to this mailbox.",
+     "For app-only access run Add-MailboxPermission -Identity <mailbox> -User <service principal id> -AccessRights FullAccess; for delegated access sign in as the mailbox's user or a delegate with FullAccess."),
+    ("AUTHENTICATE failed", "Exchange refused the token after a successful sign-in: IMAP is disabled for the mailbox, the token is for another API (for example Microsoft Graph instead of outlook.office.com), or for app-only the service principal or its mailbox permission is missing.",
+     "Run Set-CASMailbox -Identity <mailbox> -ImapEnabled $true; request the scope https://outlook.office.com/IMAP.AccessAsUser.All (delegated) or https://outlook.office365.com/.default (app-only, with New-ServicePrincipal and Add-MailboxPermission)."),
+    ("-ERR Authentication failure", "The POP3 server refused the token: POP is disabled for the mailbox, or the token does not belong to this mailbox's user.",
+     "Run Set-CASMailbox -Identity <mailbox> -PopEnabled $true, request https://outlook.office.com/POP.AccessAsUser.All, and sign in as the mailbox's user."),
+    ("5.7.139", "SMTP AUTH is disabled for the tenant or for this mailbox.",
+     "Run Set-CASMailbox -Identity <mailbox> -SmtpClientAuthenticationDisabled $false (or Set-TransportConfig -SmtpClientAuthenticationDisabled $false for the tenant)."),
+    ("5.7.57", "The SMTP server did not see an authenticated session before the message was sent.",
+     "Use smtp.office365.com port 587 with STARTTLS and the SMTP.Send scope, so that AUTH XOAUTH2 succeeds before MAIL FROM."),
+    ("5.7.3", "The SMTP server refused the token.",
+     "Check that SMTP AUTH is enabled for the mailbox, the token has the SMTP.Send scope, and the signed-in account is the sender."),
+];
+
+/// Codes, as produced by the probes, the OAuth flows and the keyring.
+const BY_CODE: &[Entry] = &[
+    // OAuth (RFC 6749 §5.2 and §4.1.2.1)
+    ("invalid_grant", "The stored sign-in is no longer valid: the refresh token expired, was revoked, or was already used once (rotated).",
+     "Click Authenticate and sign in again."),
+    ("invalid_client", "The identity provider does not accept the client id or client secret.",
+     "Check the client_id, and the client secret if the app has one (it may have expired)."),
+    ("unauthorized_client", "The app registration is not allowed to use this sign-in flow.",
+     "Allow the authorization code flow (public client / desktop platform) for the app at the identity provider."),
+    ("invalid_scope", "The identity provider does not know one of the requested scopes.",
+     "Check the scopes of the mailbox against those the app registration exposes."),
+    ("access_denied", "The sign-in was refused at the consent screen.",
+     "Sign in again and accept the requested permissions, or ask an admin to grant consent for the organisation."),
+    ("consent_required", "The user or an admin must first consent to the app's permissions.",
+     "Sign in again and accept, or have an admin grant consent for the organisation."),
+    ("interaction_required", "The identity provider needs the user to sign in interactively (for example MFA).",
+     "Click Authenticate and complete the sign-in in the browser."),
+    ("signin_timeout", "The sign-in was not completed in the browser in time.",
+     "Click Authenticate again and finish signing in in the browser window that opens; check the account and password."),
+    ("no_refresh_token", "The identity provider returned no refresh token, so the mailbox cannot stay authorised.",
+     "Request the offline_access scope (Microsoft, generic) or add access_type=offline and prompt=consent (Google) to the authorization parameters."),
+    ("not_authenticated", "The mailbox has not been authenticated yet.", "Click Authenticate and sign in."),
+    ("no_client_secret", "App-only access needs the app's client secret, and none is stored.",
+     "Store the client secret of the app registration for this mailbox (Entra → Certificates & secrets → the secret's Value)."),
+    ("client_secret_expired", "The app registration's client secret has expired.",
+     "Create a new client secret for the app, store it for this mailbox and record its expiry date."),
+    ("client_secret_expiring", "The app registration's client secret expires within 30 days.",
+     "Create a new client secret before the expiry date, store it for this mailbox and record its new expiry date."),
+    ("signed_in_as_other", "The account that signed in is not the mailbox's login.",
+     "Sign in again with the mailbox's own account, or set the login field to the delegate that has access to the mailbox."),
+    ("token_endpoint_unreachable", "The token endpoint could not be reached.",
+     "Check the token URL and this machine's network connection to the identity provider."),
+    ("token_response_invalid", "The token endpoint did not answer like an OAuth server.",
+     "Check the token URL: it must be the provider's OAuth2 token endpoint."),
+    ("config", "The mailbox settings are incomplete.", "Fill in the named field in the mailbox editor."),
+    ("loopback", "The local sign-in listener could not run.", "Check that this machine allows programs to listen on 127.0.0.1."),
+    ("cancelled", "The sign-in was cancelled.", "Click Authenticate to start again."),
+    // Keyring
+    ("keyring_unavailable", "No OS keyring (Secret Service) is reachable.",
+     "Install and unlock gnome-keyring or KeePassXC (with Secret Service enabled), then try again."),
+    ("keyring_locked", "The OS keyring is locked or refused access.", "Unlock the keyring and try again."),
+    ("keyring_failed", "The OS keyring failed.", "Unlock or restart the keyring service and try again."),
+    // Mail server probes
+    ("dns", "The mail server's host name does not resolve.", "Check the host name for typos; for Microsoft 365 it is outlook.office365.com."),
+    ("connect_refused", "Nothing accepts connections at that host and port.",
+     "Check the port (IMAP 993 with TLS, 143 with STARTTLS; POP3 995 with TLS, 110 with STARTTLS) and that the server is running."),
+    ("connect", "The mail server could not be reached.", "Check the host, the port and any firewall between this machine and the server."),
+    ("timeout", "The mail server did not answer in time.", "Check the host and port, and any firewall that silently drops the connection."),
+    ("tls_untrusted", "The mail server's certificate is not signed by a trusted authority.",
+     "If the server uses a private CA, set the mailbox's CA certificate file to that CA's PEM; otherwise check you are talking to the right server."),
+    ("tls_hostname", "The mail server's certificate does not match the host name.", "Use the host name the certificate was issued for."),
+    ("tls_expired", "The mail server's certificate has expired (or is not valid yet).",
+     "Renew the server's certificate, and check this machine's clock."),
+    ("tls", "The TLS handshake with the mail server failed.",
+     "Check the security setting: port 993/995 need TLS, 143/110 need STARTTLS."),
+    ("ca_file", "The extra CA certificate file cannot be used.", "Point the CA certificate setting at a readable PEM file containing a certificate."),
+    ("starttls_not_offered", "The server does not offer STARTTLS, so the token was not sent.",
+     "Use TLS on the server's TLS port (IMAP 993, POP3 995), or enable STARTTLS on the server."),
+    ("mechanism_not_offered", "The server offers neither XOAUTH2 nor OAUTHBEARER.",
+     "Enable OAuth (XOAUTH2/OAUTHBEARER) on the mail server, or check that the host is the provider's mail server."),
+    ("auth_rejected", "The mail server refused the access token.",
+     "Check that the signed-in account is the mailbox's login (or has access to it), that IMAP/POP is enabled for the mailbox, and that the scopes are for this mail service."),
+    ("folder_missing", "Sign-in worked, but the folder does not exist.", "Fix the folder name (usually INBOX)."),
+    ("protocol", "The server answered in a way that does not fit the protocol.",
+     "Check that the port belongs to the chosen protocol (IMAP or POP3) and security."),
+    ("store", "The local data store failed.", "Check that the data directory is writable and has free space."),
+    ("not_found", "There is no mailbox with that name.", "Check the name with `mailbox-auth list`."),
+];
+
+const UNKNOWN: Diagnosis = Diagnosis {
+    cause: "An unexpected failure.",
+    fix: "Read the server's words above; if they do not help, check the mailbox settings and try again.",
+};
+
+/// The diagnosis for a failure code and the server's words.
+pub fn diagnose(code: &str, server_words: Option<&str>) -> Diagnosis {
+    if let Some(words) = server_words {
+        if let Some((_, cause, fix)) = BY_WORDS.iter().find(|(marker, ..)| has_marker(words, marker)) {
+            return Diagnosis { cause, fix };
+        }
+    }
+    BY_CODE
+        .iter()
+        .find(|(c, ..)| *c == code)
+        .map(|(_, cause, fix)| Diagnosis { cause, fix })
+        .unwrap_or(UNKNOWN)
+}
+
+/// Whether `marker` occurs in `words` as a whole code: `AADSTS70008` must not match inside
+/// `AADSTS700082`, nor `5.7.3` inside `5.7.30`.
+fn has_marker(words: &str, marker: &str) -> bool {
+    words.match_indices(marker).any(|(i, _)| {
+        let next = words[i + marker.len()..].chars().next();
+        !next.is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
+/// The codes the catalogue knows (for tests and documentation).
+pub fn known_codes() -> impl Iterator<Item = &'static str> {
+    BY_CODE.iter().map(|(c, ..)| *c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_beat_codes() {
+        let d = diagnose("invalid_client", Some("AADSTS7000218: The request body must contain client_assertion or client_secret."));
+        assert!(d.fix.contains("Allow public client flows"), "{d:?}");
+    }
+
+    #[test]
+    fn unknown_code_gets_the_generic_answer() {
+        assert_eq!(diagnose("something-new", None), UNKNOWN);
+    }
+
+    /// Provider error bodies and server lines recorded from public documentation.
+    #[derive(serde::Deserialize)]
+    struct Fixture {
+        code: String,
+        body: Option<serde_json::Value>,
+        line: Option<String>,
+        cause: String,
+        fix: String,
+    }
+
+    fn fixtures() -> Vec<Fixture> {
+        serde_json::from_str(include_str!("../fixtures/provider-errors.json")).expect("fixture JSON")
+    }
+
+    /// The words as the OAuth code keeps them: `error: error_description`.
+    fn words(f: &Fixture) -> String {
+        match (&f.body, &f.line) {
+            (Some(b), _) => format!("{}: {}", b["error"].as_str().unwrap(), b["error_description"].as_str().unwrap_or("")),
+            (None, Some(l)) => l.clone(),
+            (None, None) => panic!("fixture without body or line"),
+        }
+    }
+
+    #[test]
+    fn every_fixture_gets_its_cause_and_fix() {
+        for f in fixtures() {
+            let w = words(&f);
+            let d = diagnose(&f.code, Some(&w));
+            assert!(d.cause.contains(&f.cause), "cause for {w:?}: {:?} lacks {:?}", d.cause, f.cause);
+            assert!(d.fix.contains(&f.fix), "fix for {w:?}: {:?} lacks {:?}", d.fix, f.fix);
+        }
+    }
+
+    #[test]
+    fn every_marker_and_oauth_code_has_a_fixture() {
+        let fx = fixtures();
+        for (marker, ..) in BY_WORDS {
+            assert!(fx.iter().any(|f| has_marker(&words(f), marker)), "no fixture for {marker}");
+        }
+        for code in ["invalid_grant", "invalid_client", "unauthorized_client", "invalid_scope", "access_denied", "consent_required", "interaction_required"] {
+            assert!(fx.iter().any(|f| f.code == code && !BY_WORDS.iter().any(|(m, ..)| has_marker(&words(f), m))), "no plain fixture for {code}");
+        }
+    }
+
+    #[test]
+    fn local_failures_have_their_fix() {
+        let cases = [
+            ("dns", "does not resolve", "host name"),
+            ("connect_refused", "Nothing accepts connections", "Check the port"),
+            ("connect", "could not be reached", "firewall"),
+            ("timeout", "did not answer in time", "firewall"),
+            ("tls_untrusted", "not signed by a trusted authority", "CA certificate file"),
+            ("tls_hostname", "does not match the host name", "issued for"),
+            ("tls_expired", "has expired", "clock"),
+            ("tls", "handshake", "993/995 need TLS"),
+            ("ca_file", "cannot be used", "PEM file"),
+            ("starttls_not_offered", "token was not sent", "TLS port"),
+            ("mechanism_not_offered", "neither XOAUTH2 nor OAUTHBEARER", "Enable OAuth"),
+            ("folder_missing", "folder does not exist", "folder name"),
+            ("protocol", "does not fit the protocol", "port belongs"),
+            ("signin_timeout", "not completed", "Authenticate again"),
+            ("no_refresh_token", "no refresh token", "offline_access"),
+            ("not_authenticated", "not been authenticated", "Authenticate"),
+            ("no_client_secret", "none is stored", "Certificates & secrets"),
+            ("client_secret_expired", "has expired", "new client secret"),
+            ("client_secret_expiring", "within 30 days", "before the expiry date"),
+            ("signed_in_as_other", "not the mailbox's login", "login field"),
+            ("keyring_unavailable", "No OS keyring", "gnome-keyring"),
+            ("keyring_locked", "locked", "Unlock"),
+            ("token_endpoint_unreachable", "could not be reached", "token URL"),
+        ];
+        for (code, cause, fix) in cases {
+            let d = diagnose(code, None);
+            assert!(d.cause.contains(cause) && d.fix.contains(fix), "{code}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn catalogue_has_no_duplicates_or_blank_text() {
+        let mut seen = std::collections::HashSet::new();
+        for (c, cause, fix) in BY_CODE.iter().chain(BY_WORDS) {
+            assert!(seen.insert(*c), "duplicate {c}");
+            assert!(!cause.is_empty() && !fix.is_empty(), "{c}");
+        }
+    }
+}

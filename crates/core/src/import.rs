@@ -1,0 +1,327 @@
+//! Bulk import of mailboxes from CSV.
+//!
+//! A header row names the columns, in any order, using the mailbox field names. Unknown columns
+//! are an error for the whole file (a typo must not silently drop a setting). Each data row is
+//! validated on its own; bad rows are reported with their line number and field, good rows are
+//! imported together in one transaction. Importing a name that exists updates it.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::mailbox::{parse_auth_params, FieldError, Flow, Mailbox, ProviderKind, Protocol, Security, Smtp};
+use crate::provider;
+
+pub const COLUMNS: &[&str] = &[
+    "name", "email", "login", "protocol", "host", "port", "security", "folder", "provider", "tenant", "client_id", "scopes",
+    "auth_url", "token_url", "auth_params", "ca_file", "flow", "device_url", "smtp_host", "smtp_port", "smtp_security",
+    "client_secret_expires",
+];
+const REQUIRED: &[&str] = &["name", "email", "client_id"];
+
+/// A problem with one row (or, with line 1, the header).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("line {line}: {field}: {message}")]
+pub struct RowError {
+    pub line: u64,
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    /// The header itself is wrong: nothing is imported.
+    #[error("{0}")]
+    Header(RowError),
+}
+
+/// The outcome of parsing a CSV: the valid mailboxes and the rejected rows.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub mailboxes: Vec<Mailbox>,
+    pub errors: Vec<RowError>,
+}
+
+/// Parses CSV text. `base` resolves relative `ca_file` paths (the CSV's folder).
+pub fn parse(text: &str, base: Option<&Path>) -> Result<Parsed, ImportError> {
+    let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(true).from_reader(text.as_bytes());
+    let header_err = |field: &str, message: String| ImportError::Header(RowError { line: 1, field: field.into(), message });
+    let headers: Vec<String> = rdr
+        .headers()
+        .map_err(|e| header_err("header", e.to_string()))?
+        .iter()
+        .map(|h| h.trim_start_matches('\u{feff}').to_ascii_lowercase())
+        .collect();
+    let mut seen = HashSet::new();
+    for h in &headers {
+        if !COLUMNS.contains(&h.as_str()) {
+            return Err(header_err(h, format!("unknown column; the columns are: {}", COLUMNS.join(", "))));
+        }
+        if !seen.insert(h.as_str()) {
+            return Err(header_err(h, "column appears twice".into()));
+        }
+    }
+    for r in REQUIRED {
+        if !seen.contains(r) {
+            return Err(header_err(r, "required column is missing".into()));
+        }
+    }
+    let mut out = Parsed::default();
+    let mut names = HashSet::new();
+    for rec in rdr.records() {
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map(|p| p.line()).unwrap_or(0);
+                out.errors.push(RowError { line, field: "row".into(), message: e.to_string() });
+                continue;
+            }
+        };
+        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        if rec.iter().all(str::is_empty) {
+            continue;
+        }
+        if rec.len() != headers.len() {
+            out.errors.push(RowError {
+                line,
+                field: "row".into(),
+                message: format!("has {} values but the header has {} columns", rec.len(), headers.len()),
+            });
+            continue;
+        }
+        let get = |col: &str| headers.iter().position(|h| h == col).map(|i| rec[i].to_string()).filter(|v| !v.is_empty());
+        match build(&get, base) {
+            Ok(m) => {
+                if !names.insert(m.name.clone()) {
+                    out.errors.push(RowError { line, field: "name".into(), message: format!("`{}` appears earlier in the file", m.name) });
+                } else {
+                    out.mailboxes.push(m);
+                }
+            }
+            Err(errs) => out.errors.extend(errs.into_iter().map(|e| RowError { line, field: e.field.into(), message: e.message })),
+        }
+    }
+    Ok(out)
+}
+
+/// Builds and validates one mailbox from column values, filling provider defaults.
+pub fn build(get: &dyn Fn(&str) -> Option<String>, base: Option<&Path>) -> Result<Mailbox, Vec<FieldError>> {
+    let mut errs = Vec::new();
+    let parse_or = |field: &'static str, default| -> Option<String> { get(field).or(default) };
+    let protocol = parse_or("protocol", Some("imap".into())).unwrap_or_default().parse::<Protocol>();
+    let security = parse_or("security", Some("tls".into())).unwrap_or_default().parse::<Security>();
+    let provider_kind = parse_or("provider", Some("generic".into())).unwrap_or_default().parse::<ProviderKind>();
+    let (protocol, security, provider_kind) = match (protocol, security, provider_kind) {
+        (Ok(p), Ok(s), Ok(k)) => (p, s, k),
+        (p, s, k) => {
+            errs.extend([p.err(), s.err(), k.err()].into_iter().flatten());
+            return Err(errs);
+        }
+    };
+    let tenant = get("tenant");
+    let preset = provider::preset(provider_kind, protocol, tenant.as_deref());
+    let port = match get("port") {
+        None => provider::default_port(protocol, security),
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) => n,
+            Err(_) => {
+                errs.push(FieldError::new("port", format!("`{p}` is not a port number (1-65535)")));
+                0
+            }
+        },
+    };
+    let auth_params = match get("auth_params").map(|s| parse_auth_params(&s)).transpose() {
+        Ok(p) => p.unwrap_or_default(),
+        Err(e) => {
+            errs.push(e);
+            vec![]
+        }
+    };
+    let ca_file = get("ca_file").map(|p| {
+        let p = std::path::PathBuf::from(p);
+        match base {
+            Some(b) if p.is_relative() => b.join(p),
+            _ => p,
+        }
+    });
+    let flow = match get("flow").map(|f| f.parse::<Flow>()).transpose() {
+        Ok(f) => f.unwrap_or_default(),
+        Err(e) => {
+            errs.push(e);
+            Flow::default()
+        }
+    };
+    let smtp = smtp_columns(get, provider_kind, &mut errs);
+    let client_secret_expires = match get("client_secret_expires") {
+        None => None,
+        Some(d) => match chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d") {
+            Ok(d) => Some(d),
+            Err(_) => {
+                errs.push(FieldError::new("client_secret_expires", format!("`{d}` is not a date like 2027-03-31")));
+                None
+            }
+        },
+    };
+    let m = Mailbox {
+        name: get("name").unwrap_or_default(),
+        email: get("email").unwrap_or_default(),
+        login: get("login"),
+        protocol,
+        host: get("host").or(preset.host.map(String::from)).unwrap_or_default(),
+        port,
+        security,
+        folder: get("folder").unwrap_or_else(|| "INBOX".into()),
+        provider: provider_kind,
+        tenant: tenant.or(if provider_kind == ProviderKind::Microsoft { Some("organizations".into()) } else { None }),
+        client_id: get("client_id").unwrap_or_default(),
+        scopes: get("scopes").map(|s| s.split_whitespace().map(String::from).collect()).unwrap_or_else(|| {
+            // App-only access to Exchange Online asks for the resource's .default scope.
+            if flow == Flow::ClientCredentials && provider_kind == ProviderKind::Microsoft {
+                vec![provider::MS_APP_ONLY_SCOPE.to_string()]
+            } else {
+                preset.scopes.clone()
+            }
+        }),
+        auth_url: get("auth_url").or(preset.auth_url),
+        token_url: get("token_url").or(preset.token_url),
+        auth_params,
+        ca_file,
+        flow,
+        device_url: get("device_url").or(preset.device_url),
+        smtp,
+        client_secret_expires,
+    };
+    if let Err(v) = m.validate() {
+        // The port error is already reported with the value the admin typed.
+        let reported: Vec<&'static str> = errs.iter().map(|x| x.field).collect();
+        errs.extend(v.into_iter().filter(|e| !(matches!(e.field, "port" | "smtp_port") && reported.contains(&e.field))));
+    }
+    if errs.is_empty() { Ok(m) } else { Err(errs) }
+}
+
+/// The optional SMTP columns: none set means no outbound server; a host (or a provider with a
+/// known SMTP host and any SMTP column) fills the rest from the usual submission settings.
+fn smtp_columns(get: &dyn Fn(&str) -> Option<String>, provider: ProviderKind, errs: &mut Vec<FieldError>) -> Option<Smtp> {
+    let (host, port, security) = (get("smtp_host"), get("smtp_port"), get("smtp_security"));
+    if host.is_none() && port.is_none() && security.is_none() {
+        return None;
+    }
+    let security = match security.map(|s| s.parse::<Security>()).transpose() {
+        Ok(s) => s.unwrap_or(Security::Starttls),
+        Err(mut e) => {
+            e.field = "smtp_security";
+            errs.push(e);
+            Security::Starttls
+        }
+    };
+    let port = match port {
+        None => provider::default_smtp_port(security),
+        Some(p) => p.parse::<u16>().unwrap_or_else(|_| {
+            errs.push(FieldError::new("smtp_port", format!("`{p}` is not a port number (1-65535)")));
+            0
+        }),
+    };
+    let host = host.or(provider::smtp_host(provider).map(String::from)).unwrap_or_default();
+    Some(Smtp { host, port, security })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "name,email,host,client_id,auth_url,token_url,scopes\n\
+        a,a@example.com,imap.example.com,cid,https://idp/auth,https://idp/token,openid mail\n";
+
+    #[test]
+    fn columns_in_any_order_with_defaults() {
+        let p = parse(GOOD, None).unwrap();
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        let m = &p.mailboxes[0];
+        assert_eq!((m.protocol, m.security, m.port, m.folder.as_str()), (Protocol::Imap, Security::Tls, 993, "INBOX"));
+        assert_eq!(m.scopes, vec!["openid", "mail"]);
+    }
+
+    #[test]
+    fn unknown_column_rejects_the_file() {
+        let err = parse("name,email,client_id,colour\n", None).unwrap_err();
+        assert!(err.to_string().starts_with("line 1: colour: unknown column"), "{err}");
+    }
+
+    #[test]
+    fn missing_required_column() {
+        let err = parse("name,email\n", None).unwrap_err();
+        assert!(err.to_string().contains("client_id: required column is missing"), "{err}");
+    }
+
+    #[test]
+    fn bad_rows_are_named_by_line_and_field_good_rows_kept() {
+        let text = format!(
+            "{GOOD}b,not-an-address,imap.example.com,cid,https://idp/auth,https://idp/token,x\n\
+             c,c@example.com,imap.example.com,,https://idp/auth,https://idp/token,x\n\
+             a,a2@example.com,imap.example.com,cid,https://idp/auth,https://idp/token,x\n"
+        );
+        let p = parse(&text, None).unwrap();
+        assert_eq!(p.mailboxes.len(), 1);
+        let errs: Vec<String> = p.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            errs,
+            vec![
+                "line 3: email: must be an address like support@example.com",
+                "line 4: client_id: is required (the app registration's client id)",
+                "line 5: name: `a` appears earlier in the file",
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_enum_and_port_name_their_fields() {
+        let p = parse("name,email,client_id,protocol,port\nx,x@e.com,c,smtp,99999\ny,y@e.com,c,imap,abc\n", None).unwrap();
+        let f: Vec<(u64, &str)> = p.errors.iter().map(|e| (e.line, e.field.as_str())).collect();
+        assert_eq!(f[0], (2, "protocol"));
+        assert!(f.contains(&(3, "port")), "{f:?}");
+        assert!(p.mailboxes.is_empty());
+    }
+
+    #[test]
+    fn microsoft_preset_fills_host_scopes_and_endpoints() {
+        let p = parse("name,email,client_id,provider,protocol\nm,m@contoso.com,cid,microsoft,pop3\n", None).unwrap();
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        let m = &p.mailboxes[0];
+        assert_eq!(m.host, "outlook.office365.com");
+        assert_eq!(m.port, 995);
+        assert_eq!(m.tenant.as_deref(), Some("organizations"));
+        assert_eq!(m.scopes, vec![provider::MS_POP_SCOPE, "offline_access"]);
+        assert!(m.token_url.as_deref().unwrap().contains("/organizations/oauth2/v2.0/token"));
+    }
+
+    #[test]
+    fn flow_smtp_and_secret_expiry_columns() {
+        let p = parse(
+            "name,email,client_id,provider,flow,smtp_security,client_secret_expires\n\
+             m,m@contoso.com,cid,microsoft,client-credentials,starttls,2027-03-31\n\
+             n,n@contoso.com,cid,microsoft,browser,,31/03/2027\n",
+            None,
+        )
+        .unwrap();
+        let m = &p.mailboxes[0];
+        assert_eq!(m.flow, Flow::ClientCredentials);
+        assert_eq!(m.scopes, vec![provider::MS_APP_ONLY_SCOPE]);
+        assert_eq!(m.smtp, Some(Smtp { host: "smtp.office365.com".into(), port: 587, security: Security::Starttls }));
+        assert_eq!(m.client_secret_expires, chrono::NaiveDate::from_ymd_opt(2027, 3, 31));
+        let f: Vec<&str> = p.errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(f, vec!["flow", "client_secret_expires"]);
+    }
+
+    #[test]
+    fn relative_ca_file_resolves_against_the_csv_folder() {
+        let p = parse(
+            "name,email,host,client_id,auth_url,token_url,scopes,ca_file\na,a@e.com,h.e.com,c,https://i/a,https://i/t,s,certs/ca.pem\n",
+            Some(Path::new("/data/import")),
+        )
+        .unwrap();
+        assert_eq!(p.mailboxes[0].ca_file.as_deref(), Some(Path::new("/data/import/certs/ca.pem")));
+    }
+}

@@ -1,0 +1,363 @@
+//! The mailbox model and its validation.
+//!
+//! A mailbox is what an admin configures once: where the mail lives (IMAP or POP3 host, port,
+//! TLS or STARTTLS, folder), who signs in (`login`, which defaults to the address and lets a
+//! delegate sign in for a shared mailbox) and how (provider, tenant, client id, scopes,
+//! endpoints). Secrets are not part of it: refresh tokens and client secrets live in the keyring
+//! (see [`crate::secret`]).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Incoming mail protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Imap,
+    Pop3,
+}
+
+/// How the connection is secured. There is deliberately no plaintext option: a bearer token must
+/// never cross the network in clear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Security {
+    /// Implicit TLS from the first byte (IMAPS 993, POP3S 995).
+    Tls,
+    /// Plain connection upgraded with STARTTLS (IMAP) or STLS (POP3) before any credential is sent.
+    Starttls,
+}
+
+/// Who issues the tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Microsoft,
+    Google,
+    Generic,
+}
+
+/// How the mailbox obtains its tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Flow {
+    /// Authorization code + PKCE through the system browser (RFC 6749 §4.1, RFC 7636, RFC 8252).
+    #[default]
+    AuthCode,
+    /// Device authorization grant (RFC 8628): a code typed in on any device's browser.
+    Device,
+    /// App-only access with the app's client secret (RFC 6749 §4.4); no user signs in.
+    ClientCredentials,
+}
+
+/// Optional outbound mail server (SMTP submission).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Smtp {
+    pub host: String,
+    pub port: u16,
+    /// `tls` (implicit, 465) or `starttls` (587).
+    pub security: Security,
+}
+
+macro_rules! text_enum {
+    ($ty:ty, $field:literal, $($name:literal => $val:expr),+) => {
+        impl FromStr for $ty {
+            type Err = FieldError;
+            fn from_str(s: &str) -> Result<Self, FieldError> {
+                match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+                    $($name => Ok($val),)+
+                    other => Err(FieldError::new(
+                        $field,
+                        format!("`{other}` is not one of: {}", [$($name),+].join(", ")),
+                    )),
+                }
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let s = match self { $(v if *v == $val => $name,)+ _ => unreachable!() };
+                f.write_str(s)
+            }
+        }
+    };
+}
+
+text_enum!(Protocol, "protocol", "imap" => Protocol::Imap, "pop3" => Protocol::Pop3);
+text_enum!(Security, "security", "tls" => Security::Tls, "starttls" => Security::Starttls);
+text_enum!(Flow, "flow", "auth_code" => Flow::AuthCode, "device" => Flow::Device, "client_credentials" => Flow::ClientCredentials);
+text_enum!(ProviderKind, "provider", "microsoft" => ProviderKind::Microsoft, "google" => ProviderKind::Google, "generic" => ProviderKind::Generic);
+
+/// A validation failure that names the field it is about.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self { field, message: message.into() }
+    }
+}
+
+/// A configured mailbox. Holds no secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mailbox {
+    /// Unique, admin-chosen name (the key in the store and the keyring).
+    pub name: String,
+    pub email: String,
+    /// The account that signs in; the mailbox address when empty.
+    pub login: Option<String>,
+    pub protocol: Protocol,
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    /// IMAP folder to open; ignored for POP3.
+    pub folder: String,
+    pub provider: ProviderKind,
+    /// Microsoft 365 tenant: `organizations`, `common`, a tenant id or a domain.
+    pub tenant: Option<String>,
+    pub client_id: String,
+    pub scopes: Vec<String>,
+    /// Authorization endpoint (generic provider; presets fill it for the others).
+    pub auth_url: Option<String>,
+    /// Token endpoint (generic provider; presets fill it for the others).
+    pub token_url: Option<String>,
+    /// Extra authorization parameters the IdP needs, e.g. `prompt=consent`, `access_type=offline`,
+    /// `resource=…`. Presets add their own; these come on top and win.
+    pub auth_params: Vec<(String, String)>,
+    /// Extra trusted CA certificate(s), PEM, for the mail server.
+    pub ca_file: Option<PathBuf>,
+    /// How tokens are obtained.
+    #[serde(default)]
+    pub flow: Flow,
+    /// Device authorization endpoint (generic provider, device flow).
+    #[serde(default)]
+    pub device_url: Option<String>,
+    /// Outbound SMTP server, when replies are sent through this mailbox.
+    #[serde(default)]
+    pub smtp: Option<Smtp>,
+    /// When the app registration's client secret expires (amber 30 days before, red after).
+    #[serde(default)]
+    pub client_secret_expires: Option<chrono::NaiveDate>,
+}
+
+impl Mailbox {
+    /// The SASL user: the login, or the mailbox address.
+    pub fn sasl_user(&self) -> &str {
+        self.login.as_deref().filter(|l| !l.is_empty()).unwrap_or(&self.email)
+    }
+
+    /// Checks every field; returns all problems, each naming its field.
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut errs = Vec::new();
+        let check = |errs: &mut Vec<FieldError>, ok: bool, field: &'static str, msg: &str| {
+            if !ok {
+                errs.push(FieldError::new(field, msg));
+            }
+        };
+        check(&mut errs, !self.name.trim().is_empty(), "name", "is required");
+        check(
+            &mut errs,
+            self.name.chars().all(|c| !c.is_control()) && self.name.len() <= 100,
+            "name",
+            "must be at most 100 printable characters",
+        );
+        check(&mut errs, is_address(&self.email), "email", "must be an address like support@example.com");
+        if let Some(login) = self.login.as_deref().filter(|l| !l.is_empty()) {
+            check(&mut errs, !login.contains(char::is_whitespace), "login", "must not contain spaces");
+        }
+        check(&mut errs, is_host(&self.host), "host", "must be a host name like outlook.office365.com");
+        check(&mut errs, self.port != 0, "port", "must be between 1 and 65535");
+        if self.protocol == Protocol::Imap {
+            check(&mut errs, !self.folder.trim().is_empty(), "folder", "is required for IMAP (usually INBOX)");
+        }
+        check(&mut errs, !self.client_id.trim().is_empty(), "client_id", "is required (the app registration's client id)");
+        check(&mut errs, !self.scopes.is_empty(), "scopes", "at least one scope is required");
+        if self.provider == ProviderKind::Microsoft {
+            check(
+            &mut errs,
+                self.tenant.as_deref().is_some_and(|t| !t.trim().is_empty()),
+                "tenant",
+                "is required for Microsoft 365 (organizations, common, a tenant id or a domain)",
+            );
+        }
+        if self.provider == ProviderKind::Generic {
+            check(&mut errs, self.auth_url.is_some(), "auth_url", "is required for a generic provider");
+            check(&mut errs, self.token_url.is_some(), "token_url", "is required for a generic provider");
+        }
+        if let Some(smtp) = &self.smtp {
+            check(&mut errs, is_host(&smtp.host), "smtp_host", "must be a host name like smtp.office365.com");
+            check(&mut errs, smtp.port != 0, "smtp_port", "must be between 1 and 65535");
+        }
+        if self.flow == Flow::Device && self.provider == ProviderKind::Generic {
+            check(&mut errs, self.device_url.is_some(), "device_url", "is required for the device flow with a generic provider");
+        }
+        for (field, value) in [("auth_url", &self.auth_url), ("token_url", &self.token_url), ("device_url", &self.device_url)] {
+            if let Some(v) = value {
+                match url::Url::parse(v) {
+                    Ok(u) if u.scheme() == "https" => {}
+                    // Plain http only towards this machine: an IdP on loopback (the sandbox, a
+                    // local proxy) never sends the code or token over a network.
+                    Ok(u) if u.scheme() == "http" && is_loopback_host(u.host_str()) => {}
+                    Ok(_) => errs.push(FieldError::new(field, "must be an https:// URL (http only for 127.0.0.1 or localhost)")),
+                    Err(e) => errs.push(FieldError::new(field, format!("is not a URL: {e}"))),
+                }
+            }
+        }
+        for (k, _) in &self.auth_params {
+            if k.is_empty() || k.contains(char::is_whitespace) {
+                errs.push(FieldError::new("auth_params", format!("`{k}` is not a parameter name")));
+            }
+            if RESERVED_PARAMS.contains(&k.as_str()) {
+                errs.push(FieldError::new(
+                    "auth_params",
+                    format!("`{k}` is set by the sign-in flow itself and cannot be overridden"),
+                ));
+            }
+        }
+        if let Some(ca) = &self.ca_file {
+            check(&mut errs, ca.is_absolute(), "ca_file", "must be an absolute path to a PEM file");
+        }
+        if errs.is_empty() { Ok(()) } else { Err(errs) }
+    }
+}
+
+/// Parameters the authorization-code flow owns; letting `auth_params` replace them would break
+/// PKCE or the state check.
+pub const RESERVED_PARAMS: &[&str] =
+    &["response_type", "client_id", "redirect_uri", "state", "code_challenge", "code_challenge_method", "scope"];
+
+fn is_address(s: &str) -> bool {
+    let Some((local, domain)) = s.rsplit_once('@') else { return false };
+    !local.is_empty() && !local.contains(char::is_whitespace) && is_host(domain)
+}
+
+fn is_host(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+pub(crate) fn is_loopback_host(host: Option<&str>) -> bool {
+    match host {
+        Some("localhost") => true,
+        Some(h) => h
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
+/// Parses `key=value` pairs separated by `&` or spaces (`prompt=consent access_type=offline`).
+pub fn parse_auth_params(s: &str) -> Result<Vec<(String, String)>, FieldError> {
+    s.split(|c: char| c == '&' || c.is_whitespace())
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| FieldError::new("auth_params", format!("`{p}` is not key=value")))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+pub(crate) fn sample() -> Mailbox {
+    Mailbox {
+        name: "support".into(),
+        email: "support@example.com".into(),
+        login: None,
+        protocol: Protocol::Imap,
+        host: "imap.example.com".into(),
+        port: 993,
+        security: Security::Tls,
+        folder: "INBOX".into(),
+        provider: ProviderKind::Generic,
+        tenant: None,
+        client_id: "client".into(),
+        scopes: vec!["openid".into()],
+        auth_url: Some("https://idp.example.com/auth".into()),
+        token_url: Some("https://idp.example.com/token".into()),
+        auth_params: vec![],
+        ca_file: None,
+        flow: Flow::AuthCode,
+        device_url: None,
+        smtp: None,
+        client_secret_expires: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(m: &Mailbox) -> Vec<&'static str> {
+        m.validate().err().unwrap_or_default().into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn sample_is_valid() {
+        assert_eq!(sample().validate(), Ok(()));
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let mut m = sample();
+        m.email = "not-an-address".into();
+        m.port = 0;
+        m.host = "bad host".into();
+        assert_eq!(fields(&m), vec!["email", "host", "port"]);
+    }
+
+    #[test]
+    fn plain_http_endpoints_only_on_loopback() {
+        let mut m = sample();
+        m.token_url = Some("http://idp.example.com/token".into());
+        assert_eq!(fields(&m), vec!["token_url"]);
+        m.token_url = Some("http://127.0.0.1:9000/token".into());
+        assert_eq!(fields(&m), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn microsoft_needs_tenant() {
+        let mut m = sample();
+        m.provider = ProviderKind::Microsoft;
+        assert_eq!(fields(&m), vec!["tenant"]);
+    }
+
+    #[test]
+    fn reserved_auth_params_are_refused() {
+        let mut m = sample();
+        m.auth_params = parse_auth_params("prompt=consent state=x").unwrap();
+        assert_eq!(fields(&m), vec!["auth_params"]);
+    }
+
+    #[test]
+    fn login_defaults_to_email() {
+        let mut m = sample();
+        assert_eq!(m.sasl_user(), "support@example.com");
+        m.login = Some("delegate@example.com".into());
+        assert_eq!(m.sasl_user(), "delegate@example.com");
+    }
+
+    #[test]
+    fn enums_parse_and_name_the_field() {
+        assert_eq!("IMAP".parse::<Protocol>(), Ok(Protocol::Imap));
+        let e = "smtp".parse::<Protocol>().unwrap_err();
+        assert_eq!(e.field, "protocol");
+        assert!(e.message.contains("imap, pop3"), "{}", e.message);
+        assert_eq!(Security::Starttls.to_string(), "starttls");
+    }
+}

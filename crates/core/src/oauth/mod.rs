@@ -1,0 +1,249 @@
+//! OAuth2 flows (RFC 6749) with oauth2 5.x.
+//!
+//! - [`auth_code`]: authorization code + PKCE S256 (RFC 7636) through the system browser and the
+//!   [`loopback`] redirect (RFC 8252);
+//! - [`device`]: the device authorization grant (RFC 8628), for where no browser can reach
+//!   this machine's loopback;
+//! - [`client_credentials`]: app-only tokens with the app's client secret (RFC 6749 §4.4);
+//! - [`refresh`]: the refresh_token grant, one refresh per mailbox at a time, rotated refresh
+//!   tokens stored before the access token is used.
+//!
+//! Tokens are oauth2's newtypes (`AccessToken`, `RefreshToken`, `ClientSecret`): their `Debug`
+//! is redacted and the value comes out only through `.secret()`, where wire bytes are built.
+
+pub mod auth_code;
+pub mod client_credentials;
+pub mod device;
+pub mod loopback;
+pub mod refresh;
+
+use std::time::Duration;
+
+use oauth2::basic::{BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse, BasicTokenType};
+use oauth2::{
+    AccessToken, AuthUrl, ClientId, ClientSecret, EndpointNotSet, EndpointSet, ExtraTokenFields, RefreshToken,
+    RequestTokenError, StandardRevocableToken, StandardTokenResponse, TokenResponse, TokenUrl,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::mailbox::Mailbox;
+use crate::provider;
+
+/// The id_token, when the provider returns one (OpenID Connect).
+#[derive(Clone, Default, Deserialize, Serialize)]
+pub struct IdTokenFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+}
+impl ExtraTokenFields for IdTokenFields {}
+
+// An id_token is a signed statement about the user; like the other tokens it never prints.
+impl std::fmt::Debug for IdTokenFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdTokenFields").field("id_token", &self.id_token.as_ref().map(|_| "[redacted]")).finish()
+    }
+}
+
+pub type TokenResponseBody = StandardTokenResponse<IdTokenFields, BasicTokenType>;
+
+pub(crate) type Client<HasAuthUrl> = oauth2::Client<
+    BasicErrorResponse,
+    TokenResponseBody,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    HasAuthUrl,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OAuthError {
+    #[error("{field}: {message}")]
+    Config { field: &'static str, message: String },
+    /// The provider answered with an OAuth error (RFC 6749 §5.2); its own words are kept.
+    #[error("the identity provider refused the {op}: {error}{}", description.as_deref().map(|d| format!(" — {d}")).unwrap_or_default())]
+    Provider { op: &'static str, error: String, description: Option<String> },
+    #[error("cannot reach the token endpoint {url} for the {op}: {detail}")]
+    Request { op: &'static str, url: String, detail: String },
+    #[error("the token endpoint {url} answered the {op} with something that is not an OAuth token response: {detail}")]
+    Parse { op: &'static str, url: String, detail: String },
+    #[error("the identity provider returned no refresh token, so the mailbox could not stay authorised")]
+    NoRefreshToken,
+    #[error("mailbox `{0}` is not authenticated yet (no refresh token in the keyring)")]
+    NotAuthenticated(String),
+    #[error("mailbox `{0}` uses app-only access but no client secret is stored in the keyring")]
+    NoClientSecret(String),
+    #[error(transparent)]
+    Loopback(#[from] loopback::LoopbackError),
+    #[error(transparent)]
+    Secret(#[from] crate::secret::SecretError),
+    #[error("the sign-in was cancelled")]
+    Cancelled,
+}
+
+impl OAuthError {
+    /// Stable code for the UI and diagnosis; OAuth error codes pass through as they are.
+    pub fn code(&self) -> String {
+        match self {
+            OAuthError::Config { .. } => "config".into(),
+            OAuthError::Provider { error, .. } => error.clone(),
+            OAuthError::Request { .. } => "token_endpoint_unreachable".into(),
+            OAuthError::Parse { .. } => "token_response_invalid".into(),
+            OAuthError::NoRefreshToken => "no_refresh_token".into(),
+            OAuthError::NotAuthenticated(_) => "not_authenticated".into(),
+            OAuthError::NoClientSecret(_) => "no_client_secret".into(),
+            OAuthError::Loopback(loopback::LoopbackError::Timeout(_)) => "signin_timeout".into(),
+            OAuthError::Loopback(loopback::LoopbackError::Provider { error, .. }) => error.clone(),
+            OAuthError::Loopback(_) => "loopback".into(),
+            OAuthError::Secret(e) => e.code().into(),
+            OAuthError::Cancelled => "cancelled".into(),
+        }
+    }
+
+    /// The provider's own words, when it said something.
+    pub fn server_words(&self) -> Option<String> {
+        match self {
+            OAuthError::Provider { error, description, .. }
+            | OAuthError::Loopback(loopback::LoopbackError::Provider { error, description }) => {
+                Some(description.as_ref().map(|d| format!("{error}: {d}")).unwrap_or_else(|| error.clone()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The tokens of one successful grant. The access token stays in memory only.
+#[derive(Debug)]
+pub struct Tokens {
+    pub access_token: AccessToken,
+    pub refresh_token: Option<RefreshToken>,
+    pub expires_in: Option<Duration>,
+    pub id_token: Option<secrecy::SecretString>,
+}
+
+impl From<TokenResponseBody> for Tokens {
+    fn from(r: TokenResponseBody) -> Self {
+        Tokens {
+            access_token: r.access_token().clone(),
+            refresh_token: r.refresh_token().cloned(),
+            expires_in: r.expires_in(),
+            id_token: r.extra_fields().id_token.clone().map(secrecy::SecretString::from),
+        }
+    }
+}
+
+/// The HTTP client for token calls: no redirects (a token endpoint never redirects, and
+/// following one could send the code elsewhere) and no proxy (RFC 8252 loopback and token
+/// calls go direct), a bounded time per call.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .user_agent(concat!("mailbox-auth/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("static reqwest configuration is valid")
+}
+
+/// Endpoints and scopes for a mailbox: the mailbox's own values, else its provider preset's.
+pub(crate) struct Endpoints {
+    pub auth_url: String,
+    pub token_url: String,
+    pub scopes: Vec<String>,
+}
+
+pub(crate) fn endpoints(m: &Mailbox) -> Result<Endpoints, OAuthError> {
+    let p = provider::preset(m.provider, m.protocol, m.tenant.as_deref());
+    let auth_url = m.auth_url.clone().or(p.auth_url).ok_or(OAuthError::Config {
+        field: "auth_url",
+        message: "is required for a generic provider".into(),
+    })?;
+    let token_url = m.token_url.clone().or(p.token_url).ok_or(OAuthError::Config {
+        field: "token_url",
+        message: "is required for a generic provider".into(),
+    })?;
+    let scopes = if m.scopes.is_empty() { p.scopes } else { m.scopes.clone() };
+    Ok(Endpoints { auth_url, token_url, scopes })
+}
+
+pub(crate) fn token_client(m: &Mailbox, secret: Option<ClientSecret>) -> Result<Client<EndpointNotSet>, OAuthError> {
+    let e = endpoints(m)?;
+    let token_url = TokenUrl::new(e.token_url).map_err(|err| OAuthError::Config { field: "token_url", message: err.to_string() })?;
+    let mut c = oauth2::Client::new(ClientId::new(m.client_id.clone()))
+        .set_token_uri(token_url)
+        // Credentials in the form body: accepted by Microsoft, Google and oidc-provider alike.
+        .set_auth_type(oauth2::AuthType::RequestBody);
+    if let Some(s) = secret {
+        c = c.set_client_secret(s);
+    }
+    Ok(c)
+}
+
+pub(crate) fn auth_client(m: &Mailbox, secret: Option<ClientSecret>) -> Result<Client<EndpointSet>, OAuthError> {
+    let e = endpoints(m)?;
+    let auth_url = AuthUrl::new(e.auth_url).map_err(|err| OAuthError::Config { field: "auth_url", message: err.to_string() })?;
+    Ok(token_client(m, secret)?.set_auth_uri(auth_url))
+}
+
+/// Maps an oauth2 request error, keeping the provider's words.
+pub(crate) fn map_token_error<RE, T>(
+    op: &'static str,
+    url: &str,
+    e: RequestTokenError<RE, oauth2::StandardErrorResponse<T>>,
+) -> OAuthError
+where
+    RE: std::error::Error + 'static,
+    T: oauth2::ErrorResponseType + AsRef<str> + std::fmt::Display + 'static,
+{
+    match e {
+        RequestTokenError::ServerResponse(r) => OAuthError::Provider {
+            op,
+            error: r.error().as_ref().to_string(),
+            description: r.error_description().cloned(),
+        },
+        RequestTokenError::Request(re) => {
+            let mut detail = re.to_string();
+            let mut src = re.source();
+            while let Some(s) = src {
+                detail = format!("{detail}: {s}");
+                src = s.source();
+            }
+            OAuthError::Request { op, url: url.into(), detail }
+        }
+        // The body of a bad response may echo tokens, so it is not kept; the parse error
+        // says where parsing stopped.
+        RequestTokenError::Parse(pe, _) => OAuthError::Parse { op, url: url.into(), detail: pe.to_string() },
+        RequestTokenError::Other(s) => OAuthError::Parse { op, url: url.into(), detail: s },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_types_do_not_print_their_values() {
+        let t = Tokens {
+            access_token: AccessToken::new("at-SECRET".into()),
+            refresh_token: Some(RefreshToken::new("rt-SECRET".into())),
+            expires_in: None,
+            id_token: Some(secrecy::SecretString::from("idt-SECRET")),
+        };
+        assert!(!format!("{t:?}").contains("SECRET"), "{t:?}");
+    }
+
+    #[test]
+    fn provider_error_keeps_its_words_and_code() {
+        let e = OAuthError::Provider {
+            op: "refresh",
+            error: "invalid_grant".into(),
+            description: Some("grant request is invalid".into()),
+        };
+        assert_eq!(e.code(), "invalid_grant");
+        assert_eq!(e.server_words().as_deref(), Some("invalid_grant: grant request is invalid"));
+        assert!(e.to_string().contains("grant request is invalid"));
+    }
+}

@@ -1,0 +1,279 @@
+//! End to end through the `mailbox-auth` CLI against the sandbox stack: a real OAuth2 server
+//! (oidc-provider), real Dovecot IMAP/POP3 with TLS and STARTTLS, headless Chromium signing in
+//! on the real login page, and gnome-keyring as the Secret Service.
+
+use base64::Engine;
+use mailbox_auth_tests::{contains, files_under, Cli, Sandbox};
+use serde_json::Value;
+
+const ALICE: (&str, &str) = ("alice@sandbox.test", "alice-password");
+const BOB: (&str, &str) = ("bob@sandbox.test", "bob-password");
+
+fn record(r: &mailbox_auth_tests::Run) -> Value {
+    let v = r.json();
+    let arr = v.as_array().unwrap_or_else(|| panic!("not an array: {v}"));
+    assert_eq!(arr.len(), 1, "{v}");
+    arr[0].clone()
+}
+
+fn assert_failed(r: &mailbox_auth_tests::Run, code: &str, hint_has: &str) -> Value {
+    assert_eq!(r.code, 1, "expected exit 1 (red): {r:?}");
+    let rec = record(r);
+    assert_eq!(rec["ok"], false, "{rec}");
+    assert_eq!(rec["code"], code, "{rec}");
+    let hint = rec["hint"].as_str().unwrap_or_default();
+    assert!(hint.contains(hint_has), "hint {hint:?} should mention {hint_has:?}: {rec}");
+    rec
+}
+
+#[test]
+fn four_sandbox_mailboxes_authenticate_and_verify_green_with_secrets_only_in_the_keyring() {
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    cli.import(&[
+        sb.csv_row("alice-imaps", ALICE.0, "imap", "SANDBOX_IMAPS_PORT", "tls", "INBOX"),
+        sb.csv_row("alice-imap-starttls", ALICE.0, "imap", "SANDBOX_IMAP_STARTTLS_PORT", "starttls", "INBOX"),
+        sb.csv_row("bob-pop3s", BOB.0, "pop3", "SANDBOX_POP3S_PORT", "tls", "INBOX"),
+        sb.csv_row("bob-pop3-stls", BOB.0, "pop3", "SANDBOX_POP3_STLS_PORT", "starttls", "INBOX"),
+    ]);
+    let list = cli.run(&["list", "--json"], &[]).json();
+    assert_eq!(list.as_array().unwrap().len(), 4);
+    assert!(list.as_array().unwrap().iter().all(|m| m["status"] == "not_authenticated"), "{list}");
+
+    for (name, (user, pw)) in
+        [("alice-imaps", ALICE), ("alice-imap-starttls", ALICE), ("bob-pop3s", BOB), ("bob-pop3-stls", BOB)]
+    {
+        let r = cli.authenticate(&sb, name, user, pw, &[]);
+        assert_eq!(r.code, 0, "authenticate {name}: {r:?}");
+        assert!(r.stderr.contains("http://127.0.0.1:"), "the sign-in URL is shown: {}", r.stderr);
+        assert_eq!(record(&r)["ok"], true);
+    }
+
+    let r = cli.run(&["verify", "--all", "--json"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let recs = r.json();
+    let by_name = |n: &str| recs.as_array().unwrap().iter().find(|r| r["mailbox"] == n).unwrap().clone();
+    assert_eq!(recs.as_array().unwrap().len(), 4);
+    for n in ["alice-imaps", "alice-imap-starttls"] {
+        let rec = by_name(n);
+        assert_eq!((rec["ok"].as_bool(), rec["check"].as_str(), rec["messages"].as_u64()), (Some(true), Some("imap"), Some(3)), "{rec}");
+    }
+    for n in ["bob-pop3s", "bob-pop3-stls"] {
+        let rec = by_name(n);
+        assert_eq!((rec["ok"].as_bool(), rec["check"].as_str(), rec["messages"].as_u64()), (Some(true), Some("pop3"), Some(2)), "{rec}");
+    }
+    let list = cli.run(&["list", "--json"], &[]).json();
+    assert!(list.as_array().unwrap().iter().all(|m| m["status"] == "verified"), "{list}");
+
+    // The refresh tokens are in the Secret Service, and nowhere else.
+    let mut secrets = Vec::new();
+    for n in ["alice-imaps", "alice-imap-starttls", "bob-pop3s", "bob-pop3-stls"] {
+        let rt = cli.stored_refresh_token(n).unwrap_or_else(|| panic!("no refresh token for {n} in the keyring"));
+        assert!(rt.len() >= 16, "implausible refresh token for {n}");
+        secrets.push(rt.clone());
+        secrets.push(base64::engine::general_purpose::STANDARD.encode(&rt));
+    }
+    let transcript = cli.transcript.lock().unwrap().clone();
+    let mut places = files_under(cli.home.path());
+    places.extend(files_under(std::path::Path::new(sb.var("SANDBOX_STATE_DIR"))).into_iter().filter(|(p, _)| {
+        p.extension().is_some_and(|e| e == "log")
+    }));
+    assert!(places.iter().any(|(p, _)| p.extension().is_some_and(|e| e == "sqlite3")), "store not found");
+    for s in &secrets {
+        assert!(!transcript.contains(s.as_str()), "a refresh token appears in the CLI output");
+        for (p, bytes) in &places {
+            assert!(!contains(bytes, s), "a refresh token appears in {}", p.display());
+        }
+    }
+
+    // forget deletes the keyring entries; the mailbox stays, now not authenticated.
+    let r = cli.run(&["forget", "bob-pop3s"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(cli.stored_refresh_token("bob-pop3s"), None);
+    let r = cli.run(&["verify", "bob-pop3s", "--json"], &[]);
+    assert_failed(&r, "not_authenticated", "Authenticate");
+}
+
+#[test]
+fn token_command_prints_a_token_the_mail_server_accepts() {
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    cli.import(&[sb.csv_row("t", ALICE.0, "imap", "SANDBOX_IMAPS_PORT", "tls", "INBOX")]);
+    assert_eq!(cli.authenticate(&sb, "t", ALICE.0, ALICE.1, &[]).code, 0);
+    let before = cli.stored_refresh_token("t").unwrap();
+    let r = cli.run(&["token", "t"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let token = r.stdout.trim();
+    assert!(token.len() > 10 && !token.contains(char::is_whitespace), "{token:?}");
+    // A refresh ran (new process, empty cache), so the rotated refresh token was stored.
+    let after = cli.stored_refresh_token("t").unwrap();
+    assert_ne!(before, after, "the rotated refresh token must replace the old one");
+    // The token works at the IdP: introspection via the mail server is what verify does.
+    assert_eq!(cli.run(&["verify", "t", "--json"], &[]).code, 0);
+}
+
+#[test]
+fn wrong_password_at_sign_in_ends_red_after_the_timeout() {
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    cli.import(&[sb.csv_row("w", ALICE.0, "imap", "SANDBOX_IMAPS_PORT", "tls", "INBOX")]);
+    let log = cli.home.path().join("browser.log");
+    let r = cli.run(
+        &["authenticate", "w", "--timeout", "20", "--json"],
+        &[
+            ("BROWSER", sb.var("SANDBOX_BROWSER")),
+            ("SANDBOX_LOGIN_USER", ALICE.0),
+            ("SANDBOX_LOGIN_PASSWORD", "not-the-password"),
+            ("SANDBOX_BROWSER_LOG", log.to_str().unwrap()),
+        ],
+    );
+    let rec = assert_failed(&r, "signin_timeout", "check the account and password");
+    assert!(rec["message"].as_str().unwrap().contains("not completed in the browser within 20 seconds"), "{rec}");
+    assert_eq!(cli.stored_refresh_token("w"), None);
+}
+
+#[test]
+fn consent_denied_ends_red_with_the_providers_words() {
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    cli.import(&[sb.csv_row("d", ALICE.0, "imap", "SANDBOX_IMAPS_PORT", "tls", "INBOX")]);
+    let r = cli.authenticate(&sb, "d", ALICE.0, ALICE.1, &[("SANDBOX_CONSENT", "deny")]);
+    let rec = assert_failed(&r, "access_denied", "accept the requested permissions");
+    assert!(rec["server_words"].as_str().unwrap().starts_with("access_denied"), "{rec}");
+    assert_eq!(cli.stored_refresh_token("d"), None);
+}
+
+#[test]
+fn callback_with_a_wrong_state_is_ignored_and_the_real_sign_in_still_works() {
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    cli.import(&[sb.csv_row("s", ALICE.0, "imap", "SANDBOX_IMAPS_PORT", "tls", "INBOX")]);
+    // A "browser" that first fires a forged callback at the loopback listener, then signs in.
+    let forged = cli.home.path().join("forged-status");
+    let script = cli.home.path().join("forging-browser");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nredirect=$(printf '%s' \"$1\" | sed -n 's/.*redirect_uri=\\([^&]*\\).*/\\1/p' | sed 's/%3A/:/g; s/%2F/\\//g')\n\
+             curl -s -o /dev/null -w '%{{http_code}}' \"${{redirect}}?code=forged-code&state=forged-state\" > {f}\n\
+             exec {b} \"$1\"\n",
+            f = forged.display(),
+            b = sb.var("SANDBOX_BROWSER")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let r = cli.authenticate(&sb, "s", ALICE.0, ALICE.1, &[("BROWSER", script.to_str().unwrap())]);
+    assert_eq!(std::fs::read_to_string(&forged).unwrap(), "400", "the forged callback is refused");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(record(&r)["ok"], true);
+}
+
+#[test]
+fn no_browser_callback_times_out_red() {
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    cli.import(&[sb.csv_row("n", ALICE.0, "imap", "SANDBOX_IMAPS_PORT", "tls", "INBOX")]);
+    let r = cli.run(&["authenticate", "n", "--timeout", "2", "--json"], &[("BROWSER", "true")]);
+    assert_failed(&r, "signin_timeout", "Authenticate again");
+}
+
+#[test]
+fn token_of_user_a_for_mailbox_b_is_refused_by_the_mail_server() {
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    cli.import(&[sb.csv_row("b-as-a", BOB.0, "imap", "SANDBOX_IMAPS_PORT", "tls", "INBOX")]);
+    let r = cli.authenticate(&sb, "b-as-a", ALICE.0, ALICE.1, &[]);
+    let rec = assert_failed(&r, "auth_rejected", "signed-in account");
+    assert!(rec["server_words"].as_str().is_some_and(|w| !w.is_empty()), "{rec}");
+}
+
+#[test]
+fn rotated_away_refresh_token_ends_red_sign_in_again() {
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    cli.import(&[sb.csv_row("r", BOB.0, "pop3", "SANDBOX_POP3S_PORT", "tls", "INBOX")]);
+    assert_eq!(cli.authenticate(&sb, "r", BOB.0, BOB.1, &[]).code, 0);
+    let old = cli.stored_refresh_token("r").unwrap();
+    assert_eq!(cli.run(&["verify", "r", "--json"], &[]).code, 0, "first refresh rotates the token");
+    assert_ne!(cli.stored_refresh_token("r").unwrap(), old);
+    // Put the rotated-away token back, as a stale copy would: the IdP must refuse it.
+    cli.store_refresh_token("r", &old);
+    let r = cli.run(&["verify", "r", "--json"], &[]);
+    let rec = assert_failed(&r, "invalid_grant", "sign in again");
+    assert_eq!(rec["check"], "refresh");
+}
+
+#[test]
+fn mail_server_failures_are_red_with_a_hint() {
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let untrusted = sb.csv_row("untrusted", ALICE.0, "imap", "SANDBOX_IMAPS_PORT", "tls", "INBOX");
+    let untrusted = untrusted.rsplit_once(',').unwrap().0.to_string() + ",";
+    let no_starttls = sb
+        .csv_row("no-starttls", ALICE.0, "imap", "SANDBOX_IMAP_NOTLS_PORT", "starttls", "INBOX")
+        .replace(&format!(",{},", sb.var("SANDBOX_MAIL_HOST")), &format!(",{},", sb.var("SANDBOX_PLAIN_HOST")));
+    let no_stls = sb
+        .csv_row("no-stls", BOB.0, "pop3", "SANDBOX_POP3_NOTLS_PORT", "starttls", "INBOX")
+        .replace(&format!(",{},", sb.var("SANDBOX_MAIL_HOST")), &format!(",{},", sb.var("SANDBOX_PLAIN_HOST")));
+    let refused = sb
+        .csv_row("refused", ALICE.0, "imap", "SANDBOX_IMAPS_PORT", "tls", "INBOX")
+        .replace(&format!(",{},tls,", sb.port("SANDBOX_IMAPS_PORT")), &format!(",{closed},tls,"));
+    let missing = sb.csv_row("missing-folder", ALICE.0, "imap", "SANDBOX_IMAPS_PORT", "tls", "Nope");
+    cli.import(&[untrusted, no_starttls, no_stls, refused, missing]);
+    let cases: [(&str, (&str, &str), &str, &str); 5] = [
+        ("untrusted", ALICE, "tls_untrusted", "CA certificate"),
+        ("no-starttls", ALICE, "starttls_not_offered", "TLS port"),
+        ("no-stls", BOB, "starttls_not_offered", "TLS port"),
+        ("refused", ALICE, "connect_refused", "Check the port"),
+        ("missing-folder", ALICE, "folder_missing", "folder name"),
+    ];
+    for (name, (user, pw), code, hint) in cases {
+        let r = cli.authenticate(&sb, name, user, pw, &[]);
+        let rec = assert_failed(&r, code, hint);
+        assert!(!rec["message"].as_str().unwrap().is_empty(), "{rec}");
+        if name == "missing-folder" {
+            assert!(rec["server_words"].as_str().is_some_and(|w| w.contains("NO")), "{rec}");
+        }
+    }
+}
+
+#[test]
+fn bad_csv_rows_are_named_and_good_rows_imported() {
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    let path = cli.home.path().join("bad.csv");
+    let good = sb.csv_row("good", ALICE.0, "imap", "SANDBOX_IMAPS_PORT", "tls", "INBOX");
+    let bad = sb.csv_row("bad", "nobody", "imap", "SANDBOX_IMAPS_PORT", "tls", "INBOX");
+    std::fs::write(&path, format!("{}\n{good}\n{bad}\n", mailbox_auth_tests::CSV_HEADER)).unwrap();
+    let r = cli.run(&["import", path.to_str().unwrap()], &[]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("line 3: email: must be an address"), "{}", r.stderr);
+    let names: Vec<String> = cli.run(&["list", "--json"], &[]).json().as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names, vec!["good"]);
+
+    std::fs::write(&path, "name,email,client_id,colour\nx,x@e.com,c,red\n").unwrap();
+    let r = cli.run(&["import", path.to_str().unwrap()], &[]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("line 1: colour: unknown column"), "{}", r.stderr);
+
+    let r = cli.run(&["verify", "no-such-mailbox"], &[]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("no mailbox named `no-such-mailbox`"), "{}", r.stderr);
+}
+
+#[test]
+fn missing_secret_service_is_a_clear_error() {
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    cli.import(&[sb.csv_row("k", ALICE.0, "imap", "SANDBOX_IMAPS_PORT", "tls", "INBOX")]);
+    let r = cli.run(&["forget", "k"], &[("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus")]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("gnome-keyring"), "{}", r.stderr);
+    // Nothing else changed: the mailbox is still there.
+    assert_eq!(cli.run(&["list", "--json"], &[]).json().as_array().unwrap().len(), 1);
+}
