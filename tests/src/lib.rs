@@ -187,7 +187,8 @@ impl Cli {
     }
 }
 
-/// Every file under `dir`, as bytes, with its path.
+/// Every regular file under `dir` (sockets and FIFOs are skipped: reading one would block), as
+/// bytes, with its path.
 pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -195,10 +196,13 @@ pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         let Ok(rd) = std::fs::read_dir(&d) else { continue };
         for e in rd.flatten() {
             let p = e.path();
-            if p.is_dir() {
+            let Ok(kind) = e.file_type() else { continue };
+            if kind.is_dir() {
                 stack.push(p);
-            } else if let Ok(b) = std::fs::read(&p) {
-                out.push((p, b));
+            } else if kind.is_file() {
+                if let Ok(b) = std::fs::read(&p) {
+                    out.push((p, b));
+                }
             }
         }
     }
