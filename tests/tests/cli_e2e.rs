@@ -277,3 +277,59 @@ fn missing_secret_service_is_a_clear_error() {
     // Nothing else changed: the mailbox is still there.
     assert_eq!(cli.run(&["list", "--json"], &[]).json().as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn device_code_flow_signs_in_from_another_browser_and_verifies() {
+    use std::io::{BufRead, BufReader};
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    let path = cli.home.path().join("device.csv");
+    std::fs::write(
+        &path,
+        format!(
+            "{},flow,device_url\n{},device,{}\n",
+            mailbox_auth_tests::CSV_HEADER,
+            sb.csv_row("dev", BOB.0, "pop3", "SANDBOX_POP3S_PORT", "tls", "INBOX"),
+            sb.var("SANDBOX_DEVICE_URL")
+        ),
+    )
+    .unwrap();
+    assert_eq!(cli.run(&["import", path.to_str().unwrap()], &[]).code, 0);
+
+    let mut child = cli
+        .command(&["authenticate", "dev", "--timeout", "90", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The CLI shows the verification address and the code; a "second device" types it in.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let (mut uri, mut code) = (String::new(), String::new());
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        if let Some(rest) = line.trim().strip_prefix("On any device, open ") {
+            let (u, tail) = rest.split_once(" and enter the code ").unwrap();
+            uri = u.to_string();
+            code = tail.split_whitespace().next().unwrap().to_string();
+            break;
+        }
+        line.clear();
+    }
+    assert!(uri.starts_with(sb.var("SANDBOX_ISSUER")) && !code.is_empty(), "no device code shown: {line:?}");
+    let browser = std::process::Command::new(sb.var("SANDBOX_BROWSER"))
+        .arg(&uri)
+        .env("SANDBOX_LOGIN_USER", BOB.0)
+        .env("SANDBOX_LOGIN_PASSWORD", BOB.1)
+        .env("SANDBOX_DEVICE_CODE", &code)
+        .status()
+        .unwrap();
+    assert!(browser.success());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let recs: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!((recs[0]["ok"].as_bool(), recs[0]["messages"].as_u64()), (Some(true), Some(2)), "{recs}");
+    assert!(cli.stored_refresh_token("dev").is_some(), "device flow stores a refresh token");
+    // Later checks refresh like any other mailbox.
+    assert_eq!(cli.run(&["verify", "dev", "--json"], &[]).code, 0);
+}

@@ -39,12 +39,11 @@ pub async fn sign_in(
         .map_err(|err| OAuthError::Config { field: "device_url", message: err.to_string() })?;
     let client = token_client(m, client_secret)?.set_device_authorization_url(device_auth_url);
     let mut req = client.exchange_device_code().add_scopes(e.scopes.into_iter().map(Scope::new));
-    for (k, v) in provider::effective_auth_params(m) {
-        // Only parameters that make sense on the device endpoint; prompt/login_hint belong to
-        // the interactive page the admin opens.
-        if k == "resource" || k == "audience" {
-            req = req.add_extra_param(k, v);
-        }
+    // The admin's own extra parameters (a generic IdP may need `prompt=consent` for a refresh
+    // token, or `resource=…`) go here too; the presets' ones (`prompt=select_account`,
+    // `login_hint`) belong to the browser page and stay off the device endpoint.
+    for (k, v) in &m.auth_params {
+        req = req.add_extra_param(k.clone(), v.clone());
     }
     let details: StandardDeviceAuthorizationResponse =
         req.request_async(http).await.map_err(|err| map_token_error("device authorization", &url, err))?;
