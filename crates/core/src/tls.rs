@@ -1,10 +1,14 @@
-//! TLS for the mail-server probes: rustls with the `ring` provider, full certificate
-//! verification against the system roots plus the mailbox's optional extra CA (PEM).
+//! TLS for talking to mail servers (IMAP, POP3, later SMTP): rustls (TLS 1.2, RFC 5246, and
+//! TLS 1.3, RFC 8446) with the `ring` provider, certificates verified against the system roots
+//! plus the mailbox's optional extra CA (PEM, RFC 7468), and the server identity checked
+//! against the host name or IP address (RFC 9525, webpki).
 //!
-//! Verification is never turned off: a mailbox behind a private CA names that CA in `ca_file`.
-//! Handshake failures are classified (untrusted issuer, wrong host name, expired, other) so the
-//! admin is told which of them it was.
+//! Verification is never turned off: a bearer token sent to an unverified server can be
+//! replayed by whoever holds that server. A mailbox behind a private CA names that CA in
+//! `ca_file` instead. Handshake failures are classified (untrusted issuer, wrong host name,
+//! expired, other) so the admin is told which of them it was.
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,9 +16,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 
+/// Setting up TLS failed before any byte was sent.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read the CA certificate file {path}: {detail}")]
+    #[error("cannot use the CA certificate file {path}: {detail}")]
     CaFile { path: PathBuf, detail: String },
     #[error("`{0}` is not a valid TLS server name")]
     ServerName(String),
@@ -22,25 +27,38 @@ pub enum TlsError {
     Config(String),
 }
 
+impl TlsError {
+    /// Stable machine code: `ca_file` or `tls`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            TlsError::CaFile { .. } => "ca_file",
+            TlsError::ServerName(_) | TlsError::Config(_) => "tls",
+        }
+    }
+}
+
 /// A client configuration trusting the system roots and every certificate in `ca_file`.
 pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
     let mut roots = RootCertStore::empty();
-    // Some system stores hold certificates rustls cannot parse; the rest are still good.
+    // Some system stores hold files or certificates that cannot be read or parsed; the rest are
+    // still good, and a private CA may come from `ca_file` anyway.
     let native = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(native.certs);
+    if !native.errors.is_empty() {
+        tracing::debug!(errors = native.errors.len(), "some system root certificates could not be loaded");
+    }
+    let (_added, ignored) = roots.add_parsable_certificates(native.certs);
+    if ignored > 0 {
+        tracing::debug!(ignored, "some system root certificates could not be parsed");
+    }
     if let Some(path) = ca_file {
-        let err = |detail: String| TlsError::CaFile { path: path.to_path_buf(), detail };
-        let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<_, _>>()
-            .map_err(|e| err(format!("not a PEM certificate file ({e})")))?;
-        if certs.is_empty() {
-            return Err(err("it contains no PEM certificate".into()));
-        }
-        for c in certs {
-            roots.add(c).map_err(|e| err(format!("a certificate in it is not usable as a trust anchor: {e}")))?;
+        for cert in read_ca_file(path)? {
+            roots.add(cert).map_err(|e| TlsError::CaFile {
+                path: path.to_path_buf(),
+                detail: format!("a certificate in it cannot be used as a trust anchor ({e})"),
+            })?;
         }
     }
+    // `ring` explicitly: the process-wide default provider is not set (and aws-lc is not built).
     let config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?
@@ -49,12 +67,25 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsErr
     Ok(Arc::new(config))
 }
 
+/// Every certificate in a PEM file; other sections (keys, parameters) are skipped.
+fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let err = |detail: String| TlsError::CaFile { path: path.to_path_buf(), detail };
+    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| err(format!("it is not a valid PEM file ({e})")))?;
+    if certs.is_empty() {
+        return Err(err("it contains no PEM certificate (-----BEGIN CERTIFICATE-----)".into()));
+    }
+    Ok(certs)
+}
+
 /// The server name to verify: a DNS name, or an IP address (checked against IP SANs).
 pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
     ServerName::try_from(host.to_string()).map_err(|_| TlsError::ServerName(host.into()))
 }
 
-/// What kind of TLS failure an I/O error from a handshake is.
+/// What kind of TLS failure a handshake error is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsFailure {
     /// The certificate chain does not lead to a trusted root.
@@ -67,37 +98,187 @@ pub enum TlsFailure {
     Other,
 }
 
+impl TlsFailure {
+    /// Stable machine code: `tls_untrusted`, `tls_hostname`, `tls_expired` or `tls`.
+    pub fn code(self) -> &'static str {
+        match self {
+            TlsFailure::Untrusted => "tls_untrusted",
+            TlsFailure::Hostname => "tls_hostname",
+            TlsFailure::Expired => "tls_expired",
+            TlsFailure::Other => "tls",
+        }
+    }
+}
+
 /// Classifies a handshake error by the rustls error inside it.
-pub fn classify(err: &std::io::Error) -> TlsFailure {
-    use rustls::{CertificateError, Error as E};
+pub fn classify(err: &io::Error) -> TlsFailure {
+    use rustls::{CertificateError as C, Error as E};
     let Some(inner) = err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) else {
         return TlsFailure::Other;
     };
     match inner {
-        E::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => TlsFailure::Untrusted,
+        E::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => TlsFailure::Untrusted,
+        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => TlsFailure::Hostname,
         E::InvalidCertificate(
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-        ) => TlsFailure::Hostname,
-        E::InvalidCertificate(
-            CertificateError::Expired
-            | CertificateError::ExpiredContext { .. }
-            | CertificateError::NotValidYet
-            | CertificateError::NotValidYetContext { .. },
+            C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
         ) => TlsFailure::Expired,
-        E::InvalidCertificate(CertificateError::Other(o)) if o.to_string().contains("CaUsedAsEndEntity") => {
-            TlsFailure::Untrusted
-        }
+        // webpki refuses a CA certificate presented as the server's own: it is not a chain to a
+        // trusted root either.
+        E::InvalidCertificate(C::Other(o)) if o.to_string().contains("CaUsedAsEndEntity") => TlsFailure::Untrusted,
         _ => TlsFailure::Other,
     }
 }
 
+/// A failed TLS handshake, classified, with the TLS library's own words in `detail`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", self.explain())]
+pub struct HandshakeError {
+    pub kind: TlsFailure,
+    /// The host name the certificate was checked against.
+    pub host: String,
+    /// The TLS library's error text, e.g. `invalid peer certificate: UnknownIssuer`.
+    pub detail: String,
+}
+
+impl HandshakeError {
+    /// Classifies the I/O error a handshake (tokio-rustls `connect`) returned.
+    pub fn from_io(err: &io::Error, host: &str) -> Self {
+        let detail = if err.kind() == io::ErrorKind::UnexpectedEof {
+            "the server closed the connection during the handshake".to_string()
+        } else {
+            err.to_string()
+        };
+        Self { kind: classify(err), host: host.to_string(), detail }
+    }
+
+    /// Stable machine code, see [`TlsFailure::code`].
+    pub fn code(&self) -> &'static str {
+        self.kind.code()
+    }
+
+    fn explain(&self) -> String {
+        let d = &self.detail;
+        match self.kind {
+            TlsFailure::Untrusted => {
+                format!(
+                    "the server's certificate is not trusted: it is not signed by a known certificate authority ({d})"
+                )
+            }
+            TlsFailure::Hostname => format!("the server's certificate is not valid for `{}` ({d})", self.host),
+            TlsFailure::Expired => format!("the server's certificate has expired or is not valid yet ({d})"),
+            TlsFailure::Other => format!("the TLS handshake failed ({d})"),
+        }
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A test CA and a server certificate it signed, for loopback TLS servers.
+    pub(crate) struct TestPki {
+        pub ca_pem: String,
+        pub server: Arc<rustls::ServerConfig>,
+    }
+
+    /// A CA, and a leaf for `names` (DNS names or IP addresses) signed by it; `expired` dates
+    /// the leaf in 2000.
+    pub(crate) fn test_pki(names: &[&str], expired: bool) -> TestPki {
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        ca.distinguished_name.push(rcgen::DnType::CommonName, "Mailbox Auth test CA");
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+
+        let mut leaf = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        leaf.use_authority_key_identifier_extension = true;
+        if expired {
+            leaf.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            leaf.not_after = rcgen::date_time_ymd(2000, 2, 1);
+        }
+        let key = KeyPair::generate().unwrap();
+        let cert = leaf.signed_by(&key, &ca).unwrap();
+
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone(), ca.der().clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap();
+        TestPki { ca_pem: ca.pem(), server: Arc::new(server) }
+    }
+
+    /// Handshakes with a loopback TLS server using `pki`, as `host`, trusting `ca_file`.
+    async fn handshake(pki: &TestPki, host: &str, ca_file: Option<&Path>) -> Result<String, HandshakeError> {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let acceptor = tokio_rustls::TlsAcceptor::from(pki.server.clone());
+        tokio::spawn(async move {
+            let (tcp, _) = l.accept().await.unwrap();
+            if let Ok(mut tls) = acceptor.accept(tcp).await {
+                let _ = tls.write_all(b"hello over TLS\n").await;
+                let _ = tls.shutdown().await;
+            }
+        });
+        let config = client_config(ca_file).unwrap();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(config)
+            .connect(server_name(host).unwrap(), tcp)
+            .await
+            .map_err(|e| HandshakeError::from_io(&e, host))?;
+        let mut got = String::new();
+        let _ = tls.read_to_string(&mut got).await;
+        Ok(got)
+    }
+
+    fn write_ca(pki: &TestPki) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ca.pem");
+        std::fs::write(&p, &pki.ca_pem).unwrap();
+        (dir, p)
+    }
+
+    #[tokio::test]
+    async fn unknown_issuer_is_untrusted() {
+        let pki = test_pki(&["127.0.0.1"], false);
+        let e = handshake(&pki, "127.0.0.1", None).await.unwrap_err();
+        assert_eq!(e.code(), "tls_untrusted", "{e}");
+        assert!(e.to_string().contains("certificate is not trusted"), "{e}");
+        assert!(e.detail.contains("UnknownIssuer"), "{}", e.detail);
+    }
+
+    #[tokio::test]
+    async fn the_ca_file_makes_it_trusted() {
+        let pki = test_pki(&["127.0.0.1", "localhost"], false);
+        let (_dir, ca) = write_ca(&pki);
+        assert_eq!(handshake(&pki, "127.0.0.1", Some(&ca)).await.unwrap(), "hello over TLS\n");
+        assert_eq!(handshake(&pki, "localhost", Some(&ca)).await.unwrap(), "hello over TLS\n");
+    }
+
+    #[tokio::test]
+    async fn wrong_name_and_expired_are_told_apart() {
+        let pki = test_pki(&["mail.example.com"], false);
+        let (_dir, ca) = write_ca(&pki);
+        let e = handshake(&pki, "localhost", Some(&ca)).await.unwrap_err();
+        assert_eq!(e.code(), "tls_hostname", "{e}");
+        assert!(e.to_string().contains("not valid for `localhost`"), "{e}");
+
+        let pki = test_pki(&["localhost"], true);
+        let (_dir, ca) = write_ca(&pki);
+        let e = handshake(&pki, "localhost", Some(&ca)).await.unwrap_err();
+        assert_eq!(e.code(), "tls_expired", "{e}");
+    }
 
     #[test]
     fn missing_ca_file_names_the_path() {
         let e = client_config(Some(Path::new("/nonexistent/ca.pem"))).unwrap_err();
+        assert_eq!(e.code(), "ca_file");
         assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
     }
 
@@ -107,7 +288,19 @@ mod tests {
         let p = dir.path().join("empty.pem");
         std::fs::write(&p, "just text\n").unwrap();
         let e = client_config(Some(&p)).unwrap_err();
-        assert!(e.to_string().contains("no PEM certificate"), "{e}");
+        assert_eq!(e.code(), "ca_file");
+        assert!(e.to_string().contains("no PEM certificate") && e.to_string().contains("empty.pem"), "{e}");
+    }
+
+    #[test]
+    fn ca_file_keys_are_skipped_certificates_kept() {
+        let pki = test_pki(&["localhost"], false);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bundle.pem");
+        let key = KeyPair::generate().unwrap().serialize_pem();
+        std::fs::write(&p, format!("{key}{}", pki.ca_pem)).unwrap();
+        assert_eq!(read_ca_file(&p).unwrap().len(), 1);
+        assert!(client_config(Some(&p)).is_ok());
     }
 
     #[test]
@@ -118,22 +311,23 @@ mod tests {
     #[test]
     fn ip_addresses_are_server_names() {
         assert!(server_name("127.0.0.1").is_ok());
+        assert!(server_name("::1").is_ok());
         assert!(server_name("outlook.office365.com").is_ok());
         assert!(server_name("bad host").is_err());
     }
 
     #[test]
     fn classifies_rustls_errors_inside_io_errors() {
-        let io = |e: rustls::Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
-        assert_eq!(
-            classify(&io(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer))),
-            TlsFailure::Untrusted
-        );
-        assert_eq!(
-            classify(&io(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))),
-            TlsFailure::Hostname
-        );
-        assert_eq!(classify(&io(rustls::Error::InvalidCertificate(rustls::CertificateError::Expired))), TlsFailure::Expired);
-        assert_eq!(classify(&std::io::Error::other("x")), TlsFailure::Other);
+        use rustls::CertificateError as C;
+        let io = |e: C| io::Error::new(io::ErrorKind::InvalidData, rustls::Error::InvalidCertificate(e));
+        assert_eq!(classify(&io(C::UnknownIssuer)), TlsFailure::Untrusted);
+        assert_eq!(classify(&io(C::BadSignature)), TlsFailure::Untrusted);
+        assert_eq!(classify(&io(C::NotValidForName)), TlsFailure::Hostname);
+        assert_eq!(classify(&io(C::Expired)), TlsFailure::Expired);
+        assert_eq!(classify(&io(C::NotValidYet)), TlsFailure::Expired);
+        assert_eq!(classify(&io(C::Revoked)), TlsFailure::Other);
+        assert_eq!(classify(&io::Error::other("x")), TlsFailure::Other);
+        let eof = HandshakeError::from_io(&io::Error::from(io::ErrorKind::UnexpectedEof), "h");
+        assert_eq!((eof.code(), eof.detail.as_str()), ("tls", "the server closed the connection during the handshake"));
     }
 }

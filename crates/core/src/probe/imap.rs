@@ -1,421 +1,701 @@
 //! IMAP probe (RFC 9051 / RFC 3501) with async-imap: `AUTHENTICATE XOAUTH2` (or `OAUTHBEARER`,
-//! RFC 7628), then `EXAMINE` of the folder — read-only, so probing never changes `\Recent`
-//! flags — and `LOGOUT`.
+//! RFC 7628), then `EXAMINE` of the folder — read-only (RFC 9051 §6.3.3), so probing never
+//! changes `\Recent` or `\Seen` — and `LOGOUT`.
 //!
-//! With STARTTLS (RFC 2595 / RFC 9051 §6.2.1) the capability list is read first: a server that
+//! With STARTTLS (RFC 2595, RFC 9051 §6.2.1) the capability list is read first: a server that
 //! does not offer STARTTLS is refused before any credential is sent, and the capabilities are
-//! read again over TLS (the plaintext list must not be trusted).
+//! asked again over TLS, because the plain-text list may have been forged (RFC 9051 §6.2.1).
+//!
+//! The server's words in errors are its own response line, as read off the wire by
+//! [`Recorder`], not async-imap's rendering of them.
 
-use std::sync::{Arc, Mutex};
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 
-use async_imap::imap_proto::{Capability, Response};
+use async_imap::error::Error as ImapError;
+use async_imap::imap_proto::{Capability, Response, Status};
 use async_imap::types::UnsolicitedResponse;
 use async_imap::Client;
 use oauth2::AccessToken;
+use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{connect, sasl, start_tls, step, ProbeError, ProbeReport, ProbeTarget};
+use super::sasl::{self, Mechanism};
+use super::{broken, connect, count_messages, step, unexpected, ProbeError, ProbeReport, ProbeTarget, Tls};
 use crate::mailbox::Security;
 
 const PROTO: &str = "IMAP";
+/// Longest server line accepted. async-imap alone would buffer up to 512 MiB; none of the
+/// responses a probe reads comes anywhere near this.
+const MAX_LINE: usize = 64 * 1024;
 
 pub async fn probe(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, ProbeError> {
+    let tls = Tls::new(t)?;
+    let heard = Heard::default();
     let tcp = connect(t).await?;
     match t.security {
         Security::Tls => {
-            let tls = start_tls(t, tcp).await?;
-            let mut client = Client::new(tls);
-            greeting(t, &mut client).await?;
-            login_and_examine(t, client, token).await
+            let stream = tls.wrap(t, tcp).await?;
+            let mut client = Client::new(Recorder::new(stream, &heard));
+            greeting(t, &mut client, &heard).await?;
+            login_and_examine(t, client, &heard, token).await
         }
         Security::Starttls => {
-            let mut client = Client::new(tcp);
-            greeting(t, &mut client).await?;
-            let caps = capabilities(t, &mut client).await?;
+            let mut client = Client::new(Recorder::new(tcp, &heard));
+            greeting(t, &mut client, &heard).await?;
+            let caps = capabilities(t, &mut client, &heard).await?;
+            // The token must never cross the network in clear: no STARTTLS, no sign-in.
             if !caps.iter().any(|c| c == "STARTTLS") {
                 return Err(ProbeError::StarttlsNotOffered { proto: PROTO, addr: t.addr(), command: "STARTTLS" });
             }
-            step(t, "STARTTLS", client.run_command_and_check_ok("STARTTLS", None))
+            step(t, "starttls", client.run_command_and_check_ok("STARTTLS", None))
                 .await?
-                .map_err(|e| protocol(t, "STARTTLS", &e))?;
-            let tls = start_tls(t, client.into_inner()).await?;
-            login_and_examine(t, Client::new(tls), token).await
+                .map_err(|e| failure(t, "starttls", e, &heard))?;
+            // Dropping the client also drops anything the server sent after its OK in plain
+            // text, so nothing injected before the handshake is read as if it came over TLS.
+            let tcp = client.into_inner().inner;
+            let stream = tls.wrap(t, tcp).await?;
+            login_and_examine(t, Client::new(Recorder::new(stream, &heard)), &heard, token).await
         }
     }
 }
 
-/// Authenticates on an established (TLS) connection, opens the folder read-only, logs out.
+/// Authenticates on an established (TLS) connection whose greeting was read, opens the
+/// folder read-only, logs out.
 pub(crate) async fn login_and_examine<S>(
     t: &ProbeTarget,
-    mut client: Client<S>,
+    mut client: Client<Recorder<S>>,
+    heard: &Heard,
     token: &AccessToken,
 ) -> Result<ProbeReport, ProbeError>
 where
-    S: AsyncRead + AsyncWrite + Unpin + std::fmt::Debug + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let caps = capabilities(t, &mut client).await?;
-    let mechanism = if caps.iter().any(|c| c == "AUTH=XOAUTH2") {
-        "XOAUTH2"
-    } else if caps.iter().any(|c| c == "AUTH=OAUTHBEARER") {
-        "OAUTHBEARER"
-    } else {
-        return Err(ProbeError::MechanismNotOffered { proto: PROTO, addr: t.addr(), offered: auth_list(&caps) });
-    };
-    let initial = match mechanism {
-        "XOAUTH2" => sasl::xoauth2(&t.sasl_user, token.secret()),
-        _ => sasl::oauthbearer(&t.sasl_user, &t.host, t.port, token.secret()),
+    let caps = capabilities(t, &mut client, heard).await?;
+    let offered = caps.iter().filter_map(|c| c.strip_prefix("AUTH="));
+    let Some(mechanism) = Mechanism::pick(offered.clone()) else {
+        let list: Vec<&str> = offered.collect();
+        let offered = if list.is_empty() { "no SASL mechanism".into() } else { list.join(", ") };
+        return Err(ProbeError::MechanismNotOffered { proto: PROTO, addr: t.addr(), offered });
     };
     let challenge = Arc::new(Mutex::new(None));
-    let auth = Bearer { initial: Some(initial), failure: challenge.clone() };
-    let mut session = match step(t, "AUTHENTICATE", client.authenticate(mechanism, auth)).await? {
+    let auth = Bearer {
+        mechanism,
+        initial: Some(mechanism.initial_response(&t.sasl_user, &t.host, t.port, token.secret())),
+        failure: Arc::clone(&challenge),
+    };
+    let rejected = |words: String| ProbeError::AuthRejected {
+        proto: PROTO,
+        command: "AUTHENTICATE",
+        mechanism: mechanism.name(),
+        addr: t.addr(),
+        words,
+    };
+    let mut session = match step(t, "authenticate", client.authenticate(mechanism.name(), auth)).await? {
         Ok(s) => s,
         Err((e, _client)) => {
-            let mut words = imap_words(&e);
-            if let Some(json) = challenge.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                words = format!("{words} ({json})");
-            }
-            return Err(ProbeError::AuthRejected {
-                proto: PROTO,
-                command: "AUTHENTICATE",
-                mechanism,
-                addr: t.addr(),
-                words,
+            let json = challenge.lock().unwrap_or_else(|p| p.into_inner()).take();
+            return Err(match (e, json) {
+                (e @ (ImapError::No(_) | ImapError::Bad(_)), json) => rejected(with_json(words(&e, heard), json)),
+                // Some servers hang up after the failure challenge instead of saying NO.
+                (ImapError::ConnectionLost, Some(json)) => {
+                    rejected(with_json("the server closed the connection".into(), Some(json)))
+                }
+                (e, _) => failure(t, "authenticate", e, heard),
             });
         }
     };
-    let mailbox = match step(t, "EXAMINE", session.examine(&t.folder)).await? {
+    let folder = mutf7(&t.folder);
+    let mailbox = match step(t, "examine", session.examine(&folder)).await? {
         Ok(m) => m,
-        Err(e @ (async_imap::error::Error::No(_) | async_imap::error::Error::Bad(_))) => {
-            return Err(ProbeError::FolderMissing { folder: t.folder.clone(), words: imap_words(&e) })
+        Err(e @ (ImapError::No(_) | ImapError::Bad(_) | ImapError::Validate(_))) => {
+            return Err(ProbeError::FolderMissing { addr: t.addr(), folder: t.folder.clone(), words: words(&e, heard) })
         }
-        Err(e) => return Err(protocol(t, "EXAMINE", &e)),
+        Err(e) => return Err(failure(t, "examine", e, heard)),
     };
     // A failed LOGOUT does not undo the proof that the mailbox was read.
-    let _ = step(t, "LOGOUT", session.logout()).await;
+    let _ = step(t, "logout", session.logout()).await;
     Ok(ProbeReport {
-        mechanism,
+        mechanism: mechanism.name(),
         messages: mailbox.exists,
-        detail: format!("{} opened read-only: {} messages", t.folder, mailbox.exists),
+        detail: format!("{} opened read-only: {}", t.folder, count_messages(mailbox.exists)),
     })
 }
 
-/// Answers the server's continuations: the initial response first, then an empty line to a
-/// failure challenge (whose decoded JSON is kept for the error).
+fn with_json(line: String, json: Option<String>) -> String {
+    match json {
+        Some(j) => format!("{line} ({j})"),
+        None => line,
+    }
+}
+
+/// Answers the server's continuations: the initial response first, then the mechanism's
+/// acknowledgement of a failure challenge, whose decoded JSON is kept for the error.
 struct Bearer {
+    mechanism: Mechanism,
     initial: Option<SecretString>,
     failure: Arc<Mutex<Option<String>>>,
 }
 
 impl async_imap::Authenticator for Bearer {
-    type Response = Vec<u8>;
-    fn process(&mut self, challenge: &[u8]) -> Vec<u8> {
+    /// Wiped when async-imap drops it after encoding.
+    type Response = Zeroizing<Vec<u8>>;
+    fn process(&mut self, challenge: &[u8]) -> Self::Response {
         match self.initial.take() {
-            Some(initial) => initial.expose_secret().as_bytes().to_vec(),
+            Some(initial) => Zeroizing::new(initial.expose_secret().as_bytes().to_vec()),
             None => {
-                let text = String::from_utf8_lossy(challenge).trim().to_string();
-                if !text.is_empty() {
+                if let Some(text) = sasl::challenge_text(challenge) {
                     *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
                 }
-                Vec::new()
+                Zeroizing::new(self.mechanism.failure_ack().to_vec())
             }
         }
     }
 }
 
-async fn greeting<S>(t: &ProbeTarget, client: &mut Client<S>) -> Result<(), ProbeError>
+/// Reads the greeting: `OK` goes on; `BYE` (or anything else) is the server's refusal.
+async fn greeting<S>(t: &ProbeTarget, client: &mut Client<Recorder<S>>, heard: &Heard) -> Result<(), ProbeError>
 where
-    S: AsyncRead + AsyncWrite + Unpin + std::fmt::Debug + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let first = step(t, "greeting", client.read_response()).await?;
-    match first {
+    match step(t, "greeting", client.read_response()).await? {
         Ok(Some(r)) => match r.parsed() {
-            Response::Data { status: async_imap::imap_proto::Status::Ok, .. } => Ok(()),
-            Response::Data { status: async_imap::imap_proto::Status::PreAuth, .. } => Ok(()),
-            other => Err(ProbeError::Protocol { proto: PROTO, addr: t.addr(), step: "greeting", words: format!("{other:?}") }),
+            Response::Data { status: Status::Ok, .. } => Ok(()),
+            // Signed in already, as whoever the server chose: the token would prove nothing.
+            Response::Data { status: Status::PreAuth, .. } => Err(unexpected(
+                t,
+                "greeting",
+                format!("{} (the connection is pre-authenticated, so the token cannot be tested)", heard.untagged()),
+            )),
+            _ => Err(unexpected(t, "greeting", heard.untagged())),
         },
-        Ok(None) => Err(ProbeError::Protocol {
-            proto: PROTO,
-            addr: t.addr(),
-            step: "greeting",
-            words: "the server closed the connection without a greeting".into(),
-        }),
-        Err(e) => Err(ProbeError::Protocol { proto: PROTO, addr: t.addr(), step: "greeting", words: e.to_string() }),
+        Ok(None) => Err(unexpected(t, "greeting", "the server closed the connection without a greeting")),
+        Err(e) => Err(io_failure(t, "greeting", &e, heard)),
     }
 }
 
 /// `CAPABILITY`, as upper-case atoms (`IMAP4REV1`, `STARTTLS`, `AUTH=XOAUTH2`).
-async fn capabilities<S>(t: &ProbeTarget, client: &mut Client<S>) -> Result<Vec<String>, ProbeError>
+async fn capabilities<S>(
+    t: &ProbeTarget,
+    client: &mut Client<Recorder<S>>,
+    heard: &Heard,
+) -> Result<Vec<String>, ProbeError>
 where
-    S: AsyncRead + AsyncWrite + Unpin + std::fmt::Debug + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let (tx, rx) = async_channel::unbounded::<UnsolicitedResponse>();
-    step(t, "CAPABILITY", client.run_command_and_check_ok("CAPABILITY", Some(tx)))
+    step(t, "capability", client.run_command_and_check_ok("CAPABILITY", Some(tx)))
         .await?
-        .map_err(|e| protocol(t, "CAPABILITY", &e))?;
+        .map_err(|e| failure(t, "capability", e, heard))?;
     let mut caps = Vec::new();
-    while let Ok(UnsolicitedResponse::Other(r)) = rx.try_recv() {
-        if let Response::Capabilities(list) = r.parsed() {
-            caps.extend(list.iter().map(|c| match c {
-                Capability::Imap4rev1 => "IMAP4REV1".to_string(),
-                Capability::Auth(m) => format!("AUTH={}", m.to_ascii_uppercase()),
-                Capability::Atom(a) => a.to_ascii_uppercase(),
-            }));
+    while let Ok(u) = rx.try_recv() {
+        if let UnsolicitedResponse::Other(r) = u {
+            if let Response::Capabilities(list) = r.parsed() {
+                caps.extend(list.iter().map(|c| match c {
+                    Capability::Imap4rev1 => "IMAP4REV1".to_string(),
+                    Capability::Auth(m) => format!("AUTH={}", m.to_ascii_uppercase()),
+                    Capability::Atom(a) => a.to_ascii_uppercase(),
+                }));
+            }
         }
     }
     Ok(caps)
 }
 
-fn auth_list(caps: &[String]) -> String {
-    let list: Vec<&str> = caps.iter().filter_map(|c| c.strip_prefix("AUTH=")).collect();
-    if list.is_empty() { "no SASL mechanism".into() } else { list.join(", ") }
+/// An async-imap failure at `step`, with the server's words where it said something.
+fn failure(t: &ProbeTarget, step: &'static str, e: ImapError, heard: &Heard) -> ProbeError {
+    match e {
+        ImapError::Io(io) => io_failure(t, step, &io, heard),
+        e => unexpected(t, step, words(&e, heard)),
+    }
 }
 
-fn protocol(t: &ProbeTarget, step: &'static str, e: &async_imap::error::Error) -> ProbeError {
-    ProbeError::Protocol { proto: PROTO, addr: t.addr(), step, words: imap_words(e) }
+fn io_failure(t: &ProbeTarget, step: &'static str, e: &io::Error, heard: &Heard) -> ProbeError {
+    if e.get_ref().is_some_and(|inner| inner.is::<LineTooLong>()) {
+        return unexpected(t, step, LineTooLong.to_string());
+    }
+    match e.kind() {
+        // async-imap could not parse what the server sent: not IMAP, or not well-formed.
+        io::ErrorKind::Other | io::ErrorKind::InvalidData => {
+            let line = heard.line();
+            unexpected(t, step, if line.is_empty() { e.to_string() } else { line })
+        }
+        io::ErrorKind::UnexpectedEof => unexpected(t, step, "the server closed the connection mid-response"),
+        _ => broken(t, step, e),
+    }
 }
 
-/// The server's words from an async-imap error, back in IMAP's own form: async-imap reports a
-/// `NO` as `code: Some(AuthenticationFailed), info: Some("Authentication failed.")`, which
-/// becomes `NO [AUTHENTICATIONFAILED] Authentication failed.`.
-pub(crate) fn imap_words(e: &async_imap::error::Error) -> String {
-    use async_imap::error::Error as E;
-    let (status, text) = match e {
-        E::No(s) => ("NO", s.as_str()),
-        E::Bad(s) => ("BAD", s.as_str()),
-        E::ConnectionLost => return "the server closed the connection".into(),
-        other => return other.to_string(),
+/// The server's words for a failed command: its tagged `NO`/`BAD` line without the tag,
+/// e.g. `NO [AUTHENTICATIONFAILED] Authentication failed.`.
+fn words(e: &ImapError, heard: &Heard) -> String {
+    match e {
+        ImapError::No(_) | ImapError::Bad(_) => {
+            let line = heard.line();
+            match line.split_once(' ') {
+                Some((_tag, rest))
+                    if ["NO ", "BAD "]
+                        .iter()
+                        .any(|s| rest.get(..s.len()).is_some_and(|p| p.eq_ignore_ascii_case(s))) =>
+                {
+                    rest.to_string()
+                }
+                _ => e.to_string(),
+            }
+        }
+        ImapError::ConnectionLost => "the server closed the connection".into(),
+        e => e.to_string(),
+    }
+}
+
+/// The last complete line the server sent, shared between a [`Recorder`] and the probe.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Heard(Arc<Mutex<HeardState>>);
+
+#[derive(Debug, Default)]
+struct HeardState {
+    partial: Vec<u8>,
+    line: String,
+}
+
+impl Heard {
+    fn lock(&self) -> MutexGuard<'_, HeardState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The last line, without its line break.
+    pub(crate) fn line(&self) -> String {
+        self.lock().line.clone()
+    }
+
+    /// The last line without a leading `* ` (for greetings).
+    fn untagged(&self) -> String {
+        let l = self.line();
+        l.strip_prefix("* ").map(str::to_string).unwrap_or(l)
+    }
+
+    /// Takes in bytes the server sent; fails when a line grows past [`MAX_LINE`].
+    fn feed(&self, bytes: &[u8]) -> Result<(), LineTooLong> {
+        let mut s = self.lock();
+        for &b in bytes {
+            if b == b'\n' {
+                s.line = String::from_utf8_lossy(&s.partial).trim_end().to_string();
+                s.partial.clear();
+            } else if s.partial.len() >= MAX_LINE {
+                return Err(LineTooLong);
+            } else {
+                s.partial.push(b);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the server sent a line longer than 64 KiB")]
+struct LineTooLong;
+
+/// A stream that notes the server's lines as they are read (only what the server sends: the
+/// client's lines, which carry the token, are not recorded) and caps their length.
+pub(crate) struct Recorder<S> {
+    inner: S,
+    heard: Heard,
+}
+
+impl<S> Recorder<S> {
+    pub(crate) fn new(inner: S, heard: &Heard) -> Self {
+        Self { inner, heard: heard.clone() }
+    }
+}
+
+impl<S> std::fmt::Debug for Recorder<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder").finish_non_exhaustive()
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Recorder<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            if let Err(e) = this.heard.feed(&buf.filled()[before..]) {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+            }
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Recorder<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// A folder name as IMAP wants it: modified UTF-7 (RFC 3501 §5.1.3) for non-ASCII names
+/// (`Entwürfe` → `Entw&APw-rfe`). An ASCII name is taken as already encoded — that is how
+/// servers list folders — except that a `&` not starting a valid shift sequence is escaped
+/// as `&-` (`R&D` → `R&-D`).
+pub(crate) fn mutf7(name: &str) -> String {
+    use base64::Engine;
+    let b64 = |c: char| c.is_ascii_alphanumeric() || c == '+' || c == ',';
+    if name.is_ascii() {
+        let mut out = String::with_capacity(name.len());
+        for (i, c) in name.char_indices() {
+            out.push(c);
+            if c == '&' {
+                let rest = &name[i + 1..];
+                let shifted = rest.find(|c: char| !b64(c)).is_some_and(|end| rest[end..].starts_with('-'));
+                if !shifted {
+                    out.push('-');
+                }
+            }
+        }
+        return out;
+    }
+    let mut out = String::with_capacity(name.len() * 2);
+    let mut pending: Vec<u8> = Vec::new();
+    let flush = |out: &mut String, pending: &mut Vec<u8>| {
+        if !pending.is_empty() {
+            out.push('&');
+            out.push_str(&base64::engine::general_purpose::STANDARD_NO_PAD.encode(&*pending).replace('/', ","));
+            out.push('-');
+            pending.clear();
+        }
     };
-    // async-imap prints `code: …, info: Some("…")` or `outcome: ResponseOutcome { code: …,
-    // information: Some("…") }` depending on the command.
-    let info = ["information: Some(\"", "info: Some(\""]
-        .iter()
-        .find_map(|k| text.split_once(k))
-        .and_then(|(_, rest)| rest.rsplit_once("\")"))
-        .map(|(i, _)| i.replace("\\\"", "\""))
-        .unwrap_or_default();
-    let code = text
-        .split_once("code: Some(")
-        .and_then(|(_, rest)| rest.split_once(')'))
-        .map(|(c, _)| c)
-        .filter(|c| c.chars().all(|ch| ch.is_ascii_alphanumeric()))
-        .map(|c| format!("[{}] ", c.to_ascii_uppercase()))
-        .unwrap_or_default();
-    format!("{status} {code}{info}").trim_end().to_string()
+    for c in name.chars() {
+        if (' '..='~').contains(&c) {
+            flush(&mut out, &mut pending);
+            match c {
+                '&' => out.push_str("&-"),
+                c => out.push(c),
+            }
+        } else {
+            let mut units = [0u16; 2];
+            pending.extend(c.encode_utf16(&mut units).iter().flat_map(|u| u.to_be_bytes()));
+        }
+    }
+    flush(&mut out, &mut pending);
+    out
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::scripted::{self, send, Reply, ServerTls};
     use super::*;
     use crate::mailbox::Protocol;
     use std::time::Duration;
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    use tokio::net::TcpListener;
 
-    fn target(port: u16, security: Security, folder: &str) -> ProbeTarget {
-        ProbeTarget {
-            protocol: Protocol::Imap,
-            host: "127.0.0.1".into(),
-            port,
-            security,
-            folder: folder.into(),
-            sasl_user: "alice@example.com".into(),
-            ca_file: None,
-            timeout: Duration::from_secs(5),
+    const TOKEN: &str = "tok-imap-123";
+
+    fn target(port: u16, security: Security) -> ProbeTarget {
+        scripted::target(Protocol::Imap, port, security)
+    }
+
+    fn tag(line: &str) -> String {
+        line.split(' ').next().unwrap_or("").to_string()
+    }
+
+    fn xoauth2_b64() -> String {
+        sasl::base64(&sasl::xoauth2("alice@example.com", TOKEN)).expose_secret().to_string()
+    }
+
+    /// A server offering `caps`, answering the SASL exchange with `after_auth` (given the
+    /// AUTHENTICATE tag), `EXAMINE "INBOX"` with 3 messages and any other folder with NO.
+    fn imap_server(caps: &'static str, after_auth: fn() -> Vec<&'static str>) -> impl FnMut(&str) -> Reply + Send {
+        let mut auth_tag = String::new();
+        let mut auth_steps: Vec<&'static str> = Vec::new();
+        move |l: &str| {
+            let t = tag(l);
+            if l.ends_with(" CAPABILITY") {
+                send(format!("* CAPABILITY {caps}\r\n{t} OK done\r\n"))
+            } else if l.ends_with(" STARTTLS") {
+                Reply::SendThenTls(format!("{t} OK Begin TLS negotiation now\r\n"))
+            } else if l.contains(" AUTHENTICATE ") {
+                auth_tag = t;
+                auth_steps = after_auth();
+                send("+ \r\n")
+            } else if !auth_steps.is_empty() {
+                send(auth_steps.remove(0).replace("TAG", &auth_tag))
+            } else if l.ends_with(" EXAMINE \"INBOX\"") {
+                send(format!(
+                    "* FLAGS (\\Seen)\r\n* 3 EXISTS\r\n* 0 RECENT\r\n{t} OK [READ-ONLY] Examine completed\r\n"
+                ))
+            } else if l.contains(" EXAMINE ") {
+                send(format!("{t} NO Mailbox doesn't exist: Nope\r\n"))
+            } else if l.ends_with(" LOGOUT") {
+                send(format!("* BYE Logging out\r\n{t} OK Logout completed\r\n"))
+            } else {
+                send(format!("{t} BAD unexpected\r\n"))
+            }
         }
     }
 
-    /// A scripted IMAP server: answers each client line with the responder's lines and records
-    /// what the client sent. The responder sees the client's line and returns the server's reply.
-    async fn server(
-        greeting: &'static str,
-        respond: fn(&str) -> Vec<String>,
-    ) -> (u16, tokio::task::JoinHandle<Vec<String>>) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        let h = tokio::spawn(async move {
-            let (s, _) = l.accept().await.unwrap();
-            let (r, mut w) = s.into_split();
-            let mut r = BufReader::new(r);
-            w.write_all(greeting.as_bytes()).await.unwrap();
-            let mut seen = Vec::new();
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                    break;
-                }
-                let line = line.trim_end().to_string();
-                let reply = respond(&line);
-                seen.push(line);
-                for out in reply {
-                    if w.write_all(out.as_bytes()).await.is_err() {
-                        break;
-                    }
-                }
-            }
-            seen
-        });
-        (port, h)
+    fn accept() -> Vec<&'static str> {
+        vec!["TAG OK Logged in\r\n"]
     }
 
-    fn tag(line: &str) -> &str {
-        line.split(' ').next().unwrap_or("")
+    fn refuse_with_challenge() -> Vec<&'static str> {
+        vec![
+            "+ eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIn0=\r\n",
+            "TAG NO [AUTHENTICATIONFAILED] Authentication failed.\r\n",
+        ]
+    }
+
+    /// Runs the post-greeting dialogue over plain TCP (no TLS needed to test the protocol).
+    async fn dialogue(
+        respond: impl FnMut(&str) -> Reply + Send + 'static,
+        folder: &str,
+    ) -> (Result<ProbeReport, ProbeError>, Vec<String>, u16) {
+        let (port, h) = scripted::serve("* OK [CAPABILITY IMAP4rev1] ready\r\n", ServerTls::None, respond).await;
+        let mut t = target(port, Security::Tls);
+        t.folder = folder.into();
+        let heard = Heard::default();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut client = Client::new(Recorder::new(tcp, &heard));
+        greeting(&t, &mut client, &heard).await.unwrap();
+        let r = login_and_examine(&t, client, &heard, &AccessToken::new(TOKEN.into())).await;
+        (r, h.await.unwrap(), port)
     }
 
     #[tokio::test]
     async fn starttls_not_offered_sends_no_credential() {
-        let (port, h) = server("* OK ready\r\n", |l| {
-            if l.ends_with("CAPABILITY") {
-                vec![format!("* CAPABILITY IMAP4rev1 AUTH=XOAUTH2\r\n{} OK done\r\n", tag(l))]
-            } else {
-                vec![format!("{} BAD unexpected\r\n", tag(l))]
-            }
-        })
+        let (port, h) = scripted::serve(
+            "* OK ready\r\n",
+            ServerTls::None,
+            imap_server("IMAP4rev1 AUTH=XOAUTH2 AUTH=OAUTHBEARER", accept),
+        )
         .await;
-        let err = probe(&target(port, Security::Starttls, "INBOX"), &AccessToken::new("tok".into())).await.unwrap_err();
-        assert_eq!(err.code(), "starttls_not_offered", "{err}");
+        let err = probe(&target(port, Security::Starttls), &AccessToken::new(TOKEN.into())).await.unwrap_err();
+        assert_eq!((err.code(), err.step()), ("starttls_not_offered", "starttls"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!("IMAP server 127.0.0.1:{port} does not offer STARTTLS, so no credential was sent")
+        );
         let seen = h.await.unwrap();
-        assert!(seen.iter().all(|l| !l.contains("AUTHENTICATE") && !l.contains("tok")), "{seen:?}");
-    }
-
-    async fn run_login(respond: fn(&str) -> Vec<String>, folder: &str) -> (Result<ProbeReport, ProbeError>, Vec<String>) {
-        let (port, h) = server("* OK ready\r\n", respond).await;
-        let t = target(port, Security::Tls, folder);
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        let mut client = Client::new(tcp);
-        greeting(&t, &mut client).await.unwrap();
-        let r = login_and_examine(&t, client, &AccessToken::new("tok-123".into())).await;
-        (r, h.await.unwrap())
-    }
-
-    fn happy(l: &str) -> Vec<String> {
-        let t = tag(l);
-        if l.ends_with("CAPABILITY") {
-            vec![format!("* CAPABILITY IMAP4rev1 AUTH=XOAUTH2 AUTH=OAUTHBEARER\r\n{t} OK done\r\n")]
-        } else if l.ends_with("AUTHENTICATE XOAUTH2") {
-            vec!["+ \r\n".into()]
-        } else if l.starts_with("dXNl") {
-            vec!["A0002 OK Logged in\r\n".into()]
-        } else if l.contains("EXAMINE \"INBOX\"") {
-            vec![format!("* FLAGS ()\r\n* 3 EXISTS\r\n* 0 RECENT\r\n{t} OK [READ-ONLY] done\r\n")]
-        } else if l.contains("EXAMINE") {
-            vec![format!("{t} NO Mailbox doesn't exist: Nope\r\n")]
-        } else if l.ends_with("LOGOUT") {
-            vec![format!("* BYE\r\n{t} OK bye\r\n")]
-        } else {
-            vec![format!("{t} BAD ?\r\n")]
-        }
+        assert_eq!(seen, vec!["A0001 CAPABILITY"], "nothing but CAPABILITY before giving up");
     }
 
     #[tokio::test]
-    async fn authenticates_and_examines() {
-        let (r, seen) = run_login(happy, "INBOX").await;
+    async fn authenticates_and_examines_read_only() {
+        let (r, seen, _) = dialogue(imap_server("IMAP4rev1 AUTH=XOAUTH2 AUTH=OAUTHBEARER", accept), "INBOX").await;
         let report = r.unwrap();
         assert_eq!((report.mechanism, report.messages), ("XOAUTH2", 3));
-        let expected = sasl::base64(&sasl::xoauth2("alice@example.com", "tok-123"));
-        assert!(seen.contains(&expected.expose_secret().to_string()), "{seen:?}");
-        assert!(seen.iter().any(|l| l.contains("EXAMINE \"INBOX\"")), "{seen:?}");
-        assert!(!seen.iter().any(|l| l.contains("SELECT")), "read-only: {seen:?}");
+        assert_eq!(report.detail, "INBOX opened read-only: 3 messages");
+        assert_eq!(
+            seen,
+            vec![
+                "A0001 CAPABILITY".to_string(),
+                "A0002 AUTHENTICATE XOAUTH2".into(),
+                xoauth2_b64(),
+                "A0003 EXAMINE \"INBOX\"".into(),
+                "A0004 LOGOUT".into(),
+            ]
+        );
     }
 
     #[tokio::test]
     async fn missing_folder_keeps_the_servers_words() {
-        let (r, _) = run_login(happy, "Nope").await;
+        let (r, seen, _) = dialogue(imap_server("IMAP4rev1 AUTH=XOAUTH2", accept), "Nope").await;
         let e = r.unwrap_err();
-        assert_eq!(e.code(), "folder_missing");
+        assert_eq!((e.code(), e.step()), ("folder_missing", "examine"), "{e}");
         assert_eq!(e.server_words(), Some("NO Mailbox doesn't exist: Nope"));
+        assert!(e.to_string().contains("`Nope`"), "{e}");
+        assert!(seen.contains(&"A0003 EXAMINE \"Nope\"".to_string()), "{seen:?}");
+        assert!(!seen.iter().any(|l| l.contains("SELECT")), "read-only only: {seen:?}");
     }
 
     #[tokio::test]
     async fn failure_challenge_is_answered_with_an_empty_line() {
-        fn refuse(l: &str) -> Vec<String> {
-            let t = tag(l);
-            if l.ends_with("CAPABILITY") {
-                vec![format!("* CAPABILITY IMAP4rev1 AUTH=XOAUTH2\r\n{t} OK done\r\n")]
-            } else if l.ends_with("AUTHENTICATE XOAUTH2") {
-                vec!["+ \r\n".into()]
-            } else if l.starts_with("dXNl") {
-                // {"status":"401","schemes":"bearer"}
-                vec!["+ eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIn0=\r\n".into()]
-            } else if l.is_empty() {
-                vec!["A0002 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n".into()]
-            } else {
-                vec![format!("{t} BAD ?\r\n")]
-            }
-        }
-        let (r, seen) = run_login(refuse, "INBOX").await;
+        let (r, seen, port) = dialogue(imap_server("IMAP4rev1 AUTH=XOAUTH2", refuse_with_challenge), "INBOX").await;
         let e = r.unwrap_err();
-        assert_eq!(e.code(), "auth_rejected");
-        let words = e.server_words().unwrap();
-        assert!(words.starts_with("NO [AUTHENTICATIONFAILED] Authentication failed."), "{words}");
-        assert!(words.contains(r#""status":"401""#), "{words}");
-        assert!(seen.contains(&String::new()), "an empty line answers the challenge: {seen:?}");
-        let printed = format!("{e} {e:?}");
-        let b64 = sasl::base64(&sasl::xoauth2("alice@example.com", "tok-123"));
-        assert!(!printed.contains("tok-123") && !printed.contains(b64.expose_secret()), "{printed}");
+        assert_eq!((e.code(), e.step()), ("auth_rejected", "authenticate"), "{e}");
+        assert_eq!(
+            e.server_words(),
+            Some(r#"NO [AUTHENTICATIONFAILED] Authentication failed. ({"status":"401","schemes":"bearer"})"#)
+        );
+        assert_eq!(seen[3], "", "an empty line answers the challenge: {seen:?}");
+        assert_eq!(seen.len(), 4, "nothing after the refusal: {seen:?}");
+        assert!(
+            e.to_string().starts_with(&format!(
+                "IMAP AUTHENTICATE XOAUTH2 at 127.0.0.1:{port} was refused: NO [AUTHENTICATIONFAILED] Authentication failed."
+            )),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn errors_never_show_the_token() {
+        let (r, _, _) = dialogue(imap_server("IMAP4rev1 AUTH=XOAUTH2", refuse_with_challenge), "INBOX").await;
+        let e = r.unwrap_err();
+        let printed = format!("{e} | {e:?} | {:?}", e.server_words());
+        assert!(!printed.contains(TOKEN), "{printed}");
+        assert!(!printed.contains(&xoauth2_b64()), "{printed}");
+        assert!(!printed.contains("dXNlcj1"), "no part of the base64 payload: {printed}");
     }
 
     #[tokio::test]
     async fn oauthbearer_when_xoauth2_is_not_offered() {
-        fn ob(l: &str) -> Vec<String> {
-            let t = tag(l);
-            if l.ends_with("CAPABILITY") {
-                vec![format!("* CAPABILITY IMAP4rev1 AUTH=OAUTHBEARER\r\n{t} OK done\r\n")]
-            } else if l.ends_with("AUTHENTICATE OAUTHBEARER") {
-                vec!["+ \r\n".into()]
-            } else if l.starts_with("bixh") {
-                vec!["A0002 OK Logged in\r\n".into()]
-            } else if l.contains("EXAMINE") {
-                vec![format!("* 0 EXISTS\r\n{t} OK [READ-ONLY] done\r\n")]
-            } else {
-                vec![format!("{t} OK\r\n")]
-            }
-        }
-        let (r, _) = run_login(ob, "INBOX").await;
+        let (r, seen, port) = dialogue(imap_server("IMAP4rev1 AUTH=PLAIN AUTH=OAUTHBEARER", accept), "INBOX").await;
         assert_eq!(r.unwrap().mechanism, "OAUTHBEARER");
+        assert_eq!(seen[1], "A0002 AUTHENTICATE OAUTHBEARER");
+        let expected = sasl::base64(&sasl::oauthbearer("alice@example.com", "127.0.0.1", port, TOKEN));
+        assert_eq!(seen[2], expected.expose_secret(), "the target's host and port are in the response");
+    }
+
+    #[tokio::test]
+    async fn oauthbearer_failure_is_acknowledged_with_ctrl_a() {
+        let (r, seen, _) = dialogue(imap_server("IMAP4rev1 AUTH=OAUTHBEARER", refuse_with_challenge), "INBOX").await;
+        assert_eq!(r.unwrap_err().code(), "auth_rejected");
+        assert_eq!(seen[3], "AQ==", "RFC 7628 §3.2.3: %x01 answers the error: {seen:?}");
     }
 
     #[tokio::test]
     async fn no_oauth_mechanism_is_named() {
-        fn plain(l: &str) -> Vec<String> {
-            vec![format!("* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n{} OK done\r\n", tag(l))]
-        }
-        let (r, _) = run_login(plain, "INBOX").await;
+        let (r, seen, _) = dialogue(imap_server("IMAP4rev1 AUTH=PLAIN AUTH=LOGIN", accept), "INBOX").await;
         let e = r.unwrap_err();
-        assert_eq!(e.code(), "mechanism_not_offered");
-        assert!(e.to_string().contains("PLAIN"), "{e}");
+        assert_eq!((e.code(), e.step()), ("mechanism_not_offered", "authenticate"));
+        assert!(e.to_string().ends_with("(it offers: PLAIN, LOGIN)"), "{e}");
+        assert_eq!(seen, vec!["A0001 CAPABILITY"]);
     }
 
     #[tokio::test]
-    async fn connection_refused_and_timeout() {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let e = probe(&target(port, Security::Tls, "INBOX"), &AccessToken::new("t".into())).await.unwrap_err();
-        assert_eq!(e.code(), "connect_refused", "{e}");
+    async fn bye_greeting_is_the_servers_refusal() {
+        let (port, _h) = scripted::serve("* BYE Too many connections\r\n", ServerTls::None, |_| Reply::Close).await;
+        let e = probe(&target(port, Security::Starttls), &AccessToken::new(TOKEN.into())).await.unwrap_err();
+        assert_eq!(
+            (e.code(), e.step(), e.server_words()),
+            ("protocol", "greeting", Some("BYE Too many connections")),
+            "{e}"
+        );
+    }
 
-        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut t = target(silent.local_addr().unwrap().port(), Security::Starttls, "INBOX");
+    #[tokio::test]
+    async fn not_imap_is_a_protocol_error() {
+        let (port, _h) = scripted::serve("+OK POP3 ready\r\n", ServerTls::None, |_| Reply::Close).await;
+        let e = probe(&target(port, Security::Starttls), &AccessToken::new(TOKEN.into())).await.unwrap_err();
+        assert_eq!((e.code(), e.step()), ("protocol", "greeting"), "{e}");
+        assert_eq!(e.server_words(), Some("+OK POP3 ready"));
+    }
+
+    #[tokio::test]
+    async fn connection_refused() {
+        let e =
+            probe(&target(scripted::closed_port(), Security::Tls), &AccessToken::new(TOKEN.into())).await.unwrap_err();
+        assert_eq!((e.code(), e.step()), ("connect_refused", "connect"), "{e}");
+        assert!(e.to_string().starts_with("IMAP server 127.0.0.1:"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn silent_server_times_out_naming_the_step() {
+        let (port, _h) = scripted::silent().await;
+        let mut t = target(port, Security::Starttls);
         t.timeout = Duration::from_millis(300);
-        let _keep = tokio::spawn(async move {
-            let (_s, _) = silent.accept().await.unwrap();
-            tokio::time::sleep(Duration::from_secs(5)).await;
-        });
-        let e = probe(&t, &AccessToken::new("t".into())).await.unwrap_err();
-        assert_eq!(e.code(), "timeout", "{e}");
-        assert!(e.to_string().contains("greeting"), "{e}");
+        let started = std::time::Instant::now();
+        let e = probe(&t, &AccessToken::new(TOKEN.into())).await.unwrap_err();
+        assert_eq!((e.code(), e.step()), ("timeout", "greeting"), "{e}");
+        assert!(e.to_string().contains("did not answer within 300ms during the greeting"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    #[tokio::test]
+    async fn overlong_line_is_refused_not_buffered() {
+        fn huge(l: &str) -> Reply {
+            send(format!("* CAPABILITY IMAP4rev1 {}\r\n{} OK\r\n", "X".repeat(200_000), tag(l)))
+        }
+        let (port, _h) = scripted::serve("* OK ready\r\n", ServerTls::None, huge).await;
+        let e = probe(&target(port, Security::Starttls), &AccessToken::new(TOKEN.into())).await.unwrap_err();
+        assert_eq!((e.code(), e.step()), ("protocol", "capability"), "{e}");
+        assert_eq!(e.server_words(), Some("the server sent a line longer than 64 KiB"));
+    }
+
+    #[tokio::test]
+    async fn implicit_tls_end_to_end_with_the_ca_file() {
+        let pki = crate::tls::tests::test_pki(&["127.0.0.1"], false);
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, &pki.ca_pem).unwrap();
+        let server = || imap_server("IMAP4rev1 AUTH=XOAUTH2", accept);
+
+        // Without the CA the certificate is not trusted, and nothing is sent.
+        let (port, h) = scripted::serve("* OK ready\r\n", ServerTls::Implicit(pki.server.clone()), server()).await;
+        let e = probe(&target(port, Security::Tls), &AccessToken::new(TOKEN.into())).await.unwrap_err();
+        assert_eq!((e.code(), e.step()), ("tls_untrusted", "tls"), "{e}");
+        assert!(e.to_string().contains("not trusted"), "{e}");
+        assert!(e.server_words().is_some_and(|w| w.contains("UnknownIssuer")), "{e}");
+        assert!(h.await.unwrap().is_empty());
+
+        let (port, h) = scripted::serve("* OK ready\r\n", ServerTls::Implicit(pki.server.clone()), server()).await;
+        let mut t = target(port, Security::Tls);
+        t.ca_file = Some(ca.clone());
+        let report = probe(&t, &AccessToken::new(TOKEN.into())).await.unwrap();
+        assert_eq!((report.mechanism, report.messages), ("XOAUTH2", 3));
+        assert_eq!(h.await.unwrap()[2], xoauth2_b64());
+    }
+
+    #[tokio::test]
+    async fn starttls_upgrade_end_to_end() {
+        let pki = crate::tls::tests::test_pki(&["127.0.0.1"], false);
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, &pki.ca_pem).unwrap();
+        let (port, h) = scripted::serve(
+            "* OK ready\r\n",
+            ServerTls::Upgrade(pki.server.clone()),
+            imap_server("IMAP4rev1 STARTTLS AUTH=XOAUTH2", accept),
+        )
+        .await;
+        let mut t = target(port, Security::Starttls);
+        t.ca_file = Some(ca);
+        let report = probe(&t, &AccessToken::new(TOKEN.into())).await.unwrap();
+        assert_eq!(report.messages, 3);
+        let seen = h.await.unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                "A0001 CAPABILITY".to_string(),
+                "A0002 STARTTLS".into(),
+                "[tls]".into(),
+                "A0001 CAPABILITY".into(),
+                "A0002 AUTHENTICATE XOAUTH2".into(),
+                xoauth2_b64(),
+                "A0003 EXAMINE \"INBOX\"".into(),
+                "A0004 LOGOUT".into(),
+            ],
+            "capabilities asked again over TLS, the token only after the upgrade"
+        );
     }
 
     #[test]
-    fn words_are_rebuilt_from_async_imap_errors() {
-        let e = async_imap::error::Error::No(r#"code: Some(AuthenticationFailed), info: Some("Authentication failed.")"#.into());
-        assert_eq!(imap_words(&e), "NO [AUTHENTICATIONFAILED] Authentication failed.");
-        let e = async_imap::error::Error::No(r#"code: None, info: Some("AUTHENTICATE failed.")"#.into());
-        assert_eq!(imap_words(&e), "NO AUTHENTICATE failed.");
-        let e = async_imap::error::Error::No(
-            r#"outcome: ResponseOutcome { code: None, information: Some("Mailbox doesn't exist: Nope") }"#.into(),
-        );
-        assert_eq!(imap_words(&e), "NO Mailbox doesn't exist: Nope");
+    fn folder_names_in_modified_utf7() {
+        // RFC 3501 §5.1.3's example: 台北 and 日本語.
+        assert_eq!(mutf7("~peter/mail/台北/日本語"), "~peter/mail/&U,BTFw-/&ZeVnLIqe-");
+        assert_eq!(mutf7("Entwürfe"), "Entw&APw-rfe");
+        assert_eq!(mutf7("Boîte & co"), "Bo&AO4-te &- co");
+        assert_eq!(mutf7("INBOX"), "INBOX");
+        assert_eq!(mutf7("R&D"), "R&-D");
+        assert_eq!(mutf7("Entw&APw-rfe"), "Entw&APw-rfe", "already encoded names are left alone");
+        assert_eq!(mutf7("A&-B"), "A&-B");
+        assert_eq!(mutf7("😀"), "&2D3eAA-");
+    }
+
+    #[test]
+    fn heard_keeps_the_last_line_and_caps_it() {
+        let h = Heard::default();
+        h.feed(b"* OK ready\r\nA1 NO [AUTHENTICATIONFAILED] Auth").unwrap();
+        assert_eq!(h.line(), "* OK ready");
+        h.feed(b"entication failed.\r\n").unwrap();
+        assert_eq!(h.line(), "A1 NO [AUTHENTICATIONFAILED] Authentication failed.");
+        assert!(h.feed(&vec![b'x'; MAX_LINE + 1]).is_err());
     }
 }

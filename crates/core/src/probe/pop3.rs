@@ -1,111 +1,162 @@
-//! POP3 probe: RFC 1939 with CAPA (RFC 2449), STLS (RFC 2595) and AUTH (RFC 5034) using
-//! XOAUTH2 or OAUTHBEARER, then `STAT` and `QUIT`.
+//! POP3 probe: RFC 1939 with CAPA (RFC 2449), STLS (RFC 2595 §4) and AUTH (RFC 5034) using
+//! XOAUTH2 or OAUTHBEARER (RFC 7628), then `STAT` and `QUIT`.
 //!
 //! Written by hand rather than with the async-pop crate: async-pop cannot do STLS — its client
 //! always waits for a greeting when it is created, and a server sends none after the STLS
-//! upgrade — and a mailbox on port 110 with STLS must be probed the same way as one on 995.
-//! The dialogue needed here is five commands; lines are capped so a hostile server cannot make
-//! us buffer without bound.
+//! upgrade — and a mailbox on port 110 with STLS must be probed like one on 995. The dialogue
+//! needed here is a handful of commands over a generic stream, so the same code runs over TCP,
+//! over TLS and, in the tests, against a scripted server.
+//!
+//! The SASL exchange: `AUTH XOAUTH2` alone, the server's `+ ` continuation, then the base64
+//! response on its own line, the form Dovecot and Exchange Online both accept. The initial
+//! response may not go on the AUTH line: RFC 5034 §4 forbids it when the command would exceed
+//! 255 octets, which a real access token always makes it. A failure is a `+ <base64 JSON>` challenge, answered with an
+//! empty line (XOAUTH2) or `^A` (OAUTHBEARER, RFC 7628 §3.2.3), then the final `-ERR`.
+//!
+//! Server lines are capped (64 KiB) so a hostile server cannot make the probe buffer without
+//! bound; every read and write is under the step timeout.
 
 use oauth2::AccessToken;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
-use super::{connect, sasl, start_tls, step, ProbeError, ProbeReport, ProbeTarget};
+use super::sasl::{self, Mechanism};
+use super::{broken, connect, count_messages, step, unexpected, ProbeError, ProbeReport, ProbeTarget, Tls};
 use crate::mailbox::Security;
 
 const PROTO: &str = "POP3";
-/// RFC 2449 allows 512 octets per response line; be generous, but bounded.
-const MAX_LINE: u64 = 64 * 1024;
+/// RFC 2449 §4 allows 512 octets per response line; be generous, but bounded.
+const MAX_LINE: usize = 64 * 1024;
+/// More capabilities than any server has; past this the list is not a list.
+const MAX_CAPABILITIES: usize = 1000;
 
 pub async fn probe(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, ProbeError> {
+    let tls = Tls::new(t)?;
     let tcp = connect(t).await?;
     match t.security {
         Security::Tls => {
-            let mut conn = Conn::new(start_tls(t, tcp).await?);
-            conn.expect_ok(t, "greeting").await?;
+            let mut conn = Conn::new(tls.wrap(t, tcp).await?);
+            conn.greeting(t).await?;
             login_and_stat(t, conn, token).await
         }
         Security::Starttls => {
             let mut conn = Conn::new(tcp);
-            conn.expect_ok(t, "greeting").await?;
+            conn.greeting(t).await?;
             let caps = conn.capa(t).await?;
-            if !caps.iter().any(|c| c == "STLS") {
+            // The token must never cross the network in clear: no STLS, no sign-in.
+            if !caps.is_some_and(|c| c.iter().any(|c| c == "STLS")) {
                 return Err(ProbeError::StarttlsNotOffered { proto: PROTO, addr: t.addr(), command: "STLS" });
             }
-            conn.send(t, "STLS").await?;
-            conn.expect_ok(t, "STLS").await?;
-            let tls = start_tls(t, conn.into_inner()).await?;
-            login_and_stat(t, Conn::new(tls), token).await
+            conn.send(t, "starttls", "STLS").await?;
+            let reply = conn.line(t, "starttls").await?;
+            if !reply.starts_with("+OK") {
+                return Err(unexpected(t, "starttls", reply));
+            }
+            // Dropping the reader's buffer drops anything the server sent after its +OK in
+            // plain text, so nothing injected before the handshake is read as if it came over TLS.
+            let tcp = conn.into_inner();
+            login_and_stat(t, Conn::new(tls.wrap(t, tcp).await?), token).await
         }
     }
 }
 
-/// Authenticates on an established (TLS) connection, then `STAT` and `QUIT`.
+/// Authenticates on an established (TLS) connection whose greeting was read, then `STAT`
+/// and `QUIT`.
 pub(crate) async fn login_and_stat<S: AsyncRead + AsyncWrite + Unpin>(
     t: &ProbeTarget,
     mut conn: Conn<S>,
     token: &AccessToken,
 ) -> Result<ProbeReport, ProbeError> {
-    let caps = conn.capa(t).await?;
-    let sasl_line = caps.iter().find(|c| c.starts_with("SASL")).cloned().unwrap_or_default();
-    let offered: Vec<&str> = sasl_line.split_whitespace().skip(1).collect();
-    let mechanism = if offered.contains(&"XOAUTH2") || caps.is_empty() {
-        // A server without CAPA gets XOAUTH2, the mechanism Microsoft and Google use.
-        "XOAUTH2"
-    } else if offered.contains(&"OAUTHBEARER") {
-        "OAUTHBEARER"
-    } else {
-        let offered = if offered.is_empty() { "no SASL mechanism".to_string() } else { offered.join(", ") };
-        return Err(ProbeError::MechanismNotOffered { proto: PROTO, addr: t.addr(), offered });
+    // After STLS the capabilities are asked again: the plain-text list may have been forged.
+    let mechanism = match conn.capa(t).await? {
+        Some(caps) => {
+            let offered: Vec<&str> = caps
+                .iter()
+                .find_map(|c| c.strip_prefix("SASL "))
+                .map(|l| l.split_whitespace().collect())
+                .unwrap_or_default();
+            match Mechanism::pick(offered.iter().copied()) {
+                Some(m) => m,
+                None => {
+                    let offered = if offered.is_empty() { "no SASL mechanism".into() } else { offered.join(", ") };
+                    return Err(ProbeError::MechanismNotOffered { proto: PROTO, addr: t.addr(), offered });
+                }
+            }
+        }
+        // No CAPA: try XOAUTH2, the mechanism Microsoft and Google use; the server's answer
+        // to AUTH tells the rest.
+        None => Mechanism::XOAuth2,
     };
-    let raw = match mechanism {
-        "XOAUTH2" => sasl::xoauth2(&t.sasl_user, token.secret()),
-        _ => sasl::oauthbearer(&t.sasl_user, &t.host, t.port, token.secret()),
+    let rejected = |words: String| ProbeError::AuthRejected {
+        proto: PROTO,
+        command: "AUTH",
+        mechanism: mechanism.name(),
+        addr: t.addr(),
+        words,
     };
-    let rejected = |words: String| ProbeError::AuthRejected { proto: PROTO, command: "AUTH", mechanism, addr: t.addr(), words };
 
-    conn.send(t, &format!("AUTH {mechanism}")).await?;
-    let line = conn.line(t, "AUTH").await?;
-    if !line.starts_with('+') || line.starts_with("+OK") {
+    conn.send(t, "authenticate", &format!("AUTH {}", mechanism.name())).await?;
+    let line = conn.line(t, "authenticate").await?;
+    if line.starts_with("-ERR") {
         return Err(rejected(line));
     }
-    conn.send(t, sasl::base64(&raw).expose_secret()).await?;
-    let line = conn.line(t, "AUTH").await?;
+    if !is_continuation(&line) {
+        return Err(unexpected(t, "authenticate", line));
+    }
+    let response = mechanism.initial_response(&t.sasl_user, &t.host, t.port, token.secret());
+    conn.send_secret(t, "authenticate", &sasl::base64(&response)).await?;
+    let line = conn.line(t, "authenticate").await?;
     if line.starts_with("+OK") {
         // signed in
-    } else if let Some(challenge) = line.strip_prefix('+') {
-        // A failure challenge (base64 JSON): answer with an empty line, then read the -ERR.
-        let json = sasl::decode_failure_challenge(challenge);
-        conn.send(t, "").await?;
-        let fin = conn.line(t, "AUTH").await?;
-        return Err(rejected(match json {
-            Some(j) => format!("{fin} ({j})"),
-            None => fin,
-        }));
-    } else {
+    } else if is_continuation(&line) {
+        // A failure challenge: acknowledge it, then the server sends its final -ERR.
+        let json = sasl::decode_failure_challenge(&line[1..]);
+        conn.send(t, "authenticate", &sasl::base64_bytes(mechanism.failure_ack())).await?;
+        let last = conn.line(t, "authenticate").await?;
+        if !last.starts_with("+OK") {
+            return Err(rejected(match json {
+                Some(j) => format!("{last} ({j})"),
+                None => last,
+            }));
+        }
+    } else if line.starts_with("-ERR") {
         return Err(rejected(line));
+    } else {
+        return Err(unexpected(t, "authenticate", line));
     }
 
-    conn.send(t, "STAT").await?;
-    let stat = conn.line(t, "STAT").await?;
-    let mut parts = stat.split_whitespace();
-    let (Some("+OK"), Some(count), size) = (parts.next(), parts.next().and_then(|n| n.parse::<u32>().ok()), parts.next())
-    else {
-        return Err(ProbeError::Protocol { proto: PROTO, addr: t.addr(), step: "STAT", words: stat });
+    conn.send(t, "stat", "STAT").await?;
+    let stat = conn.line(t, "stat").await?;
+    let Some((count, size)) = parse_stat(&stat) else {
+        return Err(unexpected(t, "stat", stat));
     };
     // A failed QUIT does not undo the proof that the maildrop was read.
-    if conn.send(t, "QUIT").await.is_ok() {
-        let _ = conn.line(t, "QUIT").await;
+    if conn.send(t, "quit", "QUIT").await.is_ok() {
+        let _ = conn.line(t, "quit").await;
     }
     Ok(ProbeReport {
-        mechanism,
+        mechanism: mechanism.name(),
         messages: count,
-        detail: format!("maildrop opened: {count} messages ({} octets)", size.unwrap_or("?")),
+        detail: format!("STAT: {} ({size} octets)", count_messages(count)),
     })
 }
 
-/// A POP3 connection: buffered line reads, bounded, each under the step timeout.
+/// A SASL continuation (`+ <base64>` or a bare `+`), as opposed to `+OK`.
+fn is_continuation(line: &str) -> bool {
+    line == "+" || line.starts_with("+ ")
+}
+
+/// `+OK <count> <octets>` (RFC 1939 §5).
+fn parse_stat(line: &str) -> Option<(u32, u64)> {
+    let mut parts = line.split_whitespace();
+    if parts.next()? != "+OK" {
+        return None;
+    }
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// A POP3 connection: bounded line reads and writes, each under the step timeout.
+#[derive(Debug)]
 pub(crate) struct Conn<S> {
     io: BufReader<S>,
 }
@@ -115,64 +166,84 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         Self { io: BufReader::new(stream) }
     }
 
-    /// The raw stream, for the STLS upgrade. The server sends nothing after `+OK` until the
-    /// handshake, so no buffered byte is lost.
+    /// The stream, without what was buffered from it (see the STLS upgrade).
     fn into_inner(self) -> S {
         self.io.into_inner()
     }
 
-    async fn send(&mut self, t: &ProbeTarget, line: &str) -> Result<(), ProbeError> {
+    async fn send(&mut self, t: &ProbeTarget, name: &'static str, line: &str) -> Result<(), ProbeError> {
+        self.write(t, name, format!("{line}\r\n").as_bytes()).await
+    }
+
+    /// Sends a line that carries a credential; exposed here and nowhere else, and the wire
+    /// copy is wiped once written.
+    async fn send_secret(
+        &mut self,
+        t: &ProbeTarget,
+        name: &'static str,
+        line: &SecretString,
+    ) -> Result<(), ProbeError> {
+        let wire = SecretString::from(format!("{}\r\n", line.expose_secret()));
+        self.write(t, name, wire.expose_secret().as_bytes()).await
+    }
+
+    async fn write(&mut self, t: &ProbeTarget, name: &'static str, bytes: &[u8]) -> Result<(), ProbeError> {
         let io = self.io.get_mut();
-        step(t, "send", async {
-            io.write_all(line.as_bytes()).await?;
-            io.write_all(b"\r\n").await?;
+        step(t, name, async {
+            io.write_all(bytes).await?;
             io.flush().await
         })
         .await?
-        .map_err(|e| ProbeError::Connect { addr: t.addr(), detail: e.to_string() })
+        .map_err(|e| broken(t, name, &e))
     }
 
+    /// One server line, without its line break.
     async fn line(&mut self, t: &ProbeTarget, name: &'static str) -> Result<String, ProbeError> {
         let mut buf = Vec::new();
-        let n = step(t, name, (&mut self.io).take(MAX_LINE).read_until(b'\n', &mut buf))
+        step(t, name, (&mut self.io).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf))
             .await?
-            .map_err(|e| ProbeError::Connect { addr: t.addr(), detail: e.to_string() })?;
-        if n == 0 {
-            return Err(ProbeError::Protocol {
-                proto: PROTO,
-                addr: t.addr(),
-                step: name,
-                words: "the server closed the connection".into(),
-            });
+            .map_err(|e| broken(t, name, &e))?;
+        if !buf.ends_with(b"\n") {
+            return Err(unexpected(
+                t,
+                name,
+                if buf.len() > MAX_LINE {
+                    "the server sent a line longer than 64 KiB"
+                } else {
+                    "the server closed the connection"
+                },
+            ));
         }
-        Ok(String::from_utf8_lossy(&buf).trim_end().to_string())
+        Ok(String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string())
     }
 
-    async fn expect_ok(&mut self, t: &ProbeTarget, name: &'static str) -> Result<String, ProbeError> {
-        let l = self.line(t, name).await?;
+    /// The greeting must be `+OK`; anything else is the server's refusal.
+    pub(crate) async fn greeting(&mut self, t: &ProbeTarget) -> Result<(), ProbeError> {
+        let l = self.line(t, "greeting").await?;
         if l.starts_with("+OK") {
-            Ok(l)
+            Ok(())
         } else {
-            Err(ProbeError::Protocol { proto: PROTO, addr: t.addr(), step: name, words: l })
+            Err(unexpected(t, "greeting", l))
         }
     }
 
-    /// `CAPA`, one capability per line; empty when the server does not support CAPA.
-    async fn capa(&mut self, t: &ProbeTarget) -> Result<Vec<String>, ProbeError> {
-        self.send(t, "CAPA").await?;
-        let first = self.line(t, "CAPA").await?;
-        if !first.starts_with("+OK") {
-            return Ok(Vec::new());
+    /// `CAPA`, one upper-case capability per line; `None` when the server does not support it.
+    async fn capa(&mut self, t: &ProbeTarget) -> Result<Option<Vec<String>>, ProbeError> {
+        self.send(t, "capability", "CAPA").await?;
+        if !self.line(t, "capability").await?.starts_with("+OK") {
+            return Ok(None);
         }
         let mut caps = Vec::new();
         loop {
-            let l = self.line(t, "CAPA").await?;
+            let l = self.line(t, "capability").await?;
             if l == "." {
-                return Ok(caps);
+                return Ok(Some(caps));
             }
+            // RFC 1939 §3: a terminating-octet-looking first dot is doubled.
+            let l = l.strip_prefix('.').unwrap_or(&l);
             caps.push(l.to_ascii_uppercase());
-            if caps.len() > 1000 {
-                return Err(ProbeError::Protocol { proto: PROTO, addr: t.addr(), step: "CAPA", words: "endless capability list".into() });
+            if caps.len() > MAX_CAPABILITIES {
+                return Err(unexpected(t, "capability", "an endless capability list"));
             }
         }
     }
@@ -180,138 +251,287 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::scripted::{self, send, Reply, ServerTls};
     use super::*;
     use crate::mailbox::Protocol;
     use std::time::Duration;
-    use tokio::net::TcpListener;
+
+    const TOKEN: &str = "tok-pop3-456";
+    const CHALLENGE: &str = "+ eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIn0=\r\n"; // {"status":"401","schemes":"bearer"}
 
     fn target(port: u16, security: Security) -> ProbeTarget {
-        ProbeTarget {
-            protocol: Protocol::Pop3,
-            host: "127.0.0.1".into(),
-            port,
-            security,
-            folder: "INBOX".into(),
-            sasl_user: "bob@example.com".into(),
-            ca_file: None,
-            timeout: Duration::from_secs(5),
+        let mut t = scripted::target(Protocol::Pop3, port, security);
+        t.sasl_user = "bob@example.com".into();
+        t
+    }
+
+    fn token() -> AccessToken {
+        AccessToken::new(TOKEN.into())
+    }
+
+    fn xoauth2_b64() -> String {
+        sasl::base64(&sasl::xoauth2("bob@example.com", TOKEN)).expose_secret().to_string()
+    }
+
+    /// A POP3 server offering `capa` (None: CAPA unsupported) that accepts any SASL response
+    /// when `accept`, and otherwise answers it with the failure challenge.
+    fn pop3_server(capa: Option<&'static str>, accept: bool) -> impl FnMut(&str) -> Reply + Send {
+        let mut in_auth = 0;
+        move |l: &str| {
+            if in_auth == 1 {
+                in_auth = if accept { 0 } else { 2 };
+                return send(if accept { "+OK Logged in.\r\n" } else { CHALLENGE });
+            }
+            if in_auth == 2 {
+                in_auth = 0;
+                return send("-ERR [AUTH] Authentication failed.\r\n");
+            }
+            match l {
+                "CAPA" => match capa {
+                    Some(c) => send(format!("+OK\r\n{c}.\r\n")),
+                    None => send("-ERR unknown command\r\n"),
+                },
+                "STLS" => Reply::SendThenTls("+OK Begin TLS negotiation now.\r\n".into()),
+                "AUTH XOAUTH2" | "AUTH OAUTHBEARER" => {
+                    in_auth = 1;
+                    send("+ \r\n")
+                }
+                "STAT" => send("+OK 2 3456\r\n"),
+                "QUIT" => send("+OK Logging out.\r\n"),
+                _ => send("-ERR ?\r\n"),
+            }
         }
     }
 
-    /// A scripted POP3 server; returns what the client sent.
-    async fn server(respond: fn(&str) -> Option<&'static str>) -> (u16, tokio::task::JoinHandle<Vec<String>>) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        let h = tokio::spawn(async move {
-            let (s, _) = l.accept().await.unwrap();
-            let (r, mut w) = s.into_split();
-            let mut r = BufReader::new(r);
-            w.write_all(b"+OK POP3 ready\r\n").await.unwrap();
-            let mut seen = Vec::new();
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                    break;
-                }
-                let line = line.trim_end().to_string();
-                let reply = respond(&line);
-                seen.push(line);
-                match reply {
-                    Some(out) => {
-                        if w.write_all(out.as_bytes()).await.is_err() {
-                            break;
-                        }
-                    }
-                    None => break,
-                }
-            }
-            seen
-        });
-        (port, h)
-    }
-
-    async fn plain_login(respond: fn(&str) -> Option<&'static str>) -> (Result<ProbeReport, ProbeError>, Vec<String>) {
-        let (port, h) = server(respond).await;
+    /// Runs the post-greeting dialogue over plain TCP (no TLS needed to test the protocol).
+    async fn dialogue(
+        respond: impl FnMut(&str) -> Reply + Send + 'static,
+    ) -> (Result<ProbeReport, ProbeError>, Vec<String>, u16) {
+        let (port, h) = scripted::serve("+OK POP3 ready\r\n", ServerTls::None, respond).await;
         let t = target(port, Security::Tls);
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         let mut conn = Conn::new(tcp);
-        conn.expect_ok(&t, "greeting").await.unwrap();
-        let r = login_and_stat(&t, conn, &AccessToken::new("tok-456".into())).await;
-        (r, h.await.unwrap())
+        conn.greeting(&t).await.unwrap();
+        let r = login_and_stat(&t, conn, &token()).await;
+        (r, h.await.unwrap(), port)
     }
 
     #[tokio::test]
     async fn stls_not_offered_sends_no_credential() {
-        let (port, h) = server(|l| match l {
-            "CAPA" => Some("+OK\r\nUSER\r\nSASL XOAUTH2\r\n.\r\n"),
-            _ => Some("-ERR no\r\n"),
-        })
+        let (port, h) = scripted::serve(
+            "+OK POP3 ready\r\n",
+            ServerTls::None,
+            pop3_server(Some("USER\r\nSASL XOAUTH2 OAUTHBEARER\r\n"), true),
+        )
         .await;
-        let err = probe(&target(port, Security::Starttls), &AccessToken::new("tok".into())).await.unwrap_err();
-        assert_eq!(err.code(), "starttls_not_offered", "{err}");
-        drop(err);
-        let seen = h.await.unwrap();
-        assert_eq!(seen, vec!["CAPA"], "nothing but CAPA before giving up");
+        let e = probe(&target(port, Security::Starttls), &token()).await.unwrap_err();
+        assert_eq!((e.code(), e.step()), ("starttls_not_offered", "starttls"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!("POP3 server 127.0.0.1:{port} does not offer STLS, so no credential was sent")
+        );
+        assert_eq!(h.await.unwrap(), vec!["CAPA"], "nothing but CAPA before giving up");
+    }
+
+    #[tokio::test]
+    async fn no_capa_means_no_stls() {
+        let (port, h) = scripted::serve("+OK POP3 ready\r\n", ServerTls::None, pop3_server(None, true)).await;
+        let e = probe(&target(port, Security::Starttls), &token()).await.unwrap_err();
+        assert_eq!(e.code(), "starttls_not_offered", "{e}");
+        assert_eq!(h.await.unwrap(), vec!["CAPA"]);
     }
 
     #[tokio::test]
     async fn auth_xoauth2_then_stat() {
-        let (r, seen) = plain_login(|l| match l {
-            "CAPA" => Some("+OK\r\nSASL XOAUTH2 OAUTHBEARER\r\n.\r\n"),
-            "AUTH XOAUTH2" => Some("+ \r\n"),
-            "STAT" => Some("+OK 2 3456\r\n"),
-            "QUIT" => Some("+OK bye\r\n"),
-            l if l.starts_with("dXNl") => Some("+OK Logged in.\r\n"),
-            _ => Some("-ERR ?\r\n"),
-        })
-        .await;
+        let (r, seen, _) = dialogue(pop3_server(Some("USER\r\nSASL PLAIN XOAUTH2 OAUTHBEARER\r\n"), true)).await;
         let rep = r.unwrap();
         assert_eq!((rep.mechanism, rep.messages), ("XOAUTH2", 2));
-        assert!(rep.detail.contains("3456 octets"), "{}", rep.detail);
-        let payload = sasl::base64(&sasl::xoauth2("bob@example.com", "tok-456"));
-        assert_eq!(seen, vec!["CAPA", "AUTH XOAUTH2", payload.expose_secret(), "STAT", "QUIT"]);
+        assert_eq!(rep.detail, "STAT: 2 messages (3456 octets)");
+        assert_eq!(seen, vec!["CAPA".to_string(), "AUTH XOAUTH2".into(), xoauth2_b64(), "STAT".into(), "QUIT".into()]);
+    }
+
+    #[tokio::test]
+    async fn without_capa_xoauth2_is_tried() {
+        let (r, seen, _) = dialogue(pop3_server(None, true)).await;
+        assert_eq!(r.unwrap().mechanism, "XOAUTH2");
+        assert_eq!(seen[..2], ["CAPA", "AUTH XOAUTH2"]);
+    }
+
+    #[tokio::test]
+    async fn oauthbearer_when_xoauth2_is_not_offered() {
+        let (r, seen, port) = dialogue(pop3_server(Some("SASL OAUTHBEARER\r\n"), true)).await;
+        assert_eq!(r.unwrap().mechanism, "OAUTHBEARER");
+        let expected = sasl::base64(&sasl::oauthbearer("bob@example.com", "127.0.0.1", port, TOKEN));
+        assert_eq!(seen[1..3], ["AUTH OAUTHBEARER", expected.expose_secret()]);
     }
 
     #[tokio::test]
     async fn failure_challenge_gets_an_empty_line_and_keeps_the_words() {
-        let (r, seen) = plain_login(|l| match l {
-            "CAPA" => Some("+OK\r\nSASL XOAUTH2\r\n.\r\n"),
-            "AUTH XOAUTH2" => Some("+ \r\n"),
-            "" => Some("-ERR [AUTH] Authentication failed.\r\n"),
-            // {"status":"401","schemes":"bearer"}
-            l if l.starts_with("dXNl") => Some("+ eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIn0=\r\n"),
-            _ => Some("-ERR ?\r\n"),
+        let (r, seen, port) = dialogue(pop3_server(Some("SASL XOAUTH2\r\n"), false)).await;
+        let e = r.unwrap_err();
+        assert_eq!((e.code(), e.step()), ("auth_rejected", "authenticate"), "{e}");
+        assert_eq!(
+            e.server_words(),
+            Some(r#"-ERR [AUTH] Authentication failed. ({"status":"401","schemes":"bearer"})"#)
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                r#"POP3 AUTH XOAUTH2 at 127.0.0.1:{port} was refused: -ERR [AUTH] Authentication failed. ({{"status":"401","schemes":"bearer"}})"#
+            )
+        );
+        assert_eq!(
+            seen,
+            vec!["CAPA".to_string(), "AUTH XOAUTH2".into(), xoauth2_b64(), String::new()],
+            "no STAT after a refusal"
+        );
+    }
+
+    #[tokio::test]
+    async fn oauthbearer_failure_is_acknowledged_with_ctrl_a() {
+        let (r, seen, _) = dialogue(pop3_server(Some("SASL OAUTHBEARER\r\n"), false)).await;
+        assert_eq!(r.unwrap_err().code(), "auth_rejected");
+        assert_eq!(seen[3], "AQ==", "RFC 7628 §3.2.3: %x01 answers the error");
+    }
+
+    #[tokio::test]
+    async fn errors_never_show_the_token() {
+        let (r, _, _) = dialogue(pop3_server(Some("SASL XOAUTH2\r\n"), false)).await;
+        let e = r.unwrap_err();
+        let printed = format!("{e} | {e:?} | {:?}", e.server_words());
+        assert!(!printed.contains(TOKEN), "{printed}");
+        assert!(!printed.contains(&xoauth2_b64()), "{printed}");
+        assert!(!printed.contains("dXNlcj1"), "no part of the base64 payload: {printed}");
+    }
+
+    #[tokio::test]
+    async fn plain_err_to_auth_keeps_the_servers_words() {
+        let (r, seen, _) = dialogue(|l: &str| match l {
+            "CAPA" => send("+OK\r\nSASL XOAUTH2\r\n.\r\n"),
+            _ => send("-ERR Authentication failure: unknown user name or bad password.\r\n"),
         })
         .await;
         let e = r.unwrap_err();
         assert_eq!(e.code(), "auth_rejected");
-        assert_eq!(e.server_words(), Some(r#"-ERR [AUTH] Authentication failed. ({"status":"401","schemes":"bearer"})"#));
-        assert_eq!(seen.last().map(String::as_str), Some(""), "{seen:?}");
-        let printed = format!("{e} {e:?}");
-        assert!(!printed.contains("tok-456") && !printed.contains("dXNl"), "{printed}");
+        assert_eq!(e.server_words(), Some("-ERR Authentication failure: unknown user name or bad password."));
+        assert_eq!(seen, vec!["CAPA", "AUTH XOAUTH2"], "no credential after -ERR");
     }
 
     #[tokio::test]
-    async fn plain_err_after_auth_command() {
-        let (r, _) = plain_login(|l| match l {
-            "CAPA" => Some("+OK\r\nSASL XOAUTH2\r\n.\r\n"),
-            _ => Some("-ERR Authentication failure: unknown user name or bad password.\r\n"),
+    async fn no_oauth_mechanism_is_named() {
+        let (r, seen, _) = dialogue(pop3_server(Some("USER\r\nSASL PLAIN LOGIN\r\n"), true)).await;
+        let e = r.unwrap_err();
+        assert_eq!((e.code(), e.step()), ("mechanism_not_offered", "authenticate"));
+        assert!(e.to_string().ends_with("(it offers: PLAIN, LOGIN)"), "{e}");
+        assert_eq!(seen, vec!["CAPA"]);
+    }
+
+    #[tokio::test]
+    async fn stat_err_is_reported_with_the_servers_words() {
+        let (r, _, _) = dialogue(|l: &str| match l {
+            "CAPA" => send("+OK\r\nSASL XOAUTH2\r\n.\r\n"),
+            "AUTH XOAUTH2" => send("+ \r\n"),
+            "STAT" => send("-ERR [SYS/TEMP] Mailbox is locked\r\n"),
+            _ => send("+OK\r\n"),
         })
         .await;
         let e = r.unwrap_err();
-        assert_eq!(e.server_words(), Some("-ERR Authentication failure: unknown user name or bad password."));
+        assert_eq!(
+            (e.code(), e.step(), e.server_words()),
+            ("protocol", "stat", Some("-ERR [SYS/TEMP] Mailbox is locked"))
+        );
     }
 
     #[tokio::test]
-    async fn overlong_line_is_cut_not_buffered() {
-        let (r, _) = plain_login(|l| match l {
-            "CAPA" => Some("-ERR no capa\r\n"),
-            "AUTH XOAUTH2" => Some("+ \r\n"),
-            l if l.starts_with("dXNl") => Some("+OK\r\n"),
-            "STAT" => Some(Box::leak(format!("+OK {}\r\n", "9".repeat(100_000)).into_boxed_str())),
-            _ => Some("+OK\r\n"),
+    async fn overlong_line_is_refused_not_buffered() {
+        let (r, _, _) = dialogue(|l: &str| match l {
+            "CAPA" => send("-ERR no capa\r\n"),
+            "AUTH XOAUTH2" => send("+ \r\n"),
+            "STAT" => send(format!("+OK {}\r\n", "9".repeat(200_000))),
+            _ => send("+OK\r\n"),
         })
         .await;
-        assert_eq!(r.unwrap_err().code(), "protocol");
+        let e = r.unwrap_err();
+        assert_eq!((e.code(), e.step()), ("protocol", "stat"), "{e}");
+        assert_eq!(e.server_words(), Some("the server sent a line longer than 64 KiB"));
+    }
+
+    #[tokio::test]
+    async fn connection_refused() {
+        let e = probe(&target(scripted::closed_port(), Security::Starttls), &token()).await.unwrap_err();
+        assert_eq!((e.code(), e.step()), ("connect_refused", "connect"), "{e}");
+        assert!(e.to_string().starts_with("POP3 server 127.0.0.1:"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn silent_server_times_out_naming_the_step() {
+        let (port, _h) = scripted::silent().await;
+        let mut t = target(port, Security::Starttls);
+        t.timeout = Duration::from_millis(300);
+        let e = probe(&t, &token()).await.unwrap_err();
+        assert_eq!((e.code(), e.step()), ("timeout", "greeting"), "{e}");
+
+        // A server that goes quiet after sign-in: the timeout names STAT.
+        let (port, _h) = scripted::serve("+OK ready\r\n", ServerTls::None, |l: &str| match l {
+            "CAPA" => send("+OK\r\nSASL XOAUTH2\r\n.\r\n"),
+            "AUTH XOAUTH2" => send("+ \r\n"),
+            "STAT" => Reply::Nothing,
+            _ => send("+OK\r\n"),
+        })
+        .await;
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut t = target(port, Security::Tls);
+        t.timeout = Duration::from_millis(300);
+        let mut conn = Conn::new(tcp);
+        conn.greeting(&t).await.unwrap();
+        let e = login_and_stat(&t, conn, &token()).await.unwrap_err();
+        assert_eq!((e.code(), e.step()), ("timeout", "stat"), "{e}");
+        assert!(e.to_string().ends_with("did not answer within 300ms during STAT"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn stls_upgrade_end_to_end() {
+        let pki = crate::tls::tests::test_pki(&["127.0.0.1"], false);
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, &pki.ca_pem).unwrap();
+        let capa = Some("USER\r\nSTLS\r\nSASL XOAUTH2\r\n");
+
+        // Untrusted: the handshake fails after STLS, before any credential.
+        let (port, h) =
+            scripted::serve("+OK ready\r\n", ServerTls::Upgrade(pki.server.clone()), pop3_server(capa, true)).await;
+        let e = probe(&target(port, Security::Starttls), &token()).await.unwrap_err();
+        assert_eq!((e.code(), e.step()), ("tls_untrusted", "tls"), "{e}");
+        assert_eq!(h.await.unwrap(), vec!["CAPA", "STLS"]);
+
+        let (port, h) =
+            scripted::serve("+OK ready\r\n", ServerTls::Upgrade(pki.server.clone()), pop3_server(capa, true)).await;
+        let mut t = target(port, Security::Starttls);
+        t.ca_file = Some(ca);
+        let rep = probe(&t, &token()).await.unwrap();
+        assert_eq!(rep.messages, 2);
+        assert_eq!(
+            h.await.unwrap(),
+            vec![
+                "CAPA".to_string(),
+                "STLS".into(),
+                "[tls]".into(),
+                "CAPA".into(),
+                "AUTH XOAUTH2".into(),
+                xoauth2_b64(),
+                "STAT".into(),
+                "QUIT".into()
+            ],
+            "capabilities asked again over TLS, the token only after the upgrade"
+        );
+    }
+
+    #[test]
+    fn stat_lines() {
+        assert_eq!(parse_stat("+OK 2 3456"), Some((2, 3456)));
+        assert_eq!(parse_stat("+OK 0 0 extra"), Some((0, 0)));
+        assert_eq!(parse_stat("-ERR locked"), None);
+        assert_eq!(parse_stat("+OK two 3"), None);
+        assert!(is_continuation("+ abc") && is_continuation("+") && !is_continuation("+OK"));
     }
 }
