@@ -69,21 +69,19 @@ const provider = new Provider(issuer, {
     clientCredentials: { enabled: true },
     deviceFlow: {
       enabled: true,
+      // The provider's own forms, with stable ids and buttons added for scripted browsers.
       userCodeInputSource: (ctx, form, out, err) => {
         ctx.body = page('Connect a device', `
           ${err ? '<p class="error" id="error">That code is not valid. Check it and try again.</p>' : ''}
           <p>Enter the code shown by Mailbox Auth.</p>
-          ${form.replace('<form', '<form id="user-code-form"')}
-          <label for="user-code">Code</label>
-          <input id="user-code" name="user_code" form="op.deviceInputForm" autocomplete="off" autofocus>
-          <button id="continue" type="submit" form="op.deviceInputForm">Continue</button>`);
+          ${form
+            .replace(/<input\s+type="text"\s+name="user_code"/, '<label for="user-code">Code</label><input id="user-code" type="text" name="user_code"')
+            .replace('</form>', '<button id="continue" type="submit">Continue</button></form>')}`);
       },
       userCodeConfirmSource: (ctx, form, client, _deviceInfo, userCode) => {
         ctx.body = page('Confirm the code', `
           <p><b>${esc(client.clientName || client.clientId)}</b> asks to sign in with code <b id="confirm-code">${esc(userCode)}</b>.</p>
-          ${form}
-          <button id="confirm" type="submit" form="op.deviceConfirmForm">Continue</button>
-          <button id="abort" type="submit" form="op.deviceConfirmForm" value="yes" name="abort">Cancel</button>`);
+          ${form.replace('</form>', '<button id="confirm" type="submit">Continue</button><button id="abort" type="submit" name="abort" value="yes">Cancel</button></form>')}`);
       },
       successSource: (ctx) => {
         ctx.body = page('Signed in', '<p id="device-done">You can close this window and return to Mailbox Auth.</p>');
