@@ -39,7 +39,15 @@ impl Sandbox {
     }
 
     /// A CSV row for a sandbox mailbox.
-    pub fn csv_row(&self, name: &str, email: &str, protocol: &str, port_key: &str, security: &str, folder: &str) -> String {
+    pub fn csv_row(
+        &self,
+        name: &str,
+        email: &str,
+        protocol: &str,
+        port_key: &str,
+        security: &str,
+        folder: &str,
+    ) -> String {
         format!(
             "{name},{email},{protocol},{host},{port},{security},{folder},generic,{cid},{scopes},{auth},{token},{params},{ca}",
             host = self.var("SANDBOX_MAIL_HOST"),
@@ -54,7 +62,8 @@ impl Sandbox {
     }
 }
 
-pub const CSV_HEADER: &str = "name,email,protocol,host,port,security,folder,provider,client_id,scopes,auth_url,token_url,auth_params,ca_file";
+pub const CSV_HEADER: &str =
+    "name,email,protocol,host,port,security,folder,provider,client_id,scopes,auth_url,token_url,auth_params,ca_file";
 
 /// The result of one CLI run.
 #[derive(Debug)]
@@ -66,7 +75,8 @@ pub struct Run {
 
 impl Run {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
     }
 }
 

@@ -56,11 +56,19 @@ fn four_sandbox_mailboxes_authenticate_and_verify_green_with_secrets_only_in_the
     assert_eq!(recs.as_array().unwrap().len(), 4);
     for n in ["alice-imaps", "alice-imap-starttls"] {
         let rec = by_name(n);
-        assert_eq!((rec["ok"].as_bool(), rec["check"].as_str(), rec["messages"].as_u64()), (Some(true), Some("imap"), Some(3)), "{rec}");
+        assert_eq!(
+            (rec["ok"].as_bool(), rec["check"].as_str(), rec["messages"].as_u64()),
+            (Some(true), Some("imap"), Some(3)),
+            "{rec}"
+        );
     }
     for n in ["bob-pop3s", "bob-pop3-stls"] {
         let rec = by_name(n);
-        assert_eq!((rec["ok"].as_bool(), rec["check"].as_str(), rec["messages"].as_u64()), (Some(true), Some("pop3"), Some(2)), "{rec}");
+        assert_eq!(
+            (rec["ok"].as_bool(), rec["check"].as_str(), rec["messages"].as_u64()),
+            (Some(true), Some("pop3"), Some(2)),
+            "{rec}"
+        );
     }
     let list = cli.run(&["list", "--json"], &[]).json();
     assert!(list.as_array().unwrap().iter().all(|m| m["status"] == "verified"), "{list}");
@@ -75,9 +83,11 @@ fn four_sandbox_mailboxes_authenticate_and_verify_green_with_secrets_only_in_the
     }
     let transcript = cli.transcript.lock().unwrap().clone();
     let mut places = files_under(cli.home.path());
-    places.extend(files_under(std::path::Path::new(sb.var("SANDBOX_STATE_DIR"))).into_iter().filter(|(p, _)| {
-        p.extension().is_some_and(|e| e == "log")
-    }));
+    places.extend(
+        files_under(std::path::Path::new(sb.var("SANDBOX_STATE_DIR")))
+            .into_iter()
+            .filter(|(p, _)| p.extension().is_some_and(|e| e == "log")),
+    );
     assert!(places.iter().any(|(p, _)| p.extension().is_some_and(|e| e == "sqlite3")), "store not found");
     for s in &secrets {
         assert!(!transcript.contains(s.as_str()), "a refresh token appears in the CLI output");
@@ -253,7 +263,14 @@ fn bad_csv_rows_are_named_and_good_rows_imported() {
     let r = cli.run(&["import", path.to_str().unwrap()], &[]);
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("line 3: email: must be an address"), "{}", r.stderr);
-    let names: Vec<String> = cli.run(&["list", "--json"], &[]).json().as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap().to_string()).collect();
+    let names: Vec<String> = cli
+        .run(&["list", "--json"], &[])
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(names, vec!["good"]);
 
     std::fs::write(&path, "name,email,client_id,colour\nx,x@e.com,c,red\n").unwrap();

@@ -12,7 +12,10 @@ async fn concurrent_token_requests_for_one_mailbox_share_one_refresh() {
     let sb = Sandbox::get();
     let cli = Cli::new();
     let app = App::open(cli.home.path(), Arc::new(KeyringStore::new(cli.keyring_service.clone()))).unwrap();
-    let csv = format!("{CSV_HEADER}\n{}\n", sb.csv_row("c", "bob@sandbox.test", "pop3", "SANDBOX_POP3S_PORT", "tls", "INBOX"));
+    let csv = format!(
+        "{CSV_HEADER}\n{}\n",
+        sb.csv_row("c", "bob@sandbox.test", "pop3", "SANDBOX_POP3S_PORT", "tls", "INBOX")
+    );
     let report = app.import_csv(&csv, None).unwrap();
     assert_eq!(report.imported, vec!["c"]);
 

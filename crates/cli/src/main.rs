@@ -19,7 +19,11 @@ use mailbox_auth_core::secret::KeyringStore;
 use mailbox_auth_core::{App, AppError};
 
 #[derive(Parser, Debug)]
-#[command(name = "mailbox-auth", version, about = "Authorise IMAP/POP3 mailboxes with OAuth2 and prove they can be read")]
+#[command(
+    name = "mailbox-auth",
+    version,
+    about = "Authorise IMAP/POP3 mailboxes with OAuth2 and prove they can be read"
+)]
 struct Cli {
     /// Data directory (mailboxes and health history; never secrets).
     #[arg(long, env = "MAILBOX_AUTH_HOME", global = true)]
@@ -109,7 +113,9 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MAILBOX_AUTH_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MAILBOX_AUTH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -159,7 +165,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         m.protocol,
                         m.provider,
                         v.status_label,
-                        v.last_check.as_ref().map(|r| r.at.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_else(|| "never".into())
+                        v.last_check
+                            .as_ref()
+                            .map(|r| r.at.format("%Y-%m-%d %H:%M").to_string())
+                            .unwrap_or_else(|| "never".into())
                     );
                 }
             }
@@ -180,7 +189,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 AuthStep::WaitingForSignIn => eprintln!("Waiting for the sign-in to finish (up to {timeout} s)…"),
                 AuthStep::DeviceCode { user_code, verification_uri, verification_uri_complete, expires_in } => {
-                    eprintln!("On any device, open {verification_uri} and enter the code {user_code} (valid {expires_in} s).");
+                    eprintln!(
+                        "On any device, open {verification_uri} and enter the code {user_code} (valid {expires_in} s)."
+                    );
                     if let Some(u) = verification_uri_complete {
                         eprintln!("Or open this address, which carries the code:\n  {u}");
                     }
@@ -230,7 +241,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ExchangeScript { names, object_id, display_name } => {
             let mailboxes = names.iter().map(|n| app.get(n)).collect::<Result<Vec<_>, _>>()?;
             let app_ids: std::collections::BTreeSet<&str> = mailboxes.iter().map(|m| m.client_id.as_str()).collect();
-            anyhow::ensure!(app_ids.len() == 1, "the mailboxes use different client ids ({}); run once per app", app_ids.into_iter().collect::<Vec<_>>().join(", "));
+            anyhow::ensure!(
+                app_ids.len() == 1,
+                "the mailboxes use different client ids ({}); run once per app",
+                app_ids.into_iter().collect::<Vec<_>>().join(", ")
+            );
             let script = mailbox_auth_core::oauth::client_credentials::exchange_script(
                 &mailbox_auth_core::oauth::client_credentials::ExchangeScriptInput {
                     app_id: &mailboxes[0].client_id,

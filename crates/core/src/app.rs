@@ -17,9 +17,9 @@ use crate::health::{self, HealthRecord, Status};
 use crate::import::{self, ImportError, RowError};
 use crate::mailbox::{FieldError, Flow, Mailbox, Protocol};
 use crate::oauth::auth_code::{self, AuthStep};
-use crate::oauth::{client_credentials, device};
 use crate::oauth::refresh::TokenCache;
 use crate::oauth::{self, OAuthError};
+use crate::oauth::{client_credentials, device};
 use crate::probe::{self, ProbeTarget};
 use crate::secret::{self, SecretError, SecretKind, SecretStore};
 use crate::store::{Store, StoreError};
@@ -204,8 +204,13 @@ impl App {
             if m.flow != Flow::ClientCredentials {
                 let refresh = tokens.refresh_token.as_ref().ok_or(OAuthError::NoRefreshToken)?;
                 // Stored before anything uses the access token (see oauth::refresh).
-                secret::set(&self.secrets, name, SecretKind::RefreshToken, SecretString::from(refresh.secret().clone()))
-                    .await?;
+                secret::set(
+                    &self.secrets,
+                    name,
+                    SecretKind::RefreshToken,
+                    SecretString::from(refresh.secret().clone()),
+                )
+                .await?;
             }
             self.tokens.put(name, &tokens).await;
             Ok::<_, OAuthError>(tokens.id_token.as_ref().and_then(|t| signed_in_account(t.expose_secret())))
@@ -219,7 +224,8 @@ impl App {
                 };
                 let other = account.filter(|a| !a.eq_ignore_ascii_case(m.sasl_user()));
                 if let Some(a) = &other {
-                    message = format!("{message}; signed in as {a}, which is not the mailbox's login {}", m.sasl_user());
+                    message =
+                        format!("{message}; signed in as {a}, which is not the mailbox's login {}", m.sasl_user());
                 }
                 self.record(ok_record(name, "authenticate", message, None))?;
                 progress(AuthStep::Verifying);

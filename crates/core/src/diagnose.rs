@@ -153,11 +153,7 @@ pub fn diagnose(code: &str, server_words: Option<&str>) -> Diagnosis {
             return Diagnosis { cause, fix };
         }
     }
-    BY_CODE
-        .iter()
-        .find(|(c, ..)| *c == code)
-        .map(|(_, cause, fix)| Diagnosis { cause, fix })
-        .unwrap_or(UNKNOWN)
+    BY_CODE.iter().find(|(c, ..)| *c == code).map(|(_, cause, fix)| Diagnosis { cause, fix }).unwrap_or(UNKNOWN)
 }
 
 /// Whether `marker` occurs in `words` as a whole code: `AADSTS70008` must not match inside
@@ -180,7 +176,10 @@ mod tests {
 
     #[test]
     fn words_beat_codes() {
-        let d = diagnose("invalid_client", Some("AADSTS7000218: The request body must contain client_assertion or client_secret."));
+        let d = diagnose(
+            "invalid_client",
+            Some("AADSTS7000218: The request body must contain client_assertion or client_secret."),
+        );
         assert!(d.fix.contains("Allow public client flows"), "{d:?}");
     }
 
@@ -206,7 +205,9 @@ mod tests {
     /// The words as the OAuth code keeps them: `error: error_description`.
     fn words(f: &Fixture) -> String {
         match (&f.body, &f.line) {
-            (Some(b), _) => format!("{}: {}", b["error"].as_str().unwrap(), b["error_description"].as_str().unwrap_or("")),
+            (Some(b), _) => {
+                format!("{}: {}", b["error"].as_str().unwrap(), b["error_description"].as_str().unwrap_or(""))
+            }
             (None, Some(l)) => l.clone(),
             (None, None) => panic!("fixture without body or line"),
         }
@@ -228,8 +229,19 @@ mod tests {
         for (marker, ..) in BY_WORDS {
             assert!(fx.iter().any(|f| has_marker(&words(f), marker)), "no fixture for {marker}");
         }
-        for code in ["invalid_grant", "invalid_client", "unauthorized_client", "invalid_scope", "access_denied", "consent_required", "interaction_required"] {
-            assert!(fx.iter().any(|f| f.code == code && !BY_WORDS.iter().any(|(m, ..)| has_marker(&words(f), m))), "no plain fixture for {code}");
+        for code in [
+            "invalid_grant",
+            "invalid_client",
+            "unauthorized_client",
+            "invalid_scope",
+            "access_denied",
+            "consent_required",
+            "interaction_required",
+        ] {
+            assert!(
+                fx.iter().any(|f| f.code == code && !BY_WORDS.iter().any(|(m, ..)| has_marker(&words(f), m))),
+                "no plain fixture for {code}"
+            );
         }
     }
 

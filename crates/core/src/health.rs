@@ -95,7 +95,11 @@ fn base_status(latest: Option<&HealthRecord>, has_refresh_token: bool, now: Date
         Some(r) if !r.ok => Status::Failed,
         Some(r) if r.check == "authenticate" || r.check == "refresh" => {
             // Signed in, but the mailbox itself was not reached yet.
-            if has_refresh_token { Status::NeedsAttention } else { Status::NotAuthenticated }
+            if has_refresh_token {
+                Status::NeedsAttention
+            } else {
+                Status::NotAuthenticated
+            }
         }
         Some(r) if now - r.at > STALE_AFTER => Status::NeedsAttention,
         Some(_) => Status::Verified,

@@ -10,12 +10,31 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::mailbox::{parse_auth_params, FieldError, Flow, Mailbox, ProviderKind, Protocol, Security, Smtp};
+use crate::mailbox::{parse_auth_params, FieldError, Flow, Mailbox, Protocol, ProviderKind, Security, Smtp};
 use crate::provider;
 
 pub const COLUMNS: &[&str] = &[
-    "name", "email", "login", "protocol", "host", "port", "security", "folder", "provider", "tenant", "client_id", "scopes",
-    "auth_url", "token_url", "auth_params", "ca_file", "flow", "device_url", "smtp_host", "smtp_port", "smtp_security",
+    "name",
+    "email",
+    "login",
+    "protocol",
+    "host",
+    "port",
+    "security",
+    "folder",
+    "provider",
+    "tenant",
+    "client_id",
+    "scopes",
+    "auth_url",
+    "token_url",
+    "auth_params",
+    "ca_file",
+    "flow",
+    "device_url",
+    "smtp_host",
+    "smtp_port",
+    "smtp_security",
     "client_secret_expires",
 ];
 const REQUIRED: &[&str] = &["name", "email", "client_id"];
@@ -48,7 +67,8 @@ pub struct Parsed {
 /// Parses CSV text. `base` resolves relative `ca_file` paths (the CSV's folder).
 pub fn parse(text: &str, base: Option<&Path>) -> Result<Parsed, ImportError> {
     let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(true).from_reader(text.as_bytes());
-    let header_err = |field: &str, message: String| ImportError::Header(RowError { line: 1, field: field.into(), message });
+    let header_err =
+        |field: &str, message: String| ImportError::Header(RowError { line: 1, field: field.into(), message });
     let headers: Vec<String> = rdr
         .headers()
         .map_err(|e| header_err("header", e.to_string()))?
@@ -92,16 +112,25 @@ pub fn parse(text: &str, base: Option<&Path>) -> Result<Parsed, ImportError> {
             });
             continue;
         }
-        let get = |col: &str| headers.iter().position(|h| h == col).map(|i| rec[i].to_string()).filter(|v| !v.is_empty());
+        let get =
+            |col: &str| headers.iter().position(|h| h == col).map(|i| rec[i].to_string()).filter(|v| !v.is_empty());
         match build(&get, base) {
             Ok(m) => {
                 if !names.insert(m.name.clone()) {
-                    out.errors.push(RowError { line, field: "name".into(), message: format!("`{}` appears earlier in the file", m.name) });
+                    out.errors.push(RowError {
+                        line,
+                        field: "name".into(),
+                        message: format!("`{}` appears earlier in the file", m.name),
+                    });
                 } else {
                     out.mailboxes.push(m);
                 }
             }
-            Err(errs) => out.errors.extend(errs.into_iter().map(|e| RowError { line, field: e.field.into(), message: e.message })),
+            Err(errs) => out.errors.extend(errs.into_iter().map(|e| RowError {
+                line,
+                field: e.field.into(),
+                message: e.message,
+            })),
         }
     }
     Ok(out)
@@ -197,14 +226,24 @@ pub fn build(get: &dyn Fn(&str) -> Option<String>, base: Option<&Path>) -> Resul
     if let Err(v) = m.validate() {
         // The port error is already reported with the value the admin typed.
         let reported: Vec<&'static str> = errs.iter().map(|x| x.field).collect();
-        errs.extend(v.into_iter().filter(|e| !(matches!(e.field, "port" | "smtp_port") && reported.contains(&e.field))));
+        errs.extend(
+            v.into_iter().filter(|e| !(matches!(e.field, "port" | "smtp_port") && reported.contains(&e.field))),
+        );
     }
-    if errs.is_empty() { Ok(m) } else { Err(errs) }
+    if errs.is_empty() {
+        Ok(m)
+    } else {
+        Err(errs)
+    }
 }
 
 /// The optional SMTP columns: none set means no outbound server; a host (or a provider with a
 /// known SMTP host and any SMTP column) fills the rest from the usual submission settings.
-fn smtp_columns(get: &dyn Fn(&str) -> Option<String>, provider: ProviderKind, errs: &mut Vec<FieldError>) -> Option<Smtp> {
+fn smtp_columns(
+    get: &dyn Fn(&str) -> Option<String>,
+    provider: ProviderKind,
+    errs: &mut Vec<FieldError>,
+) -> Option<Smtp> {
     let (host, port, security) = (get("smtp_host"), get("smtp_port"), get("smtp_security"));
     if host.is_none() && port.is_none() && security.is_none() {
         return None;
@@ -278,7 +317,8 @@ mod tests {
 
     #[test]
     fn bad_enum_and_port_name_their_fields() {
-        let p = parse("name,email,client_id,protocol,port\nx,x@e.com,c,smtp,99999\ny,y@e.com,c,imap,abc\n", None).unwrap();
+        let p =
+            parse("name,email,client_id,protocol,port\nx,x@e.com,c,smtp,99999\ny,y@e.com,c,imap,abc\n", None).unwrap();
         let f: Vec<(u64, &str)> = p.errors.iter().map(|e| (e.line, e.field.as_str())).collect();
         assert_eq!(f[0], (2, "protocol"));
         assert!(f.contains(&(3, "port")), "{f:?}");

@@ -176,11 +176,16 @@ impl Mailbox {
         if self.protocol == Protocol::Imap {
             check(&mut errs, !self.folder.trim().is_empty(), "folder", "is required for IMAP (usually INBOX)");
         }
-        check(&mut errs, !self.client_id.trim().is_empty(), "client_id", "is required (the app registration's client id)");
+        check(
+            &mut errs,
+            !self.client_id.trim().is_empty(),
+            "client_id",
+            "is required (the app registration's client id)",
+        );
         check(&mut errs, !self.scopes.is_empty(), "scopes", "at least one scope is required");
         if self.provider == ProviderKind::Microsoft {
             check(
-            &mut errs,
+                &mut errs,
                 self.tenant.as_deref().is_some_and(|t| !t.trim().is_empty()),
                 "tenant",
                 "is required for Microsoft 365 (organizations, common, a tenant id or a domain)",
@@ -195,16 +200,24 @@ impl Mailbox {
             check(&mut errs, smtp.port != 0, "smtp_port", "must be between 1 and 65535");
         }
         if self.flow == Flow::Device && self.provider == ProviderKind::Generic {
-            check(&mut errs, self.device_url.is_some(), "device_url", "is required for the device flow with a generic provider");
+            check(
+                &mut errs,
+                self.device_url.is_some(),
+                "device_url",
+                "is required for the device flow with a generic provider",
+            );
         }
-        for (field, value) in [("auth_url", &self.auth_url), ("token_url", &self.token_url), ("device_url", &self.device_url)] {
+        for (field, value) in
+            [("auth_url", &self.auth_url), ("token_url", &self.token_url), ("device_url", &self.device_url)]
+        {
             if let Some(v) = value {
                 match url::Url::parse(v) {
                     Ok(u) if u.scheme() == "https" => {}
                     // Plain http only towards this machine: an IdP on loopback (the sandbox, a
                     // local proxy) never sends the code or token over a network.
                     Ok(u) if u.scheme() == "http" && is_loopback_host(u.host_str()) => {}
-                    Ok(_) => errs.push(FieldError::new(field, "must be an https:// URL (http only for 127.0.0.1 or localhost)")),
+                    Ok(_) => errs
+                        .push(FieldError::new(field, "must be an https:// URL (http only for 127.0.0.1 or localhost)")),
                     Err(e) => errs.push(FieldError::new(field, format!("is not a URL: {e}"))),
                 }
             }
@@ -223,7 +236,11 @@ impl Mailbox {
         if let Some(ca) = &self.ca_file {
             check(&mut errs, ca.is_absolute(), "ca_file", "must be an absolute path to a PEM file");
         }
-        if errs.is_empty() { Ok(()) } else { Err(errs) }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs)
+        }
     }
 }
 
@@ -252,11 +269,9 @@ fn is_host(s: &str) -> bool {
 pub(crate) fn is_loopback_host(host: Option<&str>) -> bool {
     match host {
         Some("localhost") => true,
-        Some(h) => h
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()),
+        Some(h) => {
+            h.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
         None => false,
     }
 }

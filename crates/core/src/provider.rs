@@ -10,7 +10,7 @@
 //! - Google: scope `https://mail.google.com/`; `access_type=offline` and `prompt=consent` are
 //!   needed to receive a refresh token; loopback redirect `http://127.0.0.1:<port>`.
 
-use crate::mailbox::{Mailbox, ProviderKind, Protocol, Security};
+use crate::mailbox::{Mailbox, Protocol, ProviderKind, Security};
 
 /// Endpoints and defaults of a provider, for one mailbox.
 #[derive(Debug, Clone, PartialEq, Eq)]

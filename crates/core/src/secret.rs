@@ -165,12 +165,21 @@ impl SecretStore for MemoryStore {
 
 /// Async wrappers: the keyring call runs on the blocking pool so it never stalls the runtime
 /// (or the desktop shell's main thread).
-pub async fn get(store: &Arc<dyn SecretStore>, mailbox: &str, kind: SecretKind) -> Result<Option<SecretString>, SecretError> {
+pub async fn get(
+    store: &Arc<dyn SecretStore>,
+    mailbox: &str,
+    kind: SecretKind,
+) -> Result<Option<SecretString>, SecretError> {
     let (s, m) = (store.clone(), mailbox.to_string());
     tokio::task::spawn_blocking(move || s.get(&m, kind)).await.map_err(joined)?
 }
 
-pub async fn set(store: &Arc<dyn SecretStore>, mailbox: &str, kind: SecretKind, value: SecretString) -> Result<(), SecretError> {
+pub async fn set(
+    store: &Arc<dyn SecretStore>,
+    mailbox: &str,
+    kind: SecretKind,
+    value: SecretString,
+) -> Result<(), SecretError> {
     let (s, m) = (store.clone(), mailbox.to_string());
     tokio::task::spawn_blocking(move || s.set(&m, kind, &value)).await.map_err(joined)?
 }

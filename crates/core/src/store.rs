@@ -89,7 +89,8 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(sql("begin"))?;
         for m in mailboxes {
-            let data = serde_json::to_string(m).map_err(|source| StoreError::Corrupt { name: m.name.clone(), source })?;
+            let data =
+                serde_json::to_string(m).map_err(|source| StoreError::Corrupt { name: m.name.clone(), source })?;
             tx.execute(
                 "INSERT INTO mailboxes (name, data, updated_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT(name) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
@@ -140,7 +141,8 @@ impl Store {
     }
 
     pub fn record(&self, rec: &HealthRecord) -> Result<(), StoreError> {
-        let data = serde_json::to_string(rec).map_err(|source| StoreError::Corrupt { name: rec.mailbox.clone(), source })?;
+        let data =
+            serde_json::to_string(rec).map_err(|source| StoreError::Corrupt { name: rec.mailbox.clone(), source })?;
         self.conn()
             .execute("INSERT INTO health (mailbox, data) VALUES (?1, ?2)", params![rec.mailbox, data])
             .map_err(sql("record health"))?;

@@ -28,7 +28,12 @@ pub enum AuthStep {
     /// Waiting for the redirect back from the browser.
     WaitingForSignIn,
     /// Device flow: the code to type in at the verification address.
-    DeviceCode { user_code: String, verification_uri: String, verification_uri_complete: Option<String>, expires_in: u64 },
+    DeviceCode {
+        user_code: String,
+        verification_uri: String,
+        verification_uri_complete: Option<String>,
+        expires_in: u64,
+    },
     /// The code arrived; exchanging it for tokens.
     Exchanging,
     /// Signed in; now logging in to the mail server.

@@ -44,7 +44,9 @@ pub fn exchange_script(input: &ExchangeScriptInput<'_>) -> String {
     out.push_str("# Run in Exchange Online PowerShell as an Exchange administrator.\n");
     out.push_str("Install-Module -Name ExchangeOnlineManagement -Scope CurrentUser   # once per machine\n");
     out.push_str("Connect-ExchangeOnline\n\n");
-    out.push_str("# Register the app's service principal in Exchange (ObjectId = Enterprise application's Object ID).\n");
+    out.push_str(
+        "# Register the app's service principal in Exchange (ObjectId = Enterprise application's Object ID).\n",
+    );
     out.push_str(&format!(
         "New-ServicePrincipal -AppId {} -ObjectId {} -DisplayName {}\n\n",
         q(input.app_id),

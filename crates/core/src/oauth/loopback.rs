@@ -191,9 +191,15 @@ mod tests {
 
     #[test]
     fn parses_callbacks() {
-        assert_eq!(parse_request("GET /?code=abc&state=st4te HTTP/1.1\r\nHost: x\r\n\r\n", S), Callback::Code("abc".into()));
         assert_eq!(
-            parse_request("GET /?error=access_denied&error_description=user%20said%20no&state=st4te HTTP/1.1\r\n\r\n", S),
+            parse_request("GET /?code=abc&state=st4te HTTP/1.1\r\nHost: x\r\n\r\n", S),
+            Callback::Code("abc".into())
+        );
+        assert_eq!(
+            parse_request(
+                "GET /?error=access_denied&error_description=user%20said%20no&state=st4te HTTP/1.1\r\n\r\n",
+                S
+            ),
             Callback::Error { error: "access_denied".into(), description: Some("user said no".into()) }
         );
         assert_eq!(parse_request("GET /?code=abc&state=other HTTP/1.1\r\n\r\n", S), Callback::WrongState);

@@ -19,7 +19,9 @@ pub mod refresh;
 
 use std::time::Duration;
 
-use oauth2::basic::{BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse, BasicTokenType};
+use oauth2::basic::{
+    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse, BasicTokenType,
+};
 use oauth2::{
     AccessToken, AuthUrl, ClientId, ClientSecret, EndpointNotSet, EndpointSet, ExtraTokenFields, RefreshToken,
     RequestTokenError, StandardRevocableToken, StandardTokenResponse, TokenResponse, TokenUrl,
@@ -157,21 +159,24 @@ pub(crate) struct Endpoints {
 
 pub(crate) fn endpoints(m: &Mailbox) -> Result<Endpoints, OAuthError> {
     let p = provider::preset(m.provider, m.protocol, m.tenant.as_deref());
-    let auth_url = m.auth_url.clone().or(p.auth_url).ok_or(OAuthError::Config {
-        field: "auth_url",
-        message: "is required for a generic provider".into(),
-    })?;
-    let token_url = m.token_url.clone().or(p.token_url).ok_or(OAuthError::Config {
-        field: "token_url",
-        message: "is required for a generic provider".into(),
-    })?;
+    let auth_url = m
+        .auth_url
+        .clone()
+        .or(p.auth_url)
+        .ok_or(OAuthError::Config { field: "auth_url", message: "is required for a generic provider".into() })?;
+    let token_url = m
+        .token_url
+        .clone()
+        .or(p.token_url)
+        .ok_or(OAuthError::Config { field: "token_url", message: "is required for a generic provider".into() })?;
     let scopes = if m.scopes.is_empty() { p.scopes } else { m.scopes.clone() };
     Ok(Endpoints { auth_url, token_url, scopes })
 }
 
 pub(crate) fn token_client(m: &Mailbox, secret: Option<ClientSecret>) -> Result<Client<EndpointNotSet>, OAuthError> {
     let e = endpoints(m)?;
-    let token_url = TokenUrl::new(e.token_url).map_err(|err| OAuthError::Config { field: "token_url", message: err.to_string() })?;
+    let token_url = TokenUrl::new(e.token_url)
+        .map_err(|err| OAuthError::Config { field: "token_url", message: err.to_string() })?;
     let mut c = oauth2::Client::new(ClientId::new(m.client_id.clone()))
         .set_token_uri(token_url)
         // Credentials in the form body: accepted by Microsoft, Google and oidc-provider alike.
@@ -184,7 +189,8 @@ pub(crate) fn token_client(m: &Mailbox, secret: Option<ClientSecret>) -> Result<
 
 pub(crate) fn auth_client(m: &Mailbox, secret: Option<ClientSecret>) -> Result<Client<EndpointSet>, OAuthError> {
     let e = endpoints(m)?;
-    let auth_url = AuthUrl::new(e.auth_url).map_err(|err| OAuthError::Config { field: "auth_url", message: err.to_string() })?;
+    let auth_url =
+        AuthUrl::new(e.auth_url).map_err(|err| OAuthError::Config { field: "auth_url", message: err.to_string() })?;
     Ok(token_client(m, secret)?.set_auth_uri(auth_url))
 }
 

@@ -97,7 +97,8 @@ impl TokenCache {
         if let Some(rotated) = &tokens.refresh_token {
             // Store the rotated token first: if this fails, the caller must not use the access
             // token, because the next run would present the old, now revoked refresh token.
-            secret::set(secrets, &m.name, SecretKind::RefreshToken, SecretString::from(rotated.secret().clone())).await?;
+            secret::set(secrets, &m.name, SecretKind::RefreshToken, SecretString::from(rotated.secret().clone()))
+                .await?;
         }
         *slot = Some(Cached {
             token: tokens.access_token.clone(),
