@@ -350,3 +350,68 @@ fn device_code_flow_signs_in_from_another_browser_and_verifies() {
     // Later checks refresh like any other mailbox.
     assert_eq!(cli.run(&["verify", "dev", "--json"], &[]).code, 0);
 }
+
+#[test]
+fn smtp_submission_signs_in_and_a_test_message_really_arrives() {
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    let path = cli.home.path().join("smtp.csv");
+    let host = sb.var("SANDBOX_MAIL_HOST");
+    std::fs::write(
+        &path,
+        format!(
+            "{h},smtp_host,smtp_port,smtp_security\n{a},{host},{p1},starttls\n{b},{host},{p2},tls\n",
+            h = mailbox_auth_tests::CSV_HEADER,
+            a = sb.csv_row("out-starttls", ALICE.0, "imap", "SANDBOX_IMAPS_PORT", "tls", "INBOX"),
+            b = sb.csv_row("out-tls", ALICE.0, "imap", "SANDBOX_IMAPS_PORT", "tls", "INBOX"),
+            p1 = sb.port("SANDBOX_SUBMISSION_PORT"),
+            p2 = sb.port("SANDBOX_SUBMISSIONS_PORT"),
+        ),
+    )
+    .unwrap();
+    assert_eq!(cli.run(&["import", path.to_str().unwrap()], &[]).code, 0);
+    for name in ["out-starttls", "out-tls"] {
+        assert_eq!(cli.authenticate(&sb, name, ALICE.0, ALICE.1, &[]).code, 0, "{name}");
+    }
+
+    // verify checks the incoming server and the outbound one.
+    let r = cli.run(&["verify", "out-starttls", "out-tls", "--json"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let recs = r.json();
+    let smtp: Vec<&Value> = recs.as_array().unwrap().iter().filter(|r| r["check"] == "smtp").collect();
+    assert_eq!(smtp.len(), 2, "{recs}");
+    assert!(smtp.iter().all(|r| r["ok"] == true && r["message"].as_str().unwrap().contains("XOAUTH2")), "{recs}");
+
+    // A real test message goes through Dovecot's submission service to the sink.
+    let to = format!("desk-{}@sandbox.test", std::process::id());
+    let r = cli.run(&["send-test", "out-starttls", "--to", &to, "--json"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let sink = std::path::Path::new(sb.var("SANDBOX_SINK_DIR"));
+    let arrived: Vec<String> = files_under(sink)
+        .into_iter()
+        .map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
+        .filter(|m| m.contains(&to))
+        .collect();
+    assert_eq!(arrived.len(), 1, "one test message for {to} in {}", sink.display());
+    assert!(arrived[0].contains("Subject: Mailbox Auth test from out-starttls"), "{}", arrived[0]);
+    assert!(arrived[0].contains(&format!("X-Sink-From: <{}>", ALICE.0)), "{}", arrived[0]);
+
+    // A token of another user is refused by the submission server, with its words.
+    let path2 = cli.home.path().join("smtp2.csv");
+    std::fs::write(
+        &path2,
+        format!(
+            "{h},smtp_host,smtp_port,smtp_security\n{a},{host},{p1},starttls\n",
+            h = mailbox_auth_tests::CSV_HEADER,
+            a = sb.csv_row("out-wrong-user", BOB.0, "pop3", "SANDBOX_POP3S_PORT", "tls", "INBOX"),
+            p1 = sb.port("SANDBOX_SUBMISSION_PORT"),
+        ),
+    )
+    .unwrap();
+    assert_eq!(cli.run(&["import", path2.to_str().unwrap()], &[]).code, 0);
+    cli.authenticate(&sb, "out-wrong-user", ALICE.0, ALICE.1, &[]);
+    let r = cli.run(&["send-test", "out-wrong-user", "--to", &to, "--json"], &[]);
+    let rec = assert_failed(&r, "auth_rejected", "signed-in account");
+    assert_eq!(rec["check"], "smtp");
+    assert!(rec["server_words"].as_str().is_some_and(|w| w.starts_with("535")), "{rec}");
+}

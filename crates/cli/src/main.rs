@@ -94,6 +94,15 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         timeout: u64,
     },
+    /// Send a test message through the mailbox's outbound SMTP server, signed in with its token.
+    SendTest {
+        name: String,
+        /// The recipient of the test message.
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a fresh access token (for mail fetchers).
     Token { name: String },
     /// Delete the mailbox's secrets from the OS keyring.
@@ -213,9 +222,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     eprintln!("{} {}", if r.ok { "checked" } else { "failed " }, r.mailbox);
                 }
             };
-            let recs = app.verify_many(&names, concurrency, &done).await?;
+            let mut recs = app.verify_many(&names, concurrency, &done).await?;
+            // Mailboxes that send replies: prove the outbound server too.
+            for n in &names {
+                if let Some(r) = app.verify_smtp(n, None).await? {
+                    done(&r);
+                    recs.push(r);
+                }
+            }
             report(&recs, json)
         }
+        Command::SendTest { name, to, json } => match app.verify_smtp(&name, Some(&to)).await? {
+            Some(rec) => report(&[rec], json),
+            None => anyhow::bail!("mailbox `{name}` has no outbound SMTP server (set smtp_host)"),
+        },
         Command::Token { name } => match app.access_token(&name).await? {
             Ok(t) => {
                 // The one place a token is printed, on purpose: this is the token-helper command.

@@ -121,7 +121,8 @@ impl App {
             _ => SecretKind::RefreshToken,
         };
         let authenticated = secret::get(&self.secrets, &m.name, credential).await?.is_some();
-        let last_check = self.store.history(&m.name, 1)?.into_iter().next();
+        let recent = self.store.history(&m.name, 20)?;
+        let last_check = health::deciding(&recent).cloned();
         let status = health::status(last_check.as_ref(), authenticated, m.client_secret_expires, Utc::now());
         Ok(MailboxView { mailbox: m, status, status_label: status.label(), authenticated, last_check })
     }
@@ -260,7 +261,7 @@ impl App {
             Protocol::Pop3 => "pop3",
         };
         let target = ProbeTarget {
-            protocol: m.protocol,
+            protocol: m.protocol.into(),
             host: m.host.clone(),
             port: m.port,
             security: m.security,
@@ -281,6 +282,46 @@ impl App {
             }
         };
         self.record(rec)
+    }
+
+    /// Signs in to the mailbox's outbound SMTP server and proves it accepts mail from the
+    /// mailbox (`MAIL FROM`), or sends a real test message to `send_to`. Records the outcome.
+    /// `None` when the mailbox has no SMTP server configured.
+    pub async fn verify_smtp(&self, name: &str, send_to: Option<&str>) -> Result<Option<HealthRecord>, AppError> {
+        let m = self.store.get(name)?;
+        let Some(smtp) = m.smtp.clone() else { return Ok(None) };
+        let token = match self.tokens.access_token(&m, &self.secrets, &self.http).await {
+            Ok(t) => t,
+            Err(e) => return self.record(oauth_failure(name, "refresh", &e)).map(Some),
+        };
+        let target = ProbeTarget {
+            protocol: probe::Service::Smtp,
+            host: smtp.host.clone(),
+            port: smtp.port,
+            security: smtp.security,
+            folder: String::new(),
+            sasl_user: m.sasl_user().to_string(),
+            ca_file: m.ca_file.clone(),
+            timeout: self.probe_timeout,
+        };
+        let message = send_to.map(|to| probe::smtp::TestMessage {
+            to: to.to_string(),
+            subject: format!("Mailbox Auth test from {}", m.name),
+            body: format!(
+                "This message was sent by Mailbox Auth to prove that {} can send mail through {}:{}.\n",
+                m.sasl_user(),
+                smtp.host,
+                smtp.port
+            ),
+        });
+        let rec = match probe::smtp::probe(&target, &token, message.as_ref()).await {
+            Ok(r) => ok_record(name, "smtp", format!("{} (signed in with {})", r.detail, r.mechanism), None),
+            Err(e) => {
+                let words = e.server_words().map(str::to_string);
+                failure_record(name, "smtp", e.code(), e.to_string(), words)
+            }
+        };
+        self.record(rec).map(Some)
     }
 
     /// Verifies many mailboxes, at most `concurrency` at once; `done` is called as each ends.

@@ -55,6 +55,17 @@ impl Status {
 /// A verification older than this turns the badge amber.
 pub const STALE_AFTER: Duration = Duration::hours(24);
 
+/// The record that decides the badge, from a history newest first: the newest failure among
+/// the newest record of each check (a failed SMTP check is not hidden by a later IMAP success),
+/// else the newest record.
+pub fn deciding(history: &[HealthRecord]) -> Option<&HealthRecord> {
+    let newest = history.first()?;
+    // Records older than the newest sign-in belong to an earlier authorisation.
+    let since = history.iter().position(|r| r.check == "authenticate").map_or(history.len(), |i| i + 1);
+    let mut seen = std::collections::HashSet::new();
+    history[..since].iter().filter(|r| seen.insert(r.check.as_str())).find(|r| !r.ok).or(Some(newest))
+}
+
 /// A client secret this close to its expiry turns the badge amber.
 pub const SECRET_WARNING: Duration = Duration::days(30);
 
@@ -136,6 +147,18 @@ mod tests {
         assert_eq!(status(Some(&rec("authenticate", true, now)), true, None, now), Status::NeedsAttention);
         let old = now - Duration::hours(25);
         assert_eq!(status(Some(&rec("pop3", true, old)), true, None, now), Status::NeedsAttention);
+    }
+
+    #[test]
+    fn a_failed_smtp_check_is_not_hidden_by_a_later_imap_success() {
+        let now = Utc::now();
+        let h = vec![rec("imap", true, now), rec("smtp", false, now), rec("imap", true, now)];
+        assert_eq!(deciding(&h).map(|r| r.check.as_str()), Some("smtp"));
+        let h = vec![rec("smtp", true, now), rec("imap", true, now), rec("smtp", false, now)];
+        assert_eq!(deciding(&h).map(|r| (r.check.as_str(), r.ok)), Some(("smtp", true)), "fixed since");
+        let h = vec![rec("imap", true, now), rec("authenticate", true, now), rec("smtp", false, now)];
+        assert!(deciding(&h).unwrap().ok, "failures before a new sign-in do not count");
+        assert_eq!(deciding(&[]), None);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 pub mod imap;
 pub mod pop3;
 pub mod sasl;
+pub mod smtp;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -30,10 +31,37 @@ use tokio_rustls::TlsConnector;
 use crate::mailbox::{Protocol, Security};
 use crate::tls::{self, HandshakeError, TlsError};
 
+/// The mail service a probe talks to: the mailbox's incoming protocol, or SMTP submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Imap,
+    Pop3,
+    Smtp,
+}
+
+impl From<Protocol> for Service {
+    fn from(p: Protocol) -> Self {
+        match p {
+            Protocol::Imap => Service::Imap,
+            Protocol::Pop3 => Service::Pop3,
+        }
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Service::Imap => "imap",
+            Service::Pop3 => "pop3",
+            Service::Smtp => "smtp",
+        })
+    }
+}
+
 /// Where and as whom to sign in. Holds no secret.
 #[derive(Debug, Clone)]
 pub struct ProbeTarget {
-    pub protocol: Protocol,
+    pub protocol: Service,
     pub host: String,
     pub port: u16,
     pub security: Security,
@@ -59,8 +87,9 @@ impl ProbeTarget {
 
     fn proto(&self) -> &'static str {
         match self.protocol {
-            Protocol::Imap => "IMAP",
-            Protocol::Pop3 => "POP3",
+            Service::Imap => "IMAP",
+            Service::Pop3 => "POP3",
+            Service::Smtp => "SMTP",
         }
     }
 }
@@ -109,13 +138,14 @@ pub enum ProbeError {
 /// A step, in the words of the protocol (for messages).
 fn what(proto: &str, step: &str) -> &'static str {
     let imap = proto == "IMAP";
+    let smtp = proto == "SMTP";
     match step {
         "connect" => "the connection attempt",
         "tls" => "the TLS handshake",
         "greeting" => "the greeting",
         "capability" if imap => "CAPABILITY",
         "capability" => "CAPA",
-        "starttls" if imap => "STARTTLS",
+        "starttls" if imap || smtp => "STARTTLS",
         "starttls" => "STLS",
         "authenticate" if imap => "AUTHENTICATE",
         "authenticate" => "AUTH",
@@ -123,6 +153,10 @@ fn what(proto: &str, step: &str) -> &'static str {
         "stat" => "STAT",
         "logout" => "LOGOUT",
         "quit" => "QUIT",
+        "ehlo" => "EHLO",
+        "mail" => "MAIL FROM",
+        "rcpt" => "RCPT TO",
+        "data" => "DATA",
         _ => "the dialogue",
     }
 }
@@ -177,12 +211,14 @@ impl ProbeError {
     }
 }
 
-/// Signs in to the mailbox with `token` and opens it (IMAP `EXAMINE`, POP3 `STAT`).
+/// Signs in to the mailbox with `token` and opens it (IMAP `EXAMINE`, POP3 `STAT`; SMTP:
+/// `AUTH` then `MAIL FROM`, reset without sending).
 #[tracing::instrument(skip_all, fields(protocol = %target.protocol, addr = %target.addr()))]
 pub async fn probe(target: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, ProbeError> {
     let result = match target.protocol {
-        Protocol::Imap => imap::probe(target, token).await,
-        Protocol::Pop3 => pop3::probe(target, token).await,
+        Service::Imap => imap::probe(target, token).await,
+        Service::Pop3 => pop3::probe(target, token).await,
+        Service::Smtp => smtp::probe(target, token, None).await,
     };
     match &result {
         Ok(r) => tracing::debug!(mechanism = r.mechanism, messages = r.messages, "probe succeeded"),
@@ -291,7 +327,7 @@ pub(crate) mod scripted {
     use tokio::task::JoinHandle;
 
     use super::ProbeTarget;
-    use crate::mailbox::{Protocol, Security};
+    use crate::mailbox::Security;
 
     pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
     impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -394,9 +430,9 @@ pub(crate) mod scripted {
         l.local_addr().unwrap().port()
     }
 
-    pub(crate) fn target(protocol: Protocol, port: u16, security: Security) -> ProbeTarget {
+    pub(crate) fn target(protocol: impl Into<super::Service>, port: u16, security: Security) -> ProbeTarget {
         ProbeTarget {
-            protocol,
+            protocol: protocol.into(),
             host: "127.0.0.1".into(),
             port,
             security,

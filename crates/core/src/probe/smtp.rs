@@ -1,0 +1,414 @@
+//! SMTP submission probe: RFC 5321 with STARTTLS (RFC 3207) and AUTH (RFC 4954) using
+//! XOAUTH2 or OAUTHBEARER, then proof that sending is allowed: `MAIL FROM` (reset without
+//! sending), or — when asked — a real test message.
+//!
+//! Written by hand rather than with lettre: lettre's XOAUTH2 cannot answer the server's failure
+//! challenge (`334 <base64 JSON>`, which Gmail sends), so the server's final words — the ones
+//! that say *why* (`535 5.7.139 … SmtpClientAuthentication is disabled`) — would be lost. The
+//! dialogue needed is a handful of commands. The test message itself is formatted by lettre's
+//! message builder (RFC 5322 headers, Date, Message-ID).
+
+use oauth2::AccessToken;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+
+use super::{broken, connect, sasl, step, unexpected, ProbeError, ProbeReport, ProbeTarget, Tls};
+use crate::mailbox::Security;
+
+const PROTO: &str = "SMTP";
+/// RFC 5321 §4.5.3.1.5 allows 512 octets per reply line; be generous, but bounded.
+const MAX_LINE: usize = 64 * 1024;
+/// A reply of more lines than this is not a mail server.
+const MAX_REPLY_LINES: usize = 200;
+
+/// A message to send as the proof that mail goes out.
+#[derive(Debug, Clone)]
+pub struct TestMessage {
+    pub to: String,
+    pub subject: String,
+    pub body: String,
+}
+
+/// Signs in to the submission server; then either resets after `MAIL FROM` or sends `send`.
+pub async fn probe(t: &ProbeTarget, token: &AccessToken, send: Option<&TestMessage>) -> Result<ProbeReport, ProbeError> {
+    let tls = Tls::new(t)?;
+    let tcp = connect(t).await?;
+    match t.security {
+        Security::Tls => {
+            let mut conn = Conn::new(tls.wrap(t, tcp).await?);
+            conn.expect(t, "greeting", 220).await?;
+            let ehlo = conn.ehlo(t).await?;
+            session(t, conn, &ehlo, token, send).await
+        }
+        Security::Starttls => {
+            let mut conn = Conn::new(tcp);
+            conn.expect(t, "greeting", 220).await?;
+            let ehlo = conn.ehlo(t).await?;
+            if !ehlo.iter().any(|l| l.eq_ignore_ascii_case("STARTTLS")) {
+                return Err(ProbeError::StarttlsNotOffered { proto: PROTO, addr: t.addr(), command: "STARTTLS" });
+            }
+            conn.send(t, "starttls", "STARTTLS").await?;
+            conn.expect(t, "starttls", 220).await?;
+            let mut conn = Conn::new(tls.wrap(t, conn.into_inner()).await?);
+            // The capabilities seen before TLS are not to be trusted (RFC 3207 §4.2).
+            let ehlo = conn.ehlo(t).await?;
+            session(t, conn, &ehlo, token, send).await
+        }
+    }
+}
+
+async fn session<S: AsyncRead + AsyncWrite + Unpin>(
+    t: &ProbeTarget,
+    mut conn: Conn<S>,
+    ehlo: &[String],
+    token: &AccessToken,
+    send: Option<&TestMessage>,
+) -> Result<ProbeReport, ProbeError> {
+    let offered: Vec<String> = ehlo
+        .iter()
+        .filter_map(|l| {
+            let u = l.to_ascii_uppercase();
+            u.strip_prefix("AUTH ").or_else(|| u.strip_prefix("AUTH=")).map(str::to_string)
+        })
+        .flat_map(|m| m.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    let mechanism = if offered.iter().any(|m| m == "XOAUTH2") {
+        "XOAUTH2"
+    } else if offered.iter().any(|m| m == "OAUTHBEARER") {
+        "OAUTHBEARER"
+    } else {
+        let offered = if offered.is_empty() { "no SASL mechanism".to_string() } else { offered.join(", ") };
+        return Err(ProbeError::MechanismNotOffered { proto: PROTO, addr: t.addr(), offered });
+    };
+    let raw = match mechanism {
+        "XOAUTH2" => sasl::xoauth2(&t.sasl_user, token.secret()),
+        _ => sasl::oauthbearer(&t.sasl_user, &t.host, t.port, token.secret()),
+    };
+    let rejected =
+        |words: String| ProbeError::AuthRejected { proto: PROTO, command: "AUTH", mechanism, addr: t.addr(), words };
+    // The initial response rides on the AUTH line (RFC 4954 §4).
+    let line = SecretString::from(format!("AUTH {mechanism} {}", sasl::base64(&raw).expose_secret()));
+    conn.send_secret(t, "authenticate", &line).await?;
+    let (code, text) = conn.reply(t, "authenticate").await?;
+    match code {
+        235 => {}
+        334 => {
+            // A failure challenge (base64 JSON): acknowledge (empty line for XOAUTH2, ^A for
+            // OAUTHBEARER, RFC 7628 §3.2.3), then read the final 5xx.
+            let json = sasl::decode_failure_challenge(&text);
+            conn.send(t, "authenticate", if mechanism == "XOAUTH2" { "" } else { "AQ==" }).await?;
+            let (code, fin) = conn.reply(t, "authenticate").await?;
+            let fin = format!("{code} {fin}");
+            return Err(rejected(match json {
+                Some(j) => format!("{fin} ({j})"),
+                None => fin,
+            }));
+        }
+        _ => return Err(rejected(format!("{code} {text}"))),
+    }
+
+    // AUTH alone does not prove sending is allowed: MAIL FROM is where Exchange says 5.7.57 or
+    // refuses a sender the account may not send as.
+    conn.send(t, "mail", &format!("MAIL FROM:<{}>", t.sasl_user)).await?;
+    let (code, text) = conn.reply(t, "mail").await?;
+    if code != 250 {
+        return Err(unexpected(t, "mail", format!("{code} {text}")));
+    }
+    let detail = match send {
+        None => {
+            conn.send(t, "quit", "RSET").await?;
+            let _ = conn.reply(t, "quit").await;
+            format!("signed in; the server accepts mail from {}", t.sasl_user)
+        }
+        Some(m) => {
+            conn.send(t, "rcpt", &format!("RCPT TO:<{}>", m.to)).await?;
+            let (code, text) = conn.reply(t, "rcpt").await?;
+            if code != 250 && code != 251 {
+                return Err(unexpected(t, "rcpt", format!("{code} {text}")));
+            }
+            conn.send(t, "data", "DATA").await?;
+            let (code, text) = conn.reply(t, "data").await?;
+            if code != 354 {
+                return Err(unexpected(t, "data", format!("{code} {text}")));
+            }
+            let bytes = format_message(&t.sasl_user, m).map_err(|e| unexpected(t, "data", e))?;
+            conn.write(t, "data", &dot_stuff(&bytes)).await?;
+            let (code, text) = conn.reply(t, "data").await?;
+            if code != 250 {
+                return Err(unexpected(t, "data", format!("{code} {text}")));
+            }
+            format!("test message sent to {} ({code} {text})", m.to)
+        }
+    };
+    if conn.send(t, "quit", "QUIT").await.is_ok() {
+        let _ = conn.reply(t, "quit").await;
+    }
+    Ok(ProbeReport { mechanism, messages: 0, detail })
+}
+
+/// The test message, formatted as RFC 5322 by lettre's builder.
+fn format_message(from: &str, m: &TestMessage) -> Result<Vec<u8>, String> {
+    let msg = lettre::Message::builder()
+        .from(from.parse().map_err(|e| format!("sender `{from}`: {e}"))?)
+        .to(m.to.parse().map_err(|e| format!("recipient `{}`: {e}", m.to))?)
+        .subject(m.subject.clone())
+        .header(lettre::message::header::ContentType::TEXT_PLAIN)
+        .body(m.body.clone())
+        .map_err(|e| e.to_string())?;
+    Ok(msg.formatted())
+}
+
+/// CRLF line ends, a leading dot doubled on each line (RFC 5321 §4.5.2), and the end marker.
+fn dot_stuff(message: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(message).replace("\r\n", "\n");
+    let mut out = String::with_capacity(text.len() + 16);
+    for line in text.split('\n') {
+        if line.starts_with('.') {
+            out.push('.');
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    if out.ends_with("\r\n\r\n") {
+        out.truncate(out.len() - 2);
+    }
+    out.push_str(".\r\n");
+    out.into_bytes()
+}
+
+/// An SMTP connection: bounded multi-line replies, each read under the step timeout.
+struct Conn<S> {
+    io: BufReader<S>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    fn new(stream: S) -> Self {
+        Self { io: BufReader::new(stream) }
+    }
+
+    fn into_inner(self) -> S {
+        self.io.into_inner()
+    }
+
+    async fn write(&mut self, t: &ProbeTarget, name: &'static str, bytes: &[u8]) -> Result<(), ProbeError> {
+        let io = self.io.get_mut();
+        step(t, name, async {
+            io.write_all(bytes).await?;
+            io.flush().await
+        })
+        .await?
+        .map_err(|e| broken(t, name, &e))
+    }
+
+    async fn send(&mut self, t: &ProbeTarget, name: &'static str, line: &str) -> Result<(), ProbeError> {
+        self.write(t, name, format!("{line}\r\n").as_bytes()).await
+    }
+
+    /// Sends a line carrying a credential; the wire copy stays secret.
+    async fn send_secret(&mut self, t: &ProbeTarget, name: &'static str, line: &SecretString) -> Result<(), ProbeError> {
+        let wire = SecretString::from(format!("{}\r\n", line.expose_secret()));
+        self.write(t, name, wire.expose_secret().as_bytes()).await
+    }
+
+    /// One reply: its code and its text (lines joined by spaces).
+    async fn reply(&mut self, t: &ProbeTarget, name: &'static str) -> Result<(u16, String), ProbeError> {
+        let mut texts = Vec::new();
+        for _ in 0..MAX_REPLY_LINES {
+            let mut buf = Vec::new();
+            step(t, name, (&mut self.io).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf))
+                .await?
+                .map_err(|e| broken(t, name, &e))?;
+            if !buf.ends_with(b"\n") {
+                let why = if buf.len() > MAX_LINE { "a reply line longer than 64 KiB" } else { "the server closed the connection" };
+                return Err(unexpected(t, name, why));
+            }
+            let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
+            let code = line.get(..3).and_then(|c| c.parse::<u16>().ok());
+            let Some(code) = code else { return Err(unexpected(t, name, line)) };
+            let more = line.as_bytes().get(3) == Some(&b'-');
+            texts.push(line.get(4..).unwrap_or("").to_string());
+            if !more {
+                return Ok((code, texts.join(" ")));
+            }
+        }
+        Err(unexpected(t, name, "an endless reply"))
+    }
+
+    async fn expect(&mut self, t: &ProbeTarget, name: &'static str, want: u16) -> Result<String, ProbeError> {
+        let (code, text) = self.reply(t, name).await?;
+        if code == want {
+            Ok(text)
+        } else {
+            Err(unexpected(t, name, format!("{code} {text}")))
+        }
+    }
+
+    /// `EHLO`; returns the extension lines (without the greeting line).
+    async fn ehlo(&mut self, t: &ProbeTarget) -> Result<Vec<String>, ProbeError> {
+        self.send(t, "ehlo", "EHLO mailbox-auth.localdomain").await?;
+        let mut lines = Vec::new();
+        for _ in 0..MAX_REPLY_LINES {
+            let mut buf = Vec::new();
+            step(t, "ehlo", (&mut self.io).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf))
+                .await?
+                .map_err(|e| broken(t, "ehlo", &e))?;
+            if !buf.ends_with(b"\n") {
+                return Err(unexpected(t, "ehlo", "the server closed the connection"));
+            }
+            let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
+            if !line.starts_with("250") {
+                return Err(unexpected(t, "ehlo", line));
+            }
+            lines.push(line.get(4..).unwrap_or("").to_string());
+            if line.as_bytes().get(3) != Some(&b'-') {
+                lines.remove(0);
+                return Ok(lines);
+            }
+        }
+        Err(unexpected(t, "ehlo", "an endless reply"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::scripted::*;
+    use super::*;
+
+    const TOKEN: &str = "tok-smtp-789";
+
+    fn smtp_target(port: u16, security: Security) -> ProbeTarget {
+        target(super::super::Service::Smtp, port, security)
+    }
+
+    fn xoauth2_line() -> String {
+        format!("AUTH XOAUTH2 {}", sasl::base64(&sasl::xoauth2("alice@example.com", TOKEN)).expose_secret())
+    }
+
+    #[tokio::test]
+    async fn starttls_not_offered_sends_no_credential() {
+        let (port, h) = serve("220 mx ESMTP\r\n", ServerTls::None, |l: &str| {
+            if l.starts_with("EHLO") {
+                send("250-mx\r\n250 AUTH XOAUTH2\r\n")
+            } else {
+                send("502 no\r\n")
+            }
+        })
+        .await;
+        let e = probe(&smtp_target(port, Security::Starttls), &AccessToken::new(TOKEN.into()), None).await.unwrap_err();
+        assert_eq!(e.code(), "starttls_not_offered", "{e}");
+        drop(e);
+        let seen = h.await.unwrap();
+        assert!(seen.iter().all(|l| !l.starts_with("AUTH")), "{seen:?}");
+    }
+
+    /// Runs the session over plain TCP (TLS is the same code path and tested elsewhere).
+    async fn plain_session(
+        respond: impl FnMut(&str) -> Reply + Send + 'static,
+        send_msg: Option<TestMessage>,
+    ) -> (Result<ProbeReport, ProbeError>, Vec<String>) {
+        let (port, h) = serve("220 mx ESMTP\r\n", ServerTls::None, respond).await;
+        let t = smtp_target(port, Security::Tls);
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut conn = Conn::new(tcp);
+        conn.expect(&t, "greeting", 220).await.unwrap();
+        let ehlo = conn.ehlo(&t).await.unwrap();
+        let r = session(&t, conn, &ehlo, &AccessToken::new(TOKEN.into()), send_msg.as_ref()).await;
+        (r, h.await.unwrap())
+    }
+
+    fn accepting(l: &str) -> Reply {
+        match l {
+            l if l.starts_with("EHLO") => send("250-mx.example\r\n250-SIZE 1000\r\n250 AUTH LOGIN XOAUTH2\r\n"),
+            l if l.starts_with("AUTH XOAUTH2 ") => send("235 2.7.0 Authentication successful\r\n"),
+            l if l.starts_with("MAIL FROM") => send("250 2.1.0 Sender OK\r\n"),
+            l if l.starts_with("RCPT TO") => send("250 2.1.5 Recipient OK\r\n"),
+            "DATA" => send("354 Start mail input\r\n"),
+            "." => send("250 2.0.0 OK queued as 12345\r\n"),
+            "RSET" => send("250 2.0.0 Reset\r\n"),
+            "QUIT" => send("221 2.0.0 Bye\r\n"),
+            _ => Reply::Nothing,
+        }
+    }
+
+    #[tokio::test]
+    async fn auth_then_mail_from_then_reset() {
+        let (r, seen) = plain_session(accepting, None).await;
+        let rep = r.unwrap();
+        assert_eq!(rep.mechanism, "XOAUTH2");
+        assert_eq!(seen, vec!["EHLO mailbox-auth.localdomain".to_string(), xoauth2_line(), "MAIL FROM:<alice@example.com>".into(), "RSET".into(), "QUIT".into()]);
+    }
+
+    #[tokio::test]
+    async fn sends_a_dot_stuffed_test_message() {
+        let m = TestMessage { to: "desk@example.com".into(), subject: "Mailbox Auth test".into(), body: "line one\n.dotted line\nend".into() };
+        let (r, seen) = plain_session(accepting, Some(m)).await;
+        assert!(r.unwrap().detail.contains("queued as 12345"));
+        assert!(seen.contains(&"RCPT TO:<desk@example.com>".to_string()), "{seen:?}");
+        assert!(seen.contains(&"..dotted line".to_string()), "leading dot doubled: {seen:?}");
+        assert!(seen.iter().any(|l| l == "Subject: Mailbox Auth test"), "{seen:?}");
+        assert_eq!(seen.iter().filter(|l| *l == ".").count(), 1);
+    }
+
+    #[tokio::test]
+    async fn disabled_smtp_auth_keeps_the_servers_words() {
+        let (r, _) = plain_session(
+            |l: &str| match l {
+                l if l.starts_with("EHLO") => send("250-mx\r\n250 AUTH XOAUTH2\r\n"),
+                l if l.starts_with("AUTH") => send("535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant.\r\n"),
+                _ => send("221 bye\r\n"),
+            },
+            None,
+        )
+        .await;
+        let e = r.unwrap_err();
+        assert_eq!(e.code(), "auth_rejected");
+        assert!(e.server_words().unwrap().starts_with("535 5.7.139"), "{e}");
+        let d = crate::diagnose::diagnose(e.code(), e.server_words());
+        assert!(d.fix.contains("SmtpClientAuthenticationDisabled"), "{d:?}");
+    }
+
+    #[tokio::test]
+    async fn failure_challenge_is_answered_and_its_json_kept() {
+        let (r, seen) = plain_session(
+            |l: &str| match l {
+                l if l.starts_with("EHLO") => send("250-mx\r\n250 AUTH XOAUTH2\r\n"),
+                l if l.starts_with("AUTH") => send("334 eyJzdGF0dXMiOiI0MDAiLCJzY2hlbWVzIjoiQmVhcmVyIn0=\r\n"),
+                "" => send("535-5.7.8 Username and Password not accepted.\r\n535 5.7.8 Learn more\r\n"),
+                _ => send("221 bye\r\n"),
+            },
+            None,
+        )
+        .await;
+        let e = r.unwrap_err();
+        assert_eq!(
+            e.server_words(),
+            Some(r#"535 5.7.8 Username and Password not accepted. 5.7.8 Learn more ({"status":"400","schemes":"Bearer"})"#)
+        );
+        assert_eq!(seen[2], "", "an empty line answers the challenge: {seen:?}");
+        let printed = format!("{e} {e:?}");
+        assert!(!printed.contains(TOKEN) && !printed.contains("dXNlcj1"), "{printed}");
+    }
+
+    #[tokio::test]
+    async fn unauthenticated_sender_is_refused_at_mail_from() {
+        let (r, _) = plain_session(
+            |l: &str| match l {
+                l if l.starts_with("EHLO") => send("250-mx\r\n250 AUTH XOAUTH2\r\n"),
+                l if l.starts_with("AUTH") => send("235 ok\r\n"),
+                l if l.starts_with("MAIL") => send("530 5.7.57 Client not authenticated to send mail.\r\n"),
+                _ => send("221 bye\r\n"),
+            },
+            None,
+        )
+        .await;
+        let e = r.unwrap_err();
+        assert_eq!(e.step(), "mail");
+        assert!(crate::diagnose::diagnose(e.code(), e.server_words()).fix.contains("587"));
+    }
+
+    #[test]
+    fn dot_stuffing() {
+        assert_eq!(dot_stuff(b"a\r\n.b\r\n"), b"a\r\n..b\r\n.\r\n");
+        assert_eq!(dot_stuff(b"x"), b"x\r\n.\r\n");
+    }
+}
