@@ -1,187 +1,410 @@
-// The sandbox's OAuth2 / OpenID Connect authorization server: npm oidc-provider on 127.0.0.1,
-// with a real password check on its login page, a consent page with Allow and Deny, refresh
-// token rotation, PKCE, introspection (for Dovecot), revocation and the device flow.
+// The sandbox's OAuth2 / OpenID Connect authorization server: oidc-provider on 127.0.0.1 with a
+// real login form (passwords are checked), a consent page with Allow and Deny, and token
+// introspection for the mail server (Dovecot's oauth2 passdb).
 //
-// Environment: IDP_PORT (required), IDP_CLIENTS_FILE (JSON written by sandbox/up with the client
-// secrets), IDP_ACCESS_TOKEN_TTL (seconds, default 600).
+//   node server.mjs CONFIG.json
+//
+// CONFIG.json (written by sandbox/up):
+//   { "host": "127.0.0.1", "port": 0,
+//     "introspectionClient": { "id": "dovecot", "secret": "…" },
+//     "appClient": { "id": "mailbox-auth-app", "secret": "…" },
+//     "accessTokenTtl": 600, "refreshTokenTtl": 2592000,
+//     "usersFile": "…/users.json", "portFile": "…/idp.port", "pidFile": "…/idp.pid" }
+//
+// With "port": 0 the OS picks a free port; the port actually bound is written to portFile once
+// the server answers. Everything is kept in memory: a restart forgets every grant and token.
+// Logs go to stdout (sandbox/up sends them to a file); no token, code or password is ever logged.
 
-import { readFileSync } from 'node:fs';
-import { generateKeyPair, exportJWK } from 'jose';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
 import Provider, { errors } from 'oidc-provider';
 
-const port = Number(process.env.IDP_PORT);
-if (!port) throw new Error('IDP_PORT is required');
-const issuer = `http://127.0.0.1:${port}`;
-const clients = JSON.parse(readFileSync(process.env.IDP_CLIENTS_FILE, 'utf8'));
-const accessTokenTtl = Number(process.env.IDP_ACCESS_TOKEN_TTL || 600);
+const here = path.dirname(fileURLToPath(import.meta.url));
+const configPath = process.argv[2] || process.env.SANDBOX_IDP_CONFIG;
+const config = configPath ? JSON.parse(fs.readFileSync(configPath, 'utf8')) : {};
 
-// Users of the sandbox. carol can sign in, but has no mailbox on the mail server.
-const USERS = {
-  'alice@sandbox.test': { password: 'alice-password', name: 'Alice Sandbox' },
-  'bob@sandbox.test': { password: 'bob-password', name: 'Bob Sandbox' },
-  'carol@sandbox.test': { password: 'carol-password', name: 'Carol Sandbox' },
+const HOST = config.host || '127.0.0.1';
+const PORT = Number(config.port ?? process.env.SANDBOX_IDP_PORT ?? 0);
+const AT_TTL = Number(process.env.SANDBOX_ACCESS_TOKEN_TTL || config.accessTokenTtl || 600);
+const RT_TTL = Number(process.env.SANDBOX_REFRESH_TOKEN_TTL || config.refreshTokenTtl || 30 * 24 * 3600);
+const INTROSPECTOR = config.introspectionClient || { id: 'dovecot', secret: randomSecret() };
+const APP = config.appClient || { id: 'mailbox-auth-app', secret: randomSecret() };
+export const PUBLIC_CLIENT_ID = 'mailbox-auth';
+export const MAIL_SCOPE = 'mail';
+
+function randomSecret() {
+  return crypto.randomBytes(24).toString('hex');
+}
+
+function log(...parts) {
+  process.stdout.write(`${new Date().toISOString()} ${parts.join(' ')}\n`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Users: a JSON list of { id, email, name, password }. Plain-text passwords: this is a sandbox.
+
+const users = JSON.parse(fs.readFileSync(config.usersFile || path.join(here, 'users.json'), 'utf8'));
+const usersById = new Map(users.map((u) => [u.id, u]));
+const usersByEmail = new Map(users.map((u) => [u.email.toLowerCase(), u]));
+
+function sha256(s) {
+  return crypto.createHash('sha256').update(String(s)).digest();
+}
+
+// Returns the user when the email and password match, otherwise undefined. The password is
+// always compared (against a dummy when the email is unknown) so both failures look alike.
+function checkPassword(email, password) {
+  const user = usersByEmail.get(String(email || '').trim().toLowerCase());
+  const ok = crypto.timingSafeEqual(sha256(user ? user.password : '\0no-such-user'), sha256(password ?? ''));
+  return user && ok ? user : undefined;
+}
+
+async function findAccount(_ctx, id) {
+  const user = usersById.get(id);
+  if (!user) return undefined;
+  return {
+    accountId: user.id,
+    async claims() {
+      return { sub: user.id, email: user.email, email_verified: true, name: user.name };
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTML. Plain pages with stable ids, no external resource of any kind (no fonts, no scripts).
+
+function esc(v) {
+  return String(v ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
+}
+
+const STYLE = `body{font-family:sans-serif;background:#f4f4f4;margin:2em}
+main{max-width:24em;margin:auto;background:#fff;padding:1.5em 2em;border:1px solid #ddd;border-radius:4px}
+label{display:block;margin-top:.8em}input{width:100%;box-sizing:border-box;padding:.5em;font-size:1em}
+button{margin-top:1em;padding:.5em 1.2em;font-size:1em;cursor:pointer}
+.error{color:#b00020;font-weight:bold}.muted{color:#666;font-size:.9em}ul{padding-left:1.2em}`;
+
+function page(title, body, id) {
+  return `<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${esc(title)}</title><style>${STYLE}</style></head>
+<body><main id="${esc(id)}"><h1>${esc(title)}</h1>
+${body}
+<p class="muted">Mailbox Auth sandbox identity provider</p></main></body></html>`;
+}
+
+function loginPage(uid, { email = '', error = '', clientName = '' } = {}) {
+  return page('Sign in', `
+<p>Sign in to continue to <strong id="client-name">${esc(clientName)}</strong>.</p>
+${error ? `<p id="login-error" class="error" role="alert">${esc(error)}</p>` : ''}
+<form id="login-form" method="post" action="/interaction/${esc(uid)}/login" autocomplete="off">
+  <label for="email">Email</label>
+  <input id="email" name="email" type="email" value="${esc(email)}" autofocus>
+  <label for="password">Password</label>
+  <input id="password" name="password" type="password">
+  <button id="login-submit" type="submit">Sign in</button>
+</form>
+<form id="login-cancel-form" method="post" action="/interaction/${esc(uid)}/abort">
+  <button id="login-cancel" type="submit">Cancel</button>
+</form>`, 'login-page');
+}
+
+const SCOPE_TEXT = {
+  openid: 'Sign you in',
+  email: 'See your email address',
+  offline_access: 'Stay signed in (keep access when you are not there)',
+  [MAIL_SCOPE]: 'Read your mailbox over IMAP and POP3',
 };
 
-const { privateKey } = await generateKeyPair('RS256', { extractable: true });
-const jwk = { ...(await exportJWK(privateKey)), kid: 'sandbox', alg: 'RS256', use: 'sig' };
-
-const provider = new Provider(issuer, {
-  clients,
-  jwks: { keys: [jwk] },
-  cookies: { keys: [clients.map((c) => c.client_id).join('.') + String(port)] },
-  findAccount: async (_ctx, sub) => {
-    if (!USERS[sub]) return undefined;
-    return {
-      accountId: sub,
-      claims: async () => ({
-        sub,
-        email: sub,
-        email_verified: true,
-        preferred_username: sub,
-        name: USERS[sub].name,
-      }),
-    };
-  },
-  claims: { email: ['email', 'email_verified'], profile: ['name', 'preferred_username'], openid: ['sub'] },
-  scopes: ['openid', 'email', 'profile', 'offline_access'],
-  // Mail servers identify the user by the `email` attribute of the introspection response.
-  extraTokenClaims: async (_ctx, token) => {
-    if (token.kind === 'AccessToken' && token.accountId) return { email: token.accountId };
-    return undefined;
-  },
-  pkce: { required: () => true },
-  rotateRefreshToken: () => true,
-  ttl: {
-    AccessToken: accessTokenTtl,
-    AuthorizationCode: 120,
-    DeviceCode: 600,
-    Grant: 14 * 24 * 3600,
-    IdToken: 3600,
-    Interaction: 3600,
-    RefreshToken: 14 * 24 * 3600,
-    Session: 14 * 24 * 3600,
-    ClientCredentials: accessTokenTtl,
-  },
-  features: {
-    devInteractions: { enabled: false },
-    introspection: { enabled: true },
-    revocation: { enabled: true },
-    clientCredentials: { enabled: true },
-    deviceFlow: {
-      enabled: true,
-      // The provider's own forms, with stable ids and buttons added for scripted browsers.
-      userCodeInputSource: (ctx, form, out, err) => {
-        ctx.body = page('Connect a device', `
-          ${err ? '<p class="error" id="error">That code is not valid. Check it and try again.</p>' : ''}
-          <p>Enter the code shown by Mailbox Auth.</p>
-          ${form
-            .replace(/<input\s+type="text"\s+name="user_code"/, '<label for="user-code">Code</label><input id="user-code" type="text" name="user_code"')
-            .replace('</form>', '<button id="continue" type="submit">Continue</button></form>')}`);
-      },
-      userCodeConfirmSource: (ctx, form, client, _deviceInfo, userCode) => {
-        ctx.body = page('Confirm the code', `
-          <p><b>${esc(client.clientName || client.clientId)}</b> asks to sign in with code <b id="confirm-code">${esc(userCode)}</b>.</p>
-          ${form.replace('</form>', '<button id="confirm" type="submit">Continue</button><button id="abort" type="submit" name="abort" value="yes">Cancel</button></form>')}`);
-      },
-      successSource: (ctx) => {
-        ctx.body = page('Signed in', '<p id="device-done">You can close this window and return to Mailbox Auth.</p>');
-      },
-    },
-    rpInitiatedLogout: { enabled: false },
-  },
-  interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
-  renderError: (ctx, out) => {
-    ctx.type = 'html';
-    ctx.body = page('Error', `<p id="error">${esc(out.error)}: ${esc(out.error_description || '')}</p>`);
-  },
-});
-
-function esc(s) {
-  return String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
+function consentPage(uid, { clientName, email, scopes }) {
+  const items = scopes.map((s) => `<li data-scope="${esc(s)}">${esc(SCOPE_TEXT[s] || s)} <span class="muted">(${esc(s)})</span></li>`).join('');
+  return page('Allow access?', `
+<p><strong id="client-name">${esc(clientName)}</strong> wants to access the account
+<strong id="account-email">${esc(email)}</strong>:</p>
+<ul id="consent-scopes">${items}</ul>
+<form id="consent-form" method="post" action="/interaction/${esc(uid)}/confirm">
+  <button id="consent-allow" type="submit">Allow</button>
+</form>
+<form id="deny-form" method="post" action="/interaction/${esc(uid)}/abort">
+  <button id="consent-deny" type="submit">Deny</button>
+</form>`, 'consent-page');
 }
 
-// Pages with no external resource (no web font, no CDN), so a browser stays on loopback.
-function page(title, body) {
-  return `<!doctype html><html><head><meta charset="utf-8"><title>${esc(title)} — Sandbox sign-in</title>
-<style>body{font-family:system-ui,sans-serif;max-width:28em;margin:3em auto;padding:0 1em}
-label{display:block;margin-top:1em}input{width:100%;padding:.4em;font:inherit}
-button{margin-top:1em;margin-right:.5em;padding:.4em 1.2em;font:inherit}.error{color:#b00020}</style>
-</head><body><h1>${esc(title)}</h1>${body}</body></html>`;
+function errorPage(error, description) {
+  return page('Something went wrong', `
+<p id="error-code" class="error">${esc(error)}</p>
+<p id="error-description">${esc(description)}</p>`, 'error-page');
 }
 
-async function form(ctx) {
-  let raw = '';
-  for await (const chunk of ctx.req) {
-    raw += chunk;
-    if (raw.length > 16384) throw new errors.InvalidRequest('form too large');
-  }
-  return Object.fromEntries(new URLSearchParams(raw));
-}
-
-function loginPage(ctx, uid, error, email = '') {
+// oidc-provider's own pages (device flow, logout, errors), with the same plain look.
+async function renderError(ctx, out) {
   ctx.type = 'html';
-  ctx.body = page('Sign in', `
-    ${error ? `<p class="error" id="error">${esc(error)}</p>` : ''}
-    <form method="post" action="/interaction/${uid}/login" autocomplete="off">
-      <label for="email">Email</label><input id="email" name="email" type="email" value="${esc(email)}" autofocus>
-      <label for="password">Password</label><input id="password" name="password" type="password">
-      <button id="sign-in" type="submit">Sign in</button>
-    </form>
-    <p><a id="cancel" href="/interaction/${uid}/abort">Cancel</a></p>`);
+  ctx.body = errorPage(out.error, out.error_description);
 }
 
-// The interaction routes (login with a real password check, consent), in front of the provider.
-provider.use(async (ctx, next) => {
-  const m = ctx.path.match(/^\/interaction\/([^/]+)(?:\/(login|confirm|abort))?$/);
-  if (!m) return next();
-  const [, uid, action] = m;
-  const details = await provider.interactionDetails(ctx.req, ctx.res);
-  if (details.uid !== uid) throw new errors.InvalidRequest('interaction mismatch');
-  const { prompt, params } = details;
+async function userCodeInputSource(ctx, form, _out, err) {
+  let msg = '<p>Enter the code shown on your device.</p>';
+  if (err && (err.userCode || err.name === 'NoCodeError')) msg = '<p id="device-error" class="error">The code you entered is incorrect. Try again.</p>';
+  else if (err && err.name === 'AbortedError') msg = '<p id="device-error" class="error">The sign-in request was interrupted.</p>';
+  else if (err) msg = '<p id="device-error" class="error">There was an error processing your request.</p>';
+  ctx.body = page('Device sign-in', `${msg}
+<div id="device-code-form">${form}</div>
+<button id="device-continue" type="submit" form="op.deviceInputForm">Continue</button>`, 'device-input-page');
+}
 
-  if (!action && ctx.method === 'GET') {
-    if (prompt.name === 'login') return loginPage(ctx, uid, null, params.login_hint || '');
-    const client = await provider.Client.find(params.client_id);
-    ctx.type = 'html';
-    ctx.body = page('Allow access?', `
-      <p><b>${esc(client?.clientName || params.client_id)}</b> asks to read your mail and stay signed in.</p>
-      <p>Scopes: <code id="scopes">${esc(params.scope)}</code></p>
-      <form method="post" action="/interaction/${uid}/confirm"><button id="allow" type="submit">Allow</button></form>
-      <form method="get" action="/interaction/${uid}/abort"><button id="deny" type="submit">Deny</button></form>`);
-    return undefined;
+async function userCodeConfirmSource(ctx, form, client, _deviceInfo, userCode) {
+  ctx.body = page('Confirm device', `
+<p><strong id="client-name">${esc(client.clientName || client.clientId)}</strong> asks to sign in.
+Check that your device shows this code:</p>
+<p><code id="device-user-code">${esc(userCode)}</code></p>
+${form}
+<button id="device-confirm" type="submit" form="op.deviceConfirmForm">Continue</button>
+<button id="device-abort" type="submit" form="op.deviceConfirmForm" name="abort" value="yes">Abort</button>`, 'device-confirm-page');
+}
+
+async function successSource(ctx) {
+  ctx.body = page('Device sign-in complete', '<p id="device-success">You can close this page and return to your device.</p>', 'device-success-page');
+}
+
+async function logoutSource(ctx, form) {
+  ctx.body = page('Sign out?', `${form}
+<button id="logout-yes" type="submit" form="op.logoutForm" name="logout" value="yes">Yes, sign me out</button>
+<button id="logout-no" type="submit" form="op.logoutForm">No, stay signed in</button>`, 'logout-page');
+}
+
+async function postLogoutSuccessSource(ctx) {
+  ctx.body = page('Signed out', '<p id="logout-success">You are signed out.</p>', 'logout-success-page');
+}
+
+// ---------------------------------------------------------------------------------------------
+// The provider.
+
+function keys() {
+  const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  return { keys: [{ ...privateKey.export({ format: 'jwk' }), kid: 'sandbox-rs256', alg: 'RS256', use: 'sig' }] };
+}
+
+async function extraTokenClaims(_ctx, token) {
+  // The mail server reads the mailbox owner from the introspection response (Dovecot's
+  // username_attribute = email); introspection returns these claims with the token.
+  if (token.kind === 'AccessToken' && token.accountId) {
+    const user = usersById.get(token.accountId);
+    if (user) return { email: user.email };
   }
-  if (action === 'login' && ctx.method === 'POST') {
-    const { email = '', password = '' } = await form(ctx);
-    const user = USERS[email.trim().toLowerCase()];
-    if (!user || user.password !== password) {
-      return loginPage(ctx, uid, 'Invalid email or password.', email);
+  return undefined;
+}
+
+async function introspectionAllowedPolicy(ctx, client, token) {
+  // The mail server may only learn about access tokens: a refresh token presented as a bearer
+  // token must come back inactive, so it cannot be used to log in.
+  if (client.clientId === INTROSPECTOR.id) return token.kind === 'AccessToken' || token.kind === 'ClientCredentials';
+  // Otherwise oidc-provider's default: public clients only learn about their own tokens.
+  if (client.clientAuthMethod === 'none' && token.clientId !== client.clientId) return false;
+  return true;
+}
+
+async function revocationAllowedPolicy(_ctx, client, token) {
+  // A client may revoke only its own tokens (for a public client, other tokens are ignored).
+  if (token.clientId === client.clientId) return true;
+  if (client.clientAuthMethod === 'none') return false;
+  throw new errors.InvalidRequest('client is not authorized to revoke the presented token');
+}
+
+function buildProvider(issuer) {
+  const provider = new Provider(issuer, {
+    clients: [
+      {
+        client_id: PUBLIC_CLIENT_ID,
+        client_name: 'Mailbox Auth',
+        application_type: 'native',
+        token_endpoint_auth_method: 'none',
+        // Native client: any port on the loopback address is accepted (RFC 8252 section 7.3).
+        redirect_uris: ['http://127.0.0.1/'],
+        grant_types: ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code'],
+        response_types: ['code'],
+      },
+      {
+        client_id: INTROSPECTOR.id,
+        client_secret: INTROSPECTOR.secret,
+        client_name: 'Sandbox mail server (token introspection)',
+        token_endpoint_auth_method: 'client_secret_basic',
+        grant_types: [],
+        response_types: [],
+        redirect_uris: [],
+      },
+      {
+        client_id: APP.id,
+        client_secret: APP.secret,
+        client_name: 'Mailbox Auth (app-only)',
+        token_endpoint_auth_method: 'client_secret_basic',
+        grant_types: ['client_credentials'],
+        response_types: [],
+        redirect_uris: [],
+      },
+    ],
+    findAccount,
+    scopes: ['openid', 'email', 'offline_access', MAIL_SCOPE],
+    claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
+    jwks: keys(),
+    cookies: { keys: [randomSecret(), randomSecret()] },
+    pkce: { required: () => true },
+    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    features: {
+      devInteractions: { enabled: false },
+      introspection: { enabled: true, allowedPolicy: introspectionAllowedPolicy },
+      revocation: { enabled: true, allowedPolicy: revocationAllowedPolicy },
+      clientCredentials: { enabled: true },
+      deviceFlow: { enabled: true, userCodeInputSource, userCodeConfirmSource, successSource },
+      rpInitiatedLogout: { enabled: true, logoutSource, postLogoutSuccessSource },
+    },
+    extraTokenClaims,
+    // A refresh token is single-use: each refresh returns a new one, and presenting a used one
+    // again fails with invalid_grant and revokes the whole grant (oidc-provider's reuse detection).
+    rotateRefreshToken: true,
+    renderError,
+    ttl: {
+      AccessToken: AT_TTL,
+      ClientCredentials: AT_TTL,
+      AuthorizationCode: 120,
+      DeviceCode: 600,
+      IdToken: 3600,
+      Interaction: 3600,
+      Session: 24 * 3600,
+      Grant: RT_TTL,
+      RefreshToken: RT_TTL,
+    },
+  });
+
+  provider.on('grant.success', (ctx) => log('grant.success', ctx.oidc.params?.grant_type || '-', ctx.oidc.client?.clientId || '-'));
+  provider.on('grant.error', (ctx, err) => log('grant.error', ctx.oidc.params?.grant_type || '-', err.error || err.name, JSON.stringify(err.error_detail || err.error_description || err.message)));
+  provider.on('grant.revoked', (_ctx, grantId) => log('grant.revoked', grantId));
+  provider.on('authorization.error', (_ctx, err) => log('authorization.error', err.error || err.name, JSON.stringify(err.error_detail || err.error_description || err.message)));
+  provider.on('introspection.error', (_ctx, err) => log('introspection.error', err.error || err.name, JSON.stringify(err.error_description || err.message)));
+  provider.on('server_error', (_ctx, err) => log('server_error', err.stack || err));
+  return provider;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The interaction routes (login and consent), in front of the provider.
+
+async function readForm(req) {
+  const chunks = [];
+  let size = 0;
+  for await (const c of req) {
+    size += c.length;
+    if (size > 64 * 1024) throw new Error('form too large');
+    chunks.push(c);
+  }
+  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+}
+
+function send(res, status, html) {
+  res.statusCode = status;
+  res.setHeader('Content-Type', 'text/html; charset=utf-8');
+  res.setHeader('Cache-Control', 'no-store');
+  res.end(html);
+}
+
+async function interaction(provider, req, res, uid, action) {
+  const details = await provider.interactionDetails(req, res);
+  if (details.uid !== uid) throw Object.assign(new Error('interaction mismatch'), { status: 400 });
+  const { prompt, params, session } = details;
+  const client = await provider.Client.find(params.client_id);
+  const clientName = client?.clientName || params.client_id;
+
+  if (req.method === 'GET' && !action) {
+    if (prompt.name === 'login') return send(res, 200, loginPage(uid, { email: params.login_hint || '', clientName }));
+    if (prompt.name === 'consent') {
+      const user = usersById.get(session?.accountId);
+      const scopes = String(params.scope || '').split(' ').filter(Boolean);
+      return send(res, 200, consentPage(uid, { clientName, email: user?.email || session?.accountId, scopes }));
     }
-    return provider.interactionFinished(ctx.req, ctx.res, { login: { accountId: email.trim().toLowerCase() } }, { mergeWithLastSubmission: false });
+    return send(res, 400, errorPage('invalid_request', `unexpected prompt ${prompt.name}`));
   }
-  if (action === 'confirm' && ctx.method === 'POST') {
-    await form(ctx);
-    const { accountId } = details.session;
+  if (req.method !== 'POST') return send(res, 405, errorPage('invalid_request', 'method not allowed'));
+
+  if (action === 'login') {
+    if (prompt.name !== 'login') return send(res, 400, errorPage('invalid_request', 'no sign-in is pending'));
+    const form = await readForm(req);
+    const user = checkPassword(form.get('email'), form.get('password'));
+    if (!user) {
+      log('login.failed', JSON.stringify(String(form.get('email') || '')));
+      return send(res, 200, loginPage(uid, { email: form.get('email') || '', error: 'Invalid email or password', clientName }));
+    }
+    log('login.ok', user.email);
+    return provider.interactionFinished(req, res, { login: { accountId: user.id } }, { mergeWithLastSubmission: false });
+  }
+
+  if (action === 'confirm') {
+    if (prompt.name !== 'consent') return send(res, 400, errorPage('invalid_request', 'no consent is pending'));
+    const { details: missing } = prompt;
     const grant = details.grantId
       ? await provider.Grant.find(details.grantId)
-      : new provider.Grant({ accountId, clientId: params.client_id });
-    const d = prompt.details;
-    if (d.missingOIDCScope) grant.addOIDCScope(d.missingOIDCScope.join(' '));
-    if (d.missingOIDCClaims) grant.addOIDCClaims(d.missingOIDCClaims);
-    if (d.missingResourceScopes) {
-      for (const [indicator, scopes] of Object.entries(d.missingResourceScopes)) grant.addResourceScope(indicator, scopes.join(' '));
+      : new provider.Grant({ accountId: session.accountId, clientId: params.client_id });
+    if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
+    if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
+    if (missing.missingResourceScopes) {
+      for (const [indicator, scopes] of Object.entries(missing.missingResourceScopes)) grant.addResourceScope(indicator, scopes.join(' '));
     }
     const grantId = await grant.save();
-    return provider.interactionFinished(ctx.req, ctx.res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+    log('consent.allowed', session.accountId, params.client_id);
+    return provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
   }
+
   if (action === 'abort') {
-    return provider.interactionFinished(ctx.req, ctx.res, {
+    log('consent.denied', session?.accountId || '-', params.client_id);
+    return provider.interactionFinished(req, res, {
       error: 'access_denied',
-      error_description: 'End-User aborted interaction',
+      error_description: 'The user denied the request',
     }, { mergeWithLastSubmission: false });
   }
-  return next();
+
+  return send(res, 404, errorPage('not_found', 'no such page'));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const server = http.createServer();
+server.on('request', (req, res) => {
+  const started = Date.now();
+  const pathname = (req.url || '/').split('?')[0];
+  // Method, path and status only: queries and bodies can hold codes and tokens.
+  res.on('finish', () => log(req.method, pathname, res.statusCode, `${Date.now() - started}ms`));
+  const m = pathname.match(/^\/interaction\/([A-Za-z0-9_-]+)(?:\/(login|confirm|abort))?\/?$/);
+  if (m) {
+    interaction(server.provider, req, res, m[1], m[2]).catch((err) => {
+      log('interaction.error', err.name, JSON.stringify(err.message));
+      if (!res.headersSent) {
+        const status = err.statusCode || err.status || 500;
+        send(res, status, errorPage(err.error || 'server_error', err.error_description || err.message));
+      }
+    });
+    return;
+  }
+  server.callback(req, res);
 });
 
-provider.listen(port, '127.0.0.1', () => {
-  console.log(`sandbox IdP listening on ${issuer}`);
+server.listen(PORT, HOST, () => {
+  const { port } = server.address();
+  const issuer = `http://${HOST}:${port}`;
+  server.provider = buildProvider(issuer);
+  server.callback = server.provider.callback();
+  log(`listening issuer=${issuer} access_token_ttl=${AT_TTL}s refresh_token_ttl=${RT_TTL}s pid=${process.pid}`);
+  if (config.pidFile) fs.writeFileSync(config.pidFile, `${process.pid}\n`);
+  if (config.portFile) {
+    fs.writeFileSync(`${config.portFile}.tmp`, `${port}\n`);
+    fs.renameSync(`${config.portFile}.tmp`, config.portFile);
+  }
 });
+
+for (const sig of ['SIGTERM', 'SIGINT']) {
+  process.on(sig, () => {
+    log(`stopping (${sig})`);
+    server.close();
+    server.closeAllConnections?.();
+    setTimeout(() => process.exit(0), 200).unref();
+  });
+}
