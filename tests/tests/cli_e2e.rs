@@ -415,3 +415,27 @@ fn smtp_submission_signs_in_and_a_test_message_really_arrives() {
     assert_eq!(rec["check"], "smtp");
     assert!(rec["server_words"].as_str().is_some_and(|w| w.starts_with("535")), "{rec}");
 }
+
+#[test]
+fn the_readme_run_tour_turns_a_sandbox_mailbox_green() {
+    // scripts/run = setup + build + this tour inside a private D-Bus session and sandbox; the
+    // tour itself runs here against the sandbox the tests already have.
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let out = std::process::Command::new(root.join("scripts/sandbox-demo"))
+        .env("MAILBOX_AUTH_BIN", Cli::bin())
+        .env("MAILBOX_AUTH_HOME", cli.home.path())
+        .env("MAILBOX_AUTH_KEYRING_SERVICE", &cli.keyring_service)
+        .env_remove("BROWSER")
+        .env_remove("DISPLAY")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let _ = sb;
+    let name = stdout.split("Signing in to '").nth(1).and_then(|r| r.split('\'').next()).expect("the tour names its mailbox");
+    let last = stdout.lines().filter(|l| l.starts_with(&format!("{name} "))).last().unwrap_or_default();
+    assert!(last.contains("Verified"), "the tour ends with the mailbox Verified:\n{stdout}");
+    assert!(stdout.contains("INBOX opened read-only: 3 messages"), "{stdout}");
+}
