@@ -1,0 +1,30 @@
+//! Generates the permission manifest for exactly the commands the window may call
+//! (see `capabilities/main.json`).
+
+const COMMANDS: &[&str] = &[
+    "list_mailboxes",
+    "get_mailbox",
+    "save_mailbox",
+    "delete_mailbox",
+    "authenticate",
+    "cancel_authentication",
+    "verify",
+    "verify_many",
+    "import_preview",
+    "import_commit",
+    "read_csv_file",
+    "export_csv",
+    "write_csv_file",
+    "history",
+    "provider_preset",
+    "set_client_secret",
+    "forget",
+    "open_sign_in_url",
+];
+
+fn main() {
+    tauri_build::try_build(
+        tauri_build::Attributes::new().app_manifest(tauri_build::AppManifest::new().commands(COMMANDS)),
+    )
+    .expect("tauri build step");
+}

@@ -1,0 +1,297 @@
+//! The window's commands. Each is `async` (off the main thread: keyring, network and SQLite
+//! calls must never block the UI) and makes one call into the core.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mailbox_auth_core::app::ImportReport;
+use mailbox_auth_core::health::HealthRecord;
+use mailbox_auth_core::import::{self, RowError};
+use mailbox_auth_core::mailbox::{Mailbox, ProviderKind, Protocol, Security};
+use mailbox_auth_core::oauth::auth_code::{AuthStep, DEFAULT_TIMEOUT};
+use mailbox_auth_core::{provider, AppError, MailboxView};
+use secrecy::SecretString;
+use serde::Serialize;
+use tauri::ipc::Channel;
+use tauri::{AppHandle, Runtime, State};
+use tracing::instrument;
+use url::Url;
+
+use crate::error::IpcError;
+use crate::events::SignInEvent;
+use crate::{browser, export, Shell};
+
+type Result<T> = std::result::Result<T, IpcError>;
+
+/// Mailboxes verified at once by Verify selected / Verify all.
+const VERIFY_CONCURRENCY: usize = mailbox_auth_core::app::VERIFY_CONCURRENCY;
+
+/// A CSV chosen in the file dialog larger than this is refused (a mailbox list is a few KiB).
+const MAX_CSV_BYTES: u64 = 4 * 1024 * 1024;
+
+#[tauri::command(async)]
+#[instrument(skip(state), err)]
+pub async fn list_mailboxes(state: State<'_, Shell>) -> Result<Vec<MailboxView>> {
+    Ok(state.core.list().await?)
+}
+
+#[tauri::command(async)]
+#[instrument(skip(state), err)]
+pub async fn get_mailbox(state: State<'_, Shell>, name: String) -> Result<MailboxView> {
+    let m = state.core.get(&name)?;
+    Ok(state.core.view(m).await?)
+}
+
+/// Saves a mailbox. `is_new` refuses to overwrite an existing one of the same name (the name is
+/// the key of its keyring entries and history, so the editor does not rename).
+#[tauri::command(async)]
+#[instrument(skip(state, mailbox), fields(name = %mailbox.name), err)]
+pub async fn save_mailbox(state: State<'_, Shell>, mailbox: Mailbox, is_new: bool) -> Result<MailboxView> {
+    if is_new && state.core.get(&mailbox.name).is_ok() {
+        return Err(IpcError::field("name", format!("a mailbox named `{}` exists already", mailbox.name)));
+    }
+    state.core.save(&mailbox)?;
+    Ok(state.core.view(mailbox).await?)
+}
+
+#[tauri::command(async)]
+#[instrument(skip(state), err)]
+pub async fn delete_mailbox(state: State<'_, Shell>, name: String) -> Result<()> {
+    Ok(state.core.remove(&name).await?)
+}
+
+/// Signs in (browser, device code or app-only, as the mailbox says) and verifies. Progress goes
+/// over `on_progress`; the final record is both sent (`done`) and returned.
+#[tauri::command(async)]
+#[instrument(skip(state, app, on_progress), err)]
+pub async fn authenticate<R: Runtime>(
+    app: AppHandle<R>,
+    state: State<'_, Shell>,
+    name: String,
+    timeout_secs: Option<u64>,
+    on_progress: Channel<SignInEvent>,
+) -> Result<HealthRecord> {
+    let core = state.core.clone();
+    let progress_channel = on_progress.clone();
+    let mailbox = name.clone();
+    let timeout = timeout_secs.map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT);
+    let task = tokio::spawn(async move {
+        let open = move |url: &Url| browser::open(&app, url);
+        let progress = move |step: AuthStep| {
+            let _ = progress_channel.send(SignInEvent::from(step));
+        };
+        core.authenticate(&mailbox, None, timeout, &open, &progress).await
+    });
+    state.sign_ins.lock().expect("sign-in table").insert(name.clone(), task.abort_handle());
+    let outcome = task.await;
+    state.sign_ins.lock().expect("sign-in table").remove(&name);
+    match outcome {
+        Ok(Ok(record)) => {
+            let _ = on_progress.send(SignInEvent::Done { record: record.clone() });
+            Ok(record)
+        }
+        Ok(Err(e)) => Err(e.into()),
+        Err(e) if e.is_cancelled() => {
+            let d = mailbox_auth_core::diagnose::diagnose("cancelled", None);
+            Err(IpcError::new("cancelled", d.cause, d.fix))
+        }
+        Err(e) => Err(IpcError::new("internal", format!("the sign-in task failed: {e}"), "Try again.")),
+    }
+}
+
+/// Cancels a running sign-in of `name` (no-op when none runs).
+#[tauri::command(async)]
+#[instrument(skip(state), err)]
+pub async fn cancel_authentication(state: State<'_, Shell>, name: String) -> Result<bool> {
+    let handle = state.sign_ins.lock().expect("sign-in table").remove(&name);
+    Ok(handle.map(|h| h.abort()).is_some())
+}
+
+#[tauri::command(async)]
+#[instrument(skip(state), err)]
+pub async fn verify(state: State<'_, Shell>, name: String) -> Result<HealthRecord> {
+    Ok(state.core.verify(&name).await?)
+}
+
+/// Verifies several mailboxes at once; each record is sent over `on_record` as it arrives.
+#[tauri::command(async)]
+#[instrument(skip(state, on_record), err)]
+pub async fn verify_many(
+    state: State<'_, Shell>,
+    names: Vec<String>,
+    on_record: Channel<HealthRecord>,
+) -> Result<Vec<HealthRecord>> {
+    let core = state.core.clone();
+    // `App::verify_many`'s future is not provably `Send` (rustc's higher-ranked closure
+    // limitation with `buffer_unordered`, rust-lang/rust#102211), so it cannot go to `spawn` or
+    // be an async command's body; it runs to completion on a blocking-pool thread instead.
+    let task = tokio::task::spawn_blocking(move || {
+        let done = move |r: &HealthRecord| {
+            let _ = on_record.send(r.clone());
+        };
+        tokio::runtime::Handle::current().block_on(core.verify_many(&names, VERIFY_CONCURRENCY, &done))
+    });
+    match task.await {
+        Ok(r) => Ok(r?),
+        Err(e) => Err(IpcError::new("internal", format!("verification task failed: {e}"), "Try again.")),
+    }
+}
+
+/// What an import would do, without saving anything.
+#[derive(Debug, Serialize)]
+pub struct ImportPreview {
+    pub mailboxes: Vec<Mailbox>,
+    pub errors: Vec<RowError>,
+}
+
+#[tauri::command(async)]
+#[instrument(skip(text), err)]
+pub async fn import_preview(text: String, base: Option<PathBuf>) -> Result<ImportPreview> {
+    let parsed = import::parse(&text, base.as_deref()).map_err(AppError::from)?;
+    Ok(ImportPreview { mailboxes: parsed.mailboxes, errors: parsed.errors })
+}
+
+#[tauri::command(async)]
+#[instrument(skip(state, text), err)]
+pub async fn import_commit(state: State<'_, Shell>, text: String, base: Option<PathBuf>) -> Result<ImportReport> {
+    Ok(state.core.import_csv(&text, base.as_deref())?)
+}
+
+/// A CSV file the admin chose in the open dialog, with its folder (relative `ca_file` paths
+/// resolve against it).
+#[derive(Debug, Serialize)]
+pub struct CsvFile {
+    pub text: String,
+    pub base: Option<PathBuf>,
+}
+
+#[tauri::command(async)]
+#[instrument(err)]
+pub async fn read_csv_file(path: PathBuf) -> Result<CsvFile> {
+    check_csv_path(&path)?;
+    let io = |e: std::io::Error| IpcError::new("read", format!("cannot read {}: {e}", path.display()), "Choose a readable CSV file.");
+    let len = tokio::fs::metadata(&path).await.map_err(io)?.len();
+    if len > MAX_CSV_BYTES {
+        return Err(IpcError::new("read", format!("{} is {len} bytes", path.display()), "A mailbox CSV is at most 4 MiB."));
+    }
+    let bytes = tokio::fs::read(&path).await.map_err(io)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| IpcError::new("read", format!("{} is not UTF-8 text", path.display()), "Save the CSV as UTF-8."))?;
+    Ok(CsvFile { text, base: path.parent().map(Path::to_path_buf) })
+}
+
+/// The window only ever reads or writes `.csv` / `.txt` files it had the admin choose.
+fn check_csv_path(path: &Path) -> Result<()> {
+    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("csv" | "txt") if path.is_absolute() => Ok(()),
+        _ => Err(IpcError::new("read", format!("{} is not a .csv file", path.display()), "Choose a .csv file.")),
+    }
+}
+
+/// All mailboxes as CSV (the import's columns; no secrets). Written to `path` when given.
+#[tauri::command(async)]
+#[instrument(skip(state), err)]
+pub async fn export_csv(state: State<'_, Shell>, path: Option<PathBuf>) -> Result<String> {
+    let mailboxes = state.core.store().list().map_err(AppError::from)?;
+    let text = export::to_csv(&mailboxes).map_err(|e| IpcError::new("export", e.to_string(), "Try again."))?;
+    if let Some(p) = path {
+        check_csv_path(&p)?;
+        tokio::fs::write(&p, &text)
+            .await
+            .map_err(|e| IpcError::new("export", format!("cannot write {}: {e}", p.display()), "Choose a writable folder."))?;
+    }
+    Ok(text)
+}
+
+#[tauri::command(async)]
+#[instrument(skip(state), err)]
+pub async fn history(state: State<'_, Shell>, name: String, limit: Option<usize>) -> Result<Vec<HealthRecord>> {
+    Ok(state.core.history(&name, limit.unwrap_or(50))?)
+}
+
+/// A provider's defaults for the editor to fill in.
+#[derive(Debug, Serialize)]
+pub struct PresetView {
+    pub host: Option<String>,
+    pub port: u16,
+    pub scopes: Vec<String>,
+    pub auth_url: Option<String>,
+    pub token_url: Option<String>,
+    pub device_url: Option<String>,
+    pub auth_params: Vec<(String, String)>,
+    pub tenant: Option<String>,
+}
+
+#[tauri::command(async)]
+pub async fn provider_preset(
+    provider: ProviderKind,
+    protocol: Protocol,
+    security: Security,
+    tenant: Option<String>,
+) -> Result<PresetView> {
+    let tenant = match provider {
+        ProviderKind::Microsoft => Some(tenant.filter(|t| !t.trim().is_empty()).unwrap_or_else(|| "organizations".into())),
+        _ => None,
+    };
+    let p = provider::preset(provider, protocol, tenant.as_deref());
+    Ok(PresetView {
+        host: p.host.map(String::from),
+        port: provider::default_port(protocol, security),
+        scopes: p.scopes,
+        auth_url: p.auth_url,
+        token_url: p.token_url,
+        device_url: p.device_url,
+        auth_params: p.auth_params,
+        tenant,
+    })
+}
+
+/// Stores the app's client secret in the keyring. The value only goes in: nothing returns it.
+#[tauri::command(async)]
+#[instrument(skip(state, secret), err)]
+pub async fn set_client_secret(
+    state: State<'_, Shell>,
+    name: String,
+    secret: String,
+    expires: Option<String>,
+) -> Result<()> {
+    if secret.trim().is_empty() {
+        return Err(IpcError::field("client_secret", "is empty"));
+    }
+    let expires = match expires.filter(|e| !e.trim().is_empty()) {
+        None => None,
+        Some(d) => Some(
+            chrono::NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d")
+                .map_err(|_| IpcError::field("client_secret_expires", format!("`{d}` is not a date like 2027-03-31")))?,
+        ),
+    };
+    Ok(state.core.set_client_secret(&name, SecretString::from(secret), expires).await?)
+}
+
+/// Deletes the mailbox's keyring entries (signs it out).
+#[tauri::command(async)]
+#[instrument(skip(state), err)]
+pub async fn forget(state: State<'_, Shell>, name: String) -> Result<()> {
+    Ok(state.core.forget(&name).await?)
+}
+
+/// Opens a sign-in address again (the "Open browser" button), http/https only.
+#[tauri::command(async)]
+#[instrument(skip(app), err)]
+pub async fn open_sign_in_url<R: Runtime>(app: AppHandle<R>, url: String) -> Result<()> {
+    let url = Url::parse(&url).map_err(|e| IpcError::field("url", e.to_string()))?;
+    browser::open(&app, &url).map_err(|e| IpcError::new("browser", e, "Copy the address into a browser by hand."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_absolute_csv_paths() {
+        assert!(check_csv_path(Path::new("/home/a/mailboxes.csv")).is_ok());
+        assert!(check_csv_path(Path::new("/home/a/MAILBOXES.CSV")).is_ok());
+        assert!(check_csv_path(Path::new("mailboxes.csv")).is_err());
+        assert!(check_csv_path(Path::new("/home/a/.ssh/id_ed25519")).is_err());
+    }
+}

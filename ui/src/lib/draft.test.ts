@@ -1,0 +1,79 @@
+import { describe, expect, it } from "vitest";
+import { applyPreset, draftFrom, emptyDraft, placeFieldErrors, toMailbox } from "./draft";
+import type { Preset } from "./types";
+
+describe("validation message placement", () => {
+  it("puts each core FieldError next to its input, others on top", () => {
+    const { byField, other } = placeFieldErrors([
+      { field: "email", message: "must be an address like support@example.com" },
+      { field: "port", message: "must be between 1 and 65535" },
+      { field: "email", message: "must be an address like support@example.com" },
+      { field: "auth_params", message: "`state` is set by the sign-in flow itself" },
+      { field: "redirect", message: "weird" },
+    ]);
+    expect(byField.email).toEqual(["must be an address like support@example.com"]);
+    expect(byField.port).toEqual(["must be between 1 and 65535"]);
+    expect(byField.auth_params).toHaveLength(1);
+    expect(other).toEqual([{ field: "redirect", message: "weird" }]);
+  });
+});
+
+describe("draft <-> mailbox", () => {
+  it("reports what the core could not even receive, with the core's wording", () => {
+    const d = { ...emptyDraft(), port: "99999", client_secret_expires: "31/03/2027" };
+    const r = toMailbox(d);
+    expect(r.mailbox).toBeNull();
+    expect(r.problems.map((p) => p.field)).toEqual(["port", "client_secret_expires"]);
+    expect(r.problems[0].message).toBe("must be between 1 and 65535");
+  });
+
+  it("converts strings, drops empty optionals and blank parameter rows, round-trips", () => {
+    const d = {
+      ...emptyDraft(), name: " desk ", email: "d@x.test", provider: "generic" as const, tenant: "ignored", port: "143",
+      security: "starttls" as const, scopes: " openid  email ", auth_url: "https://i/a", token_url: "https://i/t",
+      auth_params: [{ key: "prompt", value: "consent" }, { key: "", value: "" }], login: "  ",
+    };
+    const { mailbox } = toMailbox(d);
+    expect(mailbox).toMatchObject({
+      name: "desk", port: 143, login: null, tenant: null, scopes: ["openid", "email"], auth_params: [["prompt", "consent"]], smtp: null,
+    });
+    const again = toMailbox(draftFrom(mailbox!)).mailbox;
+    expect(again).toEqual(mailbox);
+  });
+
+  it("a parameter value without a name is an auth_params problem", () => {
+    const r = toMailbox({ ...emptyDraft(), auth_params: [{ key: "", value: "consent" }] });
+    expect(r.problems).toEqual([{ field: "auth_params", message: "a value (`consent`) has no parameter name" }]);
+  });
+});
+
+describe("provider presets", () => {
+  const ms: Preset = {
+    host: "outlook.office365.com", port: 995, scopes: ["https://outlook.office.com/POP.AccessAsUser.All", "offline_access"],
+    auth_url: "https://login.microsoftonline.com/contoso.com/oauth2/v2.0/authorize",
+    token_url: "https://login.microsoftonline.com/contoso.com/oauth2/v2.0/token",
+    device_url: "https://login.microsoftonline.com/contoso.com/oauth2/v2.0/devicecode",
+    auth_params: [["prompt", "select_account"]], tenant: "contoso.com",
+  };
+
+  it("fills host, port, scopes and endpoints for Microsoft 365", () => {
+    const d = applyPreset({ ...emptyDraft(), provider: "microsoft", protocol: "pop3" }, ms, "protocol");
+    expect(d).toMatchObject({ host: "outlook.office365.com", port: "995", tenant: "contoso.com" });
+    expect(d.scopes).toBe("https://outlook.office.com/POP.AccessAsUser.All offline_access");
+    expect(d.token_url).toContain("/contoso.com/oauth2/v2.0/token");
+    // Preset parameters are added by the core; they are not copied into the editable list.
+    expect(d.auth_params).toEqual([]);
+  });
+
+  it("a tenant change keeps the port the admin typed", () => {
+    const d = applyPreset({ ...emptyDraft(), provider: "microsoft", port: "10993" }, ms, "tenant");
+    expect(d.port).toBe("10993");
+  });
+
+  it("generic keeps typed endpoints and scopes, only the port follows protocol/security", () => {
+    const generic: Preset = { host: null, port: 143, scopes: [], auth_url: null, token_url: null, device_url: null, auth_params: [], tenant: null };
+    const before = { ...emptyDraft(), provider: "generic" as const, host: "mail.x.test", scopes: "openid", auth_url: "https://i/a" };
+    const d = applyPreset(before, generic, "security");
+    expect(d).toMatchObject({ host: "mail.x.test", scopes: "openid", auth_url: "https://i/a", port: "143" });
+  });
+});

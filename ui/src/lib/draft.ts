@@ -1,0 +1,171 @@
+// The editor's form state and its conversion to/from the core's Mailbox; where field errors go.
+import type { FieldProblem, Flow, Mailbox, Preset, ProviderKind, Protocol, Security } from "./types";
+
+/** Form values as typed (strings), so a half-typed port is not lost. */
+export interface Draft {
+  name: string;
+  email: string;
+  login: string;
+  protocol: Protocol;
+  host: string;
+  port: string;
+  security: Security;
+  folder: string;
+  provider: ProviderKind;
+  tenant: string;
+  client_id: string;
+  scopes: string;
+  auth_url: string;
+  token_url: string;
+  auth_params: { key: string; value: string }[];
+  ca_file: string;
+  flow: Flow;
+  device_url: string;
+  smtp_host: string;
+  smtp_port: string;
+  smtp_security: Security;
+  client_secret_expires: string;
+}
+
+/** The inputs of the editor, named like the core's `FieldError.field`. */
+export const FIELDS = [
+  "name", "email", "login", "protocol", "host", "port", "security", "folder", "provider", "tenant", "client_id",
+  "scopes", "auth_url", "token_url", "auth_params", "ca_file", "flow", "device_url", "smtp_host", "smtp_port",
+  "smtp_security", "client_secret_expires",
+] as const;
+export type FieldName = (typeof FIELDS)[number];
+
+export function emptyDraft(): Draft {
+  return {
+    name: "", email: "", login: "", protocol: "imap", host: "", port: "993", security: "tls", folder: "INBOX",
+    provider: "microsoft", tenant: "organizations", client_id: "", scopes: "", auth_url: "", token_url: "",
+    auth_params: [], ca_file: "", flow: "auth_code", device_url: "", smtp_host: "", smtp_port: "",
+    smtp_security: "starttls", client_secret_expires: "",
+  };
+}
+
+export function draftFrom(m: Mailbox): Draft {
+  return {
+    name: m.name,
+    email: m.email,
+    login: m.login ?? "",
+    protocol: m.protocol,
+    host: m.host,
+    port: String(m.port),
+    security: m.security,
+    folder: m.folder,
+    provider: m.provider,
+    tenant: m.tenant ?? "",
+    client_id: m.client_id,
+    scopes: m.scopes.join(" "),
+    auth_url: m.auth_url ?? "",
+    token_url: m.token_url ?? "",
+    auth_params: m.auth_params.map(([key, value]) => ({ key, value })),
+    ca_file: m.ca_file ?? "",
+    flow: m.flow,
+    device_url: m.device_url ?? "",
+    smtp_host: m.smtp?.host ?? "",
+    smtp_port: m.smtp ? String(m.smtp.port) : "",
+    smtp_security: m.smtp?.security ?? "starttls",
+    client_secret_expires: m.client_secret_expires ?? "",
+  };
+}
+
+const opt = (s: string): string | null => (s.trim() === "" ? null : s.trim());
+
+function parsePort(s: string): number | null {
+  const t = s.trim();
+  if (!/^\d+$/.test(t)) return null;
+  const n = Number(t);
+  return n >= 1 && n <= 65535 ? n : null;
+}
+
+/**
+ * Converts the form to a Mailbox. Problems the core cannot even receive (a port that is not a
+ * number, a malformed date) are reported here, with the core's wording; everything else is
+ * left to the core's validation so there is one source of truth.
+ */
+export function toMailbox(d: Draft): { mailbox: Mailbox | null; problems: FieldProblem[] } {
+  const problems: FieldProblem[] = [];
+  const port = parsePort(d.port);
+  if (port === null) problems.push({ field: "port", message: "must be between 1 and 65535" });
+  let smtp: Mailbox["smtp"] = null;
+  if (opt(d.smtp_host) || opt(d.smtp_port)) {
+    const sp = opt(d.smtp_port) ? parsePort(d.smtp_port) : d.smtp_security === "tls" ? 465 : 587;
+    if (sp === null) problems.push({ field: "smtp_port", message: "must be between 1 and 65535" });
+    smtp = { host: d.smtp_host.trim(), port: sp ?? 0, security: d.smtp_security };
+  }
+  const expires = opt(d.client_secret_expires);
+  if (expires && !/^\d{4}-\d{2}-\d{2}$/.test(expires)) {
+    problems.push({ field: "client_secret_expires", message: `\`${expires}\` is not a date like 2027-03-31` });
+  }
+  const params = d.auth_params.filter((p) => p.key.trim() !== "" || p.value.trim() !== "");
+  for (const p of params) {
+    if (p.key.trim() === "") problems.push({ field: "auth_params", message: `a value (\`${p.value}\`) has no parameter name` });
+  }
+  if (problems.length) return { mailbox: null, problems };
+  return {
+    mailbox: {
+      name: d.name.trim(),
+      email: d.email.trim(),
+      login: opt(d.login),
+      protocol: d.protocol,
+      host: d.host.trim(),
+      port: port!,
+      security: d.security,
+      folder: d.folder.trim(),
+      provider: d.provider,
+      tenant: d.provider === "microsoft" ? opt(d.tenant) : null,
+      client_id: d.client_id.trim(),
+      scopes: d.scopes.split(/\s+/).filter(Boolean),
+      auth_url: opt(d.auth_url),
+      token_url: opt(d.token_url),
+      auth_params: params.map((p) => [p.key.trim(), p.value.trim()] as [string, string]),
+      ca_file: opt(d.ca_file),
+      flow: d.flow,
+      device_url: opt(d.device_url),
+      smtp,
+      client_secret_expires: expires,
+    },
+    problems,
+  };
+}
+
+/** Field problems by input; those naming no input of the editor go to `other` (shown on top). */
+export function placeFieldErrors(problems: FieldProblem[]): { byField: Partial<Record<FieldName, string[]>>; other: FieldProblem[] } {
+  const byField: Partial<Record<FieldName, string[]>> = {};
+  const other: FieldProblem[] = [];
+  for (const p of problems) {
+    if ((FIELDS as readonly string[]).includes(p.field)) {
+      const f = p.field as FieldName;
+      const list = (byField[f] ??= []);
+      if (!list.includes(p.message)) list.push(p.message);
+    } else {
+      other.push(p);
+    }
+  }
+  return { byField, other };
+}
+
+/** Which preset values replace what is in the form after the admin changed `changed`. */
+export function applyPreset(d: Draft, p: Preset, changed: "provider" | "protocol" | "security" | "tenant"): Draft {
+  const next: Draft = { ...d, auth_params: [...d.auth_params] };
+  if (changed !== "tenant") next.port = String(p.port);
+  if (d.provider === "generic") {
+    // A generic provider has no defaults for endpoints or scopes: keep what the admin typed.
+    if (changed === "provider") next.tenant = "";
+    return next;
+  }
+  if (p.host) next.host = p.host;
+  next.scopes = p.scopes.join(" ");
+  next.auth_url = p.auth_url ?? "";
+  next.token_url = p.token_url ?? "";
+  next.device_url = p.device_url ?? "";
+  if (d.provider === "microsoft") next.tenant = p.tenant ?? "organizations";
+  else next.tenant = "";
+  return next;
+}
+
+export function authParamsText(params: [string, string][]): string {
+  return params.map(([k, v]) => `${k}=${v}`).join(" ");
+}

@@ -1,0 +1,85 @@
+// The only module that talks to the Tauri shell. Everything else calls these typed functions,
+// so the rest of the UI (and its unit tests) never imports @tauri-apps/api.
+import { Channel, invoke } from "@tauri-apps/api/core";
+import { open as openDialog, save as saveDialog } from "@tauri-apps/plugin-dialog";
+import type {
+  CsvFile,
+  HealthRecord,
+  ImportPreview,
+  ImportReport,
+  IpcError,
+  Mailbox,
+  MailboxView,
+  Preset,
+  ProviderKind,
+  Protocol,
+  Security,
+  SignInEvent,
+} from "./types";
+
+/** Turns whatever a rejected invoke carried into an IpcError. */
+export function toIpcError(e: unknown): IpcError {
+  if (e && typeof e === "object" && "code" in e && "message" in e) {
+    const o = e as Partial<IpcError>;
+    return { code: String(o.code), message: String(o.message), hint: o.hint ?? "", fields: o.fields ?? [] };
+  }
+  // Argument deserialisation failures and the like come as plain strings.
+  return { code: "ipc", message: String(e), hint: "Check the values entered and try again.", fields: [] };
+}
+
+async function call<T>(cmd: string, args?: Record<string, unknown>): Promise<T> {
+  try {
+    return await invoke<T>(cmd, args);
+  } catch (e) {
+    throw toIpcError(e);
+  }
+}
+
+export const listMailboxes = () => call<MailboxView[]>("list_mailboxes");
+export const getMailbox = (name: string) => call<MailboxView>("get_mailbox", { name });
+export const saveMailbox = (mailbox: Mailbox, isNew: boolean) => call<MailboxView>("save_mailbox", { mailbox, isNew });
+export const deleteMailbox = (name: string) => call<void>("delete_mailbox", { name });
+export const forget = (name: string) => call<void>("forget", { name });
+export const history = (name: string, limit = 50) => call<HealthRecord[]>("history", { name, limit });
+export const verify = (name: string) => call<HealthRecord>("verify", { name });
+
+export function verifyMany(names: string[], onRecord: (r: HealthRecord) => void): Promise<HealthRecord[]> {
+  const ch = new Channel<HealthRecord>();
+  ch.onmessage = onRecord;
+  return call<HealthRecord[]>("verify_many", { names, onRecord: ch });
+}
+
+export function authenticate(name: string, onStep: (e: SignInEvent) => void): Promise<HealthRecord> {
+  const ch = new Channel<SignInEvent>();
+  ch.onmessage = onStep;
+  return call<HealthRecord>("authenticate", { name, onProgress: ch });
+}
+
+export const cancelAuthentication = (name: string) => call<boolean>("cancel_authentication", { name });
+export const openSignInUrl = (url: string) => call<void>("open_sign_in_url", { url });
+
+export const importPreview = (text: string, base: string | null) => call<ImportPreview>("import_preview", { text, base });
+export const importCommit = (text: string, base: string | null) => call<ImportReport>("import_commit", { text, base });
+export const exportCsv = (path: string | null) => call<string>("export_csv", { path });
+
+export const providerPreset = (provider: ProviderKind, protocol: Protocol, security: Security, tenant: string | null) =>
+  call<Preset>("provider_preset", { provider, protocol, security, tenant });
+
+/** Sends a client secret to the keyring. Nothing ever sends one back. */
+export const setClientSecret = (name: string, secret: string, expires: string | null) =>
+  call<void>("set_client_secret", { name, secret, expires });
+
+/** Asks for a CSV file and reads it; null when the admin cancels. */
+export async function chooseCsvFile(): Promise<CsvFile | null> {
+  const path = await openDialog({ multiple: false, directory: false, filters: [{ name: "CSV", extensions: ["csv", "txt"] }] });
+  if (!path || Array.isArray(path)) return null;
+  return call<CsvFile>("read_csv_file", { path });
+}
+
+/** Asks where to save the export and writes it; null when the admin cancels. */
+export async function exportCsvToFile(): Promise<string | null> {
+  const path = await saveDialog({ defaultPath: "mailboxes.csv", filters: [{ name: "CSV", extensions: ["csv"] }] });
+  if (!path) return null;
+  await exportCsv(path);
+  return path;
+}

@@ -1,0 +1,28 @@
+import { describe, expect, it } from "vitest";
+import { badgeFor, countByStatus, STATUSES } from "./status";
+
+describe("badge mapping", () => {
+  it("maps each core status to label, tone and a non-colour icon", () => {
+    expect(badgeFor("verified")).toMatchObject({ label: "Verified", tone: "ok", icon: "✓" });
+    expect(badgeFor("needs_attention")).toMatchObject({ label: "Needs attention", tone: "warn" });
+    expect(badgeFor("failed")).toMatchObject({ label: "Failed", tone: "bad", icon: "✕" });
+    expect(badgeFor("not_authenticated")).toMatchObject({ label: "Not authenticated", tone: "idle" });
+  });
+
+  it("labels match the core's Status::label for every status", () => {
+    const core: Record<string, string> = {
+      verified: "Verified", needs_attention: "Needs attention", failed: "Failed", not_authenticated: "Not authenticated",
+    };
+    for (const s of STATUSES) expect(badgeFor(s).label).toBe(core[s]);
+    expect(new Set(STATUSES.map((s) => badgeFor(s).icon)).size).toBe(4);
+  });
+
+  it("an unknown status falls back to Not authenticated rather than crashing", () => {
+    expect(badgeFor("bogus" as never).label).toBe("Not authenticated");
+  });
+
+  it("counts by status", () => {
+    const c = countByStatus([{ status: "verified" }, { status: "failed" }, { status: "verified" }]);
+    expect(c).toEqual({ verified: 2, needs_attention: 0, failed: 1, not_authenticated: 0 });
+  });
+});

@@ -1,0 +1,108 @@
+// Shapes of what crosses IPC, mirroring mailbox_auth_core's serde output.
+
+export type Protocol = "imap" | "pop3";
+export type Security = "tls" | "starttls";
+export type ProviderKind = "microsoft" | "google" | "generic";
+export type Flow = "auth_code" | "device" | "client_credentials";
+export type Status = "verified" | "needs_attention" | "failed" | "not_authenticated";
+
+export interface Smtp {
+  host: string;
+  port: number;
+  security: Security;
+}
+
+export interface Mailbox {
+  name: string;
+  email: string;
+  login: string | null;
+  protocol: Protocol;
+  host: string;
+  port: number;
+  security: Security;
+  folder: string;
+  provider: ProviderKind;
+  tenant: string | null;
+  client_id: string;
+  scopes: string[];
+  auth_url: string | null;
+  token_url: string | null;
+  auth_params: [string, string][];
+  ca_file: string | null;
+  flow: Flow;
+  device_url: string | null;
+  smtp: Smtp | null;
+  client_secret_expires: string | null;
+}
+
+export interface HealthRecord {
+  mailbox: string;
+  at: string;
+  check: string;
+  ok: boolean;
+  code: string | null;
+  message: string;
+  hint: string | null;
+  server_words: string | null;
+  messages: number | null;
+}
+
+export interface MailboxView extends Mailbox {
+  status: Status;
+  status_label: string;
+  authenticated: boolean;
+  last_check: HealthRecord | null;
+}
+
+export interface FieldProblem {
+  field: string;
+  message: string;
+}
+
+/** Every failure from the shell: switch on `code`, never on `message`. */
+export interface IpcError {
+  code: string;
+  message: string;
+  hint: string;
+  fields: FieldProblem[];
+}
+
+export interface RowError {
+  line: number;
+  field: string;
+  message: string;
+}
+
+export interface ImportPreview {
+  mailboxes: Mailbox[];
+  errors: RowError[];
+}
+
+export interface ImportReport {
+  imported: string[];
+  errors: RowError[];
+}
+
+export interface CsvFile {
+  text: string;
+  base: string | null;
+}
+
+export interface Preset {
+  host: string | null;
+  port: number;
+  scopes: string[];
+  auth_url: string | null;
+  token_url: string | null;
+  device_url: string | null;
+  auth_params: [string, string][];
+  tenant: string | null;
+}
+
+export type SignInEvent =
+  | { step: "browser_opened"; url: string; opened: boolean; error: string | null }
+  | { step: "waiting_for_sign_in" }
+  | { step: "device_code"; user_code: string; verification_uri: string; verification_uri_complete: string | null; expires_in: number }
+  | { step: "exchanging" }
+  | { step: "verifying" }
+  | { step: "done"; record: HealthRecord };
