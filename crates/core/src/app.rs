@@ -331,19 +331,16 @@ impl App {
         concurrency: usize,
         done: &(dyn Fn(&HealthRecord) + Send + Sync),
     ) -> Result<Vec<HealthRecord>, AppError> {
-        let mut results: Vec<(usize, HealthRecord)> = futures::stream::iter(names.iter().enumerate())
-            .map(|(i, n)| async move { (i, self.verify(n).await) })
-            .buffer_unordered(concurrency.max(1))
-            .map(|(i, r)| {
-                if let Ok(rec) = &r {
-                    done(rec);
-                }
-                r.map(|rec| (i, rec))
-            })
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<_, _>>()?;
+        // Owned names and a plain loop keep this future `Send`, so a desktop command can await
+        // it directly (closures over borrowed items in `buffer_unordered` are not, rust#102211).
+        let verifications = names.iter().cloned().enumerate().map(|(i, n)| async move { (i, self.verify(&n).await) });
+        let mut pending = futures::stream::iter(verifications).buffer_unordered(concurrency.max(1));
+        let mut results: Vec<(usize, HealthRecord)> = Vec::with_capacity(names.len());
+        while let Some((i, r)) = pending.next().await {
+            let rec = r?;
+            done(&rec);
+            results.push((i, rec));
+        }
         results.sort_by_key(|(i, _)| *i);
         Ok(results.into_iter().map(|(_, r)| r).collect())
     }
@@ -427,6 +424,16 @@ mod tests {
     fn jwt(claims: &str) -> String {
         let b = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
         format!("{}.{}.sig", b(r#"{"alg":"RS256"}"#), b(claims))
+    }
+
+    #[test]
+    fn verify_many_is_send_so_a_desktop_command_can_await_it() {
+        fn assert_send<T: Send>(_: &T) {}
+        let dir = tempfile::tempdir().unwrap();
+        let app = App::open(dir.path(), Arc::new(crate::secret::MemoryStore::default())).unwrap();
+        let names = vec!["a".to_string()];
+        let fut = app.verify_many(&names, 2, &|_| {});
+        assert_send(&fut);
     }
 
     #[test]
