@@ -107,6 +107,8 @@ ${error ? `<p id="login-error" class="error" role="alert">${esc(error)}</p>` : '
   <input id="password" name="password" type="password">
   <button id="login-submit" type="submit">Sign in</button>
 </form>
+<p id="sandbox-users" class="muted">This is the local sandbox. Sign in as <code>alice@sandbox.test</code> with
+<code>alice-password</code>, or <code>bob@sandbox.test</code> with <code>bob-password</code>.</p>
 <form id="login-cancel-form" method="post" action="/interaction/${esc(uid)}/abort">
   <button id="login-cancel" type="submit">Cancel</button>
 </form>`, 'login-page');
