@@ -22,8 +22,9 @@ use std::time::Duration;
 
 use oauth2::AccessToken;
 use rustls::pki_types::ServerName;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -312,6 +313,75 @@ impl Tls {
             step: "tls",
             source: HandshakeError::from_io(&e, &t.host),
         })
+    }
+}
+
+/// Longest server line accepted (RFC 2449 and RFC 5321 allow 512 octets): generous, but bounded,
+/// so a hostile server cannot make a probe buffer without end.
+pub(crate) const MAX_LINE: usize = 64 * 1024;
+
+/// Line-oriented I/O for the hand-written dialogues (POP3, SMTP): bounded line reads, writes,
+/// each under the step timeout. Each protocol adds its own replies in its module.
+#[derive(Debug)]
+pub(crate) struct LineConn<S> {
+    io: BufReader<S>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
+    pub(crate) fn new(stream: S) -> Self {
+        Self { io: BufReader::new(stream) }
+    }
+
+    /// The stream, without what was buffered from it. For a STARTTLS/STLS upgrade: the server
+    /// sends nothing after its go-ahead until the handshake, so nothing buffered is lost.
+    pub(crate) fn into_inner(self) -> S {
+        self.io.into_inner()
+    }
+
+    pub(crate) async fn send(&mut self, t: &ProbeTarget, name: &'static str, line: &str) -> Result<(), ProbeError> {
+        self.write(t, name, format!("{line}\r\n").as_bytes()).await
+    }
+
+    /// Sends a line that carries a credential; exposed here and nowhere else, and the wire
+    /// copy is wiped once written.
+    pub(crate) async fn send_secret(
+        &mut self,
+        t: &ProbeTarget,
+        name: &'static str,
+        line: &SecretString,
+    ) -> Result<(), ProbeError> {
+        let wire = SecretString::from(format!("{}\r\n", line.expose_secret()));
+        self.write(t, name, wire.expose_secret().as_bytes()).await
+    }
+
+    pub(crate) async fn write(&mut self, t: &ProbeTarget, name: &'static str, bytes: &[u8]) -> Result<(), ProbeError> {
+        let io = self.io.get_mut();
+        step(t, name, async {
+            io.write_all(bytes).await?;
+            io.flush().await
+        })
+        .await?
+        .map_err(|e| broken(t, name, &e))
+    }
+
+    /// One server line, without its line break.
+    pub(crate) async fn line(&mut self, t: &ProbeTarget, name: &'static str) -> Result<String, ProbeError> {
+        let mut buf = Vec::new();
+        step(t, name, (&mut self.io).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf))
+            .await?
+            .map_err(|e| broken(t, name, &e))?;
+        if !buf.ends_with(b"\n") {
+            return Err(unexpected(
+                t,
+                name,
+                if buf.len() > MAX_LINE {
+                    "the server sent a line longer than 64 KiB"
+                } else {
+                    "the server closed the connection"
+                },
+            ));
+        }
+        Ok(String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string())
     }
 }
 

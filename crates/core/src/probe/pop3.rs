@@ -17,16 +17,13 @@
 //! bound; every read and write is under the step timeout.
 
 use oauth2::AccessToken;
-use secrecy::{ExposeSecret, SecretString};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::sasl::{self, Mechanism};
-use super::{broken, connect, count_messages, step, unexpected, ProbeError, ProbeReport, ProbeTarget, Tls};
+use super::{connect, count_messages, unexpected, LineConn, ProbeError, ProbeReport, ProbeTarget, Tls};
 use crate::mailbox::Security;
 
 const PROTO: &str = "POP3";
-/// RFC 2449 §4 allows 512 octets per response line; be generous, but bounded.
-const MAX_LINE: usize = 64 * 1024;
 /// More capabilities than any server has; past this the list is not a list.
 const MAX_CAPABILITIES: usize = 1000;
 
@@ -155,68 +152,10 @@ fn parse_stat(line: &str) -> Option<(u32, u64)> {
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
-/// A POP3 connection: bounded line reads and writes, each under the step timeout.
-#[derive(Debug)]
-pub(crate) struct Conn<S> {
-    io: BufReader<S>,
-}
+/// A POP3 connection: the shared bounded line I/O, plus POP3's greeting and CAPA.
+pub(crate) type Conn<S> = LineConn<S>;
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
-    pub(crate) fn new(stream: S) -> Self {
-        Self { io: BufReader::new(stream) }
-    }
-
-    /// The stream, without what was buffered from it (see the STLS upgrade).
-    fn into_inner(self) -> S {
-        self.io.into_inner()
-    }
-
-    async fn send(&mut self, t: &ProbeTarget, name: &'static str, line: &str) -> Result<(), ProbeError> {
-        self.write(t, name, format!("{line}\r\n").as_bytes()).await
-    }
-
-    /// Sends a line that carries a credential; exposed here and nowhere else, and the wire
-    /// copy is wiped once written.
-    async fn send_secret(
-        &mut self,
-        t: &ProbeTarget,
-        name: &'static str,
-        line: &SecretString,
-    ) -> Result<(), ProbeError> {
-        let wire = SecretString::from(format!("{}\r\n", line.expose_secret()));
-        self.write(t, name, wire.expose_secret().as_bytes()).await
-    }
-
-    async fn write(&mut self, t: &ProbeTarget, name: &'static str, bytes: &[u8]) -> Result<(), ProbeError> {
-        let io = self.io.get_mut();
-        step(t, name, async {
-            io.write_all(bytes).await?;
-            io.flush().await
-        })
-        .await?
-        .map_err(|e| broken(t, name, &e))
-    }
-
-    /// One server line, without its line break.
-    async fn line(&mut self, t: &ProbeTarget, name: &'static str) -> Result<String, ProbeError> {
-        let mut buf = Vec::new();
-        step(t, name, (&mut self.io).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf))
-            .await?
-            .map_err(|e| broken(t, name, &e))?;
-        if !buf.ends_with(b"\n") {
-            return Err(unexpected(
-                t,
-                name,
-                if buf.len() > MAX_LINE {
-                    "the server sent a line longer than 64 KiB"
-                } else {
-                    "the server closed the connection"
-                },
-            ));
-        }
-        Ok(String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string())
-    }
-
+impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
     /// The greeting must be `+OK`; anything else is the server's refusal.
     pub(crate) async fn greeting(&mut self, t: &ProbeTarget) -> Result<(), ProbeError> {
         let l = self.line(t, "greeting").await?;
@@ -254,6 +193,7 @@ mod tests {
     use super::super::scripted::{self, send, Reply, ServerTls};
     use super::*;
     use crate::mailbox::Protocol;
+    use secrecy::ExposeSecret;
     use std::time::Duration;
 
     const TOKEN: &str = "tok-pop3-456";

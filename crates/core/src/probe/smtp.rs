@@ -9,15 +9,12 @@
 //! message builder (RFC 5322 headers, Date, Message-ID).
 
 use oauth2::AccessToken;
-use secrecy::{ExposeSecret, SecretString};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{broken, connect, sasl, step, unexpected, ProbeError, ProbeReport, ProbeTarget, Tls};
+use super::{connect, sasl, unexpected, LineConn, ProbeError, ProbeReport, ProbeTarget, Tls};
 use crate::mailbox::Security;
 
 const PROTO: &str = "SMTP";
-/// RFC 5321 §4.5.3.1.5 allows 512 octets per reply line; be generous, but bounded.
-const MAX_LINE: usize = 64 * 1024;
 /// A reply of more lines than this is not a mail server.
 const MAX_REPLY_LINES: usize = 200;
 
@@ -30,7 +27,11 @@ pub struct TestMessage {
 }
 
 /// Signs in to the submission server; then either resets after `MAIL FROM` or sends `send`.
-pub async fn probe(t: &ProbeTarget, token: &AccessToken, send: Option<&TestMessage>) -> Result<ProbeReport, ProbeError> {
+pub async fn probe(
+    t: &ProbeTarget,
+    token: &AccessToken,
+    send: Option<&TestMessage>,
+) -> Result<ProbeReport, ProbeError> {
     let tls = Tls::new(t)?;
     let tcp = connect(t).await?;
     match t.security {
@@ -86,9 +87,14 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let rejected =
         |words: String| ProbeError::AuthRejected { proto: PROTO, command: "AUTH", mechanism, addr: t.addr(), words };
-    // The initial response rides on the AUTH line (RFC 4954 §4).
-    let line = SecretString::from(format!("AUTH {mechanism} {}", sasl::base64(&raw).expose_secret()));
-    conn.send_secret(t, "authenticate", &line).await?;
+    // `AUTH XOAUTH2`, the server's empty `334`, then the response on its own line: the form
+    // Microsoft documents for Exchange Online, and one Gmail and Dovecot accept too.
+    conn.send(t, "authenticate", &format!("AUTH {mechanism}")).await?;
+    let (code, text) = conn.reply(t, "authenticate").await?;
+    if code != 334 {
+        return Err(rejected(format!("{code} {text}")));
+    }
+    conn.send_secret(t, "authenticate", &sasl::base64(&raw)).await?;
     let (code, text) = conn.reply(t, "authenticate").await?;
     match code {
         235 => {}
@@ -176,62 +182,30 @@ fn dot_stuff(message: &[u8]) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// An SMTP connection: bounded multi-line replies, each read under the step timeout.
-struct Conn<S> {
-    io: BufReader<S>,
-}
+/// An SMTP connection: the shared bounded line I/O, plus SMTP's multi-line replies.
+type Conn<S> = LineConn<S>;
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
-    fn new(stream: S) -> Self {
-        Self { io: BufReader::new(stream) }
-    }
-
-    fn into_inner(self) -> S {
-        self.io.into_inner()
-    }
-
-    async fn write(&mut self, t: &ProbeTarget, name: &'static str, bytes: &[u8]) -> Result<(), ProbeError> {
-        let io = self.io.get_mut();
-        step(t, name, async {
-            io.write_all(bytes).await?;
-            io.flush().await
-        })
-        .await?
-        .map_err(|e| broken(t, name, &e))
-    }
-
-    async fn send(&mut self, t: &ProbeTarget, name: &'static str, line: &str) -> Result<(), ProbeError> {
-        self.write(t, name, format!("{line}\r\n").as_bytes()).await
-    }
-
-    /// Sends a line carrying a credential; the wire copy stays secret.
-    async fn send_secret(&mut self, t: &ProbeTarget, name: &'static str, line: &SecretString) -> Result<(), ProbeError> {
-        let wire = SecretString::from(format!("{}\r\n", line.expose_secret()));
-        self.write(t, name, wire.expose_secret().as_bytes()).await
-    }
-
-    /// One reply: its code and its text (lines joined by spaces).
-    async fn reply(&mut self, t: &ProbeTarget, name: &'static str) -> Result<(u16, String), ProbeError> {
+impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
+    /// One reply (RFC 5321 §4.2): its code and its lines, `250-…` continuing to `250 …`.
+    async fn reply_lines(&mut self, t: &ProbeTarget, name: &'static str) -> Result<(u16, Vec<String>), ProbeError> {
         let mut texts = Vec::new();
         for _ in 0..MAX_REPLY_LINES {
-            let mut buf = Vec::new();
-            step(t, name, (&mut self.io).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf))
-                .await?
-                .map_err(|e| broken(t, name, &e))?;
-            if !buf.ends_with(b"\n") {
-                let why = if buf.len() > MAX_LINE { "a reply line longer than 64 KiB" } else { "the server closed the connection" };
-                return Err(unexpected(t, name, why));
-            }
-            let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
-            let code = line.get(..3).and_then(|c| c.parse::<u16>().ok());
-            let Some(code) = code else { return Err(unexpected(t, name, line)) };
-            let more = line.as_bytes().get(3) == Some(&b'-');
+            let line = self.line(t, name).await?;
+            let Some(code) = line.get(..3).and_then(|c| c.parse::<u16>().ok()) else {
+                return Err(unexpected(t, name, line));
+            };
             texts.push(line.get(4..).unwrap_or("").to_string());
-            if !more {
-                return Ok((code, texts.join(" ")));
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return Ok((code, texts));
             }
         }
         Err(unexpected(t, name, "an endless reply"))
+    }
+
+    /// One reply, its lines joined by spaces.
+    async fn reply(&mut self, t: &ProbeTarget, name: &'static str) -> Result<(u16, String), ProbeError> {
+        let (code, lines) = self.reply_lines(t, name).await?;
+        Ok((code, lines.join(" ")))
     }
 
     async fn expect(&mut self, t: &ProbeTarget, name: &'static str, want: u16) -> Result<String, ProbeError> {
@@ -246,26 +220,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// `EHLO`; returns the extension lines (without the greeting line).
     async fn ehlo(&mut self, t: &ProbeTarget) -> Result<Vec<String>, ProbeError> {
         self.send(t, "ehlo", "EHLO mailbox-auth.localdomain").await?;
-        let mut lines = Vec::new();
-        for _ in 0..MAX_REPLY_LINES {
-            let mut buf = Vec::new();
-            step(t, "ehlo", (&mut self.io).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf))
-                .await?
-                .map_err(|e| broken(t, "ehlo", &e))?;
-            if !buf.ends_with(b"\n") {
-                return Err(unexpected(t, "ehlo", "the server closed the connection"));
-            }
-            let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
-            if !line.starts_with("250") {
-                return Err(unexpected(t, "ehlo", line));
-            }
-            lines.push(line.get(4..).unwrap_or("").to_string());
-            if line.as_bytes().get(3) != Some(&b'-') {
-                lines.remove(0);
-                return Ok(lines);
-            }
+        let (code, mut lines) = self.reply_lines(t, "ehlo").await?;
+        if code != 250 {
+            return Err(unexpected(t, "ehlo", format!("{code} {}", lines.join(" "))));
         }
-        Err(unexpected(t, "ehlo", "an endless reply"))
+        lines.remove(0);
+        Ok(lines)
     }
 }
 
@@ -273,6 +233,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 mod tests {
     use super::super::scripted::*;
     use super::*;
+    use secrecy::ExposeSecret;
 
     const TOKEN: &str = "tok-smtp-789";
 
@@ -280,8 +241,8 @@ mod tests {
         target(super::super::Service::Smtp, port, security)
     }
 
-    fn xoauth2_line() -> String {
-        format!("AUTH XOAUTH2 {}", sasl::base64(&sasl::xoauth2("alice@example.com", TOKEN)).expose_secret())
+    fn xoauth2_payload() -> String {
+        sasl::base64(&sasl::xoauth2("alice@example.com", TOKEN)).expose_secret().to_string()
     }
 
     #[tokio::test]
@@ -298,7 +259,7 @@ mod tests {
         assert_eq!(e.code(), "starttls_not_offered", "{e}");
         drop(e);
         let seen = h.await.unwrap();
-        assert!(seen.iter().all(|l| !l.starts_with("AUTH")), "{seen:?}");
+        assert!(seen.iter().all(|l| !l.starts_with("AUTH") && !l.starts_with("dXNl")), "{seen:?}");
     }
 
     /// Runs the session over plain TCP (TLS is the same code path and tested elsewhere).
@@ -319,7 +280,8 @@ mod tests {
     fn accepting(l: &str) -> Reply {
         match l {
             l if l.starts_with("EHLO") => send("250-mx.example\r\n250-SIZE 1000\r\n250 AUTH LOGIN XOAUTH2\r\n"),
-            l if l.starts_with("AUTH XOAUTH2 ") => send("235 2.7.0 Authentication successful\r\n"),
+            "AUTH XOAUTH2" => send("334 \r\n"),
+            l if l.starts_with("dXNl") => send("235 2.7.0 Authentication successful\r\n"),
             l if l.starts_with("MAIL FROM") => send("250 2.1.0 Sender OK\r\n"),
             l if l.starts_with("RCPT TO") => send("250 2.1.5 Recipient OK\r\n"),
             "DATA" => send("354 Start mail input\r\n"),
@@ -335,12 +297,26 @@ mod tests {
         let (r, seen) = plain_session(accepting, None).await;
         let rep = r.unwrap();
         assert_eq!(rep.mechanism, "XOAUTH2");
-        assert_eq!(seen, vec!["EHLO mailbox-auth.localdomain".to_string(), xoauth2_line(), "MAIL FROM:<alice@example.com>".into(), "RSET".into(), "QUIT".into()]);
+        assert_eq!(
+            seen,
+            vec![
+                "EHLO mailbox-auth.localdomain".to_string(),
+                "AUTH XOAUTH2".into(),
+                xoauth2_payload(),
+                "MAIL FROM:<alice@example.com>".into(),
+                "RSET".into(),
+                "QUIT".into()
+            ]
+        );
     }
 
     #[tokio::test]
     async fn sends_a_dot_stuffed_test_message() {
-        let m = TestMessage { to: "desk@example.com".into(), subject: "Mailbox Auth test".into(), body: "line one\n.dotted line\nend".into() };
+        let m = TestMessage {
+            to: "desk@example.com".into(),
+            subject: "Mailbox Auth test".into(),
+            body: "line one\n.dotted line\nend".into(),
+        };
         let (r, seen) = plain_session(accepting, Some(m)).await;
         assert!(r.unwrap().detail.contains("queued as 12345"));
         assert!(seen.contains(&"RCPT TO:<desk@example.com>".to_string()), "{seen:?}");
@@ -354,7 +330,9 @@ mod tests {
         let (r, _) = plain_session(
             |l: &str| match l {
                 l if l.starts_with("EHLO") => send("250-mx\r\n250 AUTH XOAUTH2\r\n"),
-                l if l.starts_with("AUTH") => send("535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant.\r\n"),
+                l if l.starts_with("AUTH") => send(
+                    "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant.\r\n",
+                ),
                 _ => send("221 bye\r\n"),
             },
             None,
@@ -372,7 +350,8 @@ mod tests {
         let (r, seen) = plain_session(
             |l: &str| match l {
                 l if l.starts_with("EHLO") => send("250-mx\r\n250 AUTH XOAUTH2\r\n"),
-                l if l.starts_with("AUTH") => send("334 eyJzdGF0dXMiOiI0MDAiLCJzY2hlbWVzIjoiQmVhcmVyIn0=\r\n"),
+                "AUTH XOAUTH2" => send("334 \r\n"),
+                l if l.starts_with("dXNl") => send("334 eyJzdGF0dXMiOiI0MDAiLCJzY2hlbWVzIjoiQmVhcmVyIn0=\r\n"),
                 "" => send("535-5.7.8 Username and Password not accepted.\r\n535 5.7.8 Learn more\r\n"),
                 _ => send("221 bye\r\n"),
             },
@@ -382,9 +361,11 @@ mod tests {
         let e = r.unwrap_err();
         assert_eq!(
             e.server_words(),
-            Some(r#"535 5.7.8 Username and Password not accepted. 5.7.8 Learn more ({"status":"400","schemes":"Bearer"})"#)
+            Some(
+                r#"535 5.7.8 Username and Password not accepted. 5.7.8 Learn more ({"status":"400","schemes":"Bearer"})"#
+            )
         );
-        assert_eq!(seen[2], "", "an empty line answers the challenge: {seen:?}");
+        assert_eq!(seen[3], "", "an empty line answers the challenge: {seen:?}");
         let printed = format!("{e} {e:?}");
         assert!(!printed.contains(TOKEN) && !printed.contains("dXNlcj1"), "{printed}");
     }
@@ -394,7 +375,8 @@ mod tests {
         let (r, _) = plain_session(
             |l: &str| match l {
                 l if l.starts_with("EHLO") => send("250-mx\r\n250 AUTH XOAUTH2\r\n"),
-                l if l.starts_with("AUTH") => send("235 ok\r\n"),
+                "AUTH XOAUTH2" => send("334 \r\n"),
+                l if l.starts_with("dXNl") => send("235 ok\r\n"),
                 l if l.starts_with("MAIL") => send("530 5.7.57 Client not authenticated to send mail.\r\n"),
                 _ => send("221 bye\r\n"),
             },
