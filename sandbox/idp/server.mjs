@@ -69,7 +69,7 @@ async function findAccount(_ctx, id) {
   return {
     accountId: user.id,
     async claims() {
-      return { sub: user.id, email: user.email, email_verified: true, name: user.name };
+      return { sub: user.id, email: user.email, email_verified: true, name: user.name, preferred_username: user.email };
     },
   };
 }
@@ -249,7 +249,10 @@ function buildProvider(issuer) {
     ],
     findAccount,
     scopes: ['openid', 'email', 'offline_access', MAIL_SCOPE],
-    claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
+    claims: { openid: ['sub', 'preferred_username'], email: ['email', 'email_verified'], profile: ['name'] },
+    // Like Microsoft's and Google's, the id_token names the account that signed in
+    // (preferred_username / email), even in the code flow.
+    conformIdTokenClaims: false,
     jwks: keys(),
     cookies: { keys: [randomSecret(), randomSecret()] },
     pkce: { required: () => true },

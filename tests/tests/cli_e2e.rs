@@ -196,6 +196,10 @@ fn token_of_user_a_for_mailbox_b_is_refused_by_the_mail_server() {
     let r = cli.authenticate(&sb, "b-as-a", ALICE.0, ALICE.1, &[]);
     let rec = assert_failed(&r, "auth_rejected", "signed-in account");
     assert!(rec["server_words"].as_str().is_some_and(|w| !w.is_empty()), "{rec}");
+    // The id_token names who signed in, so the admin is told it was the wrong account.
+    let msg = rec["message"].as_str().unwrap();
+    assert!(msg.starts_with("Signed in as alice@sandbox.test, not bob@sandbox.test."), "{msg}");
+    assert!(rec["hint"].as_str().unwrap().starts_with("Sign in again with the mailbox's own account"), "{rec}");
 }
 
 #[test]
