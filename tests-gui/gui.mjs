@@ -205,7 +205,18 @@ async function withApp(label, display, fn) {
   let s;
   try {
     await waitPort(port);
-    s = await Session.open(`http://127.0.0.1:${port}`, bin);
+    // tauri-driver answers before the WebKitWebDriver it starts is listening; on a cold
+    // machine that takes a while, so wait for the native driver too, and retry the session.
+    await waitPort(nativePort, 30000);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        s = await Session.open(`http://127.0.0.1:${port}`, bin);
+        break;
+      } catch (e) {
+        if (attempt >= 5) throw e;
+        await sleep(1000);
+      }
+    }
     current = s;
     await s.waitFor(() => s.find("#board"), "the board to render", 30000);
     await fn(s);
