@@ -7,7 +7,7 @@ use std::time::Duration;
 use mailbox_auth_core::app::ImportReport;
 use mailbox_auth_core::health::HealthRecord;
 use mailbox_auth_core::import::{self, RowError};
-use mailbox_auth_core::mailbox::{Mailbox, ProviderKind, Protocol, Security};
+use mailbox_auth_core::mailbox::{Mailbox, Protocol, ProviderKind, Security};
 use mailbox_auth_core::oauth::auth_code::{AuthStep, DEFAULT_TIMEOUT};
 use mailbox_auth_core::{provider, AppError, MailboxView};
 use secrecy::SecretString;
@@ -121,20 +121,10 @@ pub async fn verify_many(
     names: Vec<String>,
     on_record: Channel<HealthRecord>,
 ) -> Result<Vec<HealthRecord>> {
-    let core = state.core.clone();
-    // `App::verify_many`'s future is not provably `Send` (rustc's higher-ranked closure
-    // limitation with `buffer_unordered`, rust-lang/rust#102211), so it cannot go to `spawn` or
-    // be an async command's body; it runs to completion on a blocking-pool thread instead.
-    let task = tokio::task::spawn_blocking(move || {
-        let done = move |r: &HealthRecord| {
-            let _ = on_record.send(r.clone());
-        };
-        tokio::runtime::Handle::current().block_on(core.verify_many(&names, VERIFY_CONCURRENCY, &done))
-    });
-    match task.await {
-        Ok(r) => Ok(r?),
-        Err(e) => Err(IpcError::new("internal", format!("verification task failed: {e}"), "Try again.")),
-    }
+    let done = move |r: &HealthRecord| {
+        let _ = on_record.send(r.clone());
+    };
+    Ok(state.core.verify_many(&names, VERIFY_CONCURRENCY, &done).await?)
 }
 
 /// What an import would do, without saving anything.
@@ -169,14 +159,21 @@ pub struct CsvFile {
 #[instrument(err)]
 pub async fn read_csv_file(path: PathBuf) -> Result<CsvFile> {
     check_csv_path(&path)?;
-    let io = |e: std::io::Error| IpcError::new("read", format!("cannot read {}: {e}", path.display()), "Choose a readable CSV file.");
+    let io = |e: std::io::Error| {
+        IpcError::new("read", format!("cannot read {}: {e}", path.display()), "Choose a readable CSV file.")
+    };
     let len = tokio::fs::metadata(&path).await.map_err(io)?.len();
     if len > MAX_CSV_BYTES {
-        return Err(IpcError::new("read", format!("{} is {len} bytes", path.display()), "A mailbox CSV is at most 4 MiB."));
+        return Err(IpcError::new(
+            "read",
+            format!("{} is {len} bytes", path.display()),
+            "A mailbox CSV is at most 4 MiB.",
+        ));
     }
     let bytes = tokio::fs::read(&path).await.map_err(io)?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| IpcError::new("read", format!("{} is not UTF-8 text", path.display()), "Save the CSV as UTF-8."))?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        IpcError::new("read", format!("{} is not UTF-8 text", path.display()), "Save the CSV as UTF-8.")
+    })?;
     Ok(CsvFile { text, base: path.parent().map(Path::to_path_buf) })
 }
 
@@ -196,9 +193,9 @@ pub async fn export_csv(state: State<'_, Shell>, path: Option<PathBuf>) -> Resul
     let text = export::to_csv(&mailboxes).map_err(|e| IpcError::new("export", e.to_string(), "Try again."))?;
     if let Some(p) = path {
         check_csv_path(&p)?;
-        tokio::fs::write(&p, &text)
-            .await
-            .map_err(|e| IpcError::new("export", format!("cannot write {}: {e}", p.display()), "Choose a writable folder."))?;
+        tokio::fs::write(&p, &text).await.map_err(|e| {
+            IpcError::new("export", format!("cannot write {}: {e}", p.display()), "Choose a writable folder.")
+        })?;
     }
     Ok(text)
 }
@@ -230,7 +227,9 @@ pub async fn provider_preset(
     tenant: Option<String>,
 ) -> Result<PresetView> {
     let tenant = match provider {
-        ProviderKind::Microsoft => Some(tenant.filter(|t| !t.trim().is_empty()).unwrap_or_else(|| "organizations".into())),
+        ProviderKind::Microsoft => {
+            Some(tenant.filter(|t| !t.trim().is_empty()).unwrap_or_else(|| "organizations".into()))
+        }
         _ => None,
     };
     let p = provider::preset(provider, protocol, tenant.as_deref());
@@ -258,13 +257,13 @@ pub async fn set_client_secret(
     if secret.trim().is_empty() {
         return Err(IpcError::field("client_secret", "is empty"));
     }
-    let expires = match expires.filter(|e| !e.trim().is_empty()) {
-        None => None,
-        Some(d) => Some(
-            chrono::NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d")
-                .map_err(|_| IpcError::field("client_secret_expires", format!("`{d}` is not a date like 2027-03-31")))?,
-        ),
-    };
+    let expires =
+        match expires.filter(|e| !e.trim().is_empty()) {
+            None => None,
+            Some(d) => Some(chrono::NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d").map_err(|_| {
+                IpcError::field("client_secret_expires", format!("`{d}` is not a date like 2027-03-31"))
+            })?),
+        };
     Ok(state.core.set_client_secret(&name, SecretString::from(secret), expires).await?)
 }
 

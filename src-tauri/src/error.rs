@@ -42,10 +42,13 @@ impl From<AppError> for IpcError {
     fn from(e: AppError) -> Self {
         let f = e.failure();
         let fields = match &e {
-            AppError::Invalid(errs) => {
-                errs.iter().map(|fe| FieldProblem { field: fe.field.to_string(), message: fe.message.clone() }).collect()
+            AppError::Invalid(errs) => errs
+                .iter()
+                .map(|fe| FieldProblem { field: fe.field.to_string(), message: fe.message.clone() })
+                .collect(),
+            AppError::Import(ImportError::Header(r)) => {
+                vec![FieldProblem { field: r.field.clone(), message: r.message.clone() }]
             }
-            AppError::Import(ImportError::Header(r)) => vec![FieldProblem { field: r.field.clone(), message: r.message.clone() }],
             _ => vec![],
         };
         Self { code: f.code, message: f.message, hint: f.hint, fields }
@@ -60,7 +63,8 @@ mod tests {
     #[test]
     fn validation_errors_keep_their_fields() {
         let e: IpcError =
-            AppError::Invalid(vec![FieldError::new("email", "must be an address"), FieldError::new("port", "bad")]).into();
+            AppError::Invalid(vec![FieldError::new("email", "must be an address"), FieldError::new("port", "bad")])
+                .into();
         assert_eq!(e.code, "invalid");
         assert_eq!(e.fields.iter().map(|f| f.field.as_str()).collect::<Vec<_>>(), ["email", "port"]);
         let json = serde_json::to_value(&e).unwrap();

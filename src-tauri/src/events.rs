@@ -10,13 +10,24 @@ use serde::Serialize;
 pub enum SignInEvent {
     /// The sign-in address is ready; `opened` says whether a browser was started. The window
     /// shows the address too, to copy when no browser opened.
-    BrowserOpened { url: String, opened: bool, error: Option<String> },
+    BrowserOpened {
+        url: String,
+        opened: bool,
+        error: Option<String>,
+    },
     WaitingForSignIn,
-    DeviceCode { user_code: String, verification_uri: String, verification_uri_complete: Option<String>, expires_in: u64 },
+    DeviceCode {
+        user_code: String,
+        verification_uri: String,
+        verification_uri_complete: Option<String>,
+        expires_in: u64,
+    },
     Exchanging,
     Verifying,
     /// The newest health record: a verification's, or the sign-in failure's.
-    Done { record: HealthRecord },
+    Done {
+        record: HealthRecord,
+    },
 }
 
 impl From<AuthStep> for SignInEvent {

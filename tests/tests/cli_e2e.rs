@@ -438,8 +438,9 @@ fn the_readme_run_tour_turns_a_sandbox_mailbox_green() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let _ = sb;
-    let name = stdout.split("Signing in to '").nth(1).and_then(|r| r.split('\'').next()).expect("the tour names its mailbox");
-    let last = stdout.lines().filter(|l| l.starts_with(&format!("{name} "))).last().unwrap_or_default();
+    let name =
+        stdout.split("Signing in to '").nth(1).and_then(|r| r.split('\'').next()).expect("the tour names its mailbox");
+    let last = stdout.lines().rfind(|l| l.starts_with(&format!("{name} "))).unwrap_or_default();
     assert!(last.contains("Verified"), "the tour ends with the mailbox Verified:\n{stdout}");
     assert!(stdout.contains("INBOX opened read-only: 3 messages"), "{stdout}");
 }
