@@ -4,43 +4,23 @@ use mailbox_auth_core::health::HealthRecord;
 use mailbox_auth_core::oauth::auth_code::AuthStep;
 use serde::Serialize;
 
-/// Progress of one Authenticate, sent over a `tauri::ipc::Channel`.
+/// Progress of one Authenticate, sent over a `tauri::ipc::Channel`: the core's own steps
+/// (`{"step": "browser_opened", "url": …}`, `waiting_for_sign_in`, `device_code`, `exchanging`,
+/// `verifying`), then `{"step": "done", "record": …}`. The window shows the sign-in address
+/// of `browser_opened` too, to copy when no browser opened.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum SignInEvent {
-    /// The sign-in address is ready; `opened` says whether a browser was started. The window
-    /// shows the address too, to copy when no browser opened.
-    BrowserOpened {
-        url: String,
-        opened: bool,
-        error: Option<String>,
-    },
-    WaitingForSignIn,
-    DeviceCode {
-        user_code: String,
-        verification_uri: String,
-        verification_uri_complete: Option<String>,
-        expires_in: u64,
-    },
-    Exchanging,
-    Verifying,
     /// The newest health record: a verification's, or the sign-in failure's.
-    Done {
-        record: HealthRecord,
-    },
+    Done { record: HealthRecord },
+    /// A step of the sign-in, exactly as the core reports it.
+    #[serde(untagged)]
+    Progress(AuthStep),
 }
 
 impl From<AuthStep> for SignInEvent {
     fn from(s: AuthStep) -> Self {
-        match s {
-            AuthStep::BrowserOpened { url, opened, error } => SignInEvent::BrowserOpened { url, opened, error },
-            AuthStep::WaitingForSignIn => SignInEvent::WaitingForSignIn,
-            AuthStep::DeviceCode { user_code, verification_uri, verification_uri_complete, expires_in } => {
-                SignInEvent::DeviceCode { user_code, verification_uri, verification_uri_complete, expires_in }
-            }
-            AuthStep::Exchanging => SignInEvent::Exchanging,
-            AuthStep::Verifying => SignInEvent::Verifying,
-        }
+        SignInEvent::Progress(s)
     }
 }
 
@@ -60,5 +40,23 @@ mod tests {
         .unwrap();
         assert_eq!(v["step"], "browser_opened");
         assert_eq!(v["opened"], false);
+        assert_eq!(v["url"], "https://idp/auth");
+    }
+
+    #[test]
+    fn done_carries_the_record() {
+        let record = HealthRecord {
+            mailbox: "m".into(),
+            at: chrono::Utc::now(),
+            check: "imap".into(),
+            ok: true,
+            code: None,
+            message: "INBOX opened".into(),
+            hint: None,
+            server_words: None,
+            messages: Some(3),
+        };
+        let v = serde_json::to_value(SignInEvent::Done { record }).unwrap();
+        assert_eq!((v["step"].as_str(), v["record"]["messages"].as_u64()), (Some("done"), Some(3)));
     }
 }
