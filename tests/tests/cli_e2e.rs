@@ -444,3 +444,50 @@ fn the_readme_run_tour_turns_a_sandbox_mailbox_green() {
     assert!(last.contains("Verified"), "the tour ends with the mailbox Verified:\n{stdout}");
     assert!(stdout.contains("INBOX opened read-only: 3 messages"), "{stdout}");
 }
+
+#[test]
+fn app_only_token_comes_from_the_keyring_secret_and_the_mail_server_says_what_is_missing() {
+    use std::io::Write;
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    let idp: Value =
+        serde_json::from_slice(&std::fs::read(format!("{}/idp.json", sb.var("SANDBOX_STATE_DIR"))).unwrap()).unwrap();
+    let (app_id, app_secret) = (idp["appClient"]["id"].as_str().unwrap(), idp["appClient"]["secret"].as_str().unwrap());
+    let row = sb
+        .csv_row("app", BOB.0, "pop3", "SANDBOX_POP3S_PORT", "tls", "INBOX")
+        .replace(&format!(",{},", sb.var("SANDBOX_CLIENT_ID")), &format!(",{app_id},"));
+    let path = cli.home.path().join("app.csv");
+    std::fs::write(&path, format!("{},flow\n{row},client_credentials\n", mailbox_auth_tests::CSV_HEADER)).unwrap();
+    assert_eq!(cli.run(&["import", path.to_str().unwrap()], &[]).code, 0);
+
+    // Without a stored secret: red, and the hint says what to store.
+    let r = cli.run(&["authenticate", "app", "--json"], &[]);
+    assert_failed(&r, "no_client_secret", "Certificates & secrets");
+
+    // The secret goes in through standard input, never the command line, and only to the keyring.
+    let mut child = cli
+        .command(&["set-secret", "app", "--expires", "2099-12-31"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{app_secret}\n").as_bytes()).unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+
+    // The client credentials grant succeeds at the real IdP; the sandbox mail server has no
+    // mailbox permission for the app (as Exchange without Add-MailboxPermission), so the login
+    // is refused with the server's words and the app-only fix.
+    let r = cli.run(&["authenticate", "app", "--json"], &[]);
+    let rec = assert_failed(&r, "auth_rejected", "app-only");
+    assert_eq!(rec["check"], "pop3");
+    let hist = cli.run(&["history", "app", "--json"], &[]).json();
+    let signed = hist.as_array().unwrap().iter().find(|h| h["check"] == "authenticate" && h["ok"] == true).cloned();
+    assert!(
+        signed.as_ref().is_some_and(|h| h["message"].as_str().unwrap().starts_with("App-only token obtained")),
+        "{hist}"
+    );
+    assert_eq!(cli.stored_refresh_token("app"), None, "app-only access keeps no refresh token");
+    let mut secrets = mailbox_auth_tests::files_under(cli.home.path()).into_iter();
+    assert!(secrets.all(|(_, b)| !contains(&b, app_secret)), "the client secret is only in the keyring");
+    assert!(!cli.transcript.lock().unwrap().contains(app_secret));
+}

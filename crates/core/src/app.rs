@@ -278,7 +278,15 @@ impl App {
             }
             Err(e) => {
                 let words = e.server_words().map(str::to_string);
-                failure_record(name, check, e.code(), e.to_string(), words)
+                let mut rec = failure_record(name, check, e.code(), e.to_string(), words);
+                if m.flow == Flow::ClientCredentials && e.code() == "auth_rejected" {
+                    // Same failure code, but the fix for app-only access is in Exchange, not in
+                    // who signed in.
+                    let d = diagnose("auth_rejected_app_only", rec.server_words.as_deref());
+                    rec.message = format!("{}. {}", e, d.cause);
+                    rec.hint = Some(d.fix.to_string());
+                }
+                rec
             }
         };
         self.record(rec)

@@ -179,8 +179,9 @@ pub(crate) fn token_client(m: &Mailbox, secret: Option<ClientSecret>) -> Result<
         .map_err(|err| OAuthError::Config { field: "token_url", message: err.to_string() })?;
     let mut c = oauth2::Client::new(ClientId::new(m.client_id.clone()))
         .set_token_uri(token_url)
-        // Credentials in the form body: accepted by Microsoft, Google and oidc-provider alike.
-        .set_auth_type(oauth2::AuthType::RequestBody);
+        // A client secret goes in HTTP Basic, which every authorization server must accept
+        // (RFC 6749 §2.3.1); a public client has none and sends its client_id in the body.
+        .set_auth_type(oauth2::AuthType::BasicAuth);
     if let Some(s) = secret {
         c = c.set_client_secret(s);
     }
