@@ -15,7 +15,7 @@ use url::Url;
 use crate::diagnose::diagnose;
 use crate::health::{self, HealthRecord, Status};
 use crate::import::{self, ImportError, RowError};
-use crate::mailbox::{FieldError, Flow, Mailbox, Protocol};
+use crate::mailbox::{FieldError, Flow, Mailbox, Security};
 use crate::oauth::auth_code::{self, AuthStep};
 use crate::oauth::refresh::TokenCache;
 use crate::oauth::{self, OAuthError};
@@ -256,40 +256,8 @@ impl App {
             Ok(t) => t,
             Err(e) => return self.record(oauth_failure(name, "refresh", &e)),
         };
-        let check = match m.protocol {
-            Protocol::Imap => "imap",
-            Protocol::Pop3 => "pop3",
-        };
-        let target = ProbeTarget {
-            protocol: m.protocol.into(),
-            host: m.host.clone(),
-            port: m.port,
-            security: m.security,
-            folder: m.folder.clone(),
-            sasl_user: m.sasl_user().to_string(),
-            ca_file: m.ca_file.clone(),
-            timeout: self.probe_timeout,
-        };
-        let rec = match probe::probe(&target, &token).await {
-            Ok(r) => {
-                let mut rec = ok_record(name, check, r.detail, Some(r.messages));
-                rec.message = format!("{} (signed in with {})", rec.message, r.mechanism);
-                rec
-            }
-            Err(e) => {
-                let words = e.server_words().map(str::to_string);
-                let mut rec = failure_record(name, check, e.code(), e.to_string(), words);
-                if m.flow == Flow::ClientCredentials && e.code() == "auth_rejected" {
-                    // Same failure code, but the fix for app-only access is in Exchange, not in
-                    // who signed in.
-                    let d = diagnose("auth_rejected_app_only", rec.server_words.as_deref());
-                    rec.message = format!("{}. {}", e, d.cause);
-                    rec.hint = Some(d.fix.to_string());
-                }
-                rec
-            }
-        };
-        self.record(rec)
+        let target = self.probe_target(&m, m.protocol.into(), &m.host, m.port, m.security);
+        self.record(probe_record(&m, &target, probe::probe(&target, &token).await))
     }
 
     /// Signs in to the mailbox's outbound SMTP server and proves it accepts mail from the
@@ -302,16 +270,7 @@ impl App {
             Ok(t) => t,
             Err(e) => return self.record(oauth_failure(name, "refresh", &e)).map(Some),
         };
-        let target = ProbeTarget {
-            protocol: probe::Service::Smtp,
-            host: smtp.host.clone(),
-            port: smtp.port,
-            security: smtp.security,
-            folder: String::new(),
-            sasl_user: m.sasl_user().to_string(),
-            ca_file: m.ca_file.clone(),
-            timeout: self.probe_timeout,
-        };
+        let target = self.probe_target(&m, probe::Service::Smtp, &smtp.host, smtp.port, smtp.security);
         let message = send_to.map(|to| probe::smtp::TestMessage {
             to: to.to_string(),
             subject: format!("Mailbox Auth test from {}", m.name),
@@ -322,14 +281,29 @@ impl App {
                 smtp.port
             ),
         });
-        let rec = match probe::smtp::probe(&target, &token, message.as_ref()).await {
-            Ok(r) => ok_record(name, "smtp", format!("{} (signed in with {})", r.detail, r.mechanism), None),
-            Err(e) => {
-                let words = e.server_words().map(str::to_string);
-                failure_record(name, "smtp", e.code(), e.to_string(), words)
-            }
-        };
-        self.record(rec).map(Some)
+        let outcome = probe::smtp::probe(&target, &token, message.as_ref()).await;
+        self.record(probe_record(&m, &target, outcome)).map(Some)
+    }
+
+    fn probe_target(
+        &self,
+        m: &Mailbox,
+        service: probe::Service,
+        host: &str,
+        port: u16,
+        security: Security,
+    ) -> ProbeTarget {
+        ProbeTarget {
+            protocol: service,
+            host: host.to_string(),
+            port,
+            security,
+            // Only IMAP opens a folder; the other probes ignore it.
+            folder: m.folder.clone(),
+            sasl_user: m.sasl_user().to_string(),
+            ca_file: m.ca_file.clone(),
+            timeout: self.probe_timeout,
+        }
     }
 
     /// Verifies many mailboxes, at most `concurrency` at once; `done` is called as each ends.
@@ -417,6 +391,35 @@ fn failure_record(name: &str, check: &str, code: &str, message: String, server_w
         hint: Some(d.fix.into()),
         server_words,
         messages: None,
+    }
+}
+
+/// The health record of a probe; the check is named after the service (`imap`, `pop3`, `smtp`).
+fn probe_record(
+    m: &Mailbox,
+    target: &ProbeTarget,
+    outcome: Result<probe::ProbeReport, probe::ProbeError>,
+) -> HealthRecord {
+    let check = target.protocol.to_string();
+    match outcome {
+        Ok(r) => {
+            // SMTP opens no maildrop, so it has no message count.
+            let messages = (target.protocol != probe::Service::Smtp).then_some(r.messages);
+            ok_record(&m.name, &check, format!("{} (signed in with {})", r.detail, r.mechanism), messages)
+        }
+        Err(e) => {
+            // Same failure code for app-only access, but its fix is in Exchange (service
+            // principal, mailbox permission), not in who signed in.
+            let diagnosis = if m.flow == Flow::ClientCredentials && e.code() == "auth_rejected" {
+                "auth_rejected_app_only"
+            } else {
+                e.code()
+            };
+            let mut rec =
+                failure_record(&m.name, &check, diagnosis, e.to_string(), e.server_words().map(str::to_string));
+            rec.code = Some(e.code().to_string());
+            rec
+        }
     }
 }
 
