@@ -152,16 +152,7 @@ pub fn build(get: &dyn Fn(&str) -> Option<String>, base: Option<&Path>) -> Resul
     };
     let tenant = get("tenant");
     let preset = provider::preset(provider_kind, protocol, tenant.as_deref());
-    let port = match get("port") {
-        None => provider::default_port(protocol, security),
-        Some(p) => match p.parse::<u16>() {
-            Ok(n) => n,
-            Err(_) => {
-                errs.push(FieldError::new("port", format!("`{p}` is not a port number (1-65535)")));
-                0
-            }
-        },
-    };
+    let port = parse_port("port", get("port"), provider::default_port(protocol, security), &mut errs);
     let auth_params = match get("auth_params").map(|s| parse_auth_params(&s)).transpose() {
         Ok(p) => p.unwrap_or_default(),
         Err(e) => {
@@ -237,6 +228,18 @@ pub fn build(get: &dyn Fn(&str) -> Option<String>, base: Option<&Path>) -> Resul
     }
 }
 
+/// A port column: the default when empty; an unparsable value is reported with what was typed
+/// (and stands as 0, which validation would refuse again — the caller keeps one message).
+fn parse_port(field: &'static str, value: Option<String>, default: u16, errs: &mut Vec<FieldError>) -> u16 {
+    match value {
+        None => default,
+        Some(p) => p.parse::<u16>().unwrap_or_else(|_| {
+            errs.push(FieldError::new(field, format!("`{p}` is not a port number (1-65535)")));
+            0
+        }),
+    }
+}
+
 /// The optional SMTP columns: none set means no outbound server; a host (or a provider with a
 /// known SMTP host and any SMTP column) fills the rest from the usual submission settings.
 fn smtp_columns(
@@ -256,13 +259,7 @@ fn smtp_columns(
             Security::Starttls
         }
     };
-    let port = match port {
-        None => provider::default_smtp_port(security),
-        Some(p) => p.parse::<u16>().unwrap_or_else(|_| {
-            errs.push(FieldError::new("smtp_port", format!("`{p}` is not a port number (1-65535)")));
-            0
-        }),
-    };
+    let port = parse_port("smtp_port", port, provider::default_smtp_port(security), errs);
     let host = host.or(provider::smtp_host(provider).map(String::from)).unwrap_or_default();
     Some(Smtp { host, port, security })
 }
