@@ -146,8 +146,14 @@ impl Cli {
 
     /// Writes a CSV (header + rows) and imports it; panics unless every row was imported.
     pub fn import(&self, rows: &[String]) {
+        self.import_with("", rows);
+    }
+
+    /// Like [`Cli::import`], with extra columns after the standard ones (`",flow,device_url"`);
+    /// each row carries their values the same way.
+    pub fn import_with(&self, extra_columns: &str, rows: &[String]) {
         let path = self.home.path().join("import.csv");
-        std::fs::write(&path, format!("{CSV_HEADER}\n{}\n", rows.join("\n"))).unwrap();
+        std::fs::write(&path, format!("{CSV_HEADER}{extra_columns}\n{}\n", rows.join("\n"))).unwrap();
         let r = self.run(&["import", path.to_str().unwrap()], &[]);
         assert_eq!(r.code, 0, "import failed: {r:?}");
     }

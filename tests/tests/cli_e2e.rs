@@ -304,18 +304,14 @@ fn device_code_flow_signs_in_from_another_browser_and_verifies() {
     use std::io::{BufRead, BufReader};
     let sb = Sandbox::get();
     let cli = Cli::new();
-    let path = cli.home.path().join("device.csv");
-    std::fs::write(
-        &path,
-        format!(
-            "{},flow,device_url\n{},device,{}\n",
-            mailbox_auth_tests::CSV_HEADER,
+    cli.import_with(
+        ",flow,device_url",
+        &[format!(
+            "{},device,{}",
             sb.csv_row("dev", BOB.0, "pop3", "SANDBOX_POP3S_PORT", "tls", "INBOX"),
             sb.var("SANDBOX_DEVICE_URL")
-        ),
-    )
-    .unwrap();
-    assert_eq!(cli.run(&["import", path.to_str().unwrap()], &[]).code, 0);
+        )],
+    );
 
     let mut child = cli
         .command(&["authenticate", "dev", "--timeout", "90", "--json"])
@@ -359,21 +355,19 @@ fn device_code_flow_signs_in_from_another_browser_and_verifies() {
 fn smtp_submission_signs_in_and_a_test_message_really_arrives() {
     let sb = Sandbox::get();
     let cli = Cli::new();
-    let path = cli.home.path().join("smtp.csv");
     let host = sb.var("SANDBOX_MAIL_HOST");
-    std::fs::write(
-        &path,
-        format!(
-            "{h},smtp_host,smtp_port,smtp_security\n{a},{host},{p1},starttls\n{b},{host},{p2},tls\n",
-            h = mailbox_auth_tests::CSV_HEADER,
-            a = sb.csv_row("out-starttls", ALICE.0, "imap", "SANDBOX_IMAPS_PORT", "tls", "INBOX"),
-            b = sb.csv_row("out-tls", ALICE.0, "imap", "SANDBOX_IMAPS_PORT", "tls", "INBOX"),
-            p1 = sb.port("SANDBOX_SUBMISSION_PORT"),
-            p2 = sb.port("SANDBOX_SUBMISSIONS_PORT"),
-        ),
-    )
-    .unwrap();
-    assert_eq!(cli.run(&["import", path.to_str().unwrap()], &[]).code, 0);
+    let (p1, p2) = (sb.port("SANDBOX_SUBMISSION_PORT"), sb.port("SANDBOX_SUBMISSIONS_PORT"));
+    const SMTP_COLUMNS: &str = ",smtp_host,smtp_port,smtp_security";
+    cli.import_with(
+        SMTP_COLUMNS,
+        &[
+            format!(
+                "{},{host},{p1},starttls",
+                sb.csv_row("out-starttls", ALICE.0, "imap", "SANDBOX_IMAPS_PORT", "tls", "INBOX")
+            ),
+            format!("{},{host},{p2},tls", sb.csv_row("out-tls", ALICE.0, "imap", "SANDBOX_IMAPS_PORT", "tls", "INBOX")),
+        ],
+    );
     for name in ["out-starttls", "out-tls"] {
         assert_eq!(cli.authenticate(&sb, name, ALICE.0, ALICE.1, &[]).code, 0, "{name}");
     }
@@ -401,18 +395,13 @@ fn smtp_submission_signs_in_and_a_test_message_really_arrives() {
     assert!(arrived[0].contains(&format!("X-Sink-From: <{}>", ALICE.0)), "{}", arrived[0]);
 
     // A token of another user is refused by the submission server, with its words.
-    let path2 = cli.home.path().join("smtp2.csv");
-    std::fs::write(
-        &path2,
-        format!(
-            "{h},smtp_host,smtp_port,smtp_security\n{a},{host},{p1},starttls\n",
-            h = mailbox_auth_tests::CSV_HEADER,
-            a = sb.csv_row("out-wrong-user", BOB.0, "pop3", "SANDBOX_POP3S_PORT", "tls", "INBOX"),
-            p1 = sb.port("SANDBOX_SUBMISSION_PORT"),
-        ),
-    )
-    .unwrap();
-    assert_eq!(cli.run(&["import", path2.to_str().unwrap()], &[]).code, 0);
+    cli.import_with(
+        SMTP_COLUMNS,
+        &[format!(
+            "{},{host},{p1},starttls",
+            sb.csv_row("out-wrong-user", BOB.0, "pop3", "SANDBOX_POP3S_PORT", "tls", "INBOX")
+        )],
+    );
     cli.authenticate(&sb, "out-wrong-user", ALICE.0, ALICE.1, &[]);
     let r = cli.run(&["send-test", "out-wrong-user", "--to", &to, "--json"], &[]);
     let rec = assert_failed(&r, "auth_rejected", "signed-in account");
@@ -456,9 +445,7 @@ fn app_only_token_comes_from_the_keyring_secret_and_the_mail_server_says_what_is
     let row = sb
         .csv_row("app", BOB.0, "pop3", "SANDBOX_POP3S_PORT", "tls", "INBOX")
         .replace(&format!(",{},", sb.var("SANDBOX_CLIENT_ID")), &format!(",{app_id},"));
-    let path = cli.home.path().join("app.csv");
-    std::fs::write(&path, format!("{},flow\n{row},client_credentials\n", mailbox_auth_tests::CSV_HEADER)).unwrap();
-    assert_eq!(cli.run(&["import", path.to_str().unwrap()], &[]).code, 0);
+    cli.import_with(",flow", &[format!("{row},client_credentials")]);
 
     // Without a stored secret: red, and the hint says what to store.
     let r = cli.run(&["authenticate", "app", "--json"], &[]);
