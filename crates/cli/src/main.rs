@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mailbox_auth_core::health::HealthRecord;
-use mailbox_auth_core::mailbox::{Flow, Protocol};
+use mailbox_auth_core::mailbox::Flow;
 use mailbox_auth_core::oauth::auth_code::AuthStep;
 use mailbox_auth_core::secret::KeyringStore;
 use mailbox_auth_core::{App, AppError};
@@ -259,24 +259,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::ExchangeScript { names, object_id, display_name } => {
-            let mailboxes = names.iter().map(|n| app.get(n)).collect::<Result<Vec<_>, _>>()?;
-            let app_ids: std::collections::BTreeSet<&str> = mailboxes.iter().map(|m| m.client_id.as_str()).collect();
-            anyhow::ensure!(
-                app_ids.len() == 1,
-                "the mailboxes use different client ids ({}); run once per app",
-                app_ids.into_iter().collect::<Vec<_>>().join(", ")
-            );
-            let script = mailbox_auth_core::oauth::client_credentials::exchange_script(
-                &mailbox_auth_core::oauth::client_credentials::ExchangeScriptInput {
-                    app_id: &mailboxes[0].client_id,
-                    service_principal_object_id: &object_id,
-                    display_name: &display_name,
-                    mailboxes: mailboxes
-                        .iter()
-                        .map(|m| (m.email.as_str(), m.protocol == Protocol::Imap, m.protocol == Protocol::Pop3))
-                        .collect(),
-                },
-            );
+            let script = app.exchange_script(&names, &object_id, &display_name)?;
             print!("{script}");
             Ok(ExitCode::SUCCESS)
         }

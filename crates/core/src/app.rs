@@ -15,7 +15,7 @@ use url::Url;
 use crate::diagnose::diagnose;
 use crate::health::{self, HealthRecord, Status};
 use crate::import::{self, ImportError, RowError};
-use crate::mailbox::{FieldError, Flow, Mailbox, Security};
+use crate::mailbox::{FieldError, Flow, Mailbox, Protocol, Security};
 use crate::oauth::auth_code::{self, AuthStep};
 use crate::oauth::refresh::TokenCache;
 use crate::oauth::{self, OAuthError};
@@ -167,6 +167,51 @@ impl App {
         }
         self.tokens.clear(name).await;
         Ok(())
+    }
+
+    /// The Exchange Online PowerShell that grants the app of the named mailboxes app-only access
+    /// to them (service principal, FullAccess, IMAP/POP enabled), ready to copy. All mailboxes
+    /// must use one app (client id); the object id is the Enterprise application's, a GUID.
+    pub fn exchange_script(&self, names: &[String], object_id: &str, display_name: &str) -> Result<String, AppError> {
+        let mut errors = Vec::new();
+        if names.is_empty() {
+            errors.push(FieldError::new("mailboxes", "choose at least one mailbox"));
+        }
+        let object_id = uuid::Uuid::try_parse(object_id.trim()).map(|u| u.hyphenated().to_string());
+        if object_id.is_err() {
+            errors.push(FieldError::new(
+                "object_id",
+                "the Enterprise application's Object ID is a GUID like 8c1b7a3e-2f4d-4b9a-9e61-0d5f3c2a7b10 \
+                 (Entra admin center → Enterprise applications → your app → Overview)",
+            ));
+        }
+        let display_name = display_name.trim();
+        if display_name.is_empty() {
+            errors.push(FieldError::new("display_name", "give the service principal a name"));
+        }
+        let mailboxes = names.iter().map(|n| self.store.get(n)).collect::<Result<Vec<_>, _>>()?;
+        let app_ids: std::collections::BTreeSet<&str> = mailboxes.iter().map(|m| m.client_id.as_str()).collect();
+        if app_ids.len() > 1 {
+            errors.push(FieldError::new(
+                "client_id",
+                format!(
+                    "the mailboxes use different client ids ({}); make one script per app",
+                    app_ids.into_iter().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(AppError::Invalid(errors));
+        }
+        Ok(client_credentials::exchange_script(&client_credentials::ExchangeScriptInput {
+            app_id: &mailboxes[0].client_id,
+            service_principal_object_id: object_id.as_deref().unwrap_or_default(),
+            display_name,
+            mailboxes: mailboxes
+                .iter()
+                .map(|m| (m.email.as_str(), m.protocol == Protocol::Imap, m.protocol == Protocol::Pop3))
+                .collect(),
+        }))
     }
 
     async fn client_secret(&self, name: &str) -> Result<Option<ClientSecret>, SecretError> {
@@ -456,5 +501,49 @@ mod tests {
         assert_eq!(signed_in_account(&jwt(r#"{"email":"b@x.test"}"#)).as_deref(), Some("b@x.test"));
         assert_eq!(signed_in_account(&jwt(r#"{"sub":"123"}"#)), None);
         assert_eq!(signed_in_account("not a jwt"), None);
+    }
+
+    #[test]
+    fn exchange_script_names_each_bad_field_and_normalises_the_object_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = App::open(dir.path(), Arc::new(crate::secret::MemoryStore::default())).unwrap();
+        let mut a = crate::mailbox::sample();
+        a.email = "support@contoso.com".into();
+        let mut b = a.clone();
+        b.name = "billing".into();
+        b.email = "billing@contoso.com".into();
+        b.protocol = Protocol::Pop3;
+        b.port = 995;
+        let mut c = a.clone();
+        c.name = "other-app".into();
+        c.client_id = "another".into();
+        for m in [&a, &b, &c] {
+            app.save(m).unwrap();
+        }
+        let names = |ns: &[&str]| ns.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+
+        let fields = |r: Result<String, AppError>| match r {
+            Err(AppError::Invalid(es)) => es.into_iter().map(|e| e.field).collect::<Vec<_>>(),
+            other => panic!("expected field errors, got {other:?}"),
+        };
+        assert_eq!(fields(app.exchange_script(&[], "not-a-guid", " ")), ["mailboxes", "object_id", "display_name"]);
+        assert_eq!(
+            fields(app.exchange_script(&names(&["support", "other-app"]), "8C1B7A3E-2F4D-4B9A-9E61-0D5F3C2A7B10", "x")),
+            ["client_id"]
+        );
+        assert!(matches!(
+            app.exchange_script(&names(&["nope"]), "8c1b7a3e-2f4d-4b9a-9e61-0d5f3c2a7b10", "x"),
+            Err(AppError::Store(_))
+        ));
+
+        let s = app
+            .exchange_script(&names(&["support", "billing"]), " {8C1B7A3E-2F4D-4B9A-9E61-0D5F3C2A7B10} ", "Help desk")
+            .unwrap();
+        assert!(
+            s.contains("-AppId 'client' -ObjectId '8c1b7a3e-2f4d-4b9a-9e61-0d5f3c2a7b10' -DisplayName 'Help desk'"),
+            "{s}"
+        );
+        assert!(s.contains("Set-CASMailbox -Identity 'support@contoso.com' -ImapEnabled $true\n"), "{s}");
+        assert!(s.contains("Set-CASMailbox -Identity 'billing@contoso.com' -PopEnabled $true\n"), "{s}");
     }
 }
