@@ -190,12 +190,16 @@ function keys() {
 }
 
 async function extraTokenClaims(_ctx, token) {
-  // The mail server reads the mailbox owner from the introspection response (Dovecot's
-  // username_attribute = email); introspection returns these claims with the token.
+  // The mail server reads the resource owner from the introspection response's `username`
+  // (RFC 7662; Dovecot's username_attribute); introspection returns these claims with the token.
+  // A user's token names the user. In a client credentials grant the client is its own resource
+  // owner (RFC 6749 section 4.4), so an app-only token names the app: it never equals a mailbox,
+  // and the mail server asks its app-only permissions instead (sandbox/app-access).
   if (token.kind === 'AccessToken' && token.accountId) {
     const user = usersById.get(token.accountId);
-    if (user) return { email: user.email };
+    if (user) return { email: user.email, username: user.email };
   }
+  if (token.kind === 'ClientCredentials') return { username: token.clientId };
   return undefined;
 }
 

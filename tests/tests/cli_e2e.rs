@@ -435,46 +435,82 @@ fn the_readme_run_tour_turns_a_sandbox_mailbox_green() {
 }
 
 #[test]
-fn app_only_token_comes_from_the_keyring_secret_and_the_mail_server_says_what_is_missing() {
+fn app_only_sign_in_opens_the_granted_mailbox_and_names_the_missing_permission_for_another() {
     use std::io::Write;
     let sb = Sandbox::get();
     let cli = Cli::new();
+    // The sandbox grants the app mailbox access to bob only, as Exchange's Add-MailboxPermission
+    // would (sandbox/app-access).
+    assert_eq!(sb.var("SANDBOX_APP_GRANTS"), BOB.0);
     let idp: Value =
         serde_json::from_slice(&std::fs::read(format!("{}/idp.json", sb.var("SANDBOX_STATE_DIR"))).unwrap()).unwrap();
     let (app_id, app_secret) = (idp["appClient"]["id"].as_str().unwrap(), idp["appClient"]["secret"].as_str().unwrap());
-    let row = sb
-        .csv_row("app", BOB.0, "pop3", "SANDBOX_POP3S_PORT", "tls", "INBOX")
-        .replace(&format!(",{},", sb.var("SANDBOX_CLIENT_ID")), &format!(",{app_id},"));
-    cli.import_with(",flow", &[format!("{row},client_credentials")]);
+    let app_row = |name: &str, email: &str, protocol: &str, port_key: &str| {
+        sb.csv_row(name, email, protocol, port_key, "tls", "INBOX")
+            .replace(&format!(",{},", sb.var("SANDBOX_CLIENT_ID")), &format!(",{app_id},"))
+    };
+    let (host, submission) = (sb.var("SANDBOX_MAIL_HOST"), sb.port("SANDBOX_SUBMISSION_PORT"));
+    cli.import_with(
+        ",flow,smtp_host,smtp_port,smtp_security",
+        &[
+            format!("{},client_credentials,,,", app_row("app-alice", ALICE.0, "imap", "SANDBOX_IMAPS_PORT")),
+            format!(
+                "{},client_credentials,{host},{submission},starttls",
+                app_row("app-bob", BOB.0, "pop3", "SANDBOX_POP3S_PORT")
+            ),
+        ],
+    );
 
     // Without a stored secret: red, and the hint says what to store.
-    let r = cli.run(&["authenticate", "app", "--json"], &[]);
+    let r = cli.run(&["authenticate", "app-bob", "--json"], &[]);
     assert_failed(&r, "no_client_secret", "Certificates & secrets");
 
     // The secret goes in through standard input, never the command line, and only to the keyring.
-    let mut child = cli
-        .command(&["set-secret", "app", "--expires", "2099-12-31"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(format!("{app_secret}\n").as_bytes()).unwrap();
-    assert!(child.wait_with_output().unwrap().status.success());
+    for name in ["app-alice", "app-bob"] {
+        let mut child = cli
+            .command(&["set-secret", name, "--expires", "2099-12-31"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(format!("{app_secret}\n").as_bytes()).unwrap();
+        assert!(child.wait_with_output().unwrap().status.success());
+    }
 
-    // The client credentials grant succeeds at the real IdP; the sandbox mail server has no
-    // mailbox permission for the app (as Exchange without Add-MailboxPermission), so the login
-    // is refused with the server's words and the app-only fix.
-    let r = cli.run(&["authenticate", "app", "--json"], &[]);
-    let rec = assert_failed(&r, "auth_rejected", "app-only");
-    assert_eq!(rec["check"], "pop3");
-    let hist = cli.run(&["history", "app", "--json"], &[]).json();
-    let signed = hist.as_array().unwrap().iter().find(|h| h["check"] == "authenticate" && h["ok"] == true).cloned();
+    // Granted: the client credentials grant at the real IdP, then a real POP3 login with bob's
+    // address as the SASL user, and SMTP AUTH on the submission server, both green.
+    let r = cli.run(&["authenticate", "app-bob", "--json"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let rec = record(&r);
+    assert_eq!(
+        (rec["ok"].as_bool(), rec["check"].as_str(), rec["messages"].as_u64()),
+        (Some(true), Some("pop3"), Some(2)),
+        "{rec}"
+    );
+    let r = cli.run(&["verify", "app-bob", "--json"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let recs = r.json();
     assert!(
-        signed.as_ref().is_some_and(|h| h["message"].as_str().unwrap().starts_with("App-only token obtained")),
+        recs.as_array().unwrap().iter().any(|r| r["check"] == "smtp" && r["ok"] == true),
+        "app-only SMTP AUTH is green: {recs}"
+    );
+    let hist = cli.run(&["history", "app-bob", "--json"], &[]).json();
+    assert!(
+        hist.as_array().unwrap().iter().any(|h| h["check"] == "authenticate"
+            && h["ok"] == true
+            && h["message"].as_str().unwrap().starts_with("App-only token obtained")),
         "{hist}"
     );
-    assert_eq!(cli.stored_refresh_token("app"), None, "app-only access keeps no refresh token");
-    let mut secrets = mailbox_auth_tests::files_under(cli.home.path()).into_iter();
-    assert!(secrets.all(|(_, b)| !contains(&b, app_secret)), "the client secret is only in the keyring");
+    assert_eq!(cli.stored_refresh_token("app-bob"), None, "app-only access keeps no refresh token");
+
+    // Not granted: the same app's token is refused for alice's mailbox with the server's words,
+    // and the fix is Exchange's service principal and mailbox permission.
+    let r = cli.run(&["authenticate", "app-alice", "--json"], &[]);
+    let rec = assert_failed(&r, "auth_rejected", "Add-MailboxPermission");
+    assert_eq!(rec["check"], "imap");
+    assert!(rec["server_words"].as_str().is_some_and(|w| w.contains("AUTHENTICATIONFAILED")), "{rec}");
+
+    let mut files = files_under(cli.home.path()).into_iter();
+    assert!(files.all(|(_, b)| !contains(&b, app_secret)), "the client secret is only in the keyring");
     assert!(!cli.transcript.lock().unwrap().contains(app_secret));
 }
