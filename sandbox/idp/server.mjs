@@ -34,6 +34,11 @@ const RT_TTL = Number(process.env.SANDBOX_REFRESH_TOKEN_TTL || config.refreshTok
 const INTROSPECTOR = config.introspectionClient || { id: 'dovecot', secret: randomSecret() };
 const APP = config.appClient || { id: 'mailbox-auth-app', secret: randomSecret() };
 export const PUBLIC_CLIENT_ID = 'mailbox-auth';
+// A second public client that plays a strict IdP for the device flow: its device codes expire
+// after STRICT_DEVICE_CODE_TTL seconds, and it answers the first poll of each device code with
+// `slow_down` (RFC 8628 section 3.5: a server may ask for it at any time). Nothing else uses it.
+export const STRICT_CLIENT_ID = 'mailbox-auth-strict';
+const STRICT_DEVICE_CODE_TTL = 8;
 export const MAIL_SCOPE = 'mail';
 
 function randomSecret() {
@@ -233,6 +238,15 @@ function buildProvider(issuer) {
         response_types: ['code'],
       },
       {
+        client_id: STRICT_CLIENT_ID,
+        client_name: 'Mailbox Auth (strict IdP)',
+        application_type: 'native',
+        token_endpoint_auth_method: 'none',
+        redirect_uris: ['http://127.0.0.1/'],
+        grant_types: ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code'],
+        response_types: ['code'],
+      },
+      {
         client_id: INTROSPECTOR.id,
         client_secret: INTROSPECTOR.secret,
         client_name: 'Sandbox mail server (token introspection)',
@@ -278,7 +292,7 @@ function buildProvider(issuer) {
       AccessToken: AT_TTL,
       ClientCredentials: AT_TTL,
       AuthorizationCode: 120,
-      DeviceCode: 600,
+      DeviceCode: (_ctx, _token, client) => (client?.clientId === STRICT_CLIENT_ID ? STRICT_DEVICE_CODE_TTL : 600),
       IdToken: 3600,
       Interaction: 3600,
       Session: 24 * 3600,
@@ -287,6 +301,20 @@ function buildProvider(issuer) {
     },
   });
 
+  // Device-flow polls: each one is logged (client and outcome, never the code), and the strict
+  // client's first poll of a device code gets `slow_down` instead of `authorization_pending`.
+  const slowedDown = new Set();
+  provider.use(async (ctx, next) => {
+    await next();
+    if (ctx.oidc?.route !== 'token' || ctx.oidc.params?.grant_type !== 'urn:ietf:params:oauth:grant-type:device_code') return;
+    const clientId = ctx.oidc.client?.clientId || '-';
+    const code = String(ctx.oidc.params.device_code || '');
+    if (clientId === STRICT_CLIENT_ID && ctx.body?.error === 'authorization_pending' && !slowedDown.has(code)) {
+      slowedDown.add(code);
+      ctx.body = { error: 'slow_down', error_description: 'you are polling too quickly and should back off at a reasonable rate' };
+    }
+    log('device.poll', clientId, ctx.body?.error || 'tokens');
+  });
   provider.on('grant.success', (ctx) => log('grant.success', ctx.oidc.params?.grant_type || '-', ctx.oidc.client?.clientId || '-'));
   provider.on('grant.error', (ctx, err) => log('grant.error', ctx.oidc.params?.grant_type || '-', err.error || err.name, JSON.stringify(err.error_detail || err.error_description || err.message)));
   provider.on('grant.revoked', (_ctx, grantId) => log('grant.revoked', grantId));

@@ -299,56 +299,118 @@ fn missing_secret_service_is_a_clear_error() {
     assert_eq!(cli.run(&["list", "--json"], &[]).json().as_array().unwrap().len(), 1);
 }
 
-#[test]
-fn device_code_flow_signs_in_from_another_browser_and_verifies() {
+/// Starts `authenticate NAME` for a device-flow mailbox and reads the address and code the CLI
+/// shows, as an admin would before typing them in on another device.
+fn start_device_sign_in(cli: &Cli, name: &str) -> (std::process::Child, String, String) {
     use std::io::{BufRead, BufReader};
-    let sb = Sandbox::get();
-    let cli = Cli::new();
-    cli.import_with(
-        ",flow,device_url",
-        &[format!(
-            "{},device,{}",
-            sb.csv_row("dev", BOB.0, "pop3", "SANDBOX_POP3S_PORT", "tls", "INBOX"),
-            sb.var("SANDBOX_DEVICE_URL")
-        )],
-    );
-
     let mut child = cli
-        .command(&["authenticate", "dev", "--timeout", "90", "--json"])
+        .command(&["authenticate", name, "--timeout", "90", "--json"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // The CLI shows the verification address and the code; a "second device" types it in.
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let (mut uri, mut code) = (String::new(), String::new());
     let mut line = String::new();
     while stderr.read_line(&mut line).unwrap() > 0 {
         if let Some(rest) = line.trim().strip_prefix("On any device, open ") {
-            let (u, tail) = rest.split_once(" and enter the code ").unwrap();
-            uri = u.to_string();
-            code = tail.split_whitespace().next().unwrap().to_string();
-            break;
+            let (uri, tail) = rest.split_once(" and enter the code ").unwrap();
+            let code = tail.split_whitespace().next().unwrap().to_string();
+            // Keep draining stderr so the CLI never blocks on a full pipe.
+            std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+            return (child, uri.to_string(), code);
         }
         line.clear();
     }
-    assert!(uri.starts_with(sb.var("SANDBOX_ISSUER")) && !code.is_empty(), "no device code shown: {line:?}");
+    panic!("no device code shown for {name}");
+}
+
+/// Waits for a CLI started with `start_device_sign_in` (its stderr is already drained).
+fn finish(child: std::process::Child) -> mailbox_auth_tests::Run {
+    let out = child.wait_with_output().unwrap();
+    mailbox_auth_tests::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::new(),
+    }
+}
+
+fn import_device_mailbox(sb: &Sandbox, cli: &Cli, name: &str, client_id: &str) {
+    let row = sb
+        .csv_row(name, BOB.0, "pop3", "SANDBOX_POP3S_PORT", "tls", "INBOX")
+        .replace(&format!(",{},", sb.var("SANDBOX_CLIENT_ID")), &format!(",{client_id},"));
+    cli.import_with(",flow,device_url", &[format!("{row},device,{}", sb.var("SANDBOX_DEVICE_URL"))]);
+}
+
+fn second_device(sb: &Sandbox, uri: &str, code: &str, consent: &str) {
     let browser = std::process::Command::new(sb.var("SANDBOX_BROWSER"))
-        .arg(&uri)
+        .arg(uri)
         .env("SANDBOX_LOGIN_USER", BOB.0)
         .env("SANDBOX_LOGIN_PASSWORD", BOB.1)
-        .env("SANDBOX_DEVICE_CODE", &code)
+        .env("SANDBOX_DEVICE_CODE", code)
+        .env("SANDBOX_CONSENT", consent)
         .status()
         .unwrap();
     assert!(browser.success());
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
-    let recs: Value = serde_json::from_str(&stdout).unwrap();
+}
+
+#[test]
+fn device_code_flow_signs_in_from_another_browser_and_verifies() {
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    import_device_mailbox(&sb, &cli, "dev", sb.var("SANDBOX_CLIENT_ID"));
+    let (child, uri, code) = start_device_sign_in(&cli, "dev");
+    assert!(uri.starts_with(sb.var("SANDBOX_ISSUER")) && !code.is_empty(), "{uri} {code}");
+    second_device(&sb, &uri, &code, "allow");
+    let r = finish(child);
+    assert_eq!(r.code, 0, "{r:?}");
+    let recs = r.json();
     assert_eq!((recs[0]["ok"].as_bool(), recs[0]["messages"].as_u64()), (Some(true), Some(2)), "{recs}");
     assert!(cli.stored_refresh_token("dev").is_some(), "device flow stores a refresh token");
     // Later checks refresh like any other mailbox.
     assert_eq!(cli.run(&["verify", "dev", "--json"], &[]).code, 0);
+}
+
+#[test]
+fn device_code_denied_on_the_other_device_ends_red_with_access_denied() {
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    import_device_mailbox(&sb, &cli, "dev-denied", sb.var("SANDBOX_CLIENT_ID"));
+    let (child, uri, code) = start_device_sign_in(&cli, "dev-denied");
+    second_device(&sb, &uri, &code, "deny");
+    let r = finish(child);
+    let rec = assert_failed(&r, "access_denied", "accept the requested permissions");
+    assert!(rec["message"].as_str().unwrap_or_default().contains("access_denied"), "{rec}");
+    assert_eq!(cli.stored_refresh_token("dev-denied"), None);
+}
+
+#[test]
+fn device_code_poller_backs_off_on_slow_down_and_an_expired_code_ends_red() {
+    // The sandbox's strict client: its device codes expire after 8 s and the first poll of each
+    // gets `slow_down`. Nobody enters the code.
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    let strict = sb.var("SANDBOX_STRICT_CLIENT_ID");
+    import_device_mailbox(&sb, &cli, "dev-strict", strict);
+    let (child, _uri, _code) = start_device_sign_in(&cli, "dev-strict");
+    let r = finish(child);
+    assert_failed(&r, "expired_token", "Authenticate again");
+
+    // The IdP's log of this client's polls: after `slow_down` the next poll waited the interval
+    // plus five seconds (RFC 8628 §3.5), so no `authorization_pending` poll came in between.
+    let log = std::fs::read_to_string(format!("{}/idp.log", sb.var("SANDBOX_STATE_DIR"))).unwrap();
+    let polls: Vec<(chrono::DateTime<chrono::FixedOffset>, &str)> = log
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let (at, what, client, outcome) = (w.next()?, w.next()?, w.next()?, w.next()?);
+            (what == "device.poll" && client == strict)
+                .then(|| (chrono::DateTime::parse_from_rfc3339(at).unwrap(), outcome))
+        })
+        .collect();
+    let outcomes: Vec<&str> = polls.iter().map(|p| p.1).collect();
+    assert_eq!(outcomes, ["slow_down", "expired_token"], "{polls:?}");
+    let gap = (polls[1].0 - polls[0].0).num_milliseconds();
+    assert!(gap >= 9_000, "the poll after slow_down came {gap} ms later, not interval + 5 s");
 }
 
 #[test]

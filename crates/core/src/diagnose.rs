@@ -83,8 +83,12 @@ const BY_CODE: &[Entry] = &[
      "Allow the authorization code flow (public client / desktop platform) for the app at the identity provider."),
     ("invalid_scope", "The identity provider does not know one of the requested scopes.",
      "Check the scopes of the mailbox against those the app registration exposes."),
-    ("access_denied", "The sign-in was refused at the consent screen.",
+    ("access_denied", "The sign-in was refused: the permissions were declined at the consent screen, or the device code sign-in was denied.",
      "Sign in again and accept the requested permissions, or ask an admin to grant consent for the organisation."),
+    // Device authorization grant (RFC 8628 §3.5); `authorization_pending` and `slow_down` only
+    // make the poller wait, so they never end a sign-in.
+    ("expired_token", "The device code expired before the sign-in was completed on the other device.",
+     "Click Authenticate again and enter the new code at the address shown before it expires (Microsoft and Google allow about 15 minutes)."),
     ("consent_required", "The user or an admin must first consent to the app's permissions.",
      "Sign in again and accept, or have an admin grant consent for the organisation."),
     ("interaction_required", "The identity provider needs the user to sign in interactively (for example MFA).",
@@ -237,6 +241,7 @@ mod tests {
             "unauthorized_client",
             "invalid_scope",
             "access_denied",
+            "expired_token",
             "consent_required",
             "interaction_required",
         ] {
