@@ -62,6 +62,16 @@ impl Sandbox {
     }
 }
 
+impl Sandbox {
+    /// The same row with the authorization and token URLs left empty: with an `issuer` column,
+    /// the app reads them from the IdP's OpenID configuration.
+    pub fn without_endpoints(&self, row: &str) -> String {
+        let urls = format!(",{},{},", self.var("SANDBOX_AUTH_URL"), self.var("SANDBOX_TOKEN_URL"));
+        assert!(row.contains(&urls), "not a sandbox row: {row}");
+        row.replace(&urls, ",,,")
+    }
+}
+
 pub const CSV_HEADER: &str =
     "name,email,protocol,host,port,security,folder,provider,client_id,scopes,auth_url,token_url,auth_params,ca_file";
 

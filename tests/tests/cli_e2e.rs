@@ -334,11 +334,13 @@ fn finish(child: std::process::Child) -> mailbox_auth_tests::Run {
     }
 }
 
+/// A device-flow mailbox given only the IdP's issuer: the device endpoint, like the token
+/// endpoint, comes from its OpenID configuration.
 fn import_device_mailbox(sb: &Sandbox, cli: &Cli, name: &str, client_id: &str) {
     let row = sb
-        .csv_row(name, BOB.0, "pop3", "SANDBOX_POP3S_PORT", "tls", "INBOX")
+        .without_endpoints(&sb.csv_row(name, BOB.0, "pop3", "SANDBOX_POP3S_PORT", "tls", "INBOX"))
         .replace(&format!(",{},", sb.var("SANDBOX_CLIENT_ID")), &format!(",{client_id},"));
-    cli.import_with(",flow,device_url", &[format!("{row},device,{}", sb.var("SANDBOX_DEVICE_URL"))]);
+    cli.import_with(",flow,issuer", &[format!("{row},device,{}", sb.var("SANDBOX_ISSUER"))]);
 }
 
 fn second_device(sb: &Sandbox, uri: &str, code: &str, consent: &str) {
@@ -575,4 +577,35 @@ fn app_only_sign_in_opens_the_granted_mailbox_and_names_the_missing_permission_f
     let mut files = files_under(cli.home.path()).into_iter();
     assert!(files.all(|(_, b)| !contains(&b, app_secret)), "the client secret is only in the keyring");
     assert!(!cli.transcript.lock().unwrap().contains(app_secret));
+}
+
+#[test]
+fn a_generic_provider_given_only_its_issuer_discovers_its_endpoints() {
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    let row =
+        |name: &str| sb.without_endpoints(&sb.csv_row(name, ALICE.0, "imap", "SANDBOX_IMAPS_PORT", "tls", "INBOX"));
+    let issuer = sb.var("SANDBOX_ISSUER");
+    cli.import_with(
+        ",issuer",
+        &[format!("{},{issuer}", row("by-issuer")), format!("{},{issuer}/no-such-realm", row("wrong-issuer"))],
+    );
+    let list = cli.run(&["list", "--json"], &[]).json();
+    assert!(
+        list.as_array().unwrap().iter().all(|m| m["auth_url"].is_null() && m["issuer"].as_str().is_some()),
+        "only the issuer is stored: {list}"
+    );
+
+    // Sign-in through the discovered authorization endpoint, tokens from the discovered token
+    // endpoint; a later verify refreshes there too.
+    let r = cli.authenticate(&sb, "by-issuer", ALICE.0, ALICE.1, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains(sb.var("SANDBOX_AUTH_URL")), "the discovered sign-in page is opened: {}", r.stderr);
+    assert_eq!(record(&r)["messages"], 3);
+    assert_eq!(cli.run(&["verify", "by-issuer", "--json"], &[]).code, 0);
+
+    // An issuer without an OpenID configuration: red, with the address tried and the fix.
+    let r = cli.run(&["authenticate", "wrong-issuer", "--json"], &[]);
+    let rec = assert_failed(&r, "discovery_failed", "issuer URL");
+    assert!(rec["message"].as_str().unwrap().contains("/no-such-realm/.well-known/openid-configuration"), "{rec}");
 }

@@ -15,11 +15,11 @@ use url::Url;
 use crate::diagnose::diagnose;
 use crate::health::{self, HealthRecord, Status};
 use crate::import::{self, ImportError, RowError};
-use crate::mailbox::{FieldError, Flow, Mailbox, Protocol, Security};
+use crate::mailbox::{FieldError, Flow, Mailbox, Protocol, ProviderKind, Security};
 use crate::oauth::auth_code::{self, AuthStep};
 use crate::oauth::refresh::TokenCache;
 use crate::oauth::{self, OAuthError};
-use crate::oauth::{client_credentials, device};
+use crate::oauth::{client_credentials, device, discovery};
 use crate::probe::{self, ProbeTarget};
 use crate::secret::{self, SecretError, SecretKind, SecretStore};
 use crate::store::{Store, StoreError};
@@ -93,6 +93,8 @@ pub struct App {
     secrets: Arc<dyn SecretStore>,
     tokens: TokenCache,
     http: reqwest::Client,
+    /// Issuers' OpenID configurations, read once per issuer and process.
+    discovered: std::sync::Mutex<std::collections::HashMap<String, discovery::Discovered>>,
     pub probe_timeout: Duration,
 }
 
@@ -103,6 +105,7 @@ impl App {
             secrets,
             tokens: TokenCache::default(),
             http: oauth::http_client(),
+            discovered: Default::default(),
             probe_timeout: PROBE_TIMEOUT,
         })
     }
@@ -239,6 +242,7 @@ impl App {
         }
         let outcome = async {
             let secret = self.client_secret(name).await?;
+            let m = self.with_endpoints(m.clone()).await?;
             let tokens = match m.flow {
                 Flow::AuthCode => auth_code::sign_in(&m, secret, &self.http, timeout, open, progress).await?,
                 Flow::Device => device::sign_in(&m, secret, &self.http, timeout, progress).await?,
@@ -291,13 +295,48 @@ impl App {
     /// A valid access token (cached, or refreshed with the stored refresh token).
     pub async fn access_token(&self, name: &str) -> Result<Result<AccessToken, OAuthError>, AppError> {
         let m = self.store.get(name)?;
-        Ok(self.tokens.access_token(&m, &self.secrets, &self.http).await)
+        Ok(self.fresh_token(&m).await)
+    }
+
+    async fn fresh_token(&self, m: &Mailbox) -> Result<AccessToken, OAuthError> {
+        let m = self.with_endpoints(m.clone()).await?;
+        self.tokens.access_token(&m, &self.secrets, &self.http).await
+    }
+
+    /// The mailbox with the endpoints a generic provider left empty filled in from its issuer's
+    /// OpenID configuration; unchanged when nothing is missing or no issuer is set.
+    async fn with_endpoints(&self, mut m: Mailbox) -> Result<Mailbox, OAuthError> {
+        let Some(issuer) = m.issuer.clone().filter(|_| m.provider == ProviderKind::Generic) else { return Ok(m) };
+        if m.auth_url.is_some() && m.token_url.is_some() && (m.device_url.is_some() || m.flow != Flow::Device) {
+            return Ok(m);
+        }
+        let cached = self.discovered.lock().expect("discovery cache").get(&issuer).cloned();
+        let d = match cached {
+            Some(d) => d,
+            None => {
+                let d = discovery::discover(&issuer, &self.http).await?;
+                self.discovered.lock().expect("discovery cache").insert(issuer.clone(), d.clone());
+                d
+            }
+        };
+        if m.flow == Flow::Device && m.device_url.is_none() && d.device_authorization_endpoint.is_none() {
+            return Err(OAuthError::Config {
+                field: "device_url",
+                message: format!(
+                    "the issuer {issuer} publishes no device authorization endpoint; enter it, or use another flow"
+                ),
+            });
+        }
+        m.auth_url = m.auth_url.or(Some(d.authorization_endpoint));
+        m.token_url = m.token_url.or(Some(d.token_endpoint));
+        m.device_url = m.device_url.or(d.device_authorization_endpoint);
+        Ok(m)
     }
 
     /// Really logs in to the mailbox and records the outcome.
     pub async fn verify(&self, name: &str) -> Result<HealthRecord, AppError> {
         let m = self.store.get(name)?;
-        let token = match self.tokens.access_token(&m, &self.secrets, &self.http).await {
+        let token = match self.fresh_token(&m).await {
             Ok(t) => t,
             Err(e) => return self.record(oauth_failure(name, "refresh", &e)),
         };
@@ -311,7 +350,7 @@ impl App {
     pub async fn verify_smtp(&self, name: &str, send_to: Option<&str>) -> Result<Option<HealthRecord>, AppError> {
         let m = self.store.get(name)?;
         let Some(smtp) = m.smtp.clone() else { return Ok(None) };
-        let token = match self.tokens.access_token(&m, &self.secrets, &self.http).await {
+        let token = match self.fresh_token(&m).await {
             Ok(t) => t,
             Err(e) => return self.record(oauth_failure(name, "refresh", &e)).map(Some),
         };

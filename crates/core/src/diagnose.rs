@@ -110,6 +110,8 @@ const BY_CODE: &[Entry] = &[
      "Check the token URL and this machine's network connection to the identity provider."),
     ("token_response_invalid", "The token endpoint did not answer like an OAuth server.",
      "Check the token URL: it must be the provider's OAuth2 token endpoint."),
+    ("discovery_failed", "The issuer's OpenID configuration could not be read or does not fit the issuer.",
+     "Check the issuer URL: it is the address in front of /.well-known/openid-configuration (for example https://login.example.com/realms/support); or leave it empty and enter the authorization and token URLs."),
     ("config", "The mailbox settings are incomplete.", "Fill in the named field in the mailbox editor."),
     ("loopback", "The local sign-in listener could not run.", "Check that this machine allows programs to listen on 127.0.0.1."),
     ("cancelled", "The sign-in was cancelled.", "Click Authenticate to start again."),
@@ -279,6 +281,7 @@ mod tests {
             ("keyring_unavailable", "No OS keyring", "gnome-keyring"),
             ("keyring_locked", "locked", "Unlock"),
             ("token_endpoint_unreachable", "could not be reached", "token URL"),
+            ("discovery_failed", "OpenID configuration", "issuer URL"),
         ];
         for (code, cause, fix) in cases {
             let d = diagnose(code, None);

@@ -32,6 +32,7 @@ pub const COLUMNS: &[&str] = &[
     "ca_file",
     "flow",
     "device_url",
+    "issuer",
     "smtp_host",
     "smtp_port",
     "smtp_security",
@@ -211,6 +212,7 @@ pub fn build(get: &dyn Fn(&str) -> Option<String>, base: Option<&Path>) -> Resul
         ca_file,
         flow,
         device_url: get("device_url").or(preset.device_url),
+        issuer: get("issuer"),
         smtp,
         client_secret_expires,
     };

@@ -138,6 +138,10 @@ pub struct Mailbox {
     /// Device authorization endpoint (generic provider, device flow).
     #[serde(default)]
     pub device_url: Option<String>,
+    /// OpenID Connect issuer (generic provider): endpoints left empty are read from its
+    /// `/.well-known/openid-configuration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
     /// Outbound SMTP server, when replies are sent through this mailbox.
     #[serde(default)]
     pub smtp: Option<Smtp>,
@@ -191,15 +195,16 @@ impl Mailbox {
                 "is required for Microsoft 365 (organizations, common, a tenant id or a domain)",
             );
         }
-        if self.provider == ProviderKind::Generic {
-            check(&mut errs, self.auth_url.is_some(), "auth_url", "is required for a generic provider");
-            check(&mut errs, self.token_url.is_some(), "token_url", "is required for a generic provider");
+        if self.provider == ProviderKind::Generic && self.issuer.is_none() {
+            const NEED: &str = "is required for a generic provider without an issuer URL";
+            check(&mut errs, self.auth_url.is_some(), "auth_url", NEED);
+            check(&mut errs, self.token_url.is_some(), "token_url", NEED);
         }
         if let Some(smtp) = &self.smtp {
             check(&mut errs, is_host(&smtp.host), "smtp_host", "must be a host name like smtp.office365.com");
             check(&mut errs, smtp.port != 0, "smtp_port", "must be between 1 and 65535");
         }
-        if self.flow == Flow::Device && self.provider == ProviderKind::Generic {
+        if self.flow == Flow::Device && self.provider == ProviderKind::Generic && self.issuer.is_none() {
             check(
                 &mut errs,
                 self.device_url.is_some(),
@@ -207,19 +212,14 @@ impl Mailbox {
                 "is required for the device flow with a generic provider",
             );
         }
-        for (field, value) in
-            [("auth_url", &self.auth_url), ("token_url", &self.token_url), ("device_url", &self.device_url)]
-        {
-            if let Some(v) = value {
-                match url::Url::parse(v) {
-                    Ok(u) if u.scheme() == "https" => {}
-                    // Plain http only towards this machine: an IdP on loopback (the sandbox, a
-                    // local proxy) never sends the code or token over a network.
-                    Ok(u) if u.scheme() == "http" && is_loopback_host(u.host_str()) => {}
-                    Ok(_) => errs
-                        .push(FieldError::new(field, "must be an https:// URL (http only for 127.0.0.1 or localhost)")),
-                    Err(e) => errs.push(FieldError::new(field, format!("is not a URL: {e}"))),
-                }
+        for (field, value) in [
+            ("auth_url", &self.auth_url),
+            ("token_url", &self.token_url),
+            ("device_url", &self.device_url),
+            ("issuer", &self.issuer),
+        ] {
+            if let Some(Err(message)) = value.as_deref().map(check_endpoint) {
+                errs.push(FieldError::new(field, message));
             }
         }
         for (k, _) in &self.auth_params {
@@ -266,6 +266,17 @@ fn is_host(s: &str) -> bool {
         })
 }
 
+/// An OAuth endpoint or issuer must be https; plain http only towards this machine: an IdP on
+/// loopback (the sandbox, a local proxy) never sends a code or token over a network.
+pub(crate) fn check_endpoint(v: &str) -> Result<(), String> {
+    match url::Url::parse(v) {
+        Ok(u) if u.scheme() == "https" => Ok(()),
+        Ok(u) if u.scheme() == "http" && is_loopback_host(u.host_str()) => Ok(()),
+        Ok(_) => Err("must be an https:// URL (http only for 127.0.0.1 or localhost)".into()),
+        Err(e) => Err(format!("is not a URL: {e}")),
+    }
+}
+
 pub(crate) fn is_loopback_host(host: Option<&str>) -> bool {
     match host {
         Some("localhost") => true,
@@ -309,6 +320,7 @@ pub(crate) fn sample() -> Mailbox {
         ca_file: None,
         flow: Flow::AuthCode,
         device_url: None,
+        issuer: None,
         smtp: None,
         client_secret_expires: None,
     }
@@ -374,5 +386,18 @@ mod tests {
         assert_eq!(e.field, "protocol");
         assert!(e.message.contains("imap, pop3"), "{}", e.message);
         assert_eq!(Security::Starttls.to_string(), "starttls");
+    }
+
+    #[test]
+    fn a_generic_issuer_stands_in_for_its_endpoints() {
+        let mut m = sample();
+        m.auth_url = None;
+        m.token_url = None;
+        m.flow = Flow::Device;
+        assert_eq!(fields(&m), vec!["auth_url", "token_url", "device_url"]);
+        m.issuer = Some("https://id.example.com/realms/support".into());
+        assert_eq!(fields(&m), Vec::<&str>::new());
+        m.issuer = Some("http://id.example.com".into());
+        assert_eq!(fields(&m), vec!["issuer"]);
     }
 }

@@ -14,6 +14,7 @@
 pub mod auth_code;
 pub mod client_credentials;
 pub mod device;
+pub mod discovery;
 pub mod loopback;
 pub mod refresh;
 
@@ -72,6 +73,8 @@ pub enum OAuthError {
     Request { op: &'static str, url: String, detail: String },
     #[error("the token endpoint {url} answered the {op} with something that is not an OAuth token response: {detail}")]
     Parse { op: &'static str, url: String, detail: String },
+    #[error("cannot read the OpenID configuration of the issuer {issuer}: {detail}")]
+    Discovery { issuer: String, detail: String },
     #[error("the identity provider returned no refresh token, so the mailbox could not stay authorised")]
     NoRefreshToken,
     #[error("mailbox `{0}` is not authenticated yet (no refresh token in the keyring)")]
@@ -94,6 +97,7 @@ impl OAuthError {
             OAuthError::Provider { error, .. } => error.clone(),
             OAuthError::Request { .. } => "token_endpoint_unreachable".into(),
             OAuthError::Parse { .. } => "token_response_invalid".into(),
+            OAuthError::Discovery { .. } => "discovery_failed".into(),
             OAuthError::NoRefreshToken => "no_refresh_token".into(),
             OAuthError::NotAuthenticated(_) => "not_authenticated".into(),
             OAuthError::NoClientSecret(_) => "no_client_secret".into(),
