@@ -19,6 +19,7 @@ const COMMANDS: &[&str] = &[
     "provider_preset",
     "set_client_secret",
     "forget",
+    "exchange_script",
     "open_sign_in_url",
 ];
 

@@ -267,6 +267,21 @@ pub async fn set_client_secret(
     Ok(state.core.set_client_secret(&name, SecretString::from(secret), expires).await?)
 }
 
+/// The Exchange Online PowerShell that grants the app of the named (app-only) mailboxes access to
+/// them: `New-ServicePrincipal` with the Enterprise application's Object ID, then
+/// `Add-MailboxPermission … FullAccess` per mailbox. Field errors name `mailboxes`, `object_id`,
+/// `display_name` or `client_id` (mailboxes of different apps).
+#[tauri::command(async)]
+#[instrument(skip(state), err)]
+pub async fn exchange_script(
+    state: State<'_, Shell>,
+    names: Vec<String>,
+    object_id: String,
+    display_name: String,
+) -> Result<String> {
+    Ok(state.core.exchange_script(&names, &object_id, &display_name)?)
+}
+
 /// Deletes the mailbox's keyring entries (signs it out).
 #[tauri::command(async)]
 #[instrument(skip(state), err)]

@@ -71,4 +71,19 @@ mod tests {
         assert_eq!(json["fields"][0]["message"], "must be an address");
         assert!(json["hint"].as_str().unwrap().contains("Correct the named field"));
     }
+
+    #[test]
+    fn exchange_script_errors_name_their_fields() {
+        let home = tempfile::tempdir().unwrap();
+        let app = mailbox_auth_core::App::open(
+            home.path(),
+            std::sync::Arc::new(mailbox_auth_core::secret::MemoryStore::default()),
+        )
+        .unwrap();
+        let e: IpcError = app.exchange_script(&[], "not-a-guid", " ").unwrap_err().into();
+        assert_eq!(e.code, "invalid");
+        let fields: Vec<&str> = e.fields.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(fields, ["mailboxes", "object_id", "display_name"]);
+        assert!(e.fields[1].message.contains("GUID"), "{}", e.fields[1].message);
+    }
 }

@@ -69,6 +69,7 @@ pub fn run() {
             commands::provider_preset,
             commands::set_client_secret,
             commands::forget,
+            commands::exchange_script,
             commands::open_sign_in_url,
         ])
         .run(tauri::generate_context!())
