@@ -41,6 +41,14 @@ describe("draft <-> mailbox", () => {
     expect(again).toEqual(mailbox);
   });
 
+  it("keeps a generic provider's issuer (saving must not drop discovery)", () => {
+    const d = { ...emptyDraft(), provider: "generic" as const, issuer: " https://idp.example/realms/x " };
+    const { mailbox } = toMailbox(d);
+    expect(mailbox?.issuer).toBe("https://idp.example/realms/x");
+    expect(draftFrom(mailbox!).issuer).toBe("https://idp.example/realms/x");
+    expect(toMailbox({ ...d, provider: "microsoft" }).mailbox?.issuer).toBeNull();
+  });
+
   it("a parameter value without a name is an auth_params problem", () => {
     const r = toMailbox({ ...emptyDraft(), auth_params: [{ key: "", value: "consent" }] });
     expect(r.problems).toEqual([{ field: "auth_params", message: "a value (`consent`) has no parameter name" }]);

@@ -21,6 +21,7 @@ export interface Draft {
   ca_file: string;
   flow: Flow;
   device_url: string;
+  issuer: string;
   smtp_host: string;
   smtp_port: string;
   smtp_security: Security;
@@ -30,7 +31,7 @@ export interface Draft {
 /** The inputs of the editor, named like the core's `FieldError.field`. */
 export const FIELDS = [
   "name", "email", "login", "protocol", "host", "port", "security", "folder", "provider", "tenant", "client_id",
-  "scopes", "auth_url", "token_url", "auth_params", "ca_file", "flow", "device_url", "smtp_host", "smtp_port",
+  "scopes", "auth_url", "token_url", "auth_params", "ca_file", "flow", "device_url", "issuer", "smtp_host", "smtp_port",
   "smtp_security", "client_secret_expires",
 ] as const;
 export type FieldName = (typeof FIELDS)[number];
@@ -39,7 +40,7 @@ export function emptyDraft(): Draft {
   return {
     name: "", email: "", login: "", protocol: "imap", host: "", port: "993", security: "tls", folder: "INBOX",
     provider: "microsoft", tenant: "organizations", client_id: "", scopes: "", auth_url: "", token_url: "",
-    auth_params: [], ca_file: "", flow: "auth_code", device_url: "", smtp_host: "", smtp_port: "",
+    auth_params: [], ca_file: "", flow: "auth_code", device_url: "", issuer: "", smtp_host: "", smtp_port: "",
     smtp_security: "starttls", client_secret_expires: "",
   };
 }
@@ -64,6 +65,7 @@ export function draftFrom(m: Mailbox): Draft {
     ca_file: m.ca_file ?? "",
     flow: m.flow,
     device_url: m.device_url ?? "",
+    issuer: m.issuer ?? "",
     smtp_host: m.smtp?.host ?? "",
     smtp_port: m.smtp ? String(m.smtp.port) : "",
     smtp_security: m.smtp?.security ?? "starttls",
@@ -124,6 +126,7 @@ export function toMailbox(d: Draft): { mailbox: Mailbox | null; problems: FieldP
       ca_file: opt(d.ca_file),
       flow: d.flow,
       device_url: opt(d.device_url),
+      issuer: d.provider === "generic" ? opt(d.issuer) : null,
       smtp,
       client_secret_expires: expires,
     },

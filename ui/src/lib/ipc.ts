@@ -69,6 +69,11 @@ export const providerPreset = (provider: ProviderKind, protocol: Protocol, secur
 export const setClientSecret = (name: string, secret: string, expires: string | null) =>
   call<void>("set_client_secret", { name, secret, expires });
 
+/** The Exchange Online PowerShell granting the app of these app-only mailboxes access to them.
+ * Field errors: `mailboxes`, `object_id`, `display_name`, `client_id`. */
+export const exchangeScript = (names: string[], objectId: string, displayName: string) =>
+  call<string>("exchange_script", { names, objectId, displayName });
+
 /** Asks for a CSV file and reads it; null when the admin cancels. */
 export async function chooseCsvFile(): Promise<CsvFile | null> {
   const path = await openDialog({ multiple: false, directory: false, filters: [{ name: "CSV", extensions: ["csv", "txt"] }] });

@@ -1,5 +1,6 @@
 // Application state shared by the screens, and the actions that change it through ipc.ts.
 import * as ipc from "./ipc";
+import { exchangeTargets } from "./exchange";
 import { JobQueue, type QueueProgress } from "./queue";
 import { applySignInEvent, initialSignIn, type SignInState } from "./signin";
 import type { HealthRecord, IpcError, MailboxView } from "./types";
@@ -31,6 +32,8 @@ export const ui = $state({
   batch: null as Batch | null,
   signIn: null as SignInState | null,
   toasts: [] as Toast[],
+  /** The Exchange Online script dialog, open for these (app-only) mailboxes. */
+  exchange: null as { names: string[]; skipped: string[] } | null,
   /** Bumped when a mailbox's history may have changed (the editor reloads it). */
   historyTick: 0,
   /** Bumped on every navigation, so a screen opened again starts fresh (and saving a new
@@ -130,7 +133,8 @@ export async function authenticateNames(names: string[]): Promise<QueueProgress 
     async (name) => {
       index++;
       setBusy(name, "authenticating");
-      ui.signIn = initialSignIn(name, names.length > 1 ? { index, total: names.length } : null);
+      const flow = ui.mailboxes.find((m) => m.name === name)?.flow ?? "auth_code";
+      ui.signIn = initialSignIn(name, names.length > 1 ? { index, total: names.length } : null, flow);
       try {
         return await ipc.authenticate(name, (ev) => {
           if (ui.signIn?.name === name) ui.signIn = applySignInEvent(ui.signIn, ev);
@@ -174,4 +178,14 @@ export async function cancelSignIn(all: boolean) {
   if (all) currentQueue?.stop();
   const name = ui.signIn?.name;
   if (name) await ipc.cancelAuthentication(name).catch(toastError);
+}
+
+/** Opens the Exchange Online script dialog for the app-only mailboxes among `names`. */
+export function openExchangeScript(names: string[]) {
+  const { appOnly, other } = exchangeTargets(ui.mailboxes, names);
+  if (appOnly.length) ui.exchange = { names: appOnly, skipped: other };
+}
+
+export function closeExchangeScript() {
+  ui.exchange = null;
 }

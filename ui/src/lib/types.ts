@@ -31,6 +31,8 @@ export interface Mailbox {
   ca_file: string | null;
   flow: Flow;
   device_url: string | null;
+  /** OpenID Connect issuer (generic provider): empty endpoints are discovered from it. */
+  issuer?: string | null;
   smtp: Smtp | null;
   client_secret_expires: string | null;
 }
