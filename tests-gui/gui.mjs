@@ -1,8 +1,8 @@
 // Real-window scenarios for Mailbox Auth: the built app under Xvfb, driven over W3C WebDriver
 // (tauri-driver -> WebKitWebDriver) with plain HTTP calls. Signs in through the sandbox's
 // scripted headless browser ($BROWSER) and asserts what the admin sees.
-import { spawn } from "node:child_process";
-import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -185,7 +185,11 @@ async function req(base, method, p, body) {
 }
 
 // --- one app run: its own data dir and keyring service --------------------------------------
+const appBrowserLog = (label) => path.join(work, `${label}-browser.log`);
 async function withApp(label, display, fn) {
+  // TESTS_GUI_ONLY=flows,bulk runs only those groups (for iterating on one of them).
+  const only = (process.env.TESTS_GUI_ONLY ?? "").split(",").filter(Boolean);
+  if (only.length && !only.includes(label)) return log("skipping group", label);
   const home = mkdtempSync(path.join(work, `${label}-home.`));
   const port = await freePort();
   const nativePort = await freePort();
@@ -197,7 +201,8 @@ async function withApp(label, display, fn) {
     BROWSER: sandbox.SANDBOX_BROWSER,
     SANDBOX_LOGIN_USER: "alice@sandbox.test",
     SANDBOX_LOGIN_PASSWORD: "alice-password",
-    SANDBOX_BROWSER_OUT: path.join(work, `${label}-browser.log`),
+    // One line per page the app opened in $BROWSER (the device flow must open none).
+    SANDBOX_BROWSER_LOG: appBrowserLog(label),
     RUST_LOG: "warn,mailbox_auth_desktop=info",
   };
   delete env.WEBKIT_DISABLE_COMPOSITING_MODE; // makes WebDriver screenshots hang
@@ -219,7 +224,7 @@ async function withApp(label, display, fn) {
     }
     current = s;
     await s.waitFor(() => s.find("#board"), "the board to render", 30000);
-    await fn(s);
+    await fn(s, { home, log: path.join(work, `${label}-driver.log`) });
   } catch (e) {
     if (s) await s.screenshot(path.join(work, `${label}-failure.png`)).catch(() => {});
     e.message += `\n--- tauri-driver/app log (last lines):\n${driver.logTail()}`;
@@ -258,14 +263,15 @@ function assert(cond, msg) {
 }
 
 /** Fills the editor with a sandbox mailbox (generic provider). */
-async function fillSandboxMailbox(s, name, { folder = "INBOX", protocol = "imap" } = {}) {
+async function fillSandboxMailbox(s, name, { folder = "INBOX", protocol = "imap", email = "alice@sandbox.test", clientId = sandbox.SANDBOX_CLIENT_ID, flow = "auth_code" } = {}) {
   await s.click('[data-testid="add-mailbox"], [data-testid="empty-add"]');
   await s.waitFor(() => s.find("#editor"), "the editor");
   await s.set("#field-provider", "generic");
   await sleep(300); // the preset lookup
   await s.type("#field-name", name);
-  await s.type("#field-email", "alice@sandbox.test");
-  await s.type("#field-client_id", sandbox.SANDBOX_CLIENT_ID);
+  await s.type("#field-email", email);
+  await s.type("#field-client_id", clientId);
+  await s.set("#field-flow", flow);
   await s.set("#field-scopes", sandbox.SANDBOX_SCOPES);
   await s.set("#field-auth_url", sandbox.SANDBOX_AUTH_URL);
   await s.set("#field-token_url", sandbox.SANDBOX_TOKEN_URL);
@@ -284,6 +290,32 @@ async function fillSandboxMailbox(s, name, { folder = "INBOX", protocol = "imap"
 }
 
 const status = (s, css) => s.attr(css, "data-status");
+
+/** Every file under `dir` (recursively) with its bytes. */
+function filesUnder(dir) {
+  return readdirSync(dir).flatMap((f) => {
+    const p = path.join(dir, f);
+    return statSync(p).isDirectory() ? filesUnder(p) : [[p, readFileSync(p)]];
+  });
+}
+
+/** Files (and logs) that hold `secret` as it is or base64-encoded. */
+function holdersOf(secret, dirs, files = []) {
+  const needles = [Buffer.from(secret), Buffer.from(Buffer.from(secret).toString("base64"))];
+  const all = [...dirs.flatMap(filesUnder), ...files.filter(existsSync).map((f) => [f, readFileSync(f)])];
+  return all.filter(([, b]) => needles.some((n) => b.includes(n))).map(([f]) => f);
+}
+
+/** Sends keystrokes (e.g. "\uE007" Enter, "\uE00C" Escape) to the element that has the focus. */
+async function keys(s, text) {
+  const el = Object.values(await s.cmd("GET", "/element/active"))[0];
+  await s.cmd("POST", `/element/${el}/value`, { text });
+}
+
+/** The generated PowerShell as it is in the page (all of it, not only what is scrolled into view). */
+const scriptText = (s) => s.script("return document.querySelector('[data-testid=exchange-script-text]')?.textContent ?? ''");
+
+const GUID = "8C1B7A3E-2F4D-4B9A-9E61-0D5F3C2A7B10";
 
 async function main() {
   if (!existsSync(bin)) throw new Error(`${bin} is missing: build it with cargo build -p mailbox-auth-desktop`);
@@ -351,6 +383,146 @@ async function main() {
         await s.click('[data-testid="back"]');
         await s.waitFor(async () => (await status(s, '[data-testid="row-alice-wrong-folder"]')) === "failed", "the board row to be Failed");
         assert((await status(s, '[data-testid="row-alice-imap"]')) === "verified", "alice-imap still Verified on the board");
+      });
+    });
+
+    await withApp("flows", display, async (s, app) => {
+      await scenario("device code: the window shows the code and address, a second device enters that code -> Verified with 3 messages", async () => {
+        await fillSandboxMailbox(s, "alice-device", { flow: "device" });
+        await s.set("#field-device_url", sandbox.SANDBOX_DEVICE_URL);
+        await s.click('[data-testid="authenticate"]');
+        await s.waitFor(() => s.find("#sign-in"), "the sign-in sheet");
+        const code = (await s.waitFor(() => s.text('[data-testid="device-code"]'), "the device code")).trim();
+        const uri = await s.script("return document.querySelector('[data-testid=device-verification-uri]').value");
+        assert(/^[A-Z0-9-]{4,}$/.test(code), `device code ${JSON.stringify(code)}`);
+        assert(new URL(uri).origin === new URL(sandbox.SANDBOX_DEVICE_URL).origin, `verification address ${uri}`);
+        assert(!uri.includes(code) && !uri.includes(code.replace(/-/g, "")), `the address shown does not carry the code: ${uri}`);
+        const waiting = await s.text('[data-testid="step-waiting"]');
+        assert(waiting.includes("Waiting for sign-in on the other device"), `step text ${waiting}`);
+        assert((await s.attr('[data-testid="step-waiting"]', "data-state")) === "active", "waiting is the active step");
+        await s.screenshot(path.join(shots, "device.png"));
+        // The app opened nothing on this machine: its $BROWSER wrote no line.
+        await sleep(500);
+        const opened = existsSync(appBrowserLog("flows")) ? readFileSync(appBrowserLog("flows"), "utf8").trim() : "";
+        assert(opened === "", `the app opened a page itself: ${opened}`);
+        // The admin's second device: the plain verification address, and the code read from the window.
+        const deviceLog = path.join(work, "second-device.log");
+        const r = spawnSync(sandbox.SANDBOX_BROWSER, [uri], {
+          env: { ...process.env, SANDBOX_LOGIN_USER: "alice@sandbox.test", SANDBOX_LOGIN_PASSWORD: "alice-password", SANDBOX_DEVICE_CODE: code, SANDBOX_BROWSER_LOG: deviceLog },
+          stdio: "ignore",
+        });
+        assert(r.status === 0, `the scripted browser did not start (${r.status ?? r.error})`);
+        await s.waitFor(async () => (await status(s, '[data-testid="status-badge"]')) === "verified", "Verified", 90000);
+        const msg = await s.text('[data-testid="last-message"]');
+        assert(/3 messages/.test(msg), `last message ${msg}`);
+        const line = readFileSync(deviceLog, "utf8");
+        assert(/steps=\S*device_code/.test(line) && /result=device_done/.test(line), `second device: ${line}`);
+      });
+
+      const secret = JSON.parse(readFileSync(path.join(sandbox.SANDBOX_STATE_DIR, "idp.json"), "utf8")).appClient?.secret;
+      const appOnly = { flow: "client_credentials", clientId: sandbox.SANDBOX_APP_CLIENT_ID };
+      await scenario("app-only: no secret -> store-the-secret hint; secret stored in the window -> alice Failed with the Exchange fix; bob POP3 -> Verified with 2 messages", async () => {
+        assert(secret, "idp.json has .appClient.secret");
+        await s.click('[data-testid="back"]');
+        await fillSandboxMailbox(s, "alice-app", appOnly);
+        const legend = await s.text('[data-testid="secret-legend"]');
+        assert(legend.includes("required for app-only"), `secret legend ${legend}`);
+        await s.click('[data-testid="authenticate"]');
+        await s.waitFor(async () => (await status(s, '[data-testid="status-badge"]')) === "failed", "Failed without a secret", 30000);
+        const noSecret = await s.text('[data-testid="last-hint"]');
+        assert(/store the client secret/i.test(noSecret), `hint without a secret: ${noSecret}`);
+
+        // The secret is typed into the window and goes only to the keyring (set_client_secret).
+        await s.type("#field-client_secret", secret);
+        await s.set("#field-client_secret_expires", "2099-12-31");
+        await s.click('[data-testid="store-secret"]');
+        await s.waitFor(async () => (await s.script("return [...document.querySelectorAll('[data-testid=toast]')].map(t => t.innerText).join('|')")).includes("Client secret stored in the OS keyring"), "the stored toast");
+        assert((await s.script("return document.querySelector('#field-client_secret').value")) === "", "the secret field is emptied");
+
+        await s.click('[data-testid="authenticate"]');
+        const fix = await s.waitFor(async () => {
+          const h = await s.text('[data-testid="last-hint"]').catch(() => "");
+          return h.includes("Add-MailboxPermission") && h;
+        }, "the app-only fix", 60000);
+        assert((await status(s, '[data-testid="status-badge"]')) === "failed", "alice-app Failed");
+        assert(/service principal/i.test(fix) && fix.includes("New-ServicePrincipal"), `app-only fix ${fix}`);
+        const words = await s.text('[data-testid="server-words"]');
+        assert(/AUTHENTICATIONFAILED/.test(words), `server words ${words}`);
+        await s.find('[data-testid="hint-exchange-script"]');
+        const held = holdersOf(secret, [app.home], [app.log]);
+        assert(held.length === 0, `the client secret is in ${held.join(", ")}`);
+
+        await s.click('[data-testid="back"]');
+        await fillSandboxMailbox(s, "bob-app", { ...appOnly, email: "bob@sandbox.test", protocol: "pop3" });
+        await s.click('[data-testid="save"]');
+        await s.waitFor(async () => (await s.attr("#field-name", "readonly")) !== null, "bob-app saved");
+        await s.type("#field-client_secret", secret);
+        await s.click('[data-testid="store-secret"]');
+        await s.waitFor(async () => (await s.script("return document.querySelector('#field-client_secret').value")) === "", "the secret stored");
+        await s.click('[data-testid="authenticate"]');
+        await s.waitFor(async () => ["verified", "failed"].includes(await status(s, '[data-testid="status-badge"]')), "a result for bob-app", 60000);
+        const bob = await s.text('[data-testid="last-message"]');
+        assert((await status(s, '[data-testid="status-badge"]')) === "verified" && /2 messages/.test(bob),
+          `bob-app (granted in SANDBOX_APP_GRANTS=${JSON.stringify(sandbox.SANDBOX_APP_GRANTS)}): ${bob}`);
+      });
+
+      await scenario("Exchange script: for the selected app-only mailboxes; a bad Object ID is named at its field, a good one gives New-ServicePrincipal and one Add-MailboxPermission each", async () => {
+        await s.click('[data-testid="nav-board"]');
+        await s.waitFor(() => s.find('[data-testid="row-bob-app"]'), "the board");
+        assert((await s.attr('[data-testid="exchange-script-selected"]', "disabled")) !== null, "no selection: the button is disabled");
+        for (const n of ["alice-app", "bob-app", "alice-device"]) await s.click(`[data-testid="select-${n}"]`);
+        await s.click('[data-testid="exchange-script-selected"]');
+        await s.waitFor(() => s.find('[data-testid="exchange-dialog"]'), "the Exchange script dialog");
+        const listed = await s.text('[data-testid="exchange-mailboxes"]');
+        assert(listed.includes("alice-app") && listed.includes("bob-app") && !listed.includes("alice-device"), `mailboxes ${listed}`);
+        assert((await s.text('[data-testid="exchange-skipped"]')).includes("alice-device"), "the device mailbox is left out, and says so");
+        assert((await s.script("return document.querySelector('#field-exchange-display_name').value")) === "Mailbox Auth", "default display name");
+        const help = await s.text("#help-exchange-object_id");
+        assert(help.includes("Enterprise applications") && help.includes("Object ID"), `object id help ${help}`);
+        assert((await s.script("return document.activeElement?.id")) === "field-exchange-object_id", "the Object ID field has the focus");
+
+        await s.type("#field-exchange-object_id", "not-a-guid");
+        await s.click('[data-testid="exchange-generate"]');
+        const bad = await s.waitFor(() => s.text('[data-testid="error-exchange-object_id"]'), "the object_id field error");
+        assert(/GUID/.test(bad), `object_id error ${bad}`);
+        assert((await s.attr("#field-exchange-object_id", "aria-invalid")) === "true", "the Object ID input is marked invalid");
+        assert((await s.findAll('[data-testid="exchange-script-text"]')).length === 0, "no script for a bad Object ID");
+
+        // Keyboard: Enter in the field generates.
+        await s.type("#field-exchange-object_id", GUID);
+        await keys(s, "\uE007");
+        const script = await s.waitFor(() => scriptText(s), "the script");
+        const id = GUID.toLowerCase();
+        assert(script.includes(`New-ServicePrincipal -AppId '${sandbox.SANDBOX_APP_CLIENT_ID}' -ObjectId '${id}' -DisplayName 'Mailbox Auth'`), `script:\n${script}`);
+        const perms = script.split("\n").filter((l) => l.startsWith("Add-MailboxPermission"));
+        assert(perms.length === 2 && perms.some((l) => l.includes("'alice@sandbox.test'")) && perms.some((l) => l.includes("'bob@sandbox.test'")),
+          `Add-MailboxPermission lines: ${perms.join(" | ")}`);
+        assert((await s.findAll('[data-testid="error-exchange-object_id"]')).length === 0, "the field error is gone");
+        await s.find('[data-testid="exchange-copy"]');
+        await s.script("document.querySelectorAll('[data-testid=toast] button.close').forEach((b) => b.click())");
+        await s.screenshot(path.join(shots, "exchange-script.png"));
+        await keys(s, "\uE00C"); // Escape closes
+        await s.waitFor(async () => (await s.findAll('[data-testid="exchange-dialog"]')).length === 0, "the dialog to close");
+
+        // From the red app-only mailbox's fix: the script for that mailbox alone.
+        await s.click('[data-testid="open-alice-app"]');
+        await s.click('[data-testid="hint-exchange-script"]');
+        await s.waitFor(() => s.find('[data-testid="exchange-dialog"]'), "the dialog from the editor");
+        await s.type("#field-exchange-object_id", GUID);
+        await s.click('[data-testid="exchange-generate"]');
+        const one = await s.waitFor(() => scriptText(s), "the one-mailbox script");
+        const onePerms = one.split("\n").filter((l) => l.startsWith("Add-MailboxPermission"));
+        assert(onePerms.length === 1 && onePerms[0].includes("'alice@sandbox.test'"), `one mailbox: ${onePerms.join(" | ")} in:\n${one}`);
+        await s.click('[data-testid="exchange-close"]');
+        await s.waitFor(async () => (await s.findAll('[data-testid="exchange-dialog"]')).length === 0, "the dialog to close");
+      });
+
+      await scenario("the client secret is in no file of MAILBOX_AUTH_HOME and not in the app's log", async () => {
+        assert(secret, "idp.json has .appClient.secret");
+        const files = filesUnder(app.home);
+        assert(files.length > 0, "the data directory has files");
+        const held = holdersOf(secret, [app.home], [app.log]);
+        assert(held.length === 0, `the client secret is in ${held.join(", ")}`);
       });
     });
 
