@@ -456,10 +456,10 @@ async function main() {
         await fillSandboxMailbox(s, "bob-app", { ...appOnly, email: "bob@sandbox.test", protocol: "pop3" });
         await s.click('[data-testid="save"]');
         await s.waitFor(async () => (await s.attr("#field-name", "readonly")) !== null, "bob-app saved");
+        // Authenticate with the secret typed but not stored: it is stored first.
         await s.type("#field-client_secret", secret);
-        await s.click('[data-testid="store-secret"]');
-        await s.waitFor(async () => (await s.script("return document.querySelector('#field-client_secret').value")) === "", "the secret stored");
         await s.click('[data-testid="authenticate"]');
+        await s.waitFor(async () => (await s.script("return document.querySelector('#field-client_secret').value")) === "", "the typed secret stored");
         await s.waitFor(async () => ["verified", "failed"].includes(await status(s, '[data-testid="status-badge"]')), "a result for bob-app", 60000);
         const bob = await s.text('[data-testid="last-message"]');
         assert((await status(s, '[data-testid="status-badge"]')) === "verified" && /2 messages/.test(bob),
