@@ -141,7 +141,7 @@ const BY_CODE: &[Entry] = &[
     ("auth_rejected", "The mail server refused the access token.",
      "Check that the signed-in account is the mailbox's login (or has access to it), that IMAP/POP is enabled for the mailbox, and that the scopes are for this mail service."),
     ("auth_rejected_app_only", "The mail server refused the app-only token: the app has no access to this mailbox.",
-     "For app-only access the app's service principal must be registered in Exchange and hold FullAccess on the mailbox, with IMAP/POP enabled: run the PowerShell from `mailbox-auth exchange-script` (New-ServicePrincipal, Add-MailboxPermission, Set-CASMailbox)."),
+     "For app-only access the app's service principal must be registered in Exchange and hold FullAccess on the mailbox, with IMAP/POP enabled: run the PowerShell from the window's Exchange script dialog or `mailbox-auth exchange-script` (New-ServicePrincipal, Add-MailboxPermission, Set-CASMailbox)."),
     ("folder_missing", "Sign-in worked, but the folder does not exist.", "Fix the folder name (usually INBOX)."),
     ("protocol", "The server answered in a way that does not fit the protocol.",
      "Check that the port belongs to the chosen protocol (IMAP or POP3) and security."),
