@@ -256,38 +256,58 @@ mod tests {
 
     #[test]
     fn local_failures_have_their_fix() {
-        let cases = [
-            ("dns", "does not resolve", "host name"),
-            ("connect_refused", "Nothing accepts connections", "Check the port"),
-            ("connect", "could not be reached", "firewall"),
-            ("timeout", "did not answer in time", "firewall"),
-            ("tls_untrusted", "not signed by a trusted authority", "CA certificate file"),
-            ("tls_hostname", "does not match the host name", "issued for"),
-            ("tls_expired", "has expired", "clock"),
-            ("tls", "handshake", "993/995 need TLS"),
-            ("ca_file", "cannot be used", "PEM file"),
-            ("starttls_not_offered", "token was not sent", "TLS port"),
-            ("mechanism_not_offered", "neither XOAUTH2 nor OAUTHBEARER", "Enable OAuth"),
-            ("folder_missing", "folder does not exist", "folder name"),
-            ("auth_rejected_app_only", "app-only token", "Add-MailboxPermission"),
-            ("protocol", "does not fit the protocol", "port belongs"),
-            ("signin_timeout", "not completed", "Authenticate again"),
-            ("no_refresh_token", "no refresh token", "offline_access"),
-            ("not_authenticated", "not been authenticated", "Authenticate"),
-            ("no_client_secret", "none is stored", "Certificates & secrets"),
-            ("client_secret_expired", "has expired", "new client secret"),
-            ("client_secret_expiring", "within 30 days", "before the expiry date"),
-            ("signed_in_as_other", "not the mailbox's login", "login field"),
-            ("keyring_unavailable", "No OS keyring", "gnome-keyring"),
-            ("keyring_locked", "locked", "Unlock"),
-            ("token_endpoint_unreachable", "could not be reached", "token URL"),
-            ("discovery_failed", "OpenID configuration", "issuer URL"),
-        ];
-        for (code, cause, fix) in cases {
+        for (code, cause, fix) in LOCAL_CASES {
             let d = diagnose(code, None);
             assert!(d.cause.contains(cause) && d.fix.contains(fix), "{code}: {d:?}");
         }
     }
+
+    #[test]
+    fn every_code_in_the_catalogue_is_tested() {
+        let fx = fixtures();
+        for (code, ..) in BY_CODE {
+            assert!(
+                fx.iter().any(|f| f.code == *code) || LOCAL_CASES.iter().any(|(c, ..)| c == code),
+                "{code} has neither a fixture nor a local case"
+            );
+        }
+    }
+
+    /// `(code, words in the cause, words in the fix)` for failures that happen on this side.
+    const LOCAL_CASES: &[(&str, &str, &str)] = &[
+        ("dns", "does not resolve", "host name"),
+        ("connect_refused", "Nothing accepts connections", "Check the port"),
+        ("connect", "could not be reached", "firewall"),
+        ("timeout", "did not answer in time", "firewall"),
+        ("tls_untrusted", "not signed by a trusted authority", "CA certificate file"),
+        ("tls_hostname", "does not match the host name", "issued for"),
+        ("tls_expired", "has expired", "clock"),
+        ("tls", "handshake", "993/995 need TLS"),
+        ("ca_file", "cannot be used", "PEM file"),
+        ("starttls_not_offered", "token was not sent", "TLS port"),
+        ("mechanism_not_offered", "neither XOAUTH2 nor OAUTHBEARER", "Enable OAuth"),
+        ("folder_missing", "folder does not exist", "folder name"),
+        ("auth_rejected_app_only", "app-only token", "Add-MailboxPermission"),
+        ("protocol", "does not fit the protocol", "port belongs"),
+        ("signin_timeout", "not completed", "Authenticate again"),
+        ("no_refresh_token", "no refresh token", "offline_access"),
+        ("not_authenticated", "not been authenticated", "Authenticate"),
+        ("no_client_secret", "none is stored", "Certificates & secrets"),
+        ("client_secret_expired", "has expired", "new client secret"),
+        ("client_secret_expiring", "within 30 days", "before the expiry date"),
+        ("signed_in_as_other", "not the mailbox's login", "login field"),
+        ("keyring_unavailable", "No OS keyring", "gnome-keyring"),
+        ("keyring_locked", "locked", "Unlock"),
+        ("token_endpoint_unreachable", "could not be reached", "token URL"),
+        ("discovery_failed", "OpenID configuration", "issuer URL"),
+        ("token_response_invalid", "not answer like an OAuth server", "token URL"),
+        ("config", "incomplete", "named field"),
+        ("loopback", "could not run", "127.0.0.1"),
+        ("cancelled", "cancelled", "start again"),
+        ("keyring_failed", "keyring failed", "restart the keyring"),
+        ("store", "data store failed", "writable"),
+        ("not_found", "no mailbox with that name", "mailbox-auth list"),
+    ];
 
     #[test]
     fn catalogue_has_no_duplicates_or_blank_text() {
