@@ -55,6 +55,18 @@ export function toastError(e: unknown) {
   toast("bad", err?.message ?? String(e), err?.hint);
 }
 
+/** Copies `text` to the clipboard; where the clipboard is not available, says how to copy by
+ * hand (`manual`). Whether it copied, for the caller's "Copied" feedback. */
+export async function copyText(text: string, manual: string): Promise<boolean> {
+  try {
+    await navigator.clipboard.writeText(text);
+    return true;
+  } catch {
+    toast("info", manual);
+    return false;
+  }
+}
+
 export function go(view: View, editing: string | null = null) {
   ui.view = view;
   ui.editing = editing;
