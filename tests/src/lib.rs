@@ -83,6 +83,16 @@ pub struct Run {
     pub stderr: String,
 }
 
+impl From<Output> for Run {
+    fn from(out: Output) -> Self {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 impl Run {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout)
@@ -143,12 +153,7 @@ impl Cli {
         for (k, v) in env {
             c.env(k, v);
         }
-        let out: Output = c.output().expect("run mailbox-auth");
-        let run = Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
+        let run = Run::from(c.output().expect("run mailbox-auth"));
         let mut t = self.transcript.lock().unwrap();
         t.push_str(&format!("$ mailbox-auth {}\n{}\n{}\n", args.join(" "), run.stdout, run.stderr));
         run

@@ -326,12 +326,7 @@ fn start_device_sign_in(cli: &Cli, name: &str) -> (std::process::Child, String, 
 
 /// Waits for a CLI started with `start_device_sign_in` (its stderr is already drained).
 fn finish(child: std::process::Child) -> mailbox_auth_tests::Run {
-    let out = child.wait_with_output().unwrap();
-    mailbox_auth_tests::Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::new(),
-    }
+    child.wait_with_output().unwrap().into()
 }
 
 /// A device-flow mailbox given only the IdP's issuer: the device endpoint, like the token
