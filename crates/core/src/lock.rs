@@ -155,6 +155,20 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #[test]
+        fn any_two_names_get_distinct_safe_files_in_the_folder(a in "\\PC{0,100}", b in "\\PC{0,100}") {
+            let l = Locks::new("/data/locks");
+            let (pa, pb) = (l.path(&a), l.path(&b));
+            proptest::prop_assert_eq!(pa.parent(), Some(Path::new("/data/locks")));
+            let f = pa.file_name().unwrap().to_str().unwrap().to_string();
+            proptest::prop_assert!(f.len() == 69 && f.ends_with(".lock"));
+            proptest::prop_assert!(f[..64].chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+            proptest::prop_assert_eq!(a == b, pa == pb);
+        }
+    }
+
     #[tokio::test]
     async fn a_held_lock_makes_others_wait_and_ends_in_an_error_naming_the_mailbox() {
         let dir = tempfile::tempdir().unwrap();

@@ -589,6 +589,19 @@ mod tests {
         cache.signed_in(&m.name, &tokens, &secrets).await.unwrap();
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #[test]
+        fn any_announced_lifetime_is_capped_and_never_panics(secs in proptest::prelude::any::<u64>(), nanos in 0u32..1_000_000_000) {
+            let expires_in = Some(Duration::new(secs, nanos));
+            let l = lifetime(expires_in);
+            proptest::prop_assert!(l <= MAX_LIFETIME);
+            proptest::prop_assert_eq!(l, Duration::new(secs, nanos).min(MAX_LIFETIME));
+            let tokens = Tokens { access_token: AccessToken::new("at".into()), refresh_token: None, expires_in, id_token: None };
+            proptest::prop_assert!(cached(&tokens).valid_until <= Instant::now() + MAX_LIFETIME);
+        }
+    }
+
     #[tokio::test]
     async fn a_cleared_token_is_refreshed_at_the_next_call() {
         let (url, _, _) = token_endpoint(Answer::Rotate { expires_in: 600 }, Duration::ZERO).await;
