@@ -114,6 +114,11 @@ impl Locks {
 }
 
 fn open(dir: &Path, path: &Path, mailbox: &str) -> Result<File, LockError> {
+    // `flock` needs no write access: on a data directory that became read-only, an existing
+    // lock file still serves (read-only open), so refreshes stay one at a time.
+    if let Ok(f) = File::open(path) {
+        return Ok(f);
+    }
     let mut b = std::fs::DirBuilder::new();
     b.recursive(true);
     #[cfg(unix)]
@@ -209,6 +214,21 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir.path().join("locks")), 0o700);
         assert_eq!(mode(&l.path("m")), 0o600);
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn an_existing_lock_file_still_locks_when_it_cannot_be_written() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let a = Locks::new(dir.path().join("locks"));
+        drop(a.acquire("m").await.unwrap());
+        std::fs::set_permissions(a.path("m"), std::fs::Permissions::from_mode(0o400)).unwrap();
+        let held = a.acquire("m").await.unwrap();
+        let b = Locks::new(dir.path().join("locks")).with_wait(Duration::from_millis(200));
+        assert_eq!(b.acquire("m").await.unwrap_err().code(), "refresh_busy");
+        drop(held);
+        b.acquire("m").await.unwrap();
     }
 
     #[tokio::test]
