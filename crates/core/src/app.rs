@@ -370,6 +370,10 @@ impl App {
             ),
         });
         let outcome = probe::smtp::probe(&target, &token, message.as_ref()).await;
+        if outcome.as_ref().is_err_and(|e| e.code() == "auth_rejected") {
+            // As in `verify`: a refused token is not served from the cache again.
+            self.tokens.clear(name).await;
+        }
         self.record(probe_record(&m, &target, outcome)).map(Some)
     }
 
