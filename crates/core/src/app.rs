@@ -36,6 +36,8 @@ pub enum AppError {
     #[error(transparent)]
     Secret(#[from] SecretError),
     #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
+    #[error(transparent)]
     Import(#[from] ImportError),
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<FieldError>),
@@ -46,6 +48,7 @@ impl AppError {
         match self {
             AppError::Store(e) => e.code(),
             AppError::Secret(e) => e.code(),
+            AppError::Lock(e) => e.code(),
             AppError::Import(_) => "import",
             AppError::Invalid(_) => "invalid",
         }
@@ -103,7 +106,8 @@ impl App {
         Ok(Self {
             store: Store::open(home)?,
             secrets,
-            tokens: TokenCache::default(),
+            // Refreshes of one mailbox are serialised across processes by lock files here.
+            tokens: TokenCache::new(home.join("locks")),
             http: oauth::http_client(),
             discovered: Default::default(),
             probe_timeout: PROBE_TIMEOUT,
@@ -251,18 +255,12 @@ impl App {
                     client_credentials::token(&m, secret, &self.http).await?
                 }
             };
-            if m.flow != Flow::ClientCredentials {
-                let refresh = tokens.refresh_token.as_ref().ok_or(OAuthError::NoRefreshToken)?;
-                // Stored before anything uses the access token (see oauth::refresh).
-                secret::set(
-                    &self.secrets,
-                    name,
-                    SecretKind::RefreshToken,
-                    SecretString::from(refresh.secret().clone()),
-                )
-                .await?;
+            if m.flow != Flow::ClientCredentials && tokens.refresh_token.is_none() {
+                return Err(OAuthError::NoRefreshToken);
             }
-            self.tokens.put(name, &tokens).await;
+            // Stored under the mailbox's locks before anything uses the access token, so no
+            // refresh in another program overwrites it (see oauth::refresh).
+            self.tokens.signed_in(name, &tokens, &self.secrets).await?;
             Ok::<_, OAuthError>(tokens.id_token.as_ref().and_then(|t| signed_in_account(t.expose_secret())))
         }
         .await;
@@ -341,7 +339,13 @@ impl App {
             Err(e) => return self.record(oauth_failure(name, "refresh", &e)),
         };
         let target = self.probe_target(&m, m.protocol.into(), &m.host, m.port, m.security);
-        self.record(probe_record(&m, &target, probe::probe(&target, &token).await))
+        let outcome = probe::probe(&target, &token).await;
+        if outcome.as_ref().is_err_and(|e| e.code() == "auth_rejected") {
+            // A refused token (revoked, or its grant ended) must not be served from the cache
+            // again: the next call refreshes.
+            self.tokens.clear(name).await;
+        }
+        self.record(probe_record(&m, &target, outcome))
     }
 
     /// Signs in to the mailbox's outbound SMTP server and proves it accepts mail from the
@@ -366,6 +370,10 @@ impl App {
             ),
         });
         let outcome = probe::smtp::probe(&target, &token, message.as_ref()).await;
+        if outcome.as_ref().is_err_and(|e| e.code() == "auth_rejected") {
+            // As in `verify`: a refused token is not served from the cache again.
+            self.tokens.clear(name).await;
+        }
         self.record(probe_record(&m, &target, outcome)).map(Some)
     }
 
@@ -412,12 +420,17 @@ impl App {
     }
 
     /// Deletes the mailbox's keyring entries (refresh token and client secret).
+    /// Deleted under the mailbox's locks, so a refresh running in another program ends first
+    /// and cannot write its rotated refresh token back afterwards.
     pub async fn forget(&self, name: &str) -> Result<(), AppError> {
         self.store.get(name)?;
-        self.tokens.clear(name).await;
-        secret::delete(&self.secrets, name, SecretKind::RefreshToken).await?;
-        secret::delete(&self.secrets, name, SecretKind::ClientSecret).await?;
-        Ok(())
+        self.tokens.forget(name, &self.secrets).await.map_err(|e| match e {
+            OAuthError::Secret(e) => AppError::Secret(e),
+            OAuthError::Lock(e) => AppError::Lock(e),
+            other => {
+                AppError::Secret(SecretError::Failed { op: "delete", key: name.into(), detail: other.to_string() })
+            }
+        })
     }
 
     /// Removes the mailbox, its history and its keyring entries. Secrets go first, so a

@@ -85,6 +85,15 @@ pub enum OAuthError {
     Loopback(#[from] loopback::LoopbackError),
     #[error(transparent)]
     Secret(#[from] crate::secret::SecretError),
+    /// A refresh refused with HTTP 400/401 and no OAuth error in the body (an empty body is
+    /// what some providers send for a revoked or replayed one-time refresh token).
+    #[error("the token endpoint {url} refused the stored sign-in (HTTP {status} with no OAuth error): the refresh token was revoked, expired or already used")]
+    RefreshRejected { url: String, status: u16 },
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
+    /// The provider rotated the refresh token but the keyring did not take the new one.
+    #[error("the identity provider replaced the refresh token of mailbox `{mailbox}`, but the OS keyring did not store the new one ({source}); this program keeps it in memory only and stores it at its next use, so unlock or repair the keyring now")]
+    RotatedNotStored { mailbox: String, source: crate::secret::SecretError },
     #[error("the sign-in was cancelled")]
     Cancelled,
 }
@@ -105,6 +114,9 @@ impl OAuthError {
             OAuthError::Loopback(loopback::LoopbackError::Provider { error, .. }) => error.clone(),
             OAuthError::Loopback(_) => "loopback".into(),
             OAuthError::Secret(e) => e.code().into(),
+            OAuthError::RefreshRejected { .. } => "refresh_rejected".into(),
+            OAuthError::Lock(e) => e.code().into(),
+            OAuthError::RotatedNotStored { source, .. } => source.code().into(),
             OAuthError::Cancelled => "cancelled".into(),
         }
     }
