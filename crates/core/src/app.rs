@@ -122,6 +122,11 @@ impl App {
         &self.tokens
     }
 
+    /// The secret store, for secrets that belong to no mailbox (the monitor's alert webhook).
+    pub fn secret_store(&self) -> &Arc<dyn SecretStore> {
+        &self.secrets
+    }
+
     pub async fn view(&self, m: Mailbox) -> Result<MailboxView, AppError> {
         let credential = match m.flow {
             Flow::ClientCredentials => SecretKind::ClientSecret,

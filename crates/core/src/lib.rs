@@ -10,6 +10,7 @@ pub mod health;
 pub mod import;
 pub mod lock;
 pub mod mailbox;
+pub mod monitor;
 pub mod oauth;
 pub mod probe;
 pub mod provider;
