@@ -18,6 +18,8 @@ use mailbox_auth_core::oauth::auth_code::AuthStep;
 use mailbox_auth_core::secret::KeyringStore;
 use mailbox_auth_core::{App, AppError};
 
+mod monitor_cmd;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "mailbox-auth",
@@ -109,6 +111,23 @@ enum Command {
     Forget { name: String },
     /// Remove the mailbox, its history and its secrets.
     Remove { name: String },
+    /// Re-check every mailbox now and then every interval; log and alert each change of badge
+    /// (green→red, red→green, →amber) once.
+    Monitor(monitor_cmd::MonitorArgs),
+    /// Nagios/Icinga plugin: check the named mailboxes and print one status line with
+    /// performance data; exit 0 OK, 1 WARNING (amber), 2 CRITICAL (red), 3 UNKNOWN.
+    Check {
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Seconds allowed for each network step.
+        #[arg(long, default_value_t = 20)]
+        timeout: u64,
+    },
+    /// Where the monitor's alerts go.
+    Alerts {
+        #[command(subcommand)]
+        action: monitor_cmd::AlertsAction,
+    },
     /// Show the mailbox's check history, newest first.
     History {
         name: String,
@@ -145,6 +164,10 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let home = cli.home.unwrap_or_else(mailbox_auth_core::store::default_home);
+    if let Command::Check { names, timeout } = cli.command {
+        // The plugin convention: whatever goes wrong is UNKNOWN (3), never a usage error.
+        return Ok(monitor_cmd::check(&home, names, timeout).await);
+    }
     let mut app = App::open(&home, Arc::new(KeyringStore::from_env()))?;
     match cli.command {
         Command::Import { file, json } => {
@@ -273,6 +296,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("removed {name}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Monitor(args) => monitor_cmd::monitor(app, &home, args).await,
+        Command::Check { .. } => unreachable!("handled before the store is opened"),
+        Command::Alerts { action } => monitor_cmd::alerts(app, &home, action).await,
         Command::History { name, limit, json } => {
             let recs = app.history(&name, limit)?;
             if json {
