@@ -295,6 +295,8 @@ fn token_endpoint_outage_is_one_summary_and_a_second_once_run_alerts_nothing() {
     let names = ["t1", "t2", "t3", "t4"];
     let rows: Vec<_> = names.iter().map(|n| (app_row(&sb, n, BOB, None, Some(relayed.as_str())), None)).collect();
     app_mailboxes(&cli, &sb, &rows);
+    // Imported, never signed in: not watched, so neither red nor alerted.
+    cli.import_with(",flow", &[app_row(&sb, "never", BOB, None, None)]);
     let hook = Receiver::new(200, "/hooks/T0SECRET-idp");
     store_webhook(&cli, &hook.url);
 
@@ -302,6 +304,7 @@ fn token_endpoint_outage_is_one_summary_and_a_second_once_run_alerts_nothing() {
     let r = once();
     assert_eq!(r.code, 0, "{r:?}");
     assert!(hook.posts().is_empty(), "nothing changed: {:?}", hook.posts());
+    assert!(r.stderr.contains("1 not authenticated (not checked)"), "{r:?}");
 
     relay.set(false);
     let r = once();
@@ -449,6 +452,14 @@ fn nagios_check_exit_codes_and_lines_for_green_amber_red_and_unknown() {
     // It really checks: a new history record per run.
     let hist = cli.run(&["history", "green", "--json"], &[]).json();
     assert!(hist.as_array().unwrap().iter().filter(|h| h["check"] == "pop3").count() >= 4, "{hist}");
+
+    cli.import_with(",flow", &[app_row(&sb, "never", BOB, None, None)]);
+    let r = check(&["never"], &[]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stdout.starts_with("MAILBOX-AUTH CRITICAL - 1 of 1 mailbox failed: never (not_authenticated) | "),
+        "{r:?}"
+    );
 
     let r = check(&["green", "nope"], &[]);
     assert_eq!((r.code, r.stdout.trim()), (3, "MAILBOX-AUTH UNKNOWN - no mailbox named `nope`"), "{r:?}");

@@ -445,15 +445,36 @@ fn reason(m: &Mailbox, after: Status, deciding: Option<&HealthRecord>, now: Date
 }
 
 /// Checks one mailbox: the incoming server, then (unless the sign-in itself failed) the SMTP
-/// server, each under a connection permit.
+/// server, each under a connection permit. A mailbox never signed in is not checked (its badge
+/// stays "Not authenticated").
 pub async fn check_one(app: &App, limits: &Limits, m: &Mailbox) -> Result<MailboxCheck, AppError> {
-    let before = app.view(m.clone()).await?.status;
     let started = Instant::now();
     let mut records = Vec::new();
-    let incoming = {
-        let _permit = limits.connection(&account_key(m.sasl_user(), &m.host)).await;
-        app.verify(&m.name).await?
-    };
+    // The badge before is read under the first permit, so a pass over many mailboxes has at
+    // most `concurrency` of them reading the keyring at once too.
+    let permit = limits.connection(&account_key(m.sasl_user(), &m.host)).await;
+    let before = app.view(m.clone()).await?.status;
+    if before == Status::NotAuthenticated {
+        // Never signed in and never checked: nothing to watch yet, and no alert about it.
+        let d = crate::diagnose::diagnose("not_authenticated", None);
+        return Ok(MailboxCheck {
+            mailbox: m.name.clone(),
+            before,
+            after: before,
+            records,
+            at: Utc::now(),
+            duration: started.elapsed(),
+            client_secret_expires: m.client_secret_expires,
+            reason: Reason {
+                code: Some("not_authenticated".into()),
+                message: "never signed in".into(),
+                hint: Some(d.fix.to_string()),
+                cause: None,
+            },
+        });
+    }
+    let incoming = app.verify(&m.name).await?;
+    drop(permit);
     // A failed refresh fails the SMTP check the same way: one request to a failing token
     // endpoint per mailbox is enough.
     let signed_in = incoming.check != "refresh";
