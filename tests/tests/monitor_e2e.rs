@@ -307,6 +307,15 @@ fn token_endpoint_outage_is_one_summary_and_a_second_once_run_alerts_nothing() {
     assert!(r.stderr.contains("1 not authenticated (not checked)"), "{r:?}");
 
     relay.set(false);
+    // The webhook is down too at first: the alert is not lost, the next run sends it.
+    let broken = Receiver::new(503, "/hooks/T0SECRET-down");
+    store_webhook(&cli, &broken.url);
+    let r = once();
+    assert_eq!(r.code, 1, "red mailboxes: exit 1 {r:?}");
+    assert_eq!(broken.posts().len(), 4, "tried 4 times: {:?}", broken.posts());
+    assert!(r.stderr.contains("not delivered (tried again next pass)"), "{r:?}");
+    store_webhook(&cli, &hook.url);
+
     let r = once();
     assert_eq!(r.code, 1, "red mailboxes: exit 1 {r:?}");
     let posts = hook.posts();

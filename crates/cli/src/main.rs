@@ -2,7 +2,8 @@
 //! helper for mail fetchers.
 //!
 //! Exit status: 0 when every checked mailbox is green, 1 when any is red, 2 on usage or input
-//! errors (unknown mailbox, bad CSV, invalid field).
+//! errors (unknown mailbox, bad CSV, invalid field). `check` follows the Nagios plugin convention
+//! instead: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
 
 use std::io::Write;
 use std::path::PathBuf;
