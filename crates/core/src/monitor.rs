@@ -1065,6 +1065,16 @@ mod tests {
     }
 
     #[test]
+    fn a_pass_is_send_so_a_desktop_task_can_run_it() {
+        fn assert_send<T: Send>(_: &T) {}
+        let dir = tempfile::tempdir().unwrap();
+        let app = App::open(dir.path(), Arc::new(crate::secret::MemoryStore::default())).unwrap();
+        let mon = Monitor::new(&app, dir.path(), MonitorConfig::default()).unwrap();
+        let fut = mon.pass(true);
+        assert_send(&fut);
+    }
+
+    #[test]
     fn changes_that_make_news() {
         assert_eq!(change(Verified, Failed), Some(Change::Failed));
         assert_eq!(change(NotAuthenticated, Failed), Some(Change::Failed));
