@@ -629,3 +629,201 @@ async fn pump_delayed(
     tokio::join!(read, write);
     End::Eof
 }
+
+#[cfg(test)]
+mod tests {
+    //! The proxy against a small line server on loopback (std sockets, no sandbox needed).
+
+    use super::*;
+    use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+    use std::net::TcpListener as StdListener;
+    use std::sync::mpsc;
+
+    /// A server that greets with `* OK hello`, then echoes each line; every byte it receives
+    /// goes to the returned channel. Its threads end when the test's sockets close.
+    fn line_server() -> (SocketAddr, mpsc::Receiver<Vec<u8>>) {
+        let l = StdListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { return };
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    let _ = s.write_all(b"* OK hello\r\n");
+                    let mut r = BufReader::new(s.try_clone().unwrap());
+                    loop {
+                        let mut line = Vec::new();
+                        match r.read_until(b'\n', &mut line) {
+                            Ok(0) | Err(_) => {
+                                let _ = tx.send(line);
+                                return;
+                            }
+                            Ok(_) => {
+                                let _ = tx.send(line.clone());
+                                if s.write_all(&line).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (addr, rx)
+    }
+
+    fn connect(p: &FaultProxy) -> std::net::TcpStream {
+        let s = std::net::TcpStream::connect(p.addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
+    fn read_line(s: &mut std::net::TcpStream) -> std::io::Result<String> {
+        let mut out = Vec::new();
+        let mut b = [0u8; 1];
+        while !out.ends_with(b"\n") {
+            if s.read(&mut b)? == 0 {
+                break;
+            }
+            out.push(b[0]);
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    #[test]
+    fn passes_both_ways_and_counts() {
+        let (up, _rx) = line_server();
+        let p = FaultProxy::start(up);
+        let mut s = connect(&p);
+        assert_eq!(read_line(&mut s).unwrap(), "* OK hello\r\n");
+        s.write_all(b"a1 NOOP\r\n").unwrap();
+        assert_eq!(read_line(&mut s).unwrap(), "a1 NOOP\r\n");
+        // The counters move just after the bytes are written.
+        assert!(p.wait_for(Duration::from_secs(5), |st| st.bytes_down == 21), "{:?}", p.stats());
+        let st = p.stats();
+        assert_eq!((st.accepted, st.upstream, st.bytes_up), (1, 1, 9), "{st:?}");
+    }
+
+    #[test]
+    fn refuse_closes_the_port_and_pass_opens_it_again() {
+        let (up, _rx) = line_server();
+        let p = FaultProxy::start(up);
+        p.set_fault(Fault::Refuse);
+        let e = std::net::TcpStream::connect(p.addr()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ConnectionRefused);
+        p.set_fault(Fault::Pass);
+        assert_eq!(read_line(&mut connect(&p)).unwrap(), "* OK hello\r\n");
+    }
+
+    #[test]
+    fn reset_after_the_greeting_is_a_tcp_reset() {
+        let (up, _rx) = line_server();
+        let p = FaultProxy::start(up);
+        p.set_fault(Fault::reset_after_greeting());
+        let mut s = connect(&p);
+        assert_eq!(read_line(&mut s).unwrap(), "* OK hello\r\n");
+        let e = s.read(&mut [0u8; 16]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}");
+        assert!(p.wait_for(Duration::from_secs(5), |st| st.resets == 1));
+    }
+
+    #[test]
+    fn reset_mid_command_lets_only_the_start_of_the_command_through() {
+        let (up, rx) = line_server();
+        let p = FaultProxy::start(up);
+        p.set_fault(Fault::reset_mid_command("AUTHENTICATE"));
+        let mut s = connect(&p);
+        read_line(&mut s).unwrap();
+        s.write_all(b"a1 CAPABILITY\r\n").unwrap();
+        assert_eq!(read_line(&mut s).unwrap(), "a1 CAPABILITY\r\n");
+        // The needle split over two writes is still found.
+        s.write_all(b"a2 AUTHENT").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        s.write_all(b"ICATE XOAUTH2 dXNlcj1hQGIuYwFhdXRoPUJlYXJlciB0b2tlbgEB\r\n").unwrap();
+        let e = s.read(&mut [0u8; 16]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}");
+        let got: Vec<Vec<u8>> = rx.iter().take(2).collect();
+        assert_eq!(got[0], b"a1 CAPABILITY\r\n");
+        assert_eq!(got[1], b"a2 AUTHENTICATE XOA", "the upstream saw only the command's start");
+    }
+
+    #[test]
+    fn oversize_sends_the_prefix_and_the_length_then_nothing() {
+        let (up, _rx) = line_server();
+        let p = FaultProxy::start(up);
+        p.set_fault(Fault::Oversize { prefix: b"* OK ".to_vec(), len: 300_000 });
+        let mut s = connect(&p);
+        let mut got = vec![0u8; 5 + 300_000];
+        s.read_exact(&mut got).unwrap();
+        assert!(got.starts_with(b"* OK AAAA") && got[5..].iter().all(|b| *b == b'A'));
+        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let e = s.read(&mut [0u8; 16]).unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut), "{e}");
+    }
+
+    #[test]
+    fn trickle_and_slow_lines_hold_the_servers_bytes_back() {
+        let (up, _rx) = line_server();
+        let p = FaultProxy::start(up);
+        p.set_fault(Fault::Trickle { every: Duration::from_millis(200) });
+        let mut s = connect(&p);
+        let mut b = [0u8; 64];
+        assert_eq!(s.read(&mut b).unwrap(), 1, "one byte at a time");
+        p.set_fault(Fault::SlowLines { every: Duration::from_millis(300) });
+        let mut s = connect(&p);
+        let start = Instant::now();
+        assert_eq!(read_line(&mut s).unwrap(), "* OK hello\r\n");
+        assert!(start.elapsed() >= Duration::from_millis(300));
+    }
+
+    #[test]
+    fn delay_adds_latency_each_way() {
+        let (up, _rx) = line_server();
+        let p = FaultProxy::start(up);
+        p.set_fault(Fault::Delay { up: Duration::from_millis(150), down: Duration::from_millis(250) });
+        let mut s = connect(&p);
+        assert_eq!(read_line(&mut s).unwrap(), "* OK hello\r\n");
+        let start = Instant::now();
+        s.write_all(b"a1 NOOP\r\n").unwrap();
+        assert_eq!(read_line(&mut s).unwrap(), "a1 NOOP\r\n");
+        let rtt = start.elapsed();
+        assert!(rtt >= Duration::from_millis(400) && rtt < Duration::from_secs(10), "{rtt:?}");
+    }
+
+    #[test]
+    fn stall_and_canned_http_answers_never_reach_the_upstream() {
+        let (up, _rx) = line_server();
+        let p = FaultProxy::start(up);
+        p.set_fault(Fault::Stall);
+        let mut s = connect(&p);
+        s.write_all(b"\x16\x03\x01 a client hello").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let e = s.read(&mut [0u8; 16]).unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut), "{e}");
+
+        p.set_fault(Fault::http(429, "Too Many Requests", &[("Retry-After", "120")], "slow down"));
+        let mut s = connect(&p);
+        s.write_all(b"POST /token HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        s.write_all(b"cd").unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 429 Too Many Requests\r\n"), "{answer}");
+        assert!(answer.contains("\r\nRetry-After: 120\r\n") && answer.ends_with("\r\n\r\nslow down"), "{answer}");
+        assert_eq!(p.stats().upstream, 0);
+    }
+
+    #[test]
+    fn dropping_the_proxy_closes_its_port_and_connections() {
+        let (up, _rx) = line_server();
+        let p = FaultProxy::start(up);
+        p.set_fault(Fault::Stall);
+        let mut s = connect(&p);
+        let addr = p.addr();
+        drop(p);
+        let n = s.read(&mut [0u8; 16]);
+        assert!(matches!(n, Ok(0)) || n.is_err(), "{n:?}");
+        assert!(std::net::TcpStream::connect(addr).is_err());
+    }
+}

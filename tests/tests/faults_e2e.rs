@@ -47,6 +47,8 @@ struct Row {
     want: String,
     got: String,
     secs: f64,
+    /// Peak memory of the CLI, MiB.
+    mib: u64,
     ended_right: bool,
     hang: bool,
     panic: bool,
@@ -78,17 +80,18 @@ fn publish(rows: &[Row]) {
     let yn = |b: bool| if b { "yes" } else { "-" };
     let mut out = String::from("== Fault injection (tests/tests/faults_e2e.rs)\n");
     out.push_str(&format!(
-        "{:<38} {:<7} {:<44} {:<44} {:>6}  {:<5} {:<4} {:<5} {:<5} {:<6}\n",
-        "fault", "command", "expected", "got", "secs", "right", "hang", "panic", "grant", "secret"
+        "{:<38} {:<7} {:<38} {:<38} {:>6} {:>5}  {:<5} {:<4} {:<5} {:<5} {:<6}\n",
+        "fault", "command", "expected", "got", "secs", "MiB", "right", "hang", "panic", "grant", "secret"
     ));
     for r in &sorted {
         out.push_str(&format!(
-            "{:<38} {:<7} {:<44} {:<44} {:>6.1}  {:<5} {:<4} {:<5} {:<5} {:<6}\n",
+            "{:<38} {:<7} {:<38} {:<38} {:>6.1} {:>5}  {:<5} {:<4} {:<5} {:<5} {:<6}\n",
             r.fault,
             r.command,
             r.want,
             r.got,
             r.secs,
+            r.mib,
             if r.ended_right { "yes" } else { "NO" },
             yn(r.hang),
             yn(r.panic),
@@ -154,6 +157,14 @@ struct Timed {
     hung: bool,
     /// Still running far beyond its bound, so it was killed.
     killed: bool,
+    /// The most memory the CLI held (VmHWM, KiB), as last seen while it ran.
+    peak_kib: u64,
+}
+
+/// The peak resident memory of a running process (`VmHWM` in /proc), in KiB.
+fn peak_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()
 }
 
 /// Runs the CLI, killing it (our own child, by its handle) if it runs far beyond `bound`.
@@ -179,7 +190,10 @@ fn timed(cli: &Cli, args: &[&str], env: &[(&str, &str)], bound: Duration) -> Tim
         b
     });
     let hard = bound + Duration::from_secs(20);
+    let mut peak = 0;
     let status = loop {
+        // Read before reaping: the peak stays readable until the child is waited for.
+        peak = peak_kib(child.id()).unwrap_or(0).max(peak);
         if let Some(s) = child.try_wait().expect("wait") {
             break Some(s);
         }
@@ -188,7 +202,7 @@ fn timed(cli: &Cli, args: &[&str], env: &[(&str, &str)], bound: Duration) -> Tim
             let _ = child.wait();
             break None;
         }
-        std::thread::sleep(Duration::from_millis(25));
+        std::thread::sleep(Duration::from_millis(10));
     };
     let took = start.elapsed();
     let run = Run {
@@ -202,7 +216,7 @@ fn timed(cli: &Cli, args: &[&str], env: &[(&str, &str)], bound: Duration) -> Tim
         run.stdout,
         run.stderr
     ));
-    Timed { run, took, hung: status.is_none() || took > bound, killed: status.is_none() }
+    Timed { run, took, hung: status.is_none() || took > bound, killed: status.is_none(), peak_kib: peak }
 }
 
 /// What a run must end with.
@@ -243,9 +257,7 @@ fn got(run: &Run) -> String {
         Some(r) => format!("exit {} {}", run.code, r["code"].as_str().unwrap_or("?")),
         None => {
             let first_err = run.stderr.lines().find(|l| l.starts_with("error:")).unwrap_or("");
-            let mut s = format!("exit {} {}", run.code, first_err);
-            s.truncate(44);
-            s
+            format!("exit {} {}", run.code, first_err).chars().take(38).collect()
         }
     }
 }
@@ -335,6 +347,7 @@ fn row(fault: &str, command: &'static str, want: Want, t: &Timed, data_dir: &Pat
         want: want.to_string(),
         got: if t.killed { "killed (still running)".into() } else { got(&t.run) },
         secs: t.took.as_secs_f64(),
+        mib: t.peak_kib / 1024,
         ended_right: verdict.is_ok(),
         hang: t.hung,
         panic: t.run.stderr.contains("panicked"),
@@ -512,6 +525,13 @@ fn mail_faults(protocol: &str, port_key: &str, user: (&str, &str), sasl_command:
                 add_why(&mut r, "the proxy never reset the connection")
             }
             _ => {}
+        }
+        if let Fault::Oversize { len, .. } = fault {
+            // A byte budget per reply: the client never holds the whole line.
+            if t.peak_kib * 1024 >= len as u64 {
+                r.ended_right = false;
+                add_why(&mut r, format!("the CLI grew to {} MiB on a {} MiB line", t.peak_kib / 1024, len >> 20));
+            }
         }
         if let (Fault::ResetOnClient { .. }, Some(rec)) = (&fault, red_record(&t.run)) {
             // The connection died in the middle of the SASL exchange, and the record says so.
@@ -1007,6 +1027,7 @@ fn cli_on_tmpfs(sb: &Sandbox, name: &str, size: &str) -> Option<(Cli, Tmpfs)> {
                 want: "-".into(),
                 got: "-".into(),
                 secs: 0.0,
+                mib: 0,
                 ended_right: true,
                 hang: false,
                 panic: false,
