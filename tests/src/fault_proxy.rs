@@ -749,6 +749,22 @@ mod tests {
     }
 
     #[test]
+    fn reset_after_client_bytes_counts_across_writes() {
+        let (up, rx) = line_server();
+        let p = FaultProxy::start(up);
+        p.set_fault(Fault::ResetAfterClientBytes(12));
+        let mut s = connect(&p);
+        read_line(&mut s).unwrap();
+        s.write_all(b"a1 NOOP\r\n").unwrap();
+        assert_eq!(read_line(&mut s).unwrap(), "a1 NOOP\r\n");
+        s.write_all(b"a2 NOOP\r\n").unwrap();
+        let e = s.read(&mut [0u8; 16]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}");
+        let got: Vec<Vec<u8>> = rx.iter().take(2).collect();
+        assert_eq!(got, [b"a1 NOOP\r\n".to_vec(), b"a2 ".to_vec()]);
+    }
+
+    #[test]
     fn oversize_sends_the_prefix_and_the_length_then_nothing() {
         let (up, _rx) = line_server();
         let p = FaultProxy::start(up);
