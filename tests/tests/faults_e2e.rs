@@ -694,7 +694,7 @@ fn token_endpoint_errors_end_red_at_once_and_keep_the_grant() {
             // A one-time refresh token presented twice, as strict providers answer it.
             "idp: HTTP 400 with an empty body",
             Fault::http(400, "Bad Request", &[], ""),
-            Want::Red("invalid_grant", "sign in again"),
+            Want::Red("refresh_rejected", "sign in again"),
             QUICK_BOUND,
         ),
         (

@@ -89,6 +89,10 @@ pub enum OAuthError {
     /// what some providers send for a revoked or replayed one-time refresh token).
     #[error("the token endpoint {url} refused the stored sign-in (HTTP {status} with no OAuth error): the refresh token was revoked, expired or already used")]
     RefreshRejected { url: String, status: u16 },
+    /// The token endpoint is down or throttling (HTTP 5xx, or 429 with its `Retry-After`): the
+    /// stored sign-in is not in question, so nothing is signed out and the refresh token is kept.
+    #[error("the token endpoint {url} is unavailable (HTTP {status}){}", retry_after.map(|s| format!("; it asks to retry after {s} seconds")).unwrap_or_default())]
+    Unavailable { url: String, status: u16, retry_after: Option<u64> },
     #[error(transparent)]
     Lock(#[from] crate::lock::LockError),
     /// The provider rotated the refresh token but the keyring did not take the new one.
@@ -115,6 +119,7 @@ impl OAuthError {
             OAuthError::Loopback(_) => "loopback".into(),
             OAuthError::Secret(e) => e.code().into(),
             OAuthError::RefreshRejected { .. } => "refresh_rejected".into(),
+            OAuthError::Unavailable { .. } => "token_endpoint_unavailable".into(),
             OAuthError::Lock(e) => e.code().into(),
             OAuthError::RotatedNotStored { source, .. } => source.code().into(),
             OAuthError::Cancelled => "cancelled".into(),
