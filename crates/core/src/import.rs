@@ -326,7 +326,7 @@ mod tests {
 
     #[test]
     fn microsoft_preset_fills_host_scopes_and_endpoints() {
-        let p = parse("name,email,client_id,provider,protocol\nm,m@contoso.com,cid,microsoft,pop3\n", None).unwrap();
+        let p = parse("name,email,client_id,provider,protocol\nm,m@contoso.com,00000000-1111-2222-3333-444444444444,microsoft,pop3\n", None).unwrap();
         assert!(p.errors.is_empty(), "{:?}", p.errors);
         let m = &p.mailboxes[0];
         assert_eq!(m.host, "outlook.office365.com");
@@ -340,8 +340,8 @@ mod tests {
     fn flow_smtp_and_secret_expiry_columns() {
         let p = parse(
             "name,email,client_id,provider,flow,smtp_security,client_secret_expires\n\
-             m,m@contoso.com,cid,microsoft,client-credentials,starttls,2027-03-31\n\
-             n,n@contoso.com,cid,microsoft,browser,,31/03/2027\n",
+             m,m@contoso.com,00000000-1111-2222-3333-444444444444,microsoft,client-credentials,starttls,2027-03-31\n\
+             n,n@contoso.com,00000000-1111-2222-3333-444444444444,microsoft,browser,,31/03/2027\n",
             None,
         )
         .unwrap();
