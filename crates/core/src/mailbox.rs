@@ -148,6 +148,10 @@ pub struct Mailbox {
     /// When the app registration's client secret expires (amber 30 days before, red after).
     #[serde(default)]
     pub client_secret_expires: Option<chrono::NaiveDate>,
+    /// A fixed loopback port for the browser sign-in's redirect URI, for providers that match
+    /// the registered redirect URI exactly, port included; a free port when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_port: Option<u16>,
 }
 
 impl Mailbox {
@@ -197,6 +201,12 @@ impl Mailbox {
                 "must be the app registration's Application (client) ID, a GUID like 8c1b7a3e-2f4d-4b9a-9e61-0d5f3c2a7b10",
             );
         }
+        check(
+            &mut errs,
+            self.redirect_port != Some(0),
+            "redirect_port",
+            "must be between 1 and 65535, or empty for a free port",
+        );
         if self.provider == ProviderKind::Microsoft {
             check(
                 &mut errs,
@@ -338,6 +348,7 @@ pub(crate) fn sample() -> Mailbox {
         issuer: None,
         smtp: None,
         client_secret_expires: None,
+        redirect_port: None,
     }
 }
 
@@ -396,6 +407,19 @@ mod tests {
         }
         m.client_id = "8C1B7A3E-2F4D-4B9A-9E61-0D5F3C2A7B10".into();
         assert_eq!(fields(&m), Vec::<&str>::new());
+        m.redirect_port = Some(0);
+        assert_eq!(fields(&m), vec!["redirect_port"]);
+    }
+
+    #[test]
+    fn stored_json_without_a_redirect_port_still_reads() {
+        let mut v = serde_json::to_value(sample()).unwrap();
+        assert!(v.get("redirect_port").is_none(), "an unset port is not written");
+        v.as_object_mut().unwrap().remove("redirect_port");
+        let m: Mailbox = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(m.redirect_port, None);
+        v["redirect_port"] = 8400.into();
+        assert_eq!(serde_json::from_value::<Mailbox>(v).unwrap().redirect_port, Some(8400));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! OAuth2 flows (RFC 6749) with oauth2 5.x.
 //!
 //! - [`auth_code`]: authorization code + PKCE S256 (RFC 7636) through the system browser and the
-//!   [`loopback`] redirect (RFC 8252);
+//!   [`loopback`] redirect (RFC 8252), with an OpenID Connect `nonce` checked in the id_token
+//!   when the scopes ask for `openid`;
 //! - [`device`]: the device authorization grant (RFC 8628), for where no browser can reach
 //!   this machine's loopback;
 //! - [`client_credentials`]: app-only tokens with the app's client secret (RFC 6749 §4.4);
@@ -87,6 +88,21 @@ pub enum OAuthError {
     Secret(#[from] crate::secret::SecretError),
     #[error("the sign-in was cancelled")]
     Cancelled,
+    /// The id_token does not answer this sign-in's `nonce` (OpenID Connect Core §3.1.3.7).
+    /// Carries no nonce value: neither the one sent nor the one received is printed.
+    #[error("{reason}")]
+    IdToken { reason: NonceProblem },
+}
+
+/// Why an id_token's `nonce` was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NonceProblem {
+    #[error("the identity provider's id_token does not carry the nonce this sign-in sent, so it may not belong to this sign-in")]
+    Missing,
+    #[error("the identity provider's id_token carries a different nonce than this sign-in sent, so it belongs to another sign-in")]
+    Mismatch,
+    #[error("the identity provider's id_token is not a readable JWT, so its nonce cannot be checked")]
+    Unreadable,
 }
 
 impl OAuthError {
@@ -101,11 +117,13 @@ impl OAuthError {
             OAuthError::NoRefreshToken => "no_refresh_token".into(),
             OAuthError::NotAuthenticated(_) => "not_authenticated".into(),
             OAuthError::NoClientSecret(_) => "no_client_secret".into(),
-            OAuthError::Loopback(loopback::LoopbackError::Timeout(_)) => "signin_timeout".into(),
+            OAuthError::Loopback(loopback::LoopbackError::Timeout { .. }) => "signin_timeout".into(),
+            OAuthError::Loopback(loopback::LoopbackError::PortTaken { .. }) => "redirect_port_taken".into(),
             OAuthError::Loopback(loopback::LoopbackError::Provider { error, .. }) => error.clone(),
             OAuthError::Loopback(_) => "loopback".into(),
             OAuthError::Secret(e) => e.code().into(),
             OAuthError::Cancelled => "cancelled".into(),
+            OAuthError::IdToken { .. } => "nonce_mismatch".into(),
         }
     }
 
