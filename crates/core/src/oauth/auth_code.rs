@@ -263,4 +263,56 @@ mod tests {
         m.tenant = Some("organizations".into());
         assert_eq!(redirect_uri(&m, 8400).unwrap().as_str(), "http://localhost:8400/");
     }
+
+    /// The whole browser sign-in over real sockets: a stand-in browser follows the redirect to
+    /// the loopback listener, a stand-in token endpoint answers with an id_token whose nonce is
+    /// the one sent (signed in) or another one (refused, and no tokens come back).
+    #[tokio::test]
+    async fn sign_in_refuses_an_id_token_for_another_nonce() {
+        use std::sync::{Arc, Mutex};
+        for echo in [true, false] {
+            let sent_nonce = Arc::new(Mutex::new(String::new()));
+            let seen = sent_nonce.clone();
+            let port = crate::oauth::test_http::serve(move |_, path| {
+                assert_eq!(path, "/token");
+                let nonce = if echo { seen.lock().unwrap().clone() } else { "from-another-sign-in".into() };
+                let idt = jwt(&format!(r#"{{"sub":"a","nonce":"{nonce}"}}"#));
+                (
+                    "200 OK",
+                    format!(r#"{{"access_token":"at","token_type":"Bearer","refresh_token":"rt","id_token":"{idt}"}}"#),
+                )
+            })
+            .await;
+            let mut m = sample();
+            m.auth_url = Some(format!("http://127.0.0.1:{port}/auth"));
+            m.token_url = Some(format!("http://127.0.0.1:{port}/token"));
+            let record = sent_nonce.clone();
+            let browser = move |url: &Url| -> Result<(), String> {
+                let q = query(url);
+                *record.lock().unwrap() = q["nonce"].clone();
+                let target = format!("{}?code=the-code&state={}", q["redirect_uri"], q["state"]);
+                std::thread::spawn(move || {
+                    let u = Url::parse(&target).unwrap();
+                    let mut s = std::net::TcpStream::connect(("127.0.0.1", u.port().unwrap())).unwrap();
+                    std::io::Write::write_all(
+                        &mut s,
+                        format!("GET /?{} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", u.query().unwrap()).as_bytes(),
+                    )
+                    .unwrap();
+                    std::io::Read::read_to_end(&mut s, &mut Vec::new()).unwrap();
+                });
+                Ok(())
+            };
+            let http = crate::oauth::http_client();
+            let got = sign_in(&m, None, &http, Duration::from_secs(20), &browser, &|_| {}).await;
+            if echo {
+                let t = got.expect("the id_token carries this sign-in's nonce");
+                assert_eq!(t.access_token.secret(), "at");
+            } else {
+                let e = got.unwrap_err();
+                assert_eq!(e.code(), "nonce_mismatch", "{e}");
+                assert!(!e.to_string().contains("from-another-sign-in"), "{e}");
+            }
+        }
+    }
 }

@@ -84,7 +84,6 @@ mod tests {
     use crate::mailbox::sample;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn waits_are_clamped() {
@@ -93,71 +92,25 @@ mod tests {
         assert_eq!(poll_wait(Duration::from_secs(u64::MAX)), MAX_INTERVAL);
     }
 
-    /// Reads one HTTP/1.1 request (head and `Content-Length` body) and returns its path.
-    async fn read_request(s: &mut tokio::net::TcpStream) -> Option<String> {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 2048];
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let n = s.read(&mut chunk).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-        let len: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        while buf.len() < head_end + len {
-            let n = s.read(&mut chunk).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        head.split_whitespace().nth(1).map(str::to_string)
-    }
-
     /// A provider that asks for `"interval": 0` and then answers every poll with
     /// `authorization_pending`: a real socket, counting the polls.
     async fn eager_provider() -> (u16, Arc<AtomicUsize>) {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-        let port = listener.local_addr().unwrap().port();
         let polls = Arc::new(AtomicUsize::new(0));
         let counter = polls.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut s, _)) = listener.accept().await else { continue };
-                let counter = counter.clone();
-                tokio::spawn(async move {
-                    while let Some(path) = read_request(&mut s).await {
-                        let (status, body) = if path == "/device" {
-                            (
-                                "200 OK",
-                                format!(
-                                    r#"{{"device_code":"dc","user_code":"ABCD-EFGH","verification_uri":"http://127.0.0.1:{port}/verify","expires_in":600,"interval":0}}"#
-                                ),
-                            )
-                        } else {
-                            counter.fetch_add(1, Ordering::SeqCst);
-                            ("400 Bad Request", r#"{"error":"authorization_pending"}"#.to_string())
-                        };
-                        let resp = format!(
-                            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                        if s.write_all(resp.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                });
+        let port = crate::oauth::test_http::serve(move |port, path| {
+            if path == "/device" {
+                (
+                    "200 OK",
+                    format!(
+                        r#"{{"device_code":"dc","user_code":"ABCD-EFGH","verification_uri":"http://127.0.0.1:{port}/verify","expires_in":600,"interval":0}}"#
+                    ),
+                )
+            } else {
+                counter.fetch_add(1, Ordering::SeqCst);
+                ("400 Bad Request", r#"{"error":"authorization_pending"}"#.to_string())
             }
-        });
+        })
+        .await;
         (port, polls)
     }
 

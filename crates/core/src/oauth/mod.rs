@@ -249,6 +249,72 @@ where
     }
 }
 
+/// A tiny HTTP/1.1 server on a real loopback socket, standing in for an identity provider's
+/// endpoints in unit tests.
+#[cfg(test)]
+pub(crate) mod test_http {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Reads one request (head and `Content-Length` body) and returns its path.
+    async fn read_request(s: &mut tokio::net::TcpStream) -> Option<String> {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 2048];
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = s.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + len {
+            let n = s.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        head.split_whitespace().nth(1).map(str::to_string)
+    }
+
+    /// Serves JSON answers from `answer(port, path) -> (status, body)`; returns the port.
+    pub(crate) async fn serve<F>(answer: F) -> u16
+    where
+        F: Fn(u16, &str) -> (&'static str, String) + Send + Sync + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let answer = std::sync::Arc::new(answer);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else { continue };
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    while let Some(path) = read_request(&mut s).await {
+                        let (status, body) = answer(port, &path);
+                        let resp = format!(
+                            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
