@@ -210,7 +210,7 @@ impl App {
         if !errors.is_empty() {
             return Err(AppError::Invalid(errors));
         }
-        Ok(client_credentials::exchange_script(&client_credentials::ExchangeScriptInput {
+        client_credentials::exchange_script(&client_credentials::ExchangeScriptInput {
             app_id: &mailboxes[0].client_id,
             service_principal_object_id: object_id.as_deref().unwrap_or_default(),
             display_name,
@@ -218,7 +218,8 @@ impl App {
                 .iter()
                 .map(|m| (m.email.as_str(), m.protocol == Protocol::Imap, m.protocol == Protocol::Pop3))
                 .collect(),
-        }))
+        })
+        .map_err(AppError::Invalid)
     }
 
     async fn client_secret(&self, name: &str) -> Result<Option<ClientSecret>, SecretError> {
@@ -561,6 +562,7 @@ mod tests {
         let app = App::open(dir.path(), Arc::new(crate::secret::MemoryStore::default())).unwrap();
         let mut a = crate::mailbox::sample();
         a.email = "support@contoso.com".into();
+        a.client_id = "00000000-1111-2222-3333-444444444444".into();
         let mut b = a.clone();
         b.name = "billing".into();
         b.email = "billing@contoso.com".into();
@@ -592,10 +594,23 @@ mod tests {
             .exchange_script(&names(&["support", "billing"]), " {8C1B7A3E-2F4D-4B9A-9E61-0D5F3C2A7B10} ", "Help desk")
             .unwrap();
         assert!(
-            s.contains("-AppId 'client' -ObjectId '8c1b7a3e-2f4d-4b9a-9e61-0d5f3c2a7b10' -DisplayName 'Help desk'"),
+            s.contains(
+                "-AppId '00000000-1111-2222-3333-444444444444' -ObjectId '8c1b7a3e-2f4d-4b9a-9e61-0d5f3c2a7b10' -DisplayName 'Help desk'"
+            ),
             "{s}"
         );
         assert!(s.contains("Set-CASMailbox -Identity 'support@contoso.com' -ImapEnabled $true\n"), "{s}");
         assert!(s.contains("Set-CASMailbox -Identity 'billing@contoso.com' -PopEnabled $true\n"), "{s}");
+
+        // A client id that is not a GUID (stored before the check, or a generic provider's)
+        // never reaches the script.
+        let mut d = a.clone();
+        d.name = "legacy".into();
+        d.client_id = "x\u{2019}; Remove-Mailbox boss; \u{2019}".into();
+        app.save(&d).unwrap();
+        assert_eq!(
+            fields(app.exchange_script(&names(&["legacy"]), "8c1b7a3e-2f4d-4b9a-9e61-0d5f3c2a7b10", "x")),
+            ["client_id"]
+        );
     }
 }
