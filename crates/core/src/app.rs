@@ -612,8 +612,8 @@ fn unreadable_view(name: String, error: String) -> MailboxView {
         code: Some("store".into()),
         message: format!("The stored settings of `{name}` cannot be read ({error})"),
         hint: Some(format!(
-            "Import the mailbox again from a CSV (same name) or remove it with `mailbox-auth remove {name}`; \
-             the other mailboxes are not affected."
+            "Import the mailbox again from a CSV with the same name `{name}` (its stored sign-in is \
+             deleted, so authenticate it afterwards); the other mailboxes are not affected."
         )),
         server_words: None,
         messages: None,

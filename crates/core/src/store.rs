@@ -126,20 +126,30 @@ fn create_home(home: &Path) -> Result<(), StoreError> {
 }
 
 /// Creates the database file `0600` before SQLite does (it would use the umask, often
-/// world-readable), and narrows an existing one.
+/// world-readable), and narrows an existing one (best effort: a file we cannot change stays
+/// usable, read-only if need be).
 fn restrict_db_file(path: &Path) -> Result<(), StoreError> {
-    let dir_err = |source| StoreError::File { path: path.into(), source };
-    let mut o = std::fs::OpenOptions::new();
-    o.create(true).append(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    o.open(path).map_err(dir_err)?;
+    if !path.exists() {
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        match o.open(path) {
+            Ok(_) => {}
+            // Another process created it meanwhile: narrowed below.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => return Err(StoreError::File { path: path.into(), source }),
+        }
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).map_err(dir_err)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(dir_err)?;
+        if let Ok(md) = std::fs::metadata(path) {
+            if md.is_file() && md.permissions().mode() & 0o077 != 0 {
+                if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot narrow the data store's permissions");
+                }
+            }
         }
     }
     Ok(())
