@@ -35,6 +35,8 @@ export interface Mailbox {
   issuer?: string | null;
   smtp: Smtp | null;
   client_secret_expires: string | null;
+  /** A fixed loopback port for the browser sign-in's redirect (providers that match it exactly). */
+  redirect_port?: number | null;
 }
 
 export interface HealthRecord {
