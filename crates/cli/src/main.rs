@@ -173,11 +173,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Import { file, json } => {
             let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let report = app.import_csv(&text, file.parent())?;
+            let report = app.import_csv(&text, file.parent()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!("imported {} mailbox(es): {}", report.imported.len(), report.imported.join(", "));
+                print_import(&report);
                 for e in &report.errors {
                     eprintln!("{}: {e}", file.display());
                 }
@@ -237,7 +237,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Verify { names, all, json, concurrency, timeout } => {
             app.probe_timeout = Duration::from_secs(timeout);
-            let names = if all { app.store().list()?.into_iter().map(|m| m.name).collect() } else { names };
+            let names = if all { app.names()? } else { names };
             for n in &names {
                 app.get(n)?;
             }
@@ -311,6 +311,41 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// One line per imported row (new, updated with the changed fields, unchanged), then which
+/// mailboxes were signed out because where their secrets go changed.
+fn print_import(report: &mailbox_auth_core::app::ImportReport) {
+    use mailbox_auth_core::app::ImportAction;
+    println!("imported {} mailbox(es): {}", report.imported.len(), report.imported.join(", "));
+    for r in &report.rows {
+        match r.action {
+            ImportAction::New => println!("  line {}: {}: new", r.line, r.name),
+            ImportAction::Unchanged => println!("  line {}: {}: unchanged", r.line, r.name),
+            ImportAction::Update => {
+                let mut line = format!("  line {}: {}: updates the existing mailbox", r.line, r.name);
+                if !r.changed_fields.is_empty() {
+                    line.push_str(&format!("; changed: {}", r.changed_fields.join(", ")));
+                }
+                if r.signs_out {
+                    line.push_str(&format!(
+                        "; signed out (where its secrets go changed: {})",
+                        r.routing_changes.join(", ")
+                    ));
+                }
+                println!("{line}");
+            }
+            ImportAction::Refused => {}
+        }
+    }
+    if !report.signed_out.is_empty() {
+        println!(
+            "signed out {} mailbox(es), their stored refresh token and client secret deleted: {}\n\
+             sign in again with `mailbox-auth authenticate NAME` (and `set-secret` for app-only access)",
+            report.signed_out.len(),
+            report.signed_out.join(", ")
+        );
     }
 }
 

@@ -37,6 +37,7 @@ pub const COLUMNS: &[&str] = &[
     "smtp_port",
     "smtp_security",
     "client_secret_expires",
+    "redirect_port",
 ];
 const REQUIRED: &[&str] = &["name", "email", "client_id"];
 
@@ -62,7 +63,20 @@ pub enum ImportError {
 #[derive(Debug, Default)]
 pub struct Parsed {
     pub mailboxes: Vec<Mailbox>,
+    /// The line of each of `mailboxes`, in the same order.
+    pub lines: Vec<u64>,
     pub errors: Vec<RowError>,
+    /// The line and `name` cell of each refused row (the name may be empty or a duplicate).
+    pub refused: Vec<(u64, String)>,
+}
+
+/// Undoes the export's formula neutralisation (see [`crate::export`]): a cell the export
+/// prefixed with `'` (because it began with `= + - @ '` or a tab or CR) loses that one `'`.
+pub(crate) fn unescape_cell(v: &str) -> &str {
+    match v.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\'', '\t', '\r']) => rest,
+        _ => v,
+    }
 }
 
 /// Parses CSV text. `base` resolves relative `ca_file` paths (the CSV's folder).
@@ -98,6 +112,7 @@ pub fn parse(text: &str, base: Option<&Path>) -> Result<Parsed, ImportError> {
             Err(e) => {
                 let line = e.position().map(|p| p.line()).unwrap_or(0);
                 out.errors.push(RowError { line, field: "row".into(), message: e.to_string() });
+                out.refused.push((line, String::new()));
                 continue;
             }
         };
@@ -111,10 +126,13 @@ pub fn parse(text: &str, base: Option<&Path>) -> Result<Parsed, ImportError> {
                 field: "row".into(),
                 message: format!("has {} values but the header has {} columns", rec.len(), headers.len()),
             });
+            let name = headers.iter().position(|h| h == "name").and_then(|i| rec.get(i)).unwrap_or_default();
+            out.refused.push((line, name.to_string()));
             continue;
         }
-        let get =
-            |col: &str| headers.iter().position(|h| h == col).map(|i| rec[i].to_string()).filter(|v| !v.is_empty());
+        let get = |col: &str| {
+            headers.iter().position(|h| h == col).map(|i| unescape_cell(&rec[i]).to_string()).filter(|v| !v.is_empty())
+        };
         match build(&get, base) {
             Ok(m) => {
                 if !names.insert(m.name.clone()) {
@@ -123,15 +141,20 @@ pub fn parse(text: &str, base: Option<&Path>) -> Result<Parsed, ImportError> {
                         field: "name".into(),
                         message: format!("`{}` appears earlier in the file", m.name),
                     });
+                    out.refused.push((line, m.name));
                 } else {
                     out.mailboxes.push(m);
+                    out.lines.push(line);
                 }
             }
-            Err(errs) => out.errors.extend(errs.into_iter().map(|e| RowError {
-                line,
-                field: e.field.into(),
-                message: e.message,
-            })),
+            Err(errs) => {
+                out.errors.extend(errs.into_iter().map(|e| RowError {
+                    line,
+                    field: e.field.into(),
+                    message: e.message,
+                }));
+                out.refused.push((line, get("name").unwrap_or_default()));
+            }
         }
     }
     Ok(out)
@@ -186,6 +209,7 @@ pub fn build(get: &dyn Fn(&str) -> Option<String>, base: Option<&Path>) -> Resul
             }
         },
     };
+    let redirect_port = get("redirect_port").map(|p| parse_port("redirect_port", Some(p), 0, &mut errs));
     let m = Mailbox {
         name: get("name").unwrap_or_default(),
         email: get("email").unwrap_or_default(),
@@ -215,13 +239,21 @@ pub fn build(get: &dyn Fn(&str) -> Option<String>, base: Option<&Path>) -> Resul
         issuer: get("issuer"),
         smtp,
         client_secret_expires,
+        redirect_port,
     };
     if let Err(v) = m.validate() {
         // The port error is already reported with the value the admin typed.
         let reported: Vec<&'static str> = errs.iter().map(|x| x.field).collect();
         errs.extend(
-            v.into_iter().filter(|e| !(matches!(e.field, "port" | "smtp_port") && reported.contains(&e.field))),
+            v.into_iter().filter(|e| {
+                !(matches!(e.field, "port" | "smtp_port" | "redirect_port") && reported.contains(&e.field))
+            }),
         );
+    }
+    if let Some(ca) = m.ca_file.as_deref().filter(|p| p.is_absolute()) {
+        if let Err(e) = crate::tls::check_ca_file(ca) {
+            errs.push(e);
+        }
     }
     if errs.is_empty() {
         Ok(m)
@@ -326,7 +358,7 @@ mod tests {
 
     #[test]
     fn microsoft_preset_fills_host_scopes_and_endpoints() {
-        let p = parse("name,email,client_id,provider,protocol\nm,m@contoso.com,cid,microsoft,pop3\n", None).unwrap();
+        let p = parse("name,email,client_id,provider,protocol\nm,m@contoso.com,00000000-1111-2222-3333-444444444444,microsoft,pop3\n", None).unwrap();
         assert!(p.errors.is_empty(), "{:?}", p.errors);
         let m = &p.mailboxes[0];
         assert_eq!(m.host, "outlook.office365.com");
@@ -340,8 +372,8 @@ mod tests {
     fn flow_smtp_and_secret_expiry_columns() {
         let p = parse(
             "name,email,client_id,provider,flow,smtp_security,client_secret_expires\n\
-             m,m@contoso.com,cid,microsoft,client-credentials,starttls,2027-03-31\n\
-             n,n@contoso.com,cid,microsoft,browser,,31/03/2027\n",
+             m,m@contoso.com,00000000-1111-2222-3333-444444444444,microsoft,client-credentials,starttls,2027-03-31\n\
+             n,n@contoso.com,00000000-1111-2222-3333-444444444444,microsoft,browser,,31/03/2027\n",
             None,
         )
         .unwrap();
@@ -355,12 +387,76 @@ mod tests {
     }
 
     #[test]
-    fn relative_ca_file_resolves_against_the_csv_folder() {
+    fn redirect_port_column() {
         let p = parse(
-            "name,email,host,client_id,auth_url,token_url,scopes,ca_file\na,a@e.com,h.e.com,c,https://i/a,https://i/t,s,certs/ca.pem\n",
-            Some(Path::new("/data/import")),
+            "name,email,host,client_id,auth_url,token_url,scopes,redirect_port\n\
+             a,a@e.com,h.e.com,c,https://i/a,https://i/t,s,8400\n\
+             b,b@e.com,h.e.com,c,https://i/a,https://i/t,s,\n\
+             c,c@e.com,h.e.com,c,https://i/a,https://i/t,s,70000\n\
+             d,d@e.com,h.e.com,c,https://i/a,https://i/t,s,0\n",
+            None,
         )
         .unwrap();
-        assert_eq!(p.mailboxes[0].ca_file.as_deref(), Some(Path::new("/data/import/certs/ca.pem")));
+        let ports: Vec<_> = p.mailboxes.iter().map(|m| (m.name.as_str(), m.redirect_port)).collect();
+        assert_eq!(ports, vec![("a", Some(8400)), ("b", None)]);
+        let errs: Vec<(u64, &str)> = p.errors.iter().map(|e| (e.line, e.field.as_str())).collect();
+        assert_eq!(errs, vec![(4, "redirect_port"), (5, "redirect_port")]);
+    }
+
+    #[test]
+    fn relative_ca_file_resolves_against_the_csv_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("certs")).unwrap();
+        std::fs::write(dir.path().join("certs/ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let p = parse(
+            "name,email,host,client_id,auth_url,token_url,scopes,ca_file\na,a@e.com,h.e.com,c,https://i/a,https://i/t,s,certs/ca.pem\n",
+            Some(dir.path()),
+        )
+        .unwrap();
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        assert_eq!(p.mailboxes[0].ca_file.as_deref(), Some(dir.path().join("certs/ca.pem").as_path()));
+    }
+
+    /// `ca_file` must be a regular file of at most 1 MiB: a device that never ends, a FIFO
+    /// (whose open blocks), a directory or a big file are refused at import, naming the field.
+    #[test]
+    fn ca_file_must_be_a_small_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.pem");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let big = dir.path().join("big.pem");
+        std::fs::write(&big, vec![b'A'; 2 * 1024 * 1024]).unwrap();
+        let small = dir.path().join("ok.pem");
+        std::fs::write(&small, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let paths = [
+            "/dev/zero".into(),
+            fifo.display().to_string(),
+            big.display().to_string(),
+            dir.path().display().to_string(),
+            dir.path().join("missing.pem").display().to_string(),
+            small.display().to_string(),
+        ];
+        let rows: Vec<String> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("m{i},a@e.com,h.e.com,c,https://i/a,https://i/t,s,{p}"))
+            .collect();
+        let text = format!("name,email,host,client_id,auth_url,token_url,scopes,ca_file\n{}\n", rows.join("\n"));
+        let started = std::time::Instant::now();
+        let p = parse(&text, None).unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "no hang");
+        let refused: Vec<(u64, &str)> = p.errors.iter().map(|e| (e.line, e.field.as_str())).collect();
+        assert_eq!(refused, vec![(2, "ca_file"), (3, "ca_file"), (4, "ca_file"), (5, "ca_file"), (6, "ca_file")]);
+        assert!(p.errors[0].message.contains("regular file"), "{:?}", p.errors[0]);
+        assert!(p.errors[2].message.contains("1 MiB"), "{:?}", p.errors[2]);
+        assert_eq!(p.mailboxes.len(), 1);
+    }
+
+    #[test]
+    fn refused_rows_keep_their_line_and_name() {
+        let text = format!("{GOOD}b,not-an-address,imap.example.com,cid,https://idp/auth,https://idp/token,x\n");
+        let p = parse(&text, None).unwrap();
+        assert_eq!(p.lines, vec![2]);
+        assert_eq!(p.refused, vec![(3, "b".to_string())]);
     }
 }

@@ -51,6 +51,11 @@ use crate::secret::{self, SecretError, SecretKind, SecretStore};
 
 /// An access token is reused only while it has at least this long to live.
 const MARGIN: Duration = Duration::from_secs(60);
+/// The longest a refresh may take from the call, waiting for another program's refresh of the
+/// same mailbox included, so a token helper or a verify ends in bounded time.
+const REFRESH_DEADLINE: Duration = Duration::from_secs(40);
+/// The least time given to the token request itself once the locks are taken.
+const MIN_REQUEST_TIME: Duration = Duration::from_secs(5);
 /// Lifetime assumed when the provider does not say.
 const ASSUMED_LIFETIME: Duration = Duration::from_secs(300);
 /// The longest an access token is trusted, whatever the provider says.
@@ -172,6 +177,8 @@ impl TokenCache {
         secrets: &Arc<dyn SecretStore>,
         http: &reqwest::Client,
     ) -> Result<AccessToken, OAuthError> {
+        // Waiting for another program's refresh counts against this call's own deadline.
+        let deadline = Instant::now() + REFRESH_DEADLINE;
         let mut held = self.hold(&m.name).await?;
         let mut unstored = None;
         if let Some(pending) = held.slot.pending.clone() {
@@ -214,7 +221,7 @@ impl TokenCache {
             };
             self.refreshes.fetch_add(1, Ordering::SeqCst);
             tracing::debug!(mailbox = %m.name, "refreshing the access token");
-            refresh_grant(m, client_secret, &refresh, http).await?
+            refresh_grant(m, client_secret, &refresh, http, deadline).await?
         };
         held.slot.cached = None;
         if let Some(rotated) = &tokens.refresh_token {
@@ -266,26 +273,42 @@ async fn refresh_grant(
     client_secret: Option<ClientSecret>,
     refresh: &RefreshToken,
     http: &reqwest::Client,
+    deadline: Instant,
 ) -> Result<Tokens, OAuthError> {
     let token_url = endpoints(m)?.token_url;
-    let client = StatusNoting { http, status: AtomicU16::new(0) };
-    let resp = token_client(m, client_secret)?.exchange_refresh_token(refresh).request_async(&client).await.map_err(
-        |e| match (client.status.load(Ordering::SeqCst), e) {
-            // A body that is an OAuth error (`invalid_grant` …) keeps its own words; an empty
-            // or non-OAuth body with 400/401 is the endpoint refusing the token.
-            (s @ (400 | 401), RequestTokenError::Other(_) | RequestTokenError::Parse(..)) => {
-                OAuthError::RefreshRejected { url: token_url.clone(), status: s }
-            }
-            (_, e) => map_token_error("refresh", &token_url, e),
-        },
-    )?;
+    let client = StatusNoting { http, status: AtomicU16::new(0), retry_after: AtomicU64::new(u64::MAX) };
+    // What is left of the call's deadline, but never less than a few seconds for the request.
+    let budget = deadline.saturating_duration_since(Instant::now()).max(MIN_REQUEST_TIME);
+    let oauth = token_client(m, client_secret)?;
+    let request = oauth.exchange_refresh_token(refresh);
+    let answer =
+        tokio::time::timeout(budget, request.request_async(&client)).await.map_err(|_| OAuthError::Request {
+            op: "refresh",
+            url: token_url.clone(),
+            detail: format!("no answer within {} seconds", budget.as_secs()),
+        })?;
+    let resp = answer.map_err(|e| match (client.status.load(Ordering::SeqCst), e) {
+        // A body that is an OAuth error (`invalid_grant` …) keeps its own words; an empty
+        // or non-OAuth body with 400/401 is the endpoint refusing the token.
+        (s @ (400 | 401), RequestTokenError::Other(_) | RequestTokenError::Parse(..)) => {
+            OAuthError::RefreshRejected { url: token_url.clone(), status: s }
+        }
+        // Down or throttled: not a verdict on the refresh token, which stays as it is.
+        (s @ (429 | 500..=599), RequestTokenError::Other(_) | RequestTokenError::Parse(..)) => {
+            let retry_after = Some(client.retry_after.load(Ordering::SeqCst)).filter(|v| *v != u64::MAX);
+            OAuthError::Unavailable { url: token_url.clone(), status: s, retry_after }
+        }
+        (_, e) => map_token_error("refresh", &token_url, e),
+    })?;
     Ok(resp.into())
 }
 
-/// reqwest as oauth2's HTTP client, noting the status of the response.
+/// reqwest as oauth2's HTTP client, noting the status of the response and its `Retry-After`
+/// in seconds (`u64::MAX` when absent; the HTTP-date form is not used by token endpoints).
 struct StatusNoting<'a> {
     http: &'a reqwest::Client,
     status: AtomicU16,
+    retry_after: AtomicU64,
 }
 
 impl<'c> AsyncHttpClient<'c> for StatusNoting<'_> {
@@ -296,6 +319,8 @@ impl<'c> AsyncHttpClient<'c> for StatusNoting<'_> {
         Box::pin(async move {
             let resp = self.http.call(request).await?;
             self.status.store(resp.status().as_u16(), Ordering::SeqCst);
+            let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()?.trim().parse().ok());
+            self.retry_after.store(retry_after.unwrap_or(u64::MAX), Ordering::SeqCst);
             Ok(resp)
         })
     }
@@ -316,6 +341,8 @@ mod tests {
         Rotate { expires_in: u64 },
         /// A bare status with an empty body.
         Empty(u16),
+        /// 429 with `Retry-After: 120` and an HTML body, as a throttling proxy sends it.
+        Throttled,
     }
 
     #[derive(Default)]
@@ -375,6 +402,7 @@ mod tests {
                         seen.presented.push(presented);
                         match answer {
                             Answer::Empty(status) => (status, String::new()),
+                            Answer::Throttled => (429, "<html>slow down</html>".to_string()),
                             Answer::Rotate { .. } if reused => (
                                 400,
                                 r#"{"error":"invalid_grant","error_description":"refresh token already used"}"#
@@ -393,8 +421,9 @@ mod tests {
                         }
                     };
                     let reason = if status == 200 { "OK" } else { "Bad Request" };
+                    let retry = if status == 429 { "Retry-After: 120\r\n" } else { "" };
                     let head = format!(
-                        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n{retry}Content-Length: {}\r\nConnection: close\r\n\r\n",
                         body.len()
                     );
                     let _ = c.write_all(format!("{head}{body}").as_bytes()).await;
@@ -632,14 +661,30 @@ mod tests {
             assert!(d.fix.contains("sign in again"), "{d:?}");
             assert_eq!(stored(&mem, &m).as_deref(), Some("rt-0"), "nothing written");
         }
-        // Other statuses with an empty body stay what they were.
+        // A server error is no verdict on the sign-in.
         let (url, _, _) = token_endpoint(Answer::Empty(500), Duration::ZERO).await;
         let m = mailbox(&url);
-        let (_, secrets) = store_with("rt-0", &m);
+        let (mem, secrets) = store_with("rt-0", &m);
         let dir = tempfile::tempdir().unwrap();
         let err =
             TokenCache::new(dir.path()).access_token(&m, &secrets, &super::super::http_client()).await.unwrap_err();
-        assert_eq!(err.code(), "token_response_invalid", "{err}");
+        assert_eq!(err.code(), "token_endpoint_unavailable", "{err}");
+        assert_eq!(stored(&mem, &m).as_deref(), Some("rt-0"), "the refresh token is kept");
+    }
+
+    #[tokio::test]
+    async fn a_throttled_refresh_says_when_to_retry_and_keeps_the_sign_in() {
+        let (url, _, _) = token_endpoint(Answer::Throttled, Duration::ZERO).await;
+        let m = mailbox(&url);
+        let (mem, secrets) = store_with("rt-0", &m);
+        let dir = tempfile::tempdir().unwrap();
+        let err =
+            TokenCache::new(dir.path()).access_token(&m, &secrets, &super::super::http_client()).await.unwrap_err();
+        assert_eq!(err.code(), "token_endpoint_unavailable", "{err}");
+        assert!(err.to_string().contains("HTTP 429") && err.to_string().contains("120 seconds"), "{err}");
+        let d = crate::diagnose::diagnose(&err.code(), err.server_words().as_deref());
+        assert!(d.fix.contains("try again later"), "{d:?}");
+        assert_eq!(stored(&mem, &m).as_deref(), Some("rt-0"), "the refresh token is kept");
     }
 
     #[tokio::test]
