@@ -244,11 +244,25 @@ fn mail_server_down_then_up_alerts_red_once_and_recovered_once() {
             (app_row(&sb, "direct", BOB, None, None), None),
         ],
     );
+    // A mailbox whose stored settings cannot be read is named in each pass; the others go on.
+    cli.import_with(",flow", &[app_row(&sb, "broken", BOB, None, None)]);
+    let db = cli.home.path().join("mailbox-auth.sqlite3");
+    let corrupt = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); \
+             c.execute(\"UPDATE mailboxes SET data='{' WHERE name='broken'\"); c.commit()",
+            db.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(corrupt.success());
     let hook = Receiver::new(200, "/hooks/T0SECRET-mail");
     store_webhook(&cli, &hook.url);
 
     let mon = Running::start(&cli, &["monitor", "--interval", "2"]);
     mon.wait_passes(1);
+    assert!(mon.output().contains("broken: not checked: "), "{}", mon.output());
     assert_eq!(hook.posts(), Vec::<Value>::new(), "all green, as before: nothing to alert");
 
     relay.set(false);

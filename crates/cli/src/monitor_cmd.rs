@@ -82,6 +82,9 @@ fn print_pass(r: &PassReport) {
         };
         println!("{} ALERT {}", at.format("%Y-%m-%dT%H:%M:%SZ"), a.text());
     }
+    for (name, why) in &r.problems {
+        eprintln!("{name}: not checked: {why}");
+    }
     for (a, e) in &r.undelivered {
         eprintln!("alert for {} not delivered (tried again next pass): {e}", a.mailboxes().join(", "));
     }
@@ -114,7 +117,7 @@ pub async fn monitor(mut app: App, home: &Path, args: MonitorArgs) -> anyhow::Re
     if args.once {
         let r = mon.pass(false).await?;
         print_pass(&r);
-        let red = r.count(Status::Failed);
+        let red = r.count(Status::Failed) + r.problems.len();
         return Ok(if red == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) });
     }
     eprintln!("monitoring every {} s", args.interval);

@@ -502,16 +502,28 @@ pub async fn check_one(app: &App, limits: &Limits, m: &Mailbox) -> Result<Mailbo
 }
 
 /// Checks every mailbox once. With `spread`, each mailbox waits its [`spread_offset`] within
-/// that window first.
-pub async fn check_all(app: &App, limits: &Limits, spread: Option<Duration>) -> Result<Vec<MailboxCheck>, AppError> {
-    let mailboxes = app.store().list()?;
+/// that window first. A mailbox that cannot be read or checked (unreadable stored settings, a
+/// store or keyring error) is named in the second list with why, and the others go on.
+pub async fn check_all(
+    app: &App,
+    limits: &Limits,
+    spread: Option<Duration>,
+) -> Result<(Vec<MailboxCheck>, Vec<(String, String)>), AppError> {
+    let (mailboxes, mut problems) = app.store().list_readable()?;
     let checks = mailboxes.iter().map(|m| async move {
         if let Some(w) = spread {
             tokio::time::sleep(spread_offset(&m.name, w)).await;
         }
-        check_one(app, limits, m).await
+        check_one(app, limits, m).await.map_err(|e| (m.name.clone(), e.to_string()))
     });
-    futures::future::join_all(checks).await.into_iter().collect()
+    let mut done = Vec::with_capacity(mailboxes.len());
+    for r in futures::future::join_all(checks).await {
+        match r {
+            Ok(c) => done.push(c),
+            Err(p) => problems.push(p),
+        }
+    }
+    Ok((done, problems))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -848,6 +860,8 @@ pub struct PassReport {
     pub undelivered: Vec<(Alert, AlertError)>,
     /// Whether a webhook is configured.
     pub webhook: bool,
+    /// Mailboxes that could not be checked, with why.
+    pub problems: Vec<(String, String)>,
 }
 
 impl PassReport {
@@ -914,7 +928,7 @@ impl<'a> Monitor<'a> {
     /// an earlier `--once`), records the badges and updates the metrics.
     pub async fn pass(&self, spread: bool) -> Result<PassReport, AppError> {
         let window = spread.then(|| self.config.interval.mul_f64(0.25));
-        let checks = check_all(self.app, &self.limits, window).await?;
+        let (checks, problems) = check_all(self.app, &self.limits, window).await?;
         let previous = self.state.all()?;
         let alerts = group(transitions(&previous, &checks), self.config.summary_at);
         let webhook = self.webhook().await?;
@@ -930,7 +944,8 @@ impl<'a> Monitor<'a> {
         for c in checks.iter().filter(|c| !retry.contains(c.mailbox.as_str())) {
             self.state.set(&c.mailbox, c.after, c.at)?;
         }
-        let names: HashSet<&str> = checks.iter().map(|c| c.mailbox.as_str()).collect();
+        let names: HashSet<&str> =
+            checks.iter().map(|c| c.mailbox.as_str()).chain(problems.iter().map(|(n, _)| n.as_str())).collect();
         self.state.retain(&names)?;
         if let Some(metrics) = &self.metrics {
             let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
@@ -940,8 +955,10 @@ impl<'a> Monitor<'a> {
                 metrics.observe(c);
                 known.insert(c.mailbox.clone());
             }
+            // Kept as they were: they still exist, they just could not be checked this time.
+            known.extend(problems.iter().map(|(n, _)| n.clone()));
         }
-        Ok(PassReport { checks, alerts, undelivered, webhook: webhook.is_some() })
+        Ok(PassReport { checks, alerts, undelivered, webhook: webhook.is_some(), problems })
     }
 
     /// The wait before the next pass.
