@@ -336,11 +336,24 @@ tokio::task_local! {
 }
 
 /// What one probe has received, and where it is.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Watch {
     received: AtomicU64,
+    /// [`BYTE_BUDGET`]; smaller in tests.
+    budget: u64,
     over: std::sync::atomic::AtomicBool,
     step: std::sync::Mutex<&'static str>,
+}
+
+impl Default for Watch {
+    fn default() -> Self {
+        Self {
+            received: AtomicU64::new(0),
+            budget: BYTE_BUDGET,
+            over: Default::default(),
+            step: std::sync::Mutex::new("connect"),
+        }
+    }
 }
 
 impl Watch {
@@ -441,7 +454,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let received = this.watch.received.load(Ordering::SeqCst);
-        let left = BYTE_BUDGET.saturating_sub(received);
+        let left = this.watch.budget.saturating_sub(received);
         if left == 0 {
             this.watch.over.store(true, Ordering::SeqCst);
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, OverBudget)));
@@ -1086,6 +1099,43 @@ mod tests {
         assert!(watch.over_budget());
         drop(m);
         assert!(writer.await.unwrap() <= BYTE_BUDGET + 64 * 1024);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+        /// Whatever the sizes of what arrives and of the reader's buffer, a metered stream hands
+        /// over exactly the budget (or all there is, if less) and then fails.
+        #[test]
+        fn the_meter_never_reads_past_its_budget(
+            sent in 0usize..6000,
+            budget in 0u64..4000,
+            reads in proptest::collection::vec(1usize..900, 1..40),
+        ) {
+            let (got, failed) = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+                let data = vec![b'x'; sent];
+                let watch = Arc::new(Watch { budget, ..Watch::default() });
+                let mut m = Metered::new(std::io::Cursor::new(data), Arc::clone(&watch));
+                let (mut got, mut failed) = (0u64, false);
+                for n in reads.iter().cycle().take(10_000) {
+                    let mut buf = vec![0u8; *n];
+                    match m.read(&mut buf).await {
+                        Ok(0) => break,
+                        Ok(k) => got += k as u64,
+                        Err(e) => {
+                            failed = e.get_ref().is_some_and(|e| e.is::<OverBudget>());
+                            break;
+                        }
+                    }
+                }
+                (got, failed)
+            });
+            proptest::prop_assert_eq!(got, (sent as u64).min(budget));
+            // Past the budget the stream fails; exactly at it, the end of the data may come first.
+            if (sent as u64) > budget {
+                proptest::prop_assert!(failed);
+            }
+        }
     }
 
     #[tokio::test]
