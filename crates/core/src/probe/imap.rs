@@ -29,7 +29,8 @@ use crate::mailbox::Security;
 
 const PROTO: &str = "IMAP";
 /// Longest server line accepted. async-imap alone would buffer up to 512 MiB; none of the
-/// responses a probe reads comes anywhere near this.
+/// responses a probe reads comes anywhere near this. A literal is not a line: the probe's byte
+/// budget (see [`super::BYTE_BUDGET`]) bounds those.
 const MAX_LINE: usize = 64 * 1024;
 
 pub async fn probe(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, ProbeError> {

@@ -14,7 +14,7 @@
 //! Errors name the operation and the server, keep the server's own words, and never contain
 //! the token or the SASL response built from it: a server may echo what the client sent, so
 //! the server's words are redacted of the token, its base64 and the SASL responses (raw and
-//! base64) by exact value before they leave the probe ([`Redactor`]).
+//! base64) by exact value before they leave the probe (`Redactor`).
 
 pub mod imap;
 pub mod pop3;

@@ -14,7 +14,9 @@
 //! empty line (XOAUTH2) or `^A` (OAUTHBEARER, RFC 7628 §3.2.3), then the final `-ERR`.
 //!
 //! Server lines are capped (64 KiB) so a hostile server cannot make the probe buffer without
-//! bound; every read and write is under the step timeout.
+//! bound; every read and write is under the step timeout, and the whole dialogue under the
+//! probe's deadline and byte budget (see [`super`]): a capability list trickled a line at a
+//! time, or a thousand lines of 64 KiB, ends the probe early.
 
 use oauth2::AccessToken;
 use tokio::io::{AsyncRead, AsyncWrite};

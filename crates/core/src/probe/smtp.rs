@@ -15,7 +15,8 @@ use super::{connect, invalid_input, sasl, unexpected, LineConn, ProbeError, Prob
 use crate::mailbox::Security;
 
 const PROTO: &str = "SMTP";
-/// A reply of more lines than this is not a mail server.
+/// A reply of more lines than this is not a mail server. (The probe's deadline and byte budget
+/// end a reply trickled or padded to stay under it; see [`super`].)
 const MAX_REPLY_LINES: usize = 200;
 
 /// A message to send as the proof that mail goes out.
