@@ -364,7 +364,11 @@ pub(crate) fn mutf7(name: &str) -> String {
             out.push(c);
             if c == '&' {
                 let rest = &name[i + 1..];
-                let shifted = rest.find(|c: char| !b64(c)).is_some_and(|end| rest[end..].starts_with('-'));
+                // A shift sequence only if it ends in `-` and decodes to UTF-16 (`&0-` does not:
+                // six bits are no character), or is the empty `&-`.
+                let shifted = rest.find(|c: char| !b64(c)).is_some_and(|end| {
+                    rest[end..].starts_with('-') && (end == 0 || utf16_shift(&rest[..end]).is_some())
+                });
                 if !shifted {
                     out.push('-');
                 }
@@ -396,6 +400,18 @@ pub(crate) fn mutf7(name: &str) -> String {
     }
     flush(&mut out, &mut pending);
     out
+}
+
+/// The text of a modified-base64 shift sequence (between `&` and `-`), if it is one: canonical
+/// base64 (`,` for `/`, no padding) of whole UTF-16 code units forming valid UTF-16.
+fn utf16_shift(b64: &str) -> Option<String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD.decode(b64.replace(',', "/")).ok()?;
+    if bytes.is_empty() || bytes.len() % 2 != 0 {
+        return None;
+    }
+    let units: Vec<u16> = bytes.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+    String::from_utf16(&units).ok()
 }
 
 #[cfg(test)]
@@ -696,6 +712,7 @@ mod tests {
         assert_eq!(mutf7("Entw&APw-rfe"), "Entw&APw-rfe", "already encoded names are left alone");
         assert_eq!(mutf7("A&-B"), "A&-B");
         assert_eq!(mutf7("😀"), "&2D3eAA-");
+        assert_eq!(mutf7("&0-"), "&-0-", "six bits are no character, so this `&` is a plain one");
     }
 
     #[test]
