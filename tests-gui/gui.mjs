@@ -9,7 +9,11 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const shots = path.join(root, "docs", "screenshots");
+// Screenshots go to test-artifacts/screenshots (ignored by git), so a test run leaves the clone
+// clean; scripts/screenshots points this at docs/screenshots to refresh the README's pictures.
+const shots = process.env.TESTS_GUI_SCREENSHOTS
+  ? path.resolve(process.env.TESTS_GUI_SCREENSHOTS)
+  : path.join(root, "test-artifacts", "screenshots");
 const bin = process.env.MAILBOX_AUTH_DESKTOP_BIN ?? path.join(process.env.CARGO_TARGET_DIR ?? path.join(root, "target"), "debug", "mailbox-auth-desktop");
 const sandbox = readEnvFile(process.env.SANDBOX_ENV_FILE);
 const work = mkdtempSync(path.join(os.tmpdir(), "mailbox-auth-gui."));

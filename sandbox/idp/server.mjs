@@ -189,6 +189,20 @@ async function postLogoutSuccessSource(ctx) {
 // ---------------------------------------------------------------------------------------------
 // The provider.
 
+// A refresh is logged with its grant and short SHA-256 fingerprints (16 hex digits) of the
+// refresh token presented and of the one issued: enough to follow a rotation chain and to see
+// a token presented twice, never enough to recover or use a token.
+function fingerprint(value) {
+  return value ? crypto.createHash('sha256').update(String(value)).digest('hex').slice(0, 16) : '-';
+}
+
+function refreshDetail(ctx) {
+  if (ctx.oidc?.params?.grant_type !== 'refresh_token') return '';
+  const entities = ctx.oidc.entities || {};
+  const grantId = entities.Grant?.jti || entities.RotatedRefreshToken?.grantId || entities.RefreshToken?.grantId || '-';
+  return `grant=${grantId} presented=${fingerprint(ctx.oidc.params.refresh_token)} issued=${fingerprint(ctx.body?.refresh_token)}`;
+}
+
 function keys() {
   const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
   return { keys: [{ ...privateKey.export({ format: 'jwk' }), kid: 'sandbox-rs256', alg: 'RS256', use: 'sig' }] };
@@ -315,8 +329,8 @@ function buildProvider(issuer) {
     }
     log('device.poll', clientId, ctx.body?.error || 'tokens');
   });
-  provider.on('grant.success', (ctx) => log('grant.success', ctx.oidc.params?.grant_type || '-', ctx.oidc.client?.clientId || '-'));
-  provider.on('grant.error', (ctx, err) => log('grant.error', ctx.oidc.params?.grant_type || '-', err.error || err.name, JSON.stringify(err.error_detail || err.error_description || err.message)));
+  provider.on('grant.success', (ctx) => log('grant.success', ctx.oidc.params?.grant_type || '-', ctx.oidc.client?.clientId || '-', refreshDetail(ctx)));
+  provider.on('grant.error', (ctx, err) => log('grant.error', ctx.oidc.params?.grant_type || '-', err.error || err.name, JSON.stringify(err.error_detail || err.error_description || err.message), refreshDetail(ctx)));
   provider.on('grant.revoked', (_ctx, grantId) => log('grant.revoked', grantId));
   provider.on('authorization.error', (_ctx, err) => log('authorization.error', err.error || err.name, JSON.stringify(err.error_detail || err.error_description || err.message)));
   provider.on('introspection.error', (_ctx, err) => log('introspection.error', err.error || err.name, JSON.stringify(err.error_description || err.message)));

@@ -10,6 +10,8 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
+pub mod fault_proxy;
+
 /// The sandbox's `env` file, parsed.
 #[derive(Debug, Clone)]
 pub struct Sandbox {

@@ -321,7 +321,9 @@ fn start_device_sign_in(cli: &Cli, name: &str) -> (std::process::Child, String, 
         }
         line.clear();
     }
-    panic!("no device code shown for {name}");
+    let _ = child.kill();
+    let out = child.wait_with_output();
+    panic!("no device code shown for {name}: {out:?}");
 }
 
 /// Waits for a CLI started with `start_device_sign_in` (its stderr is already drained).

@@ -36,6 +36,8 @@ pub enum AppError {
     #[error(transparent)]
     Secret(#[from] SecretError),
     #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
+    #[error(transparent)]
     Import(#[from] ImportError),
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<FieldError>),
@@ -46,6 +48,7 @@ impl AppError {
         match self {
             AppError::Store(e) => e.code(),
             AppError::Secret(e) => e.code(),
+            AppError::Lock(e) => e.code(),
             AppError::Import(_) => "import",
             AppError::Invalid(_) => "invalid",
         }
@@ -103,7 +106,8 @@ impl App {
         Ok(Self {
             store: Store::open(home)?,
             secrets,
-            tokens: TokenCache::default(),
+            // Refreshes of one mailbox are serialised across processes by lock files here.
+            tokens: TokenCache::new(home.join("locks")),
             http: oauth::http_client(),
             discovered: Default::default(),
             probe_timeout: PROBE_TIMEOUT,
@@ -206,7 +210,7 @@ impl App {
         if !errors.is_empty() {
             return Err(AppError::Invalid(errors));
         }
-        Ok(client_credentials::exchange_script(&client_credentials::ExchangeScriptInput {
+        client_credentials::exchange_script(&client_credentials::ExchangeScriptInput {
             app_id: &mailboxes[0].client_id,
             service_principal_object_id: object_id.as_deref().unwrap_or_default(),
             display_name,
@@ -214,7 +218,8 @@ impl App {
                 .iter()
                 .map(|m| (m.email.as_str(), m.protocol == Protocol::Imap, m.protocol == Protocol::Pop3))
                 .collect(),
-        }))
+        })
+        .map_err(AppError::Invalid)
     }
 
     async fn client_secret(&self, name: &str) -> Result<Option<ClientSecret>, SecretError> {
@@ -251,18 +256,12 @@ impl App {
                     client_credentials::token(&m, secret, &self.http).await?
                 }
             };
-            if m.flow != Flow::ClientCredentials {
-                let refresh = tokens.refresh_token.as_ref().ok_or(OAuthError::NoRefreshToken)?;
-                // Stored before anything uses the access token (see oauth::refresh).
-                secret::set(
-                    &self.secrets,
-                    name,
-                    SecretKind::RefreshToken,
-                    SecretString::from(refresh.secret().clone()),
-                )
-                .await?;
+            if m.flow != Flow::ClientCredentials && tokens.refresh_token.is_none() {
+                return Err(OAuthError::NoRefreshToken);
             }
-            self.tokens.put(name, &tokens).await;
+            // Stored under the mailbox's locks before anything uses the access token, so no
+            // refresh in another program overwrites it (see oauth::refresh).
+            self.tokens.signed_in(name, &tokens, &self.secrets).await?;
             Ok::<_, OAuthError>(tokens.id_token.as_ref().and_then(|t| signed_in_account(t.expose_secret())))
         }
         .await;
@@ -341,7 +340,13 @@ impl App {
             Err(e) => return self.record(oauth_failure(name, "refresh", &e)),
         };
         let target = self.probe_target(&m, m.protocol.into(), &m.host, m.port, m.security);
-        self.record(probe_record(&m, &target, probe::probe(&target, &token).await))
+        let outcome = probe::probe(&target, &token).await;
+        if outcome.as_ref().is_err_and(|e| e.code() == "auth_rejected") {
+            // A refused token (revoked, or its grant ended) must not be served from the cache
+            // again: the next call refreshes.
+            self.tokens.clear(name).await;
+        }
+        self.record(probe_record(&m, &target, outcome))
     }
 
     /// Signs in to the mailbox's outbound SMTP server and proves it accepts mail from the
@@ -366,6 +371,10 @@ impl App {
             ),
         });
         let outcome = probe::smtp::probe(&target, &token, message.as_ref()).await;
+        if outcome.as_ref().is_err_and(|e| e.code() == "auth_rejected") {
+            // As in `verify`: a refused token is not served from the cache again.
+            self.tokens.clear(name).await;
+        }
         self.record(probe_record(&m, &target, outcome)).map(Some)
     }
 
@@ -412,12 +421,17 @@ impl App {
     }
 
     /// Deletes the mailbox's keyring entries (refresh token and client secret).
+    /// Deleted under the mailbox's locks, so a refresh running in another program ends first
+    /// and cannot write its rotated refresh token back afterwards.
     pub async fn forget(&self, name: &str) -> Result<(), AppError> {
         self.store.get(name)?;
-        self.tokens.clear(name).await;
-        secret::delete(&self.secrets, name, SecretKind::RefreshToken).await?;
-        secret::delete(&self.secrets, name, SecretKind::ClientSecret).await?;
-        Ok(())
+        self.tokens.forget(name, &self.secrets).await.map_err(|e| match e {
+            OAuthError::Secret(e) => AppError::Secret(e),
+            OAuthError::Lock(e) => AppError::Lock(e),
+            other => {
+                AppError::Secret(SecretError::Failed { op: "delete", key: name.into(), detail: other.to_string() })
+            }
+        })
     }
 
     /// Removes the mailbox, its history and its keyring entries. Secrets go first, so a
@@ -548,6 +562,7 @@ mod tests {
         let app = App::open(dir.path(), Arc::new(crate::secret::MemoryStore::default())).unwrap();
         let mut a = crate::mailbox::sample();
         a.email = "support@contoso.com".into();
+        a.client_id = "00000000-1111-2222-3333-444444444444".into();
         let mut b = a.clone();
         b.name = "billing".into();
         b.email = "billing@contoso.com".into();
@@ -579,10 +594,23 @@ mod tests {
             .exchange_script(&names(&["support", "billing"]), " {8C1B7A3E-2F4D-4B9A-9E61-0D5F3C2A7B10} ", "Help desk")
             .unwrap();
         assert!(
-            s.contains("-AppId 'client' -ObjectId '8c1b7a3e-2f4d-4b9a-9e61-0d5f3c2a7b10' -DisplayName 'Help desk'"),
+            s.contains(
+                "-AppId '00000000-1111-2222-3333-444444444444' -ObjectId '8c1b7a3e-2f4d-4b9a-9e61-0d5f3c2a7b10' -DisplayName 'Help desk'"
+            ),
             "{s}"
         );
         assert!(s.contains("Set-CASMailbox -Identity 'support@contoso.com' -ImapEnabled $true\n"), "{s}");
         assert!(s.contains("Set-CASMailbox -Identity 'billing@contoso.com' -PopEnabled $true\n"), "{s}");
+
+        // A client id that is not a GUID (stored before the check, or a generic provider's)
+        // never reaches the script.
+        let mut d = a.clone();
+        d.name = "legacy".into();
+        d.client_id = "x\u{2019}; Remove-Mailbox boss; \u{2019}".into();
+        app.save(&d).unwrap();
+        assert_eq!(
+            fields(app.exchange_script(&names(&["legacy"]), "8c1b7a3e-2f4d-4b9a-9e61-0d5f3c2a7b10", "x")),
+            ["client_id"]
+        );
     }
 }

@@ -37,6 +37,7 @@ pub const COLUMNS: &[&str] = &[
     "smtp_port",
     "smtp_security",
     "client_secret_expires",
+    "redirect_port",
 ];
 const REQUIRED: &[&str] = &["name", "email", "client_id"];
 
@@ -186,6 +187,7 @@ pub fn build(get: &dyn Fn(&str) -> Option<String>, base: Option<&Path>) -> Resul
             }
         },
     };
+    let redirect_port = get("redirect_port").map(|p| parse_port("redirect_port", Some(p), 0, &mut errs));
     let m = Mailbox {
         name: get("name").unwrap_or_default(),
         email: get("email").unwrap_or_default(),
@@ -215,12 +217,15 @@ pub fn build(get: &dyn Fn(&str) -> Option<String>, base: Option<&Path>) -> Resul
         issuer: get("issuer"),
         smtp,
         client_secret_expires,
+        redirect_port,
     };
     if let Err(v) = m.validate() {
         // The port error is already reported with the value the admin typed.
         let reported: Vec<&'static str> = errs.iter().map(|x| x.field).collect();
         errs.extend(
-            v.into_iter().filter(|e| !(matches!(e.field, "port" | "smtp_port") && reported.contains(&e.field))),
+            v.into_iter().filter(|e| {
+                !(matches!(e.field, "port" | "smtp_port" | "redirect_port") && reported.contains(&e.field))
+            }),
         );
     }
     if errs.is_empty() {
@@ -326,7 +331,7 @@ mod tests {
 
     #[test]
     fn microsoft_preset_fills_host_scopes_and_endpoints() {
-        let p = parse("name,email,client_id,provider,protocol\nm,m@contoso.com,cid,microsoft,pop3\n", None).unwrap();
+        let p = parse("name,email,client_id,provider,protocol\nm,m@contoso.com,00000000-1111-2222-3333-444444444444,microsoft,pop3\n", None).unwrap();
         assert!(p.errors.is_empty(), "{:?}", p.errors);
         let m = &p.mailboxes[0];
         assert_eq!(m.host, "outlook.office365.com");
@@ -340,8 +345,8 @@ mod tests {
     fn flow_smtp_and_secret_expiry_columns() {
         let p = parse(
             "name,email,client_id,provider,flow,smtp_security,client_secret_expires\n\
-             m,m@contoso.com,cid,microsoft,client-credentials,starttls,2027-03-31\n\
-             n,n@contoso.com,cid,microsoft,browser,,31/03/2027\n",
+             m,m@contoso.com,00000000-1111-2222-3333-444444444444,microsoft,client-credentials,starttls,2027-03-31\n\
+             n,n@contoso.com,00000000-1111-2222-3333-444444444444,microsoft,browser,,31/03/2027\n",
             None,
         )
         .unwrap();
@@ -352,6 +357,23 @@ mod tests {
         assert_eq!(m.client_secret_expires, chrono::NaiveDate::from_ymd_opt(2027, 3, 31));
         let f: Vec<&str> = p.errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(f, vec!["flow", "client_secret_expires"]);
+    }
+
+    #[test]
+    fn redirect_port_column() {
+        let p = parse(
+            "name,email,host,client_id,auth_url,token_url,scopes,redirect_port\n\
+             a,a@e.com,h.e.com,c,https://i/a,https://i/t,s,8400\n\
+             b,b@e.com,h.e.com,c,https://i/a,https://i/t,s,\n\
+             c,c@e.com,h.e.com,c,https://i/a,https://i/t,s,70000\n\
+             d,d@e.com,h.e.com,c,https://i/a,https://i/t,s,0\n",
+            None,
+        )
+        .unwrap();
+        let ports: Vec<_> = p.mailboxes.iter().map(|m| (m.name.as_str(), m.redirect_port)).collect();
+        assert_eq!(ports, vec![("a", Some(8400)), ("b", None)]);
+        let errs: Vec<(u64, &str)> = p.errors.iter().map(|e| (e.line, e.field.as_str())).collect();
+        assert_eq!(errs, vec![(4, "redirect_port"), (5, "redirect_port")]);
     }
 
     #[test]

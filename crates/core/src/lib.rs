@@ -8,6 +8,7 @@ pub mod app;
 pub mod diagnose;
 pub mod health;
 pub mod import;
+pub mod lock;
 pub mod logging;
 pub mod mailbox;
 pub mod oauth;

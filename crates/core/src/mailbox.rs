@@ -148,6 +148,10 @@ pub struct Mailbox {
     /// When the app registration's client secret expires (amber 30 days before, red after).
     #[serde(default)]
     pub client_secret_expires: Option<chrono::NaiveDate>,
+    /// A fixed loopback port for the browser sign-in's redirect URI, for providers that match
+    /// the registered redirect URI exactly, port included; a free port when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_port: Option<u16>,
 }
 
 impl Mailbox {
@@ -187,6 +191,22 @@ impl Mailbox {
             "is required (the app registration's client id)",
         );
         check(&mut errs, !self.scopes.is_empty(), "scopes", "at least one scope is required");
+        // Microsoft client ids are GUIDs. Checked because the id also goes, quoted, into the
+        // Exchange PowerShell script: a GUID cannot carry anything else into it.
+        if self.provider == ProviderKind::Microsoft && !self.client_id.trim().is_empty() {
+            check(
+                &mut errs,
+                is_guid(&self.client_id),
+                "client_id",
+                "must be the app registration's Application (client) ID, a GUID like 8c1b7a3e-2f4d-4b9a-9e61-0d5f3c2a7b10",
+            );
+        }
+        check(
+            &mut errs,
+            self.redirect_port != Some(0),
+            "redirect_port",
+            "must be between 1 and 65535, or empty for a free port",
+        );
         if self.provider == ProviderKind::Microsoft {
             check(
                 &mut errs,
@@ -248,6 +268,11 @@ impl Mailbox {
 /// PKCE or the state check.
 pub const RESERVED_PARAMS: &[&str] =
     &["response_type", "client_id", "redirect_uri", "state", "code_challenge", "code_challenge_method", "scope"];
+
+/// A GUID in its usual hyphenated form (either case), as Entra shows client and object ids.
+pub fn is_guid(s: &str) -> bool {
+    uuid::Uuid::try_parse(s).is_ok_and(|u| u.hyphenated().to_string().eq_ignore_ascii_case(s))
+}
 
 fn is_address(s: &str) -> bool {
     let Some((local, domain)) = s.rsplit_once('@') else { return false };
@@ -323,6 +348,7 @@ pub(crate) fn sample() -> Mailbox {
         issuer: None,
         smtp: None,
         client_secret_expires: None,
+        redirect_port: None,
     }
 }
 
@@ -361,7 +387,39 @@ mod tests {
     fn microsoft_needs_tenant() {
         let mut m = sample();
         m.provider = ProviderKind::Microsoft;
+        m.client_id = "00000000-1111-2222-3333-444444444444".into();
         assert_eq!(fields(&m), vec!["tenant"]);
+    }
+
+    #[test]
+    fn microsoft_client_id_is_a_guid() {
+        let mut m = sample();
+        m.provider = ProviderKind::Microsoft;
+        m.tenant = Some("organizations".into());
+        for bad in [
+            "client",
+            "x\u{2019}; Add-MailboxPermission",
+            "{00000000-1111-2222-3333-444444444444}",
+            "00000000111122223333444444444444",
+        ] {
+            m.client_id = bad.into();
+            assert_eq!(fields(&m), vec!["client_id"], "{bad}");
+        }
+        m.client_id = "8C1B7A3E-2F4D-4B9A-9E61-0D5F3C2A7B10".into();
+        assert_eq!(fields(&m), Vec::<&str>::new());
+        m.redirect_port = Some(0);
+        assert_eq!(fields(&m), vec!["redirect_port"]);
+    }
+
+    #[test]
+    fn stored_json_without_a_redirect_port_still_reads() {
+        let mut v = serde_json::to_value(sample()).unwrap();
+        assert!(v.get("redirect_port").is_none(), "an unset port is not written");
+        v.as_object_mut().unwrap().remove("redirect_port");
+        let m: Mailbox = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(m.redirect_port, None);
+        v["redirect_port"] = 8400.into();
+        assert_eq!(serde_json::from_value::<Mailbox>(v).unwrap().redirect_port, Some(8400));
     }
 
     #[test]

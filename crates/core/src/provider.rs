@@ -6,7 +6,8 @@
 //!
 //! - Microsoft identity platform v2: `https://login.microsoftonline.com/{tenant}/oauth2/v2.0/…`;
 //!   delegated scopes on `https://outlook.office.com/` plus `offline_access`. Desktop apps are
-//!   registered with the redirect `http://localhost` (the port is ignored when matching).
+//!   registered with the redirect `http://localhost` (the port is ignored when matching), so
+//!   the listener answers on both 127.0.0.1 and [::1].
 //! - Google: scope `https://mail.google.com/`; `access_type=offline` and `prompt=consent` are
 //!   needed to receive a refresh token; loopback redirect `http://127.0.0.1:<port>`.
 
@@ -19,7 +20,8 @@ pub struct Preset {
     pub token_url: Option<String>,
     pub scopes: Vec<String>,
     pub auth_params: Vec<(String, String)>,
-    /// Host name used in the loopback redirect URI; the listener always binds 127.0.0.1.
+    /// Host name used in the loopback redirect URI; the listener binds 127.0.0.1, and for
+    /// `localhost` also [::1] on the same port (the browser may resolve it to either).
     pub redirect_host: &'static str,
     pub host: Option<&'static str>,
     /// Device authorization endpoint (RFC 8628), where the provider has one.

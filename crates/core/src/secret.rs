@@ -74,8 +74,8 @@ impl KeyringStore {
         Self::new(std::env::var("MAILBOX_AUTH_KEYRING_SERVICE").unwrap_or_else(|_| "mailbox-auth".into()))
     }
 
-    fn entry(&self, key: &str) -> Result<keyring::Entry, SecretError> {
-        keyring::Entry::new(&self.service, key).map_err(|e| map_err("open", key, e))
+    fn entry(&self, key: &str) -> Result<keyring::Entry, keyring::Error> {
+        keyring::Entry::new(&self.service, key)
     }
 }
 
@@ -119,10 +119,54 @@ fn looks_unavailable(detail: &str) -> bool {
         .any(|w| d.contains(w))
 }
 
+impl KeyringStore {
+    /// Runs a keyring call; when it fails because the Secret Service session went away (the
+    /// keyring daemon was restarted: every later call of this process would fail with
+    /// `NoSession`), connects anew once and tries again. Why it matters: a rotated refresh
+    /// token that cannot be written after a daemon restart would be lost with the grant.
+    fn with_reconnect<T>(&self, call: impl Fn() -> Result<T, keyring::Error>) -> Result<T, keyring::Error> {
+        match call() {
+            Err(e) if stale_session(&e) && reconnect() => call(),
+            other => other,
+        }
+    }
+}
+
+/// A failure that a fresh connection to the Secret Service may cure.
+fn stale_session(e: &keyring::Error) -> bool {
+    let detail = match e {
+        keyring::Error::PlatformFailure(p) | keyring::Error::NoStorageAccess(p) => p.to_string(),
+        _ => return false,
+    };
+    ["NoSession", "ServiceUnknown", "UnknownObject", "NoReply", "Disconnected", "not provided by any .service"]
+        .iter()
+        .any(|w| detail.contains(w))
+}
+
+/// Replaces keyring's default store with a fresh Secret Service connection; false when no
+/// Secret Service answers (the caller then reports the original error).
+fn reconnect() -> bool {
+    #[cfg(all(unix, not(any(target_os = "macos", target_os = "ios", target_os = "android"))))]
+    {
+        match zbus_secret_service_keyring_store::Store::new() {
+            Ok(store) => {
+                tracing::info!("reconnected to the Secret Service after its session went away");
+                keyring_core::set_default_store(store);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+    #[cfg(not(all(unix, not(any(target_os = "macos", target_os = "ios", target_os = "android")))))]
+    {
+        false
+    }
+}
+
 impl SecretStore for KeyringStore {
     fn get(&self, mailbox: &str, kind: SecretKind) -> Result<Option<SecretString>, SecretError> {
         let key = entry_key(mailbox, kind);
-        match self.entry(&key)?.get_password() {
+        match self.with_reconnect(|| self.entry(&key)?.get_password()) {
             Ok(v) => Ok(Some(SecretString::from(v))),
             Err(keyring::Error::NoEntry) => Ok(None),
             Err(e) => Err(map_err("get", &key, e)),
@@ -131,12 +175,13 @@ impl SecretStore for KeyringStore {
 
     fn set(&self, mailbox: &str, kind: SecretKind, value: &SecretString) -> Result<(), SecretError> {
         let key = entry_key(mailbox, kind);
-        self.entry(&key)?.set_password(value.expose_secret()).map_err(|e| map_err("set", &key, e))
+        self.with_reconnect(|| self.entry(&key)?.set_password(value.expose_secret()))
+            .map_err(|e| map_err("set", &key, e))
     }
 
     fn delete(&self, mailbox: &str, kind: SecretKind) -> Result<(), SecretError> {
         let key = entry_key(mailbox, kind);
-        match self.entry(&key)?.delete_credential() {
+        match self.with_reconnect(|| self.entry(&key)?.delete_credential()) {
             Ok(()) | Err(keyring::Error::NoEntry) => Ok(()),
             Err(e) => Err(map_err("delete", &key, e)),
         }

@@ -9,7 +9,7 @@
 use oauth2::{ClientSecret, Scope};
 
 use super::{endpoints, map_token_error, token_client, OAuthError, Tokens};
-use crate::mailbox::Mailbox;
+use crate::mailbox::{FieldError, Mailbox};
 
 /// Gets an app-only access token.
 pub async fn token(m: &Mailbox, client_secret: ClientSecret, http: &reqwest::Client) -> Result<Tokens, OAuthError> {
@@ -36,10 +36,50 @@ pub struct ExchangeScriptInput<'a> {
     pub mailboxes: Vec<(&'a str, bool, bool)>,
 }
 
+/// The characters PowerShell takes for a single quote: `'` and the typographic U+2018–U+201B
+/// (its tokenizer's `IsSingleQuote`). Any of them ends a single-quoted string.
+const SINGLE_QUOTES: [char; 5] = ['\'', '\u{2018}', '\u{2019}', '\u{201A}', '\u{201B}'];
+
+/// A PowerShell single-quoted string literal. Inside one nothing expands (`$`, backtick and
+/// `;` are plain text); only a single quote ends it, and a quote written twice stands for
+/// itself. So every quote character — including the typographic ones a display name copied from
+/// a word processor carries — is doubled: nothing in `s` can close the string and start a
+/// command of its own.
+pub fn ps_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        if SINGLE_QUOTES.contains(&c) {
+            out.push(c);
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
+}
+
+/// Text for a `#` comment line: a comment ends at a line break, so none may get in.
+fn ps_comment(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') { '?' } else { c }).collect()
+}
+
 /// The Exchange Online PowerShell that lets an app read the given mailboxes, ready to copy.
-pub fn exchange_script(input: &ExchangeScriptInput<'_>) -> String {
-    // PowerShell single-quoted strings: a quote is escaped by doubling it.
-    let q = |s: &str| format!("'{}'", s.replace('\'', "''"));
+///
+/// The app id and the service principal's object id must be GUIDs (they are written in their
+/// hyphenated lower-case form); every value goes into the script as a [`ps_quote`]d literal.
+pub fn exchange_script(input: &ExchangeScriptInput<'_>) -> Result<String, Vec<FieldError>> {
+    let guid = |field: &'static str, v: &str, what: &str| {
+        uuid::Uuid::try_parse(v.trim())
+            .map(|u| u.hyphenated().to_string())
+            .map_err(|_| FieldError::new(field, format!("{what} is a GUID like 8c1b7a3e-2f4d-4b9a-9e61-0d5f3c2a7b10")))
+    };
+    let app_id = guid("client_id", input.app_id, "the app registration's Application (client) ID");
+    let object_id = guid("object_id", input.service_principal_object_id, "the Enterprise application's Object ID");
+    let (app_id, object_id) = match (app_id, object_id) {
+        (Ok(a), Ok(o)) => (a, o),
+        (a, o) => return Err([a.err(), o.err()].into_iter().flatten().collect()),
+    };
+    let q = ps_quote;
     let mut out = String::new();
     out.push_str("# Run in Exchange Online PowerShell as an Exchange administrator.\n");
     out.push_str("Install-Module -Name ExchangeOnlineManagement -Scope CurrentUser   # once per machine\n");
@@ -49,16 +89,16 @@ pub fn exchange_script(input: &ExchangeScriptInput<'_>) -> String {
     );
     out.push_str(&format!(
         "New-ServicePrincipal -AppId {} -ObjectId {} -DisplayName {}\n\n",
-        q(input.app_id),
-        q(input.service_principal_object_id),
+        q(&app_id),
+        q(&object_id),
         q(input.display_name)
     ));
     for (mailbox, imap, pop) in &input.mailboxes {
-        out.push_str(&format!("# {mailbox}\n"));
+        out.push_str(&format!("# {}\n", ps_comment(mailbox)));
         out.push_str(&format!(
             "Add-MailboxPermission -Identity {} -User {} -AccessRights FullAccess\n",
             q(mailbox),
-            q(input.service_principal_object_id)
+            q(&object_id)
         ));
         let mut flags = Vec::new();
         if *imap {
@@ -72,27 +112,240 @@ pub fn exchange_script(input: &ExchangeScriptInput<'_>) -> String {
         }
         out.push('\n');
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    const APP: &str = "00000000-1111-2222-3333-444444444444";
+    const OBJ: &str = "55555555-6666-7777-8888-999999999999";
+
+    /// A token as PowerShell's tokenizer sees it, for the shapes this script may contain.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Tok {
+        /// A bare word: a command name, a parameter (`-Identity`) or an argument.
+        Word(String),
+        /// A single-quoted string, its doubled quotes undone.
+        Str(String),
+        /// `$name`.
+        Var(String),
+        /// Anything the script must never contain outside a single-quoted string: `"`, a
+        /// backtick, an unterminated string.
+        Suspicious(String),
+    }
+
+    fn is_quote(c: char) -> bool {
+        SINGLE_QUOTES.contains(&c)
+    }
+
+    /// Splits a script into statements of tokens the way PowerShell does for these shapes:
+    /// single-quoted strings end at any of ' U+2018 U+2019 U+201A U+201B unless it is doubled;
+    /// `;`, CR and LF end a statement; `#` starts a comment up to the line end; `$` starts a
+    /// variable; a backtick or `"` outside a string is reported, never interpreted.
+    fn tokenize(script: &str) -> Vec<Vec<Tok>> {
+        let chars: Vec<char> = script.chars().collect();
+        let (mut i, mut stmts, mut cur) = (0, Vec::new(), Vec::new());
+        let end_stmt = |stmts: &mut Vec<Vec<Tok>>, cur: &mut Vec<Tok>| {
+            if !cur.is_empty() {
+                stmts.push(std::mem::take(cur));
+            }
+        };
+        while i < chars.len() {
+            let c = chars[i];
+            match c {
+                ' ' | '\t' => i += 1,
+                ';' | '\n' | '\r' => {
+                    end_stmt(&mut stmts, &mut cur);
+                    i += 1;
+                }
+                '#' => {
+                    while i < chars.len() && chars[i] != '\n' && chars[i] != '\r' {
+                        i += 1;
+                    }
+                }
+                c if is_quote(c) => {
+                    i += 1;
+                    let mut s = String::new();
+                    loop {
+                        match chars.get(i) {
+                            None => {
+                                cur.push(Tok::Suspicious(format!("unterminated '{s}")));
+                                break;
+                            }
+                            Some(&q) if is_quote(q) => {
+                                if chars.get(i + 1).is_some_and(|&n| is_quote(n)) {
+                                    s.push(chars[i + 1]);
+                                    i += 2;
+                                } else {
+                                    i += 1;
+                                    break;
+                                }
+                            }
+                            Some(&x) => {
+                                s.push(x);
+                                i += 1;
+                            }
+                        }
+                    }
+                    cur.push(Tok::Str(s));
+                }
+                '$' => {
+                    i += 1;
+                    let start = i;
+                    while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                        i += 1;
+                    }
+                    cur.push(Tok::Var(chars[start..i].iter().collect()));
+                }
+                '`' | '"' | '\u{201C}' | '\u{201D}' | '\u{201E}' => {
+                    cur.push(Tok::Suspicious(c.to_string()));
+                    i += 1;
+                }
+                _ => {
+                    let start = i;
+                    while i < chars.len()
+                        && !matches!(chars[i], ' ' | '\t' | ';' | '\n' | '\r' | '$' | '`' | '"')
+                        && !is_quote(chars[i])
+                    {
+                        i += 1;
+                    }
+                    cur.push(Tok::Word(chars[start..i].iter().collect()));
+                }
+            }
+        }
+        end_stmt(&mut stmts, &mut cur);
+        stmts
+    }
+
+    fn w(s: &str) -> Tok {
+        Tok::Word(s.into())
+    }
+    fn st(s: &str) -> Tok {
+        Tok::Str(s.into())
+    }
+
+    /// The statements the script must consist of, and nothing else.
+    fn intended(display: &str, mailboxes: &[(&str, bool, bool)]) -> Vec<Vec<Tok>> {
+        let mut v = vec![
+            vec![w("Install-Module"), w("-Name"), w("ExchangeOnlineManagement"), w("-Scope"), w("CurrentUser")],
+            vec![w("Connect-ExchangeOnline")],
+            vec![
+                w("New-ServicePrincipal"),
+                w("-AppId"),
+                st(APP),
+                w("-ObjectId"),
+                st(OBJ),
+                w("-DisplayName"),
+                st(display),
+            ],
+        ];
+        for (m, imap, pop) in mailboxes {
+            v.push(vec![
+                w("Add-MailboxPermission"),
+                w("-Identity"),
+                st(m),
+                w("-User"),
+                st(OBJ),
+                w("-AccessRights"),
+                w("FullAccess"),
+            ]);
+            let mut set = vec![w("Set-CASMailbox"), w("-Identity"), st(m)];
+            if *imap {
+                set.extend([w("-ImapEnabled"), Tok::Var("true".into())]);
+            }
+            if *pop {
+                set.extend([w("-PopEnabled"), Tok::Var("true".into())]);
+            }
+            if *imap || *pop {
+                v.push(set);
+            }
+        }
+        v
+    }
+
+    fn script(display: &str, mailboxes: Vec<(&str, bool, bool)>) -> String {
+        exchange_script(&ExchangeScriptInput {
+            app_id: APP,
+            service_principal_object_id: OBJ,
+            display_name: display,
+            mailboxes,
+        })
+        .unwrap()
+    }
 
     #[test]
     fn script_registers_the_service_principal_and_grants_each_mailbox() {
-        let s = exchange_script(&ExchangeScriptInput {
-            app_id: "00000000-1111-2222-3333-444444444444",
-            service_principal_object_id: "55555555-6666-7777-8888-999999999999",
-            display_name: "Help desk's mail reader",
-            mailboxes: vec![("support@contoso.com", true, false), ("billing@contoso.com", false, true)],
-        });
+        let mbs = vec![("support@contoso.com", true, false), ("billing@contoso.com", false, true)];
+        let s = script("Help desk's mail reader", mbs.clone());
         assert!(s.contains(
             "New-ServicePrincipal -AppId '00000000-1111-2222-3333-444444444444' -ObjectId '55555555-6666-7777-8888-999999999999' -DisplayName 'Help desk''s mail reader'"
         ), "{s}");
         assert!(s.contains("Add-MailboxPermission -Identity 'support@contoso.com' -User '55555555-6666-7777-8888-999999999999' -AccessRights FullAccess"));
         assert!(s.contains("Set-CASMailbox -Identity 'support@contoso.com' -ImapEnabled $true\n"));
         assert!(s.contains("Set-CASMailbox -Identity 'billing@contoso.com' -PopEnabled $true\n"));
-        assert_eq!(s.matches("Add-MailboxPermission").count(), 2);
+        assert_eq!(tokenize(&s), intended("Help desk's mail reader", &mbs));
+    }
+
+    /// U+2019 closes a PowerShell single-quoted string just like `'`: with only `'` doubled,
+    /// this display name and address ran a command of their own.
+    #[test]
+    fn typographic_quotes_cannot_add_a_command() {
+        let evil =
+            "x\u{2019}; Add-MailboxPermission -Identity boss@contoso.com -User evil -AccessRights FullAccess; \u{2019}";
+        for q in SINGLE_QUOTES {
+            let evil = evil.replace('\u{2019}', &q.to_string());
+            let mbs = vec![(evil.as_str(), true, true)];
+            let s = script(&evil, mbs.clone());
+            assert_eq!(tokenize(&s), intended(&evil, &mbs), "{s}");
+        }
+        let newline = "a@contoso.com\nAdd-MailboxPermission -Identity boss@contoso.com -User evil";
+        let mbs = vec![(newline, true, false)];
+        assert_eq!(tokenize(&script("n", mbs.clone())), intended("n", &mbs), "a line break cannot leave the comment");
+    }
+
+    #[test]
+    fn app_and_object_ids_must_be_guids() {
+        let run = |app: &str, obj: &str| {
+            exchange_script(&ExchangeScriptInput {
+                app_id: app,
+                service_principal_object_id: obj,
+                display_name: "d",
+                mailboxes: vec![],
+            })
+        };
+        let fields =
+            |r: Result<String, Vec<FieldError>>| r.unwrap_err().into_iter().map(|e| e.field).collect::<Vec<_>>();
+        assert_eq!(fields(run("x'; Remove-Mailbox boss; '", OBJ)), ["client_id"]);
+        assert_eq!(fields(run(APP, "nope")), ["object_id"]);
+        assert_eq!(fields(run("", "")), ["client_id", "object_id"]);
+        let s = run(" {00000000-1111-2222-3333-44444444444A} ", OBJ).unwrap();
+        assert!(s.contains("-AppId '00000000-1111-2222-3333-44444444444a'"), "{s}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Whatever a display name or an address holds, the script has exactly the intended
+        /// statements, each value one string argument equal to what was given.
+        #[test]
+        fn any_text_stays_one_argument(
+            display in any::<String>(),
+            mails in proptest::collection::vec((any::<String>(), any::<bool>(), any::<bool>()), 0..4),
+            quoty in "['\u{2018}\u{2019}\u{201A}\u{201B};$`\"#\n ]{0,12}",
+        ) {
+            let display = format!("{display}{quoty}");
+            let mbs: Vec<(&str, bool, bool)> = mails.iter().map(|(m, i, p)| (m.as_str(), *i, *p)).collect();
+            let s = script(&display, mbs.clone());
+            prop_assert_eq!(tokenize(&s), intended(&display, &mbs));
+        }
+
+        #[test]
+        fn quoting_round_trips(v in any::<String>()) {
+            let toks = tokenize(&ps_quote(&v));
+            prop_assert_eq!(toks, if v.is_empty() { vec![vec![st("")]] } else { vec![vec![st(&v)]] });
+        }
     }
 }

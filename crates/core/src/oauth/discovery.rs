@@ -108,4 +108,76 @@ mod tests {
         d.device_authorization_endpoint = Some("ftp://id.example.com/device".into());
         assert!(check("https://id.example.com", d).unwrap_err().contains("device_authorization_endpoint"));
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn host() -> impl Strategy<Value = (&'static str, bool)> {
+            // (host, is this machine)
+            prop::sample::select(vec![
+                ("id.example.com", false),
+                ("127.0.0.1", true),
+                ("127.8.9.10", true),
+                ("localhost", true),
+                ("[::1]", true),
+                ("127.0.0.1.evil.example", false),
+                ("localhost.evil.example", false),
+                ("10.0.0.1", false),
+                ("[::2]", false),
+            ])
+        }
+
+        fn endpoint() -> impl Strategy<Value = (String, bool)> {
+            (prop::sample::select(vec!["https", "http", "ftp", "javascript"]), host(), "(/[a-z0-9]{0,8}){0,3}")
+                .prop_map(|(scheme, (h, local), path)| {
+                    let ok = scheme == "https" || (scheme == "http" && local);
+                    (format!("{scheme}://{h}{path}"), ok)
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            /// The document is accepted exactly when every endpoint is https, or http to this
+            /// machine; the error names the first bad one.
+            #[test]
+            fn endpoints_are_https_or_loopback(a in endpoint(), t in endpoint(), d in proptest::option::of(endpoint())) {
+                let issuer = "https://id.example.com";
+                let doc = Discovered {
+                    issuer: issuer.into(),
+                    authorization_endpoint: a.0.clone(),
+                    token_endpoint: t.0.clone(),
+                    device_authorization_endpoint: d.as_ref().map(|d| d.0.clone()),
+                };
+                let expected_bad = [("authorization_endpoint", a.1), ("token_endpoint", t.1), ("device_authorization_endpoint", d.as_ref().is_none_or(|d| d.1))]
+                    .into_iter()
+                    .find(|(_, ok)| !ok)
+                    .map(|(name, _)| name);
+                match (check(issuer, doc), expected_bad) {
+                    (Ok(_), None) => {}
+                    (Err(e), Some(name)) => prop_assert!(e.starts_with(&format!("its {name} ")), "{e}"),
+                    (got, want) => prop_assert!(false, "got {got:?}, expected bad {want:?}"),
+                }
+            }
+
+            /// The issuer in the document must be the one asked for, a trailing slash aside.
+            #[test]
+            fn the_issuer_must_match(asked in "https://[a-z]{1,6}\\.example(/[a-z]{0,5}){0,2}/?", named in "https://[a-z]{1,6}\\.example(/[a-z]{0,5}){0,2}/?") {
+                let same = asked.trim_end_matches('/') == named.trim_end_matches('/');
+                let got = check(&asked, doc(&named));
+                prop_assert_eq!(got.is_ok(), same, "{:?}", got);
+                let slashed = format!("{}/", asked.trim_end_matches('/'));
+                prop_assert!(check(&asked, doc(&slashed)).is_ok(), "a trailing slash is no difference");
+            }
+
+            #[test]
+            fn any_text_never_panics(issuer in any::<String>(), named in any::<String>(), ep in any::<String>()) {
+                let _ = well_known_url(&issuer);
+                let mut d = doc(&named);
+                d.token_endpoint = ep;
+                let _ = check(&issuer, d);
+            }
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! OAuth2 flows (RFC 6749) with oauth2 5.x.
 //!
 //! - [`auth_code`]: authorization code + PKCE S256 (RFC 7636) through the system browser and the
-//!   [`loopback`] redirect (RFC 8252);
+//!   [`loopback`] redirect (RFC 8252), with an OpenID Connect `nonce` checked in the id_token
+//!   when the scopes ask for `openid`;
 //! - [`device`]: the device authorization grant (RFC 8628), for where no browser can reach
 //!   this machine's loopback;
 //! - [`client_credentials`]: app-only tokens with the app's client secret (RFC 6749 §4.4);
@@ -85,8 +86,36 @@ pub enum OAuthError {
     Loopback(#[from] loopback::LoopbackError),
     #[error(transparent)]
     Secret(#[from] crate::secret::SecretError),
+    /// A refresh refused with HTTP 400/401 and no OAuth error in the body (an empty body is
+    /// what some providers send for a revoked or replayed one-time refresh token).
+    #[error("the token endpoint {url} refused the stored sign-in (HTTP {status} with no OAuth error): the refresh token was revoked, expired or already used")]
+    RefreshRejected { url: String, status: u16 },
+    /// The token endpoint is down or throttling (HTTP 5xx, or 429 with its `Retry-After`): the
+    /// stored sign-in is not in question, so nothing is signed out and the refresh token is kept.
+    #[error("the token endpoint {url} is unavailable (HTTP {status}){}", retry_after.map(|s| format!("; it asks to retry after {s} seconds")).unwrap_or_default())]
+    Unavailable { url: String, status: u16, retry_after: Option<u64> },
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
+    /// The provider rotated the refresh token but the keyring did not take the new one.
+    #[error("the identity provider replaced the refresh token of mailbox `{mailbox}`, but the OS keyring did not store the new one ({source}); this program keeps it in memory only and stores it at its next use, so unlock or repair the keyring now")]
+    RotatedNotStored { mailbox: String, source: crate::secret::SecretError },
     #[error("the sign-in was cancelled")]
     Cancelled,
+    /// The id_token does not answer this sign-in's `nonce` (OpenID Connect Core §3.1.3.7).
+    /// Carries no nonce value: neither the one sent nor the one received is printed.
+    #[error("{reason}")]
+    IdToken { reason: NonceProblem },
+}
+
+/// Why an id_token's `nonce` was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NonceProblem {
+    #[error("the identity provider's id_token does not carry the nonce this sign-in sent, so it may not belong to this sign-in")]
+    Missing,
+    #[error("the identity provider's id_token carries a different nonce than this sign-in sent, so it belongs to another sign-in")]
+    Mismatch,
+    #[error("the identity provider's id_token is not a readable JWT, so its nonce cannot be checked")]
+    Unreadable,
 }
 
 impl OAuthError {
@@ -101,11 +130,17 @@ impl OAuthError {
             OAuthError::NoRefreshToken => "no_refresh_token".into(),
             OAuthError::NotAuthenticated(_) => "not_authenticated".into(),
             OAuthError::NoClientSecret(_) => "no_client_secret".into(),
-            OAuthError::Loopback(loopback::LoopbackError::Timeout(_)) => "signin_timeout".into(),
+            OAuthError::Loopback(loopback::LoopbackError::Timeout { .. }) => "signin_timeout".into(),
+            OAuthError::Loopback(loopback::LoopbackError::PortTaken { .. }) => "redirect_port_taken".into(),
             OAuthError::Loopback(loopback::LoopbackError::Provider { error, .. }) => error.clone(),
             OAuthError::Loopback(_) => "loopback".into(),
             OAuthError::Secret(e) => e.code().into(),
+            OAuthError::RefreshRejected { .. } => "refresh_rejected".into(),
+            OAuthError::Unavailable { .. } => "token_endpoint_unavailable".into(),
+            OAuthError::Lock(e) => e.code().into(),
+            OAuthError::RotatedNotStored { source, .. } => source.code().into(),
             OAuthError::Cancelled => "cancelled".into(),
+            OAuthError::IdToken { .. } => "nonce_mismatch".into(),
         }
     }
 
@@ -228,6 +263,72 @@ where
         // says where parsing stopped.
         RequestTokenError::Parse(pe, _) => OAuthError::Parse { op, url: url.into(), detail: pe.to_string() },
         RequestTokenError::Other(s) => OAuthError::Parse { op, url: url.into(), detail: s },
+    }
+}
+
+/// A tiny HTTP/1.1 server on a real loopback socket, standing in for an identity provider's
+/// endpoints in unit tests.
+#[cfg(test)]
+pub(crate) mod test_http {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Reads one request (head and `Content-Length` body) and returns its path.
+    async fn read_request(s: &mut tokio::net::TcpStream) -> Option<String> {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 2048];
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = s.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + len {
+            let n = s.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        head.split_whitespace().nth(1).map(str::to_string)
+    }
+
+    /// Serves JSON answers from `answer(port, path) -> (status, body)`; returns the port.
+    pub(crate) async fn serve<F>(answer: F) -> u16
+    where
+        F: Fn(u16, &str) -> (&'static str, String) + Send + Sync + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let answer = std::sync::Arc::new(answer);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else { continue };
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    while let Some(path) = read_request(&mut s).await {
+                        let (status, body) = answer(port, &path);
+                        let resp = format!(
+                            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        port
     }
 }
 
