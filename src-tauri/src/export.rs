@@ -43,6 +43,7 @@ fn cell(m: &Mailbox, column: &str) -> String {
         "smtp_port" => m.smtp.as_ref().map(|s| s.port.to_string()).unwrap_or_default(),
         "smtp_security" => m.smtp.as_ref().map(|s| s.security.to_string()).unwrap_or_default(),
         "client_secret_expires" => m.client_secret_expires.map(|d| d.to_string()).unwrap_or_default(),
+        "redirect_port" => m.redirect_port.map(|p| p.to_string()).unwrap_or_default(),
         _ => String::new(),
     }
 }
@@ -55,7 +56,7 @@ mod tests {
     #[test]
     fn export_imports_back_unchanged() {
         let src = "name,email,provider,tenant,client_id,protocol,auth_params,client_secret_expires\n\
-                   helpdesk,helpdesk@contoso.com,microsoft,contoso.onmicrosoft.com,cid,pop3,prompt=consent,2027-03-31\n\
+                   helpdesk,helpdesk@contoso.com,microsoft,contoso.onmicrosoft.com,00000000-1111-2222-3333-444444444444,pop3,prompt=consent,2027-03-31\n\
                    gen,\"a,b@x.test\",generic,,cid,imap,,\n";
         let first = parse(src, None).unwrap();
         assert_eq!(first.mailboxes.len(), 1, "{:?}", first.errors);
@@ -66,6 +67,7 @@ mod tests {
         generic.tenant = None;
         generic.auth_url = Some("https://idp.example.com/auth".into());
         generic.token_url = Some("https://idp.example.com/token".into());
+        generic.redirect_port = Some(53682);
         m.push(generic);
         let text = to_csv(&m).unwrap();
         let again = parse(&text, None).unwrap();

@@ -1,0 +1,16 @@
+//! CSV files come from other people: parsing never panics, every accepted mailbox validates,
+//! and every refused row names a line and a field.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use mailbox_auth_core::import::parse;
+
+fuzz_target!(|text: &str| {
+    if let Ok(parsed) = parse(text, None) {
+        for m in &parsed.mailboxes {
+            assert!(m.validate().is_ok(), "an imported mailbox does not validate: {m:?}");
+        }
+        for e in &parsed.errors {
+            assert!(e.line > 0, "a row error without its line: {e:?}");
+        }
+    }
+});
