@@ -42,12 +42,7 @@ async fn dialogue(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, P
     let heard = Heard::default();
     let tcp = connect(t).await?;
     match t.security {
-        Security::Tls => {
-            let stream = tls.wrap(t, tcp).await?;
-            let mut client = Client::new(Recorder::new(stream, &heard));
-            greeting(t, &mut client, &heard).await?;
-            login_and_examine(t, client, &heard, token).await
-        }
+        Security::Tls => over(t, tls.wrap(t, tcp).await?, token).await,
         Security::Starttls => {
             let mut client = Client::new(Recorder::new(tcp, &heard));
             greeting(t, &mut client, &heard).await?;
@@ -66,6 +61,17 @@ async fn dialogue(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, P
             login_and_examine(t, Client::new(Recorder::new(stream, &heard)), &heard, token).await
         }
     }
+}
+
+/// The whole dialogue on an established (TLS) connection, from the greeting on.
+pub(crate) async fn over<S>(t: &ProbeTarget, stream: S, token: &AccessToken) -> Result<ProbeReport, ProbeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug,
+{
+    let heard = Heard::default();
+    let mut client = Client::new(Recorder::new(stream, &heard));
+    greeting(t, &mut client, &heard).await?;
+    login_and_examine(t, client, &heard, token).await
 }
 
 /// Authenticates on an established (TLS) connection whose greeting was read, opens the

@@ -273,6 +273,44 @@ pub async fn probe(target: &ProbeTarget, token: &AccessToken) -> Result<ProbeRep
     result
 }
 
+/// Runs the whole dialogue of `service` — greeting, capabilities, SASL, `EXAMINE`/`STAT`/
+/// `MAIL FROM`, logout — against `replies`, a server's bytes as they would arrive after the TLS
+/// handshake, with what the client writes discarded; under the same deadline, byte budget and
+/// redaction as a real probe. For the fuzz targets (`fuzz/`): every reply parser and the line
+/// reader meet arbitrary server bytes here. Returns the outcome and the bytes read.
+#[doc(hidden)]
+pub async fn replay(service: Service, replies: &[u8]) -> (Result<ProbeReport, ProbeError>, u64) {
+    let t = ProbeTarget {
+        protocol: service,
+        host: "mail.example.com".into(),
+        port: 993,
+        security: Security::Tls,
+        folder: "INBOX".into(),
+        sasl_user: "alice@example.com".into(),
+        ca_file: None,
+        timeout: Duration::from_secs(1),
+    };
+    let token = AccessToken::new("replayed-access-token".into());
+    let read = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&read);
+    let dialogue = async {
+        let watch = Watch::current();
+        let stream = Metered::new(
+            tokio::io::join(std::io::Cursor::new(replies.to_vec()), tokio::io::sink()),
+            Arc::clone(&watch),
+        );
+        let outcome = match service {
+            Service::Imap => imap::over(&t, stream, &token).await,
+            Service::Pop3 => pop3::over(&t, stream, &token).await,
+            Service::Smtp => smtp::over(&t, stream, &token, None).await,
+        };
+        counted.store(watch.received.load(Ordering::SeqCst), Ordering::SeqCst);
+        outcome
+    };
+    let outcome = guarded(&t, &token, dialogue).await;
+    (outcome, read.load(Ordering::SeqCst))
+}
+
 /// `1 message`, `3 messages`.
 pub(crate) fn count_messages(n: u32) -> String {
     if n == 1 {
@@ -1134,6 +1172,47 @@ mod tests {
             // Past the budget the stream fails; exactly at it, the end of the data may come first.
             if (sent as u64) > budget {
                 proptest::prop_assert!(failed);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn replayed_replies_run_the_whole_dialogue() {
+        let imap = "* OK ready\r\n* CAPABILITY IMAP4rev1 AUTH=XOAUTH2\r\nA0001 OK done\r\n+ \r\nA0002 OK in\r\n\
+                    * 4 EXISTS\r\nA0003 OK [READ-ONLY] done\r\n* BYE\r\nA0004 OK bye\r\n";
+        let (r, read) = replay(Service::Imap, imap.as_bytes()).await;
+        assert_eq!(r.unwrap().messages, 4);
+        assert_eq!(read, imap.len() as u64);
+        let pop3 = "+OK\r\n+OK\r\nSASL XOAUTH2\r\n.\r\n+ \r\n+OK in\r\n+OK 2 10\r\n+OK bye\r\n";
+        assert_eq!(replay(Service::Pop3, pop3.as_bytes()).await.0.unwrap().messages, 2);
+        let smtp = "220 mx\r\n250-mx\r\n250 AUTH XOAUTH2\r\n334 \r\n235 ok\r\n250 ok\r\n250 reset\r\n221 bye\r\n";
+        assert!(replay(Service::Smtp, smtp.as_bytes()).await.0.unwrap().detail.contains("accepts mail"));
+        let flood = format!("* OK ready\r\n* 1 FETCH (BODY[] {{9000000}}\r\n{}", "x\r\n".repeat(3_000_000));
+        let (r, read) = replay(Service::Imap, flood.as_bytes()).await;
+        assert_eq!(r.unwrap_err().code(), "reply_too_large");
+        assert_eq!(read, BYTE_BUDGET);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+        /// Any bytes from any server: an outcome with a catalogued code, never a panic, never
+        /// more read than the budget.
+        #[test]
+        fn any_replies_end_with_a_catalogued_code(
+            service in proptest::sample::select(vec![Service::Imap, Service::Pop3, Service::Smtp]),
+            head in proptest::sample::select(vec!["* OK hi\r\n", "+OK hi\r\n", "220 hi\r\n", ""]),
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000),
+        ) {
+            let replies = [head.as_bytes(), &bytes].concat();
+            let (r, read) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(replay(service, &replies));
+            proptest::prop_assert!(read <= BYTE_BUDGET);
+            if let Err(e) = r {
+                proptest::prop_assert!(crate::diagnose::known_codes().any(|c| c == e.code()), "{}: {}", e.code(), e);
             }
         }
     }

@@ -37,11 +37,7 @@ async fn dialogue(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, P
     let tls = Tls::new(t)?;
     let tcp = connect(t).await?;
     match t.security {
-        Security::Tls => {
-            let mut conn = Conn::new(tls.wrap(t, tcp).await?);
-            conn.greeting(t).await?;
-            login_and_stat(t, conn, token).await
-        }
+        Security::Tls => over(t, tls.wrap(t, tcp).await?, token).await,
         Security::Starttls => {
             let mut conn = Conn::new(tcp);
             conn.greeting(t).await?;
@@ -61,6 +57,17 @@ async fn dialogue(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, P
             login_and_stat(t, Conn::new(tls.wrap(t, tcp).await?), token).await
         }
     }
+}
+
+/// The whole dialogue on an established (TLS) connection, from the greeting on.
+pub(crate) async fn over<S: AsyncRead + AsyncWrite + Unpin>(
+    t: &ProbeTarget,
+    stream: S,
+    token: &AccessToken,
+) -> Result<ProbeReport, ProbeError> {
+    let mut conn = Conn::new(stream);
+    conn.greeting(t).await?;
+    login_and_stat(t, conn, token).await
 }
 
 /// Authenticates on an established (TLS) connection whose greeting was read, then `STAT`

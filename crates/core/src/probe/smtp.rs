@@ -54,12 +54,7 @@ async fn dialogue(t: &ProbeTarget, token: &AccessToken, send: Option<&TestMessag
     let tls = Tls::new(t)?;
     let tcp = connect(t).await?;
     match t.security {
-        Security::Tls => {
-            let mut conn = Conn::new(tls.wrap(t, tcp).await?);
-            conn.expect(t, "greeting", 220).await?;
-            let ehlo = conn.ehlo(t).await?;
-            session(t, conn, &ehlo, token, send).await
-        }
+        Security::Tls => over(t, tls.wrap(t, tcp).await?, token, send).await,
         Security::Starttls => {
             let mut conn = Conn::new(tcp);
             conn.expect(t, "greeting", 220).await?;
@@ -75,6 +70,19 @@ async fn dialogue(t: &ProbeTarget, token: &AccessToken, send: Option<&TestMessag
             session(t, conn, &ehlo, token, send).await
         }
     }
+}
+
+/// The whole dialogue on an established (TLS) connection, from the greeting on.
+pub(crate) async fn over<S: AsyncRead + AsyncWrite + Unpin>(
+    t: &ProbeTarget,
+    stream: S,
+    token: &AccessToken,
+    send: Option<&TestMessage>,
+) -> Result<ProbeReport, ProbeError> {
+    let mut conn = Conn::new(stream);
+    conn.expect(t, "greeting", 220).await?;
+    let ehlo = conn.ehlo(t).await?;
+    session(t, conn, &ehlo, token, send).await
 }
 
 async fn session<S: AsyncRead + AsyncWrite + Unpin>(
