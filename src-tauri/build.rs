@@ -14,7 +14,6 @@ const COMMANDS: &[&str] = &[
     "import_commit",
     "read_csv_file",
     "export_csv",
-    "write_csv_file",
     "history",
     "provider_preset",
     "set_client_secret",

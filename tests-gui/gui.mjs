@@ -590,6 +590,27 @@ async function main() {
         assert(rowsShown.length === 10, `board shows ${rowsShown.length} rows`);
         await s.screenshot(path.join(shots, "board.png"));
       });
+
+      await scenario("bulk: re-import with a changed token URL previews the update and the sign-out, then signs out", async () => {
+        await s.click('[data-testid="nav-bulk"]');
+        await s.waitFor(() => s.find("#csv-text"), "the CSV box");
+        const moved = rows[0].replace(`,${iss.SANDBOX_TOKEN_URL},`, ",http://127.0.0.1:9/token,");
+        assert(moved !== rows[0], "token URL replaced");
+        await s.set("#csv-text", [csv.split("\n")[0], moved, rows[1]].join("\n"));
+        await s.click('[data-testid="preview"]');
+        await s.waitFor(() => s.find('[data-testid="preview-table"]'), "the preview table");
+        const a2 = await s.attr('tr[data-line="2"]', "data-action");
+        const o2 = await s.attr('tr[data-line="2"]', "data-signs-out");
+        const a3 = await s.attr('tr[data-line="3"]', "data-action");
+        assert(a2 === "update" && o2 === "true" && a3 === "unchanged", `actions ${a2}/${o2}/${a3}`);
+        const what = await s.text('[data-testid="row-action-2"]');
+        assert(what.includes("token_url") && what.includes("Signs out"), `row 2 says ${what}`);
+        const signouts = await s.attr('[data-testid="preview-updates"]', "data-signouts");
+        assert(signouts === "1", `summary sign-outs ${signouts}`);
+        await s.click('[data-testid="import"]');
+        const out = await s.waitFor(() => s.text('[data-testid="signed-out"]'), "the signed-out list");
+        assert(out.includes("desk-01") && !out.includes("desk-02"), `signed out: ${out}`);
+      });
     });
   } finally {
     stop(x);

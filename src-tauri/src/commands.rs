@@ -4,12 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mailbox_auth_core::app::ImportReport;
+use mailbox_auth_core::app::{ImportPreview, ImportReport};
 use mailbox_auth_core::health::HealthRecord;
-use mailbox_auth_core::import::{self, RowError};
 use mailbox_auth_core::mailbox::{Mailbox, Protocol, ProviderKind, Security};
 use mailbox_auth_core::oauth::auth_code::{AuthStep, DEFAULT_TIMEOUT};
-use mailbox_auth_core::{provider, AppError, MailboxView};
+use mailbox_auth_core::{provider, MailboxView};
 use secrecy::SecretString;
 use serde::Serialize;
 use tauri::ipc::Channel;
@@ -19,7 +18,7 @@ use url::Url;
 
 use crate::error::IpcError;
 use crate::events::SignInEvent;
-use crate::{browser, export, Shell};
+use crate::{browser, Shell};
 
 type Result<T> = std::result::Result<T, IpcError>;
 
@@ -50,7 +49,7 @@ pub async fn save_mailbox(state: State<'_, Shell>, mailbox: Mailbox, is_new: boo
     if is_new && state.core.get(&mailbox.name).is_ok() {
         return Err(IpcError::field("name", format!("a mailbox named `{}` exists already", mailbox.name)));
     }
-    state.core.save(&mailbox)?;
+    state.core.save(&mailbox).await?;
     Ok(state.core.view(mailbox).await?)
 }
 
@@ -127,24 +126,21 @@ pub async fn verify_many(
     Ok(state.core.verify_many(&names, VERIFY_CONCURRENCY, &done).await?)
 }
 
-/// What an import would do, without saving anything.
-#[derive(Debug, Serialize)]
-pub struct ImportPreview {
-    pub mailboxes: Vec<Mailbox>,
-    pub errors: Vec<RowError>,
-}
-
+/// What an import would do, row by row, without saving anything (the core's preview: new,
+/// update with the changed fields and whether the mailbox is signed out, unchanged, refused).
+/// `base` must be the folder of the file the admin chose in this session, if any.
 #[tauri::command(async)]
-#[instrument(skip(text), err)]
-pub async fn import_preview(text: String, base: Option<PathBuf>) -> Result<ImportPreview> {
-    let parsed = import::parse(&text, base.as_deref()).map_err(AppError::from)?;
-    Ok(ImportPreview { mailboxes: parsed.mailboxes, errors: parsed.errors })
+#[instrument(skip(state, text), err)]
+pub async fn import_preview(state: State<'_, Shell>, text: String, base: Option<PathBuf>) -> Result<ImportPreview> {
+    let base = state.chosen_base(base)?;
+    Ok(state.core.import_preview(&text, base.as_deref())?)
 }
 
 #[tauri::command(async)]
 #[instrument(skip(state, text), err)]
 pub async fn import_commit(state: State<'_, Shell>, text: String, base: Option<PathBuf>) -> Result<ImportReport> {
-    Ok(state.core.import_csv(&text, base.as_deref())?)
+    let base = state.chosen_base(base)?;
+    Ok(state.core.import_csv(&text, base.as_deref()).await?)
 }
 
 /// A CSV file the admin chose in the open dialog, with its folder (relative `ca_file` paths
@@ -155,18 +151,40 @@ pub struct CsvFile {
     pub base: Option<PathBuf>,
 }
 
+/// Why: the webview must not be able to make the shell read or write a path of its choosing
+/// (a compromised page could read `~/.ssh` or overwrite a startup file). So the shell itself
+/// asks the admin in the native dialog, and only reads or writes the path the dialog returned.
+async fn ask_path<R: Runtime>(app: &AppHandle<R>, save: bool) -> Result<Option<PathBuf>> {
+    use tauri_plugin_dialog::DialogExt;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let dialog = app.dialog().file().add_filter("CSV", if save { &["csv"] } else { &["csv", "txt"] });
+    let done = move |p: Option<tauri_plugin_dialog::FilePath>| {
+        let _ = tx.send(p.and_then(|p| p.into_path().ok()));
+    };
+    if save {
+        dialog.set_file_name("mailboxes.csv").save_file(done);
+    } else {
+        dialog.pick_file(done);
+    }
+    Ok(rx.await.unwrap_or(None))
+}
+
+/// Asks for a CSV file in the native dialog and reads it; `None` when the admin cancels.
 #[tauri::command(async)]
-#[instrument(err)]
-pub async fn read_csv_file(path: PathBuf) -> Result<CsvFile> {
-    check_csv_path(&path)?;
+#[instrument(skip(app, state), err)]
+pub async fn read_csv_file<R: Runtime>(app: AppHandle<R>, state: State<'_, Shell>) -> Result<Option<CsvFile>> {
+    let Some(path) = ask_path(&app, false).await? else { return Ok(None) };
     let io = |e: std::io::Error| {
         IpcError::new("read", format!("cannot read {}: {e}", path.display()), "Choose a readable CSV file.")
     };
-    let len = tokio::fs::metadata(&path).await.map_err(io)?.len();
-    if len > MAX_CSV_BYTES {
+    let md = tokio::fs::metadata(&path).await.map_err(io)?;
+    if !md.is_file() {
+        return Err(IpcError::new("read", format!("{} is not a file", path.display()), "Choose a CSV file."));
+    }
+    if md.len() > MAX_CSV_BYTES {
         return Err(IpcError::new(
             "read",
-            format!("{} is {len} bytes", path.display()),
+            format!("{} is {} bytes", path.display(), md.len()),
             "A mailbox CSV is at most 4 MiB.",
         ));
     }
@@ -174,30 +192,23 @@ pub async fn read_csv_file(path: PathBuf) -> Result<CsvFile> {
     let text = String::from_utf8(bytes).map_err(|_| {
         IpcError::new("read", format!("{} is not UTF-8 text", path.display()), "Save the CSV as UTF-8.")
     })?;
-    Ok(CsvFile { text, base: path.parent().map(Path::to_path_buf) })
+    let base = path.parent().map(Path::to_path_buf);
+    *state.csv_base.lock().expect("csv base") = base.clone();
+    Ok(Some(CsvFile { text, base }))
 }
 
-/// The window only ever reads or writes `.csv` / `.txt` files it had the admin choose.
-fn check_csv_path(path: &Path) -> Result<()> {
-    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
-        Some("csv" | "txt") if path.is_absolute() => Ok(()),
-        _ => Err(IpcError::new("read", format!("{} is not a .csv file", path.display()), "Choose a .csv file.")),
-    }
-}
-
-/// All mailboxes as CSV (the import's columns; no secrets). Written to `path` when given.
+/// Exports all mailboxes as CSV (the import's columns; no secrets; formula cells neutralised)
+/// to a file the admin chooses in the native save dialog. Returns the path written, `None`
+/// when the admin cancels.
 #[tauri::command(async)]
-#[instrument(skip(state), err)]
-pub async fn export_csv(state: State<'_, Shell>, path: Option<PathBuf>) -> Result<String> {
-    let mailboxes = state.core.store().list().map_err(AppError::from)?;
-    let text = export::to_csv(&mailboxes).map_err(|e| IpcError::new("export", e.to_string(), "Try again."))?;
-    if let Some(p) = path {
-        check_csv_path(&p)?;
-        tokio::fs::write(&p, &text).await.map_err(|e| {
-            IpcError::new("export", format!("cannot write {}: {e}", p.display()), "Choose a writable folder.")
-        })?;
-    }
-    Ok(text)
+#[instrument(skip(app, state), err)]
+pub async fn export_csv<R: Runtime>(app: AppHandle<R>, state: State<'_, Shell>) -> Result<Option<String>> {
+    let text = state.core.export_csv()?;
+    let Some(path) = ask_path(&app, true).await? else { return Ok(None) };
+    tokio::fs::write(&path, &text).await.map_err(|e| {
+        IpcError::new("export", format!("cannot write {}: {e}", path.display()), "Choose a writable folder.")
+    })?;
+    Ok(Some(path.display().to_string()))
 }
 
 #[tauri::command(async)]
@@ -295,17 +306,4 @@ pub async fn forget(state: State<'_, Shell>, name: String) -> Result<()> {
 pub async fn open_sign_in_url<R: Runtime>(app: AppHandle<R>, url: String) -> Result<()> {
     let url = Url::parse(&url).map_err(|e| IpcError::field("url", e.to_string()))?;
     browser::open(&app, &url).map_err(|e| IpcError::new("browser", e, "Copy the address into a browser by hand."))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_absolute_csv_paths() {
-        assert!(check_csv_path(Path::new("/home/a/mailboxes.csv")).is_ok());
-        assert!(check_csv_path(Path::new("/home/a/MAILBOXES.CSV")).is_ok());
-        assert!(check_csv_path(Path::new("mailboxes.csv")).is_err());
-        assert!(check_csv_path(Path::new("/home/a/.ssh/id_ed25519")).is_err());
-    }
 }

@@ -9,7 +9,6 @@ pub mod browser;
 pub mod commands;
 pub mod error;
 pub mod events;
-pub mod export;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,12 +24,40 @@ pub struct Shell {
     /// Running sign-ins by mailbox name; Cancel aborts the task (which drops the loopback
     /// listener, so a late redirect finds nobody listening).
     pub sign_ins: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+    /// The folder of the CSV the admin last chose in the open dialog: the only `base` (for
+    /// relative `ca_file` paths) an import accepts from the window.
+    pub csv_base: Mutex<Option<std::path::PathBuf>>,
 }
 
 impl Shell {
     pub fn new(core: App) -> Self {
-        Self { core: Arc::new(core), sign_ins: Mutex::new(HashMap::new()) }
+        Self { core: Arc::new(core), sign_ins: Mutex::new(HashMap::new()), csv_base: Mutex::new(None) }
     }
+
+    /// The import `base` from the window, accepted only when it is the chosen file's folder.
+    pub fn chosen_base(&self, base: Option<std::path::PathBuf>) -> Result<Option<std::path::PathBuf>, error::IpcError> {
+        match base {
+            None => Ok(None),
+            Some(b) if self.csv_base.lock().expect("csv base").as_ref() == Some(&b) => Ok(Some(b)),
+            Some(_) => Err(error::IpcError::new(
+                "read",
+                "the CSV's folder does not match the file chosen",
+                "Choose the CSV file again.",
+            )),
+        }
+    }
+}
+
+/// Shown instead of the window when the data store cannot be opened (damaged, from a newer
+/// version, unwritable): which file, what went wrong, what to do. The file is not touched.
+fn start_failure(home: &std::path::Path, e: &mailbox_auth_core::AppError) -> String {
+    let f = e.failure();
+    format!(
+        "Mailbox Auth cannot open its data in {}.\n\n{}\n\n{}",
+        home.display(),
+        f.message,
+        if f.message.contains("left untouched") { String::new() } else { f.hint }
+    )
 }
 
 pub fn run() {
@@ -42,10 +69,27 @@ pub fn run() {
         .plugin(tauri_plugin_dialog::init())
         .setup(|app| {
             let home = mailbox_auth_core::store::default_home();
-            let core = App::open(&home, Arc::new(KeyringStore::from_env()))
-                .map_err(|e| format!("cannot open the Mailbox Auth data in {}: {e}", home.display()))?;
-            tracing::info!(home = %home.display(), "data directory");
-            app.manage(Shell::new(core));
+            match App::open(&home, Arc::new(KeyringStore::from_env())) {
+                Ok(core) => {
+                    tracing::info!(home = %home.display(), "data directory");
+                    app.manage(Shell::new(core));
+                }
+                Err(e) => {
+                    // No panic and no change to the file: say what is wrong, then quit.
+                    use tauri_plugin_dialog::{DialogExt, MessageDialogKind};
+                    let text = start_failure(&home, &e);
+                    eprintln!("error: {text}");
+                    if let Some(w) = app.get_webview_window("main") {
+                        let _ = w.hide();
+                    }
+                    let handle = app.handle().clone();
+                    app.dialog()
+                        .message(text)
+                        .title("Mailbox Auth cannot start")
+                        .kind(MessageDialogKind::Error)
+                        .show(move |_| handle.exit(2));
+                }
+            }
             Ok(())
         })
         .invoke_handler(tauri::generate_handler![
@@ -70,4 +114,57 @@ pub fn run() {
         ])
         .run(tauri::generate_context!())
         .expect("error while running Mailbox Auth");
+}
+
+#[cfg(test)]
+mod tests {
+    /// The names between `start` and the next `end` that look like `"name"` or `commands::name`.
+    fn names(text: &str, start: &str, end: &str, prefix: &str) -> Vec<String> {
+        let from = text.find(start).expect("start marker") + start.len();
+        let body = &text[from..from + text[from..].find(end).expect("end marker")];
+        let mut v: Vec<String> = body
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter_map(|w| w.trim().trim_matches('"').strip_prefix(prefix).map(str::to_string))
+            .filter(|w| !w.is_empty())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The window cannot point an import at a folder of its choosing: only the chosen file's.
+    #[test]
+    fn import_base_must_be_the_chosen_files_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = mailbox_auth_core::App::open(
+            dir.path(),
+            std::sync::Arc::new(mailbox_auth_core::secret::MemoryStore::default()),
+        )
+        .unwrap();
+        let shell = super::Shell::new(core);
+        assert_eq!(shell.chosen_base(None).unwrap(), None);
+        assert!(shell.chosen_base(Some("/home/a/.ssh".into())).is_err());
+        *shell.csv_base.lock().unwrap() = Some("/data/import".into());
+        assert_eq!(shell.chosen_base(Some("/data/import".into())).unwrap(), Some("/data/import".into()));
+        assert!(shell.chosen_base(Some("/etc".into())).is_err());
+    }
+
+    /// build.rs's permission list, the invoke handler and the capability grant the same
+    /// commands: no grant for a command that does not exist, no command nobody may call.
+    #[test]
+    fn build_list_handler_and_capability_agree() {
+        let build = names(include_str!("../build.rs"), "const COMMANDS: &[&str] = &[", "];", "");
+        let handler = names(include_str!("lib.rs"), "generate_handler![", "]", "commands::");
+        let cap: serde_json::Value = serde_json::from_str(include_str!("../capabilities/main.json")).unwrap();
+        let mut granted: Vec<String> = cap["permissions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p.as_str()?.strip_prefix("allow-").map(|n| n.replace('-', "_")))
+            .collect();
+        granted.sort();
+        assert_eq!(build, handler, "build.rs vs invoke handler");
+        assert_eq!(granted, handler, "capability vs invoke handler");
+        let csp = include_str!("../tauri.conf.json");
+        assert!(csp.contains("base-uri 'none'") && csp.contains("form-action 'none'"));
+    }
 }

@@ -16,7 +16,7 @@ async fn concurrent_token_requests_for_one_mailbox_share_one_refresh() {
         "{CSV_HEADER}\n{}\n",
         sb.csv_row("c", "bob@sandbox.test", "pop3", "SANDBOX_POP3S_PORT", "tls", "INBOX")
     );
-    let report = app.import_csv(&csv, None).unwrap();
+    let report = app.import_csv(&csv, None).await.unwrap();
     assert_eq!(report.imported, vec!["c"]);
 
     let browser = sb.var("SANDBOX_BROWSER").to_string();

@@ -2,7 +2,8 @@
 //! helper for mail fetchers.
 //!
 //! Exit status: 0 when every checked mailbox is green, 1 when any is red, 2 on usage or input
-//! errors (unknown mailbox, bad CSV, invalid field).
+//! errors (unknown mailbox, bad CSV, invalid field). `check` follows the Nagios plugin convention
+//! instead: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,6 +18,8 @@ use mailbox_auth_core::mailbox::Flow;
 use mailbox_auth_core::oauth::auth_code::AuthStep;
 use mailbox_auth_core::secret::KeyringStore;
 use mailbox_auth_core::{App, AppError};
+
+mod monitor_cmd;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -109,6 +112,23 @@ enum Command {
     Forget { name: String },
     /// Remove the mailbox, its history and its secrets.
     Remove { name: String },
+    /// Re-check every mailbox now and then every interval; log and alert each change of badge
+    /// (green→red, red→green, →amber) once.
+    Monitor(monitor_cmd::MonitorArgs),
+    /// Nagios/Icinga plugin: check the named mailboxes and print one status line with
+    /// performance data; exit 0 OK, 1 WARNING (amber), 2 CRITICAL (red), 3 UNKNOWN.
+    Check {
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Seconds allowed for each network step.
+        #[arg(long, default_value_t = 20)]
+        timeout: u64,
+    },
+    /// Where the monitor's alerts go.
+    Alerts {
+        #[command(subcommand)]
+        action: monitor_cmd::AlertsAction,
+    },
     /// Show the mailbox's check history, newest first.
     History {
         name: String,
@@ -141,15 +161,19 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let home = cli.home.unwrap_or_else(mailbox_auth_core::store::default_home);
+    if let Command::Check { names, timeout } = cli.command {
+        // The plugin convention: whatever goes wrong is UNKNOWN (3), never a usage error.
+        return Ok(monitor_cmd::check(&home, names, timeout).await);
+    }
     let mut app = App::open(&home, Arc::new(KeyringStore::from_env()))?;
     match cli.command {
         Command::Import { file, json } => {
             let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let report = app.import_csv(&text, file.parent())?;
+            let report = app.import_csv(&text, file.parent()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!("imported {} mailbox(es): {}", report.imported.len(), report.imported.join(", "));
+                print_import(&report);
                 for e in &report.errors {
                     eprintln!("{}: {e}", file.display());
                 }
@@ -209,7 +233,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Verify { names, all, json, concurrency, timeout } => {
             app.probe_timeout = Duration::from_secs(timeout);
-            let names = if all { app.store().list()?.into_iter().map(|m| m.name).collect() } else { names };
+            let names = if all { app.names()? } else { names };
             for n in &names {
                 app.get(n)?;
             }
@@ -273,6 +297,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("removed {name}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Monitor(args) => monitor_cmd::monitor(app, &home, args).await,
+        Command::Check { .. } => unreachable!("handled before the store is opened"),
+        Command::Alerts { action } => monitor_cmd::alerts(app, &home, action).await,
         Command::History { name, limit, json } => {
             let recs = app.history(&name, limit)?;
             if json {
@@ -291,6 +318,41 @@ async fn send_test(app: &App, name: &str, to: &str, json: bool) -> anyhow::Resul
     match app.verify_smtp(name, Some(to)).await? {
         Some(rec) => report(&[rec], json),
         None => anyhow::bail!("mailbox `{name}` has no outbound SMTP server (set smtp_host)"),
+    }
+}
+
+/// One line per imported row (new, updated with the changed fields, unchanged), then which
+/// mailboxes were signed out because where their secrets go changed.
+fn print_import(report: &mailbox_auth_core::app::ImportReport) {
+    use mailbox_auth_core::app::ImportAction;
+    println!("imported {} mailbox(es): {}", report.imported.len(), report.imported.join(", "));
+    for r in &report.rows {
+        match r.action {
+            ImportAction::New => println!("  line {}: {}: new", r.line, r.name),
+            ImportAction::Unchanged => println!("  line {}: {}: unchanged", r.line, r.name),
+            ImportAction::Update => {
+                let mut line = format!("  line {}: {}: updates the existing mailbox", r.line, r.name);
+                if !r.changed_fields.is_empty() {
+                    line.push_str(&format!("; changed: {}", r.changed_fields.join(", ")));
+                }
+                if r.signs_out {
+                    line.push_str(&format!(
+                        "; signed out (where its secrets go changed: {})",
+                        r.routing_changes.join(", ")
+                    ));
+                }
+                println!("{line}");
+            }
+            ImportAction::Refused => {}
+        }
+    }
+    if !report.signed_out.is_empty() {
+        println!(
+            "signed out {} mailbox(es), their stored refresh token and client secret deleted: {}\n\
+             sign in again with `mailbox-auth authenticate NAME` (and `set-secret` for app-only access)",
+            report.signed_out.len(),
+            report.signed_out.join(", ")
+        );
     }
 }
 

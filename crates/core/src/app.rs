@@ -88,6 +88,59 @@ pub struct MailboxView {
 pub struct ImportReport {
     pub imported: Vec<String>,
     pub errors: Vec<RowError>,
+    /// Each row and what was done with it (as [`App::import_preview`] said).
+    pub rows: Vec<ImportRow>,
+    /// Mailboxes whose stored sign-in was deleted because where it goes changed.
+    pub signed_out: Vec<String>,
+}
+
+/// What an import does with one row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImportAction {
+    /// A mailbox of that name does not exist yet.
+    New,
+    /// It exists and some fields change.
+    Update,
+    /// It exists with exactly these settings.
+    Unchanged,
+    /// The row has errors and is not imported.
+    Refused,
+}
+
+/// One row of an import preview or report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportRow {
+    pub line: u64,
+    pub name: String,
+    pub action: ImportAction,
+    /// The columns whose value differs from the stored mailbox (update only).
+    pub changed_fields: Vec<&'static str>,
+    /// Those of them that decide where a secret or token goes
+    /// ([`crate::mailbox::SECRET_ROUTING_FIELDS`]).
+    pub routing_changes: Vec<&'static str>,
+    /// The stored sign-in (refresh token, client secret) is deleted: the mailbox must sign in
+    /// again.
+    pub signs_out: bool,
+    pub errors: Vec<RowError>,
+    /// The mailbox the row becomes (none when refused).
+    pub mailbox: Option<Mailbox>,
+}
+
+/// What saving a mailbox did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SaveOutcome {
+    /// The fields that decide where secrets go and changed; when any did, the stored sign-in
+    /// was deleted.
+    pub routing_changes: Vec<&'static str>,
+    pub signed_out: bool,
+}
+
+/// The whole preview of an import: every row, in file order.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportPreview {
+    pub rows: Vec<ImportRow>,
+    pub errors: Vec<RowError>,
 }
 
 #[derive(Debug)]
@@ -122,6 +175,11 @@ impl App {
         &self.tokens
     }
 
+    /// The secret store, for secrets that belong to no mailbox (the monitor's alert webhook).
+    pub fn secret_store(&self) -> &Arc<dyn SecretStore> {
+        &self.secrets
+    }
+
     pub async fn view(&self, m: Mailbox) -> Result<MailboxView, AppError> {
         let credential = match m.flow {
             Flow::ClientCredentials => SecretKind::ClientSecret,
@@ -134,28 +192,137 @@ impl App {
         Ok(MailboxView { mailbox: m, status, status_label: status.label(), authenticated, last_check })
     }
 
+    /// Every mailbox with its badge. A row whose stored settings cannot be read does not hide
+    /// the others: it is listed by name, red, with what went wrong and what to do.
     pub async fn list(&self) -> Result<Vec<MailboxView>, AppError> {
+        let (readable, unreadable) = self.store.list_readable()?;
         let mut out = Vec::new();
-        for m in self.store.list()? {
+        for m in readable {
             out.push(self.view(m).await?);
         }
+        for (name, error) in unreadable {
+            out.push(unreadable_view(name, error));
+        }
+        out.sort_by(|a, b| a.mailbox.name.cmp(&b.mailbox.name));
         Ok(out)
+    }
+
+    /// Every stored mailbox's name, those whose settings cannot be read included.
+    pub fn names(&self) -> Result<Vec<String>, AppError> {
+        let (readable, unreadable) = self.store.list_readable()?;
+        let mut names: Vec<String> =
+            readable.into_iter().map(|m| m.name).chain(unreadable.into_iter().map(|(name, _)| name)).collect();
+        names.sort();
+        Ok(names)
     }
 
     pub fn get(&self, name: &str) -> Result<Mailbox, AppError> {
         Ok(self.store.get(name)?)
     }
 
-    pub fn save(&self, m: &Mailbox) -> Result<(), AppError> {
+    /// Validates and saves a mailbox. When it exists and one of the fields that decide where
+    /// its secrets go changed ([`crate::mailbox::SECRET_ROUTING_FIELDS`]), its stored refresh
+    /// token and client secret are deleted first: it must sign in again.
+    pub async fn save(&self, m: &Mailbox) -> Result<SaveOutcome, AppError> {
         m.validate().map_err(AppError::Invalid)?;
-        Ok(self.store.save(m)?)
+        if let Some(ca) = &m.ca_file {
+            crate::tls::check_ca_file(ca).map_err(|e| AppError::Invalid(vec![e]))?;
+        }
+        let routing_changes = match self.store.get(&m.name) {
+            Ok(old) => old.secret_routing_changes(m),
+            Err(StoreError::NotFound(_)) => vec![],
+            // Unreadable stored settings: nothing to compare with, so sign out to be safe.
+            Err(StoreError::Corrupt { .. }) => crate::mailbox::SECRET_ROUTING_FIELDS.to_vec(),
+            Err(e) => return Err(e.into()),
+        };
+        let signed_out = !routing_changes.is_empty();
+        if signed_out {
+            self.sign_out_for_change(&m.name).await?;
+        }
+        self.store.save(m)?;
+        Ok(SaveOutcome { routing_changes, signed_out })
     }
 
-    /// Parses and saves a CSV; bad rows are reported, good rows saved together.
-    pub fn import_csv(&self, text: &str, base: Option<&Path>) -> Result<ImportReport, AppError> {
+    /// Why: a refresh token or client secret must never follow a changed endpoint, mail server
+    /// or account. Deleted before the new settings are stored, so a keyring failure leaves the
+    /// old settings (and their secrets) in place and nothing is sent anywhere new.
+    async fn sign_out_for_change(&self, name: &str) -> Result<(), AppError> {
+        self.forget(name).await
+    }
+
+    /// What importing `text` would do, row by row, without saving anything: new, update (which
+    /// fields change, and whether the mailbox is signed out) or unchanged, and each refused
+    /// row's errors.
+    pub fn import_preview(&self, text: &str, base: Option<&Path>) -> Result<ImportPreview, AppError> {
         let parsed = import::parse(text, base)?;
-        self.store.save_all(&parsed.mailboxes)?;
-        Ok(ImportReport { imported: parsed.mailboxes.into_iter().map(|m| m.name).collect(), errors: parsed.errors })
+        let mut rows = Vec::new();
+        for (m, line) in parsed.mailboxes.into_iter().zip(parsed.lines) {
+            let (action, changed_fields, routing_changes) = match self.store.get(&m.name) {
+                Ok(old) => {
+                    let changed = old.changed_fields(&m);
+                    let action = if changed.is_empty() { ImportAction::Unchanged } else { ImportAction::Update };
+                    (action, changed, old.secret_routing_changes(&m))
+                }
+                Err(StoreError::NotFound(_)) => (ImportAction::New, vec![], vec![]),
+                Err(StoreError::Corrupt { .. }) => {
+                    (ImportAction::Update, vec![], crate::mailbox::SECRET_ROUTING_FIELDS.to_vec())
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let signs_out = !routing_changes.is_empty();
+            rows.push(ImportRow {
+                line,
+                name: m.name.clone(),
+                action,
+                changed_fields,
+                routing_changes,
+                signs_out,
+                errors: vec![],
+                mailbox: Some(m),
+            });
+        }
+        for (line, name) in parsed.refused {
+            let errors: Vec<RowError> = parsed.errors.iter().filter(|e| e.line == line).cloned().collect();
+            rows.push(ImportRow {
+                line,
+                name,
+                action: ImportAction::Refused,
+                changed_fields: vec![],
+                routing_changes: vec![],
+                signs_out: false,
+                errors,
+                mailbox: None,
+            });
+        }
+        rows.sort_by_key(|r| r.line);
+        Ok(ImportPreview { rows, errors: parsed.errors })
+    }
+
+    /// Imports a CSV: bad rows are reported, good rows saved together. A row that changes where
+    /// an existing mailbox's secrets go signs that mailbox out first (see [`App::save`]).
+    pub async fn import_csv(&self, text: &str, base: Option<&Path>) -> Result<ImportReport, AppError> {
+        let preview = self.import_preview(text, base)?;
+        let mut signed_out = Vec::new();
+        for r in preview.rows.iter().filter(|r| r.signs_out) {
+            self.sign_out_for_change(&r.name).await?;
+            signed_out.push(r.name.clone());
+        }
+        let mailboxes: Vec<Mailbox> = preview.rows.iter().filter_map(|r| r.mailbox.clone()).collect();
+        self.store.save_all(&mailboxes)?;
+        Ok(ImportReport {
+            imported: mailboxes.into_iter().map(|m| m.name).collect(),
+            errors: preview.errors,
+            rows: preview.rows,
+            signed_out,
+        })
+    }
+
+    /// Every mailbox as CSV in the import's columns (no secrets; formula cells neutralised,
+    /// see [`crate::export`]).
+    pub fn export_csv(&self) -> Result<String, AppError> {
+        let mailboxes = self.store.list()?;
+        crate::export::to_csv(&mailboxes)
+            .map_err(|e| AppError::Invalid(vec![FieldError::new("export", format!("cannot write the CSV: {e}"))]))
     }
 
     /// Stores a client secret for a mailbox (keyring only) and, when given, its expiry date
@@ -243,7 +410,7 @@ impl App {
         let mut m = self.store.get(name)?;
         if let Some(f) = flow.filter(|f| *f != m.flow) {
             m.flow = f;
-            self.save(&m)?;
+            self.save(&m).await?;
         }
         let outcome = async {
             let secret = self.client_secret(name).await?;
@@ -334,7 +501,14 @@ impl App {
 
     /// Really logs in to the mailbox and records the outcome.
     pub async fn verify(&self, name: &str) -> Result<HealthRecord, AppError> {
-        let m = self.store.get(name)?;
+        let m = match self.store.get(name) {
+            Ok(m) => m,
+            // One unreadable mailbox ends red on its own; `verify --all` goes on with the rest.
+            Err(StoreError::Corrupt { source, .. }) => {
+                return Ok(unreadable_view(name.to_string(), source.to_string()).last_check.expect("a record"))
+            }
+            Err(e) => return Err(e.into()),
+        };
         let token = match self.fresh_token(&m).await {
             Ok(t) => t,
             Err(e) => return self.record(oauth_failure(name, "refresh", &e)),
@@ -424,7 +598,11 @@ impl App {
     /// Deleted under the mailbox's locks, so a refresh running in another program ends first
     /// and cannot write its rotated refresh token back afterwards.
     pub async fn forget(&self, name: &str) -> Result<(), AppError> {
-        self.store.get(name)?;
+        match self.store.get(name) {
+            // Settings that cannot be read still name a mailbox whose secrets may be deleted.
+            Ok(_) | Err(StoreError::Corrupt { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
         self.tokens.forget(name, &self.secrets).await.map_err(|e| match e {
             OAuthError::Secret(e) => AppError::Secret(e),
             OAuthError::Lock(e) => AppError::Lock(e),
@@ -449,6 +627,32 @@ impl App {
     fn record(&self, rec: HealthRecord) -> Result<HealthRecord, AppError> {
         self.store.record(&rec)?;
         Ok(rec)
+    }
+}
+
+/// The list entry of a mailbox whose stored settings cannot be read: red, saying so.
+fn unreadable_view(name: String, error: String) -> MailboxView {
+    let mailbox = Mailbox::unreadable(&name);
+    let record = HealthRecord {
+        mailbox: name.clone(),
+        at: Utc::now(),
+        check: "store".into(),
+        ok: false,
+        code: Some("store".into()),
+        message: format!("The stored settings of `{name}` cannot be read ({error})"),
+        hint: Some(format!(
+            "Import the mailbox again from a CSV with the same name `{name}` (its stored sign-in is \
+             deleted, so authenticate it afterwards); the other mailboxes are not affected."
+        )),
+        server_words: None,
+        messages: None,
+    };
+    MailboxView {
+        mailbox,
+        status: Status::Failed,
+        status_label: Status::Failed.label(),
+        authenticated: false,
+        last_check: Some(record),
     }
 }
 
@@ -556,8 +760,8 @@ mod tests {
         assert_eq!(signed_in_account("not a jwt"), None);
     }
 
-    #[test]
-    fn exchange_script_names_each_bad_field_and_normalises_the_object_id() {
+    #[tokio::test]
+    async fn exchange_script_names_each_bad_field_and_normalises_the_object_id() {
         let dir = tempfile::tempdir().unwrap();
         let app = App::open(dir.path(), Arc::new(crate::secret::MemoryStore::default())).unwrap();
         let mut a = crate::mailbox::sample();
@@ -572,7 +776,7 @@ mod tests {
         c.name = "other-app".into();
         c.client_id = "another".into();
         for m in [&a, &b, &c] {
-            app.save(m).unwrap();
+            app.save(m).await.unwrap();
         }
         let names = |ns: &[&str]| ns.iter().map(|n| n.to_string()).collect::<Vec<_>>();
 
@@ -607,10 +811,143 @@ mod tests {
         let mut d = a.clone();
         d.name = "legacy".into();
         d.client_id = "x\u{2019}; Remove-Mailbox boss; \u{2019}".into();
-        app.save(&d).unwrap();
+        app.save(&d).await.unwrap();
         assert_eq!(
             fields(app.exchange_script(&names(&["legacy"]), "8c1b7a3e-2f4d-4b9a-9e61-0d5f3c2a7b10", "x")),
             ["client_id"]
         );
+    }
+
+    async fn app_with_secrets() -> (tempfile::TempDir, App, Arc<dyn SecretStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let secrets: Arc<dyn SecretStore> = Arc::new(crate::secret::MemoryStore::default());
+        let app = App::open(dir.path(), secrets.clone()).unwrap();
+        app.save(&crate::mailbox::sample()).await.unwrap();
+        for kind in [SecretKind::RefreshToken, SecretKind::ClientSecret] {
+            secret::set(&secrets, "support", kind, SecretString::from("s3cret".to_string())).await.unwrap();
+        }
+        (dir, app, secrets)
+    }
+
+    async fn stored(secrets: &Arc<dyn SecretStore>) -> (bool, bool) {
+        (
+            secret::get(secrets, "support", SecretKind::RefreshToken).await.unwrap().is_some(),
+            secret::get(secrets, "support", SecretKind::ClientSecret).await.unwrap().is_some(),
+        )
+    }
+
+    #[tokio::test]
+    async fn saving_a_changed_endpoint_signs_the_mailbox_out() {
+        let (_dir, app, secrets) = app_with_secrets().await;
+        let mut m = crate::mailbox::sample();
+        m.folder = "Archive".into();
+        let out = app.save(&m).await.unwrap();
+        assert!(!out.signed_out);
+        assert_eq!(stored(&secrets).await, (true, true), "a folder change keeps the sign-in");
+
+        m.token_url = Some("https://other.example/token".into());
+        let out = app.save(&m).await.unwrap();
+        assert_eq!((out.signed_out, out.routing_changes), (true, vec!["token_url"]));
+        assert_eq!(stored(&secrets).await, (false, false), "refresh token and client secret deleted");
+        assert_eq!(app.get("support").unwrap(), m);
+    }
+
+    #[tokio::test]
+    async fn import_preview_and_import_say_what_changes_and_who_is_signed_out() {
+        let (_dir, app, secrets) = app_with_secrets().await;
+        let head = "name,email,host,client_id,auth_url,token_url,scopes,folder\n";
+        let same = "support,support@example.com,imap.example.com,client,https://idp.example.com/auth,https://idp.example.com/token,openid,INBOX\n";
+        let p = app.import_preview(&format!("{head}{same}"), None).unwrap();
+        assert_eq!(p.rows[0].action, ImportAction::Unchanged);
+
+        let text = format!(
+            "{head}support,support@example.com,imap.example.com,client,https://idp.example.com/auth,https://evil.example/token,openid,Archive\n\
+             fresh,fresh@example.com,imap.example.com,client,https://idp.example.com/auth,https://idp.example.com/token,openid,INBOX\n\
+             bad,not-an-address,imap.example.com,client,https://i/a,https://i/t,openid,INBOX\n"
+        );
+        let p = app.import_preview(&text, None).unwrap();
+        let r = &p.rows;
+        assert_eq!(r.len(), 3);
+        assert_eq!((r[0].line, r[0].name.as_str(), r[0].action), (2, "support", ImportAction::Update));
+        assert_eq!(r[0].changed_fields, ["folder", "token_url"]);
+        assert_eq!(r[0].routing_changes, ["token_url"]);
+        assert!(r[0].signs_out);
+        assert_eq!((r[1].action, r[1].signs_out), (ImportAction::New, false));
+        assert_eq!((r[2].line, r[2].name.as_str(), r[2].action), (4, "bad", ImportAction::Refused));
+        assert_eq!(r[2].errors[0].field, "email");
+        assert_eq!(stored(&secrets).await, (true, true), "a preview changes nothing");
+        assert_eq!(app.get("support").unwrap().folder, "INBOX");
+
+        let report = app.import_csv(&text, None).await.unwrap();
+        assert_eq!(report.imported, ["support", "fresh"]);
+        assert_eq!(report.signed_out, ["support"]);
+        assert_eq!(report.rows.len(), 3);
+        assert_eq!(stored(&secrets).await, (false, false));
+        assert_eq!(app.get("support").unwrap().token_url.as_deref(), Some("https://evil.example/token"));
+    }
+
+    #[tokio::test]
+    async fn one_unreadable_mailbox_does_not_hide_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = App::open(dir.path(), Arc::new(crate::secret::MemoryStore::default())).unwrap();
+        let mut b = crate::mailbox::sample();
+        app.save(&b).await.unwrap();
+        b.name = "zeta".into();
+        app.save(&b).await.unwrap();
+        let conn = rusqlite::Connection::open(dir.path().join("mailbox-auth.sqlite3")).unwrap();
+        conn.execute("INSERT INTO mailboxes (name, data, updated_at) VALUES ('broken', '{not json', '')", []).unwrap();
+        let views = app.list().await.unwrap();
+        let names: Vec<&str> = views.iter().map(|v| v.mailbox.name.as_str()).collect();
+        assert_eq!(names, ["broken", "support", "zeta"]);
+        assert_eq!(views[0].status, Status::Failed);
+        let rec = views[0].last_check.as_ref().unwrap();
+        assert!(rec.message.contains("stored settings of `broken` cannot be read"), "{}", rec.message);
+        // Importing it again repairs it.
+        let text = "name,email,host,client_id,auth_url,token_url,scopes\nbroken,b@example.com,imap.example.com,c,https://i.example/a,https://i.example/t,openid\n";
+        let report = app.import_csv(text, None).await.unwrap();
+        assert_eq!(report.signed_out, ["broken"]);
+        assert_eq!(app.get("broken").unwrap().email, "b@example.com");
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_mailbox_can_be_removed_with_its_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = crate::secret::MemoryStore::default();
+        let app = App::open(dir.path(), Arc::new(mem.clone())).unwrap();
+        let conn = rusqlite::Connection::open(dir.path().join("mailbox-auth.sqlite3")).unwrap();
+        conn.execute("INSERT INTO mailboxes (name, data, updated_at) VALUES ('broken', '{not json', '')", []).unwrap();
+        mem.set("broken", SecretKind::RefreshToken, &SecretString::from("rt")).unwrap();
+        app.remove("broken").await.unwrap();
+        assert!(mem.get("broken", SecretKind::RefreshToken).unwrap().is_none());
+        assert!(app.list().await.unwrap().is_empty());
+        assert!(matches!(app.remove("broken").await, Err(AppError::Store(StoreError::NotFound(_)))));
+    }
+
+    #[tokio::test]
+    async fn verifying_every_mailbox_reports_an_unreadable_one_red_and_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = App::open(dir.path(), Arc::new(crate::secret::MemoryStore::default())).unwrap();
+        app.save(&crate::mailbox::sample()).await.unwrap();
+        let conn = rusqlite::Connection::open(dir.path().join("mailbox-auth.sqlite3")).unwrap();
+        conn.execute("INSERT INTO mailboxes (name, data, updated_at) VALUES ('broken', '{not json', '')", []).unwrap();
+        let names = app.names().unwrap();
+        assert_eq!(names, ["broken", "support"]);
+        let recs = app.verify_many(&names, 2, &|_| {}).await.unwrap();
+        assert_eq!(recs.len(), 2);
+        assert!(!recs[0].ok && recs[0].message.contains("cannot be read"), "{:?}", recs[0]);
+        // The readable one was really tried: not authenticated, so red for that reason.
+        assert_eq!(recs[1].code.as_deref(), Some("not_authenticated"), "{:?}", recs[1]);
+    }
+
+    #[test]
+    fn export_neutralises_formulas_and_imports_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = App::open(dir.path(), Arc::new(crate::secret::MemoryStore::default())).unwrap();
+        let mut m = crate::mailbox::sample();
+        m.name = "=cmd|' /C calc'!A0".into();
+        app.store().save(&m).unwrap();
+        let text = app.export_csv().unwrap();
+        assert!(text.lines().nth(1).unwrap().starts_with("'=cmd"), "{text}");
+        assert_eq!(import::parse(&text, None).unwrap().mailboxes, vec![m]);
     }
 }

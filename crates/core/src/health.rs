@@ -63,7 +63,16 @@ pub fn deciding(history: &[HealthRecord]) -> Option<&HealthRecord> {
     // Records older than the newest sign-in belong to an earlier authorisation.
     let since = history.iter().position(|r| r.check == "authenticate").map_or(history.len(), |i| i + 1);
     let mut seen = std::collections::HashSet::new();
-    history[..since].iter().filter(|r| seen.insert(r.check.as_str())).find(|r| !r.ok).or(Some(newest))
+    history[..since]
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| seen.insert(r.check.as_str()))
+        // A failed token refresh is over once any newer check passed: that check got a token.
+        // (A successful refresh leaves no record of its own, so nothing else would clear it.)
+        .filter(|(i, r)| !(r.check == "refresh" && history[..*i].iter().any(|n| n.ok)))
+        .map(|(_, r)| r)
+        .find(|r| !r.ok)
+        .or(Some(newest))
 }
 
 /// A client secret this close to its expiry turns the badge amber.
@@ -159,6 +168,17 @@ mod tests {
         let h = vec![rec("imap", true, now), rec("authenticate", true, now), rec("smtp", false, now)];
         assert!(deciding(&h).unwrap().ok, "failures before a new sign-in do not count");
         assert_eq!(deciding(&[]), None);
+    }
+
+    #[test]
+    fn a_failed_refresh_is_over_once_a_newer_check_passed() {
+        let now = Utc::now();
+        let h = vec![rec("pop3", true, now), rec("refresh", false, now), rec("pop3", true, now)];
+        assert_eq!(deciding(&h).map(|r| (r.check.as_str(), r.ok)), Some(("pop3", true)), "the IdP is back");
+        let h = vec![rec("refresh", false, now), rec("pop3", true, now)];
+        assert_eq!(deciding(&h).map(|r| (r.check.as_str(), r.ok)), Some(("refresh", false)));
+        let h = vec![rec("smtp", false, now), rec("imap", true, now), rec("refresh", false, now)];
+        assert_eq!(deciding(&h).map(|r| r.check.as_str()), Some("smtp"), "other failures still count");
     }
 
     #[test]

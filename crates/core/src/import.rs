@@ -63,7 +63,20 @@ pub enum ImportError {
 #[derive(Debug, Default)]
 pub struct Parsed {
     pub mailboxes: Vec<Mailbox>,
+    /// The line of each of `mailboxes`, in the same order.
+    pub lines: Vec<u64>,
     pub errors: Vec<RowError>,
+    /// The line and `name` cell of each refused row (the name may be empty or a duplicate).
+    pub refused: Vec<(u64, String)>,
+}
+
+/// Undoes the export's formula neutralisation (see [`crate::export`]): a cell the export
+/// prefixed with `'` (because it began with `= + - @ '` or a tab or CR) loses that one `'`.
+pub(crate) fn unescape_cell(v: &str) -> &str {
+    match v.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\'', '\t', '\r']) => rest,
+        _ => v,
+    }
 }
 
 /// Parses CSV text. `base` resolves relative `ca_file` paths (the CSV's folder).
@@ -99,6 +112,7 @@ pub fn parse(text: &str, base: Option<&Path>) -> Result<Parsed, ImportError> {
             Err(e) => {
                 let line = e.position().map(|p| p.line()).unwrap_or(0);
                 out.errors.push(RowError { line, field: "row".into(), message: e.to_string() });
+                out.refused.push((line, String::new()));
                 continue;
             }
         };
@@ -112,10 +126,13 @@ pub fn parse(text: &str, base: Option<&Path>) -> Result<Parsed, ImportError> {
                 field: "row".into(),
                 message: format!("has {} values but the header has {} columns", rec.len(), headers.len()),
             });
+            let name = headers.iter().position(|h| h == "name").and_then(|i| rec.get(i)).unwrap_or_default();
+            out.refused.push((line, name.to_string()));
             continue;
         }
-        let get =
-            |col: &str| headers.iter().position(|h| h == col).map(|i| rec[i].to_string()).filter(|v| !v.is_empty());
+        let get = |col: &str| {
+            headers.iter().position(|h| h == col).map(|i| unescape_cell(&rec[i]).to_string()).filter(|v| !v.is_empty())
+        };
         match build(&get, base) {
             Ok(m) => {
                 if !names.insert(m.name.clone()) {
@@ -124,15 +141,20 @@ pub fn parse(text: &str, base: Option<&Path>) -> Result<Parsed, ImportError> {
                         field: "name".into(),
                         message: format!("`{}` appears earlier in the file", m.name),
                     });
+                    out.refused.push((line, m.name));
                 } else {
                     out.mailboxes.push(m);
+                    out.lines.push(line);
                 }
             }
-            Err(errs) => out.errors.extend(errs.into_iter().map(|e| RowError {
-                line,
-                field: e.field.into(),
-                message: e.message,
-            })),
+            Err(errs) => {
+                out.errors.extend(errs.into_iter().map(|e| RowError {
+                    line,
+                    field: e.field.into(),
+                    message: e.message,
+                }));
+                out.refused.push((line, get("name").unwrap_or_default()));
+            }
         }
     }
     Ok(out)
@@ -227,6 +249,11 @@ pub fn build(get: &dyn Fn(&str) -> Option<String>, base: Option<&Path>) -> Resul
                 !(matches!(e.field, "port" | "smtp_port" | "redirect_port") && reported.contains(&e.field))
             }),
         );
+    }
+    if let Some(ca) = m.ca_file.as_deref().filter(|p| p.is_absolute()) {
+        if let Err(e) = crate::tls::check_ca_file(ca) {
+            errs.push(e);
+        }
     }
     if errs.is_empty() {
         Ok(m)
@@ -378,11 +405,58 @@ mod tests {
 
     #[test]
     fn relative_ca_file_resolves_against_the_csv_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("certs")).unwrap();
+        std::fs::write(dir.path().join("certs/ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
         let p = parse(
             "name,email,host,client_id,auth_url,token_url,scopes,ca_file\na,a@e.com,h.e.com,c,https://i/a,https://i/t,s,certs/ca.pem\n",
-            Some(Path::new("/data/import")),
+            Some(dir.path()),
         )
         .unwrap();
-        assert_eq!(p.mailboxes[0].ca_file.as_deref(), Some(Path::new("/data/import/certs/ca.pem")));
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        assert_eq!(p.mailboxes[0].ca_file.as_deref(), Some(dir.path().join("certs/ca.pem").as_path()));
+    }
+
+    /// `ca_file` must be a regular file of at most 1 MiB: a device that never ends, a FIFO
+    /// (whose open blocks), a directory or a big file are refused at import, naming the field.
+    #[test]
+    fn ca_file_must_be_a_small_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.pem");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let big = dir.path().join("big.pem");
+        std::fs::write(&big, vec![b'A'; 2 * 1024 * 1024]).unwrap();
+        let small = dir.path().join("ok.pem");
+        std::fs::write(&small, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let paths = [
+            "/dev/zero".into(),
+            fifo.display().to_string(),
+            big.display().to_string(),
+            dir.path().display().to_string(),
+            dir.path().join("missing.pem").display().to_string(),
+            small.display().to_string(),
+        ];
+        let rows: Vec<String> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("m{i},a@e.com,h.e.com,c,https://i/a,https://i/t,s,{p}"))
+            .collect();
+        let text = format!("name,email,host,client_id,auth_url,token_url,scopes,ca_file\n{}\n", rows.join("\n"));
+        let started = std::time::Instant::now();
+        let p = parse(&text, None).unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "no hang");
+        let refused: Vec<(u64, &str)> = p.errors.iter().map(|e| (e.line, e.field.as_str())).collect();
+        assert_eq!(refused, vec![(2, "ca_file"), (3, "ca_file"), (4, "ca_file"), (5, "ca_file"), (6, "ca_file")]);
+        assert!(p.errors[0].message.contains("regular file"), "{:?}", p.errors[0]);
+        assert!(p.errors[2].message.contains("1 MiB"), "{:?}", p.errors[2]);
+        assert_eq!(p.mailboxes.len(), 1);
+    }
+
+    #[test]
+    fn refused_rows_keep_their_line_and_name() {
+        let text = format!("{GOOD}b,not-an-address,imap.example.com,cid,https://idp/auth,https://idp/token,x\n");
+        let p = parse(&text, None).unwrap();
+        assert_eq!(p.lines, vec![2]);
+        assert_eq!(p.refused, vec![(3, "b".to_string())]);
     }
 }

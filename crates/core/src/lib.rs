@@ -6,11 +6,13 @@
 
 pub mod app;
 pub mod diagnose;
+pub mod export;
 pub mod health;
 pub mod import;
 pub mod lock;
 pub mod logging;
 pub mod mailbox;
+pub mod monitor;
 pub mod oauth;
 pub mod probe;
 pub mod provider;

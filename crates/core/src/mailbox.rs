@@ -155,6 +155,35 @@ pub struct Mailbox {
 }
 
 impl Mailbox {
+    /// A stand-in for a stored mailbox whose settings cannot be read: only the name is known
+    /// (the list shows it, red, instead of failing as a whole).
+    pub fn unreadable(name: &str) -> Mailbox {
+        Mailbox {
+            name: name.to_string(),
+            email: String::new(),
+            login: None,
+            protocol: Protocol::Imap,
+            host: String::new(),
+            port: 0,
+            security: Security::Tls,
+            folder: String::new(),
+            provider: ProviderKind::Generic,
+            tenant: None,
+            client_id: String::new(),
+            scopes: vec![],
+            auth_url: None,
+            token_url: None,
+            auth_params: vec![],
+            ca_file: None,
+            flow: Flow::AuthCode,
+            device_url: None,
+            issuer: None,
+            smtp: None,
+            client_secret_expires: None,
+            redirect_port: None,
+        }
+    }
+
     /// The SASL user: the login, or the mailbox address.
     pub fn sasl_user(&self) -> &str {
         self.login.as_deref().filter(|l| !l.is_empty()).unwrap_or(&self.email)
@@ -178,6 +207,27 @@ impl Mailbox {
         check(&mut errs, is_address(&self.email), "email", "must be an address like support@example.com");
         if let Some(login) = self.login.as_deref().filter(|l| !l.is_empty()) {
             check(&mut errs, !login.contains(char::is_whitespace), "login", "must not contain spaces");
+        }
+        // Why: the address and the login go into the XOAUTH2 / OAUTHBEARER line, whose fields are
+        // separated by \x01 (RFC 7628 §3.1), and the folder and host into protocol commands; a
+        // control character there could add a field or a command. Refused here, for every way a
+        // mailbox comes in (editor, CSV), so no builder ever sees one.
+        let text_fields: [(&'static str, Option<&str>); 6] = [
+            ("email", Some(&self.email)),
+            ("login", self.login.as_deref()),
+            ("host", Some(&self.host)),
+            ("folder", Some(&self.folder)),
+            ("tenant", self.tenant.as_deref()),
+            ("smtp_host", self.smtp.as_ref().map(|s| s.host.as_str())),
+        ];
+        for (field, value) in text_fields {
+            if value.is_some_and(|v| v.chars().any(char::is_control)) {
+                errs.push(FieldError::new(field, "must not contain control characters (tab, line breaks, \\x01 …)"));
+            }
+        }
+        if self.scopes.iter().chain([&self.client_id]).any(|v| v.chars().any(char::is_control)) {
+            let field = if self.client_id.chars().any(char::is_control) { "client_id" } else { "scopes" };
+            errs.push(FieldError::new(field, "must not contain control characters"));
         }
         check(&mut errs, is_host(&self.host), "host", "must be a host name like outlook.office365.com");
         check(&mut errs, self.port != 0, "port", "must be between 1 and 65535");
@@ -265,9 +315,114 @@ impl Mailbox {
 }
 
 /// Parameters the authorization-code flow owns; letting `auth_params` replace them would break
-/// PKCE or the state check.
-pub const RESERVED_PARAMS: &[&str] =
-    &["response_type", "client_id", "redirect_uri", "state", "code_challenge", "code_challenge_method", "scope"];
+/// PKCE or the state check. `response_mode` too: `form_post` or `fragment` would send the code
+/// where the loopback listener never reads it (OAuth 2.0 Multiple Response Type Encoding
+/// Practices §2.1, OAuth 2.0 Form Post Response Mode).
+pub const RESERVED_PARAMS: &[&str] = &[
+    "response_type",
+    "response_mode",
+    "client_id",
+    "redirect_uri",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+    "scope",
+];
+
+/// The fields that decide where a stored secret or a token goes, or whose grant it is. When one
+/// of them changes on an existing mailbox (an edit or a CSV import with the same name), its
+/// stored refresh token and client secret are deleted and it must sign in again; otherwise the
+/// next refresh would hand them to the new endpoint.
+///
+/// - `provider`, `tenant`, `issuer`, `auth_url`, `token_url`, `device_url`: the identity
+///   provider's endpoints. The refresh token and the client secret are sent to the token (and
+///   device) endpoint; the provider and tenant pick the preset endpoints, the issuer the
+///   discovered ones, and the authorization endpoint is who the grant was made with.
+/// - `client_id`: a refresh token and a client secret belong to one app registration.
+/// - `host`, `port`, `smtp_host`, `smtp_port`: the mail servers receive the access token (a
+///   different port on the same host may be another program, possibly any local user's).
+/// - `ca_file`: which servers are trusted to receive the token under those host names.
+/// - `email`, `login`: whose mailbox the grant opens, and as whom it signs in.
+///
+/// Not in the list: `protocol` and `security` (the token still goes to the same host and port,
+/// always over verified TLS), `scopes`, `auth_params` and `flow` (how a token is asked for, not
+/// where it goes), `folder`, `name`, `client_secret_expires`. Removing the SMTP server sends
+/// nothing anywhere new, so only a new or changed SMTP host or port counts.
+pub const SECRET_ROUTING_FIELDS: &[&str] = &[
+    "provider",
+    "tenant",
+    "issuer",
+    "auth_url",
+    "token_url",
+    "device_url",
+    "client_id",
+    "host",
+    "port",
+    "smtp_host",
+    "smtp_port",
+    "ca_file",
+    "email",
+    "login",
+];
+
+impl Mailbox {
+    /// The value of a [`SECRET_ROUTING_FIELDS`] field, for comparing two versions of a mailbox.
+    /// `None` means "nothing is sent there" (no SMTP server).
+    fn routing_value(&self, field: &str) -> Option<String> {
+        let opt = |o: &Option<String>| Some(o.clone().unwrap_or_default());
+        match field {
+            "provider" => Some(self.provider.to_string()),
+            "tenant" => opt(&self.tenant),
+            "issuer" => opt(&self.issuer),
+            "auth_url" => opt(&self.auth_url),
+            "token_url" => opt(&self.token_url),
+            "device_url" => opt(&self.device_url),
+            "client_id" => Some(self.client_id.clone()),
+            "host" => Some(self.host.to_ascii_lowercase()),
+            "port" => Some(self.port.to_string()),
+            "smtp_host" => self.smtp.as_ref().map(|s| s.host.to_ascii_lowercase()),
+            "smtp_port" => self.smtp.as_ref().map(|s| s.port.to_string()),
+            "ca_file" => Some(self.ca_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
+            "email" => Some(self.email.clone()),
+            // An empty login means "the address": compare who really signs in.
+            "login" => Some(self.sasl_user().to_string()),
+            other => unreachable!("`{other}` is not a routing field"),
+        }
+    }
+
+    /// The [`SECRET_ROUTING_FIELDS`] whose value differs in `new`; empty when the stored secrets
+    /// may stay.
+    pub fn secret_routing_changes(&self, new: &Mailbox) -> Vec<&'static str> {
+        SECRET_ROUTING_FIELDS
+            .iter()
+            .copied()
+            .filter(|f| {
+                let after = new.routing_value(f);
+                // Removing the SMTP server sends nothing anywhere new.
+                after.is_some() && after != self.routing_value(f)
+            })
+            .collect()
+    }
+
+    /// Every field (of the CSV's columns) whose value differs in `new`, for the import preview.
+    pub fn changed_fields(&self, new: &Mailbox) -> Vec<&'static str> {
+        let (a, b) = (serde_json::to_value(self), serde_json::to_value(new));
+        let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) = (a, b) else { return vec![] };
+        let mut out: Vec<&'static str> = Vec::new();
+        for f in crate::import::COLUMNS {
+            let differs = match *f {
+                "smtp_host" => self.smtp.as_ref().map(|s| &s.host) != new.smtp.as_ref().map(|s| &s.host),
+                "smtp_port" => self.smtp.as_ref().map(|s| s.port) != new.smtp.as_ref().map(|s| s.port),
+                "smtp_security" => self.smtp.as_ref().map(|s| s.security) != new.smtp.as_ref().map(|s| s.security),
+                key => a.get(key).unwrap_or(&serde_json::Value::Null) != b.get(key).unwrap_or(&serde_json::Value::Null),
+            };
+            if differs {
+                out.push(f);
+            }
+        }
+        out
+    }
+}
 
 /// A GUID in its usual hyphenated form (either case), as Entra shows client and object ids.
 pub fn is_guid(s: &str) -> bool {
@@ -457,5 +612,103 @@ mod tests {
         assert_eq!(fields(&m), Vec::<&str>::new());
         m.issuer = Some("http://id.example.com".into());
         assert_eq!(fields(&m), vec!["issuer"]);
+    }
+
+    #[test]
+    fn response_mode_is_reserved_nonce_is_not() {
+        let mut m = sample();
+        m.auth_params = parse_auth_params("response_mode=form_post").unwrap();
+        assert_eq!(fields(&m), vec!["auth_params"]);
+        m.auth_params = parse_auth_params("nonce=abc prompt=consent").unwrap();
+        assert_eq!(fields(&m), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn control_characters_are_refused_naming_the_field() {
+        let mut m = sample();
+        m.email = "a\x01auth=Bearer x@example.com".into();
+        m.login = Some("b\x01user=c".into());
+        m.folder = "INBOX\r\nA1 LOGOUT".into();
+        m.name = "n\x07".into();
+        m.tenant = Some("t\n".into());
+        let f = fields(&m);
+        for field in ["name", "email", "login", "folder", "tenant"] {
+            assert!(f.contains(&field), "{field} not named: {f:?}");
+        }
+    }
+
+    #[test]
+    fn routing_fields_changes_are_found_and_others_are_not() {
+        let old = sample();
+        let changed = |f: &dyn Fn(&mut Mailbox)| {
+            let mut n = old.clone();
+            f(&mut n);
+            old.secret_routing_changes(&n)
+        };
+        assert_eq!(changed(&|m| m.token_url = Some("https://evil.example/token".into())), ["token_url"]);
+        assert_eq!(changed(&|m| m.host = "imap.evil.example".into()), ["host"]);
+        assert_eq!(changed(&|m| m.port = 1993), ["port"]);
+        assert_eq!(changed(&|m| m.client_id = "other".into()), ["client_id"]);
+        assert_eq!(changed(&|m| m.issuer = Some("https://evil.example".into())), ["issuer"]);
+        assert_eq!(changed(&|m| m.ca_file = Some("/etc/evil.pem".into())), ["ca_file"]);
+        assert_eq!(changed(&|m| m.login = Some("boss@example.com".into())), ["login"]);
+        assert_eq!(
+            changed(
+                &|m| m.smtp = Some(Smtp { host: "smtp.evil.example".into(), port: 587, security: Security::Starttls })
+            ),
+            ["smtp_host", "smtp_port"]
+        );
+        // Not where a secret goes: no sign-out.
+        assert!(changed(&|m| m.folder = "Archive".into()).is_empty());
+        assert!(changed(&|m| m.scopes = vec!["mail".into()]).is_empty());
+        assert!(changed(&|m| m.security = Security::Starttls).is_empty());
+        assert!(changed(&|m| m.login = Some("SUPPORT@example.com".into())).len() == 1);
+        // The login spelled out as the address it already was: the same account.
+        assert!(changed(&|m| m.login = Some("support@example.com".into())).is_empty());
+        let mut with_smtp = old.clone();
+        with_smtp.smtp = Some(Smtp { host: "smtp.example.com".into(), port: 587, security: Security::Starttls });
+        assert!(with_smtp.secret_routing_changes(&old).is_empty(), "removing SMTP sends nothing anywhere");
+        // Every listed field has a value (the list and the comparison agree).
+        for f in SECRET_ROUTING_FIELDS {
+            let _ = old.routing_value(f);
+        }
+    }
+
+    #[test]
+    fn changed_fields_names_csv_columns() {
+        let old = sample();
+        let mut new = old.clone();
+        new.token_url = Some("https://evil.example/token".into());
+        new.folder = "Archive".into();
+        assert_eq!(old.changed_fields(&new), ["folder", "token_url"]);
+        assert!(old.changed_fields(&old).is_empty());
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn with_control() -> impl Strategy<Value = String> {
+            ("[a-z]{0,6}", proptest::char::range('\0', '\u{1f}'), "[a-z@.]{0,12}")
+                .prop_map(|(a, c, b)| format!("{a}{c}{b}"))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn validate_never_accepts_a_control_character_in_email_or_login(
+                bad in with_control(), in_login in any::<bool>()
+            ) {
+                let mut m = sample();
+                if in_login {
+                    m.login = Some(bad);
+                } else {
+                    m.email = format!("{bad}@example.com");
+                }
+                let f = fields(&m);
+                prop_assert!(f.contains(&if in_login { "login" } else { "email" }), "{:?}", f);
+            }
+        }
     }
 }

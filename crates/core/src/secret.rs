@@ -18,13 +18,21 @@ use secrecy::{ExposeSecret, SecretString};
 pub enum SecretKind {
     RefreshToken,
     ClientSecret,
+    /// The monitor's alert webhook URL (it carries the channel's credentials, as Slack's and
+    /// Teams' do), kept under the fixed pseudo-mailbox name [`ALERT_WEBHOOK`].
+    AlertWebhook,
 }
+
+/// The entry name the alert webhook is kept under (`alert_webhook:webhook`); a mailbox of that
+/// name keeps its own secrets under other kinds, so they never meet.
+pub const ALERT_WEBHOOK: &str = "webhook";
 
 impl SecretKind {
     pub fn as_str(self) -> &'static str {
         match self {
             SecretKind::RefreshToken => "refresh_token",
             SecretKind::ClientSecret => "client_secret",
+            SecretKind::AlertWebhook => "alert_webhook",
         }
     }
 }

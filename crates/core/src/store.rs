@@ -3,14 +3,34 @@
 //! One file, `mailbox-auth.sqlite3`, in the data directory (`$MAILBOX_AUTH_HOME`, default the
 //! platform data dir). A mailbox row holds the validated [`Mailbox`] as JSON so new optional
 //! fields need no migration; the health history is a plain table, newest last.
+//!
+//! The schema version is SQLite's `PRAGMA user_version` (0 = the first, unversioned layout);
+//! [`migrate`] brings an older file up to [`SCHEMA_VERSION`] step by step, and a file written
+//! by a newer version is refused and left untouched. So is a file that is not a SQLite
+//! database at all (`SQLITE_NOTADB`, `SQLITE_CORRUPT`): the error names the file and what to do.
+//!
+//! The data directory is created `0700` and the database `0600` (SQLite gives its `-wal` and
+//! `-shm` files the database's mode): mailbox addresses and server replies are nobody else's.
+//!
+//! Retention: routine green checks older than [`ROUTINE_RETENTION_DAYS`] are pruned (on open and
+//! every [`PRUNE_EVERY`] records); every failure, every change of status and the newest record
+//! of each check stay.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 
 use crate::health::HealthRecord;
 use crate::mailbox::Mailbox;
+
+/// The schema this build writes.
+pub const SCHEMA_VERSION: i64 = 1;
+/// Green checks older than this are pruned unless they mark a change of status.
+pub const ROUTINE_RETENTION_DAYS: i64 = 30;
+/// Pruning also runs every this many new records (a window open for months).
+const PRUNE_EVERY: i64 = 500;
+const DB_FILE: &str = "mailbox-auth.sqlite3";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -18,6 +38,18 @@ pub enum StoreError {
     Open { path: PathBuf, source: rusqlite::Error },
     #[error("cannot create the data directory {path}: {source}")]
     Dir { path: PathBuf, source: std::io::Error },
+    #[error("cannot create or open the data store file {path}: {source}")]
+    File { path: PathBuf, source: std::io::Error },
+    #[error(
+        "the data store {path} is damaged or is not a Mailbox Auth database ({source}); it was left \
+         untouched: move it aside (or restore a backup) and start again, then import the mailboxes"
+    )]
+    Damaged { path: PathBuf, source: rusqlite::Error },
+    #[error(
+        "the data store {path} was written by a newer Mailbox Auth (schema {found}, this one knows \
+         up to {supported}); it was left untouched: use the newer version"
+    )]
+    TooNew { path: PathBuf, found: i64, supported: i64 },
     #[error("data store {op} failed: {source}")]
     Sql { op: &'static str, source: rusqlite::Error },
     #[error("stored mailbox `{name}` cannot be read: {source}")]
@@ -34,6 +66,9 @@ impl StoreError {
         }
     }
 }
+
+/// A stored mailbox whose settings cannot be read: its name and why.
+pub type Unreadable = (String, String);
 
 #[derive(Debug)]
 pub struct Store {
@@ -54,28 +89,135 @@ fn sql(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |source| StoreError::Sql { op, source }
 }
 
+/// Brings the schema from `from` up to [`SCHEMA_VERSION`], one step at a time, inside the
+/// caller's transaction.
+fn migrate(tx: &rusqlite::Transaction<'_>, from: i64) -> Result<(), StoreError> {
+    for version in from..SCHEMA_VERSION {
+        match version {
+            // 0 → 1: the first layout (files from before versioning already have it).
+            0 => tx
+                .execute_batch(
+                    "CREATE TABLE IF NOT EXISTS mailboxes (
+                         name TEXT PRIMARY KEY NOT NULL,
+                         data TEXT NOT NULL,
+                         updated_at TEXT NOT NULL
+                     );
+                     CREATE TABLE IF NOT EXISTS health (
+                         id INTEGER PRIMARY KEY AUTOINCREMENT,
+                         mailbox TEXT NOT NULL,
+                         data TEXT NOT NULL
+                     );
+                     CREATE INDEX IF NOT EXISTS health_by_mailbox ON health (mailbox, id);",
+                )
+                .map_err(sql("migrate to schema 1"))?,
+            other => unreachable!("no migration from schema {other}"),
+        }
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(sql("set the schema version"))
+}
+
+/// Creates the data directory (and its parents) `0700`.
+fn create_home(home: &Path) -> Result<(), StoreError> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(home).map_err(|source| StoreError::Dir { path: home.into(), source })
+}
+
+/// Creates the database file `0600` before SQLite does (it would use the umask, often
+/// world-readable), and narrows an existing one (best effort: a file we cannot change stays
+/// usable, read-only if need be).
+fn restrict_db_file(path: &Path) -> Result<(), StoreError> {
+    if !path.exists() {
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        match o.open(path) {
+            Ok(_) => {}
+            // Another process created it meanwhile: narrowed below.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => return Err(StoreError::File { path: path.into(), source }),
+        }
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(md) = std::fs::metadata(path) {
+            if md.is_file() && md.permissions().mode() & 0o077 != 0 {
+                if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot narrow the data store's permissions");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     pub fn open(home: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(home).map_err(|source| StoreError::Dir { path: home.into(), source })?;
-        let path = home.join("mailbox-auth.sqlite3");
+        create_home(home)?;
+        let path = home.join(DB_FILE);
+        restrict_db_file(&path)?;
         let conn = Connection::open(&path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(sql("configure"))?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             CREATE TABLE IF NOT EXISTS mailboxes (
-                 name TEXT PRIMARY KEY NOT NULL,
-                 data TEXT NOT NULL,
-                 updated_at TEXT NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS health (
-                 id INTEGER PRIMARY KEY AUTOINCREMENT,
-                 mailbox TEXT NOT NULL,
-                 data TEXT NOT NULL
-             );
-             CREATE INDEX IF NOT EXISTS health_by_mailbox ON health (mailbox, id);",
-        )
-        .map_err(sql("create tables"))?;
-        Ok(Self { conn: Mutex::new(conn) })
+        // The first read of the file: a damaged one fails here, before anything is written.
+        let damaged = |source: rusqlite::Error| match source.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+                StoreError::Damaged { path: path.clone(), source }
+            }
+            _ => StoreError::Open { path: path.clone(), source },
+        };
+        let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(damaged)?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::TooNew { path, found, supported: SCHEMA_VERSION });
+        }
+        conn.execute_batch("PRAGMA journal_mode = WAL;").map_err(damaged)?;
+        let mut conn = conn;
+        {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(sql("begin migration"))?;
+            // Read again inside the write lock: another process may have migrated meanwhile.
+            let found: i64 =
+                tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sql("read the schema version"))?;
+            if found > SCHEMA_VERSION {
+                return Err(StoreError::TooNew { path, found, supported: SCHEMA_VERSION });
+            }
+            if found < SCHEMA_VERSION {
+                migrate(&tx, found)?;
+            }
+            tx.commit().map_err(sql("commit migration"))?;
+        }
+        let store = Self { conn: Mutex::new(conn) };
+        store.prune_history(chrono::Utc::now())?;
+        Ok(store)
+    }
+
+    /// Deletes routine green checks older than [`ROUTINE_RETENTION_DAYS`] before `now`: a
+    /// green record whose previous record of the same mailbox and check was green too and that
+    /// is not the newest of its check. Failures and changes of status are kept for good.
+    pub fn prune_history(&self, now: chrono::DateTime<chrono::Utc>) -> Result<usize, StoreError> {
+        let cutoff =
+            (now - chrono::Duration::days(ROUTINE_RETENTION_DAYS)).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+        self.conn()
+            .execute(
+                "DELETE FROM health WHERE id IN (
+                     SELECT id FROM (
+                         SELECT id,
+                                json_extract(data, '$.ok') AS ok,
+                                json_extract(data, '$.at') AS at,
+                                LAG(json_extract(data, '$.ok')) OVER w AS prev_ok,
+                                LEAD(id) OVER w AS next_id
+                         FROM health
+                         WINDOW w AS (PARTITION BY mailbox, json_extract(data, '$.check') ORDER BY id)
+                     )
+                     WHERE ok = 1 AND prev_ok = 1 AND next_id IS NOT NULL AND at < ?1
+                 )",
+                [cutoff],
+            )
+            .map_err(sql("prune history"))
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -115,7 +257,27 @@ impl Store {
         serde_json::from_str(&data).map_err(|source| StoreError::Corrupt { name: name.into(), source })
     }
 
+    /// Every mailbox; fails on the first one that cannot be read (see [`Store::list_readable`]).
     pub fn list(&self) -> Result<Vec<Mailbox>, StoreError> {
+        self.rows()?
+            .into_iter()
+            .map(|(name, data)| serde_json::from_str(&data).map_err(|source| StoreError::Corrupt { name, source }))
+            .collect()
+    }
+
+    /// The mailboxes that can be read, and the names (with the reason) of those that cannot.
+    pub fn list_readable(&self) -> Result<(Vec<Mailbox>, Vec<Unreadable>), StoreError> {
+        let (mut good, mut bad) = (Vec::new(), Vec::new());
+        for (name, data) in self.rows()? {
+            match serde_json::from_str(&data) {
+                Ok(m) => good.push(m),
+                Err(e) => bad.push((name, e.to_string())),
+            }
+        }
+        Ok((good, bad))
+    }
+
+    fn rows(&self) -> Result<Vec<(String, String)>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT name, data FROM mailboxes ORDER BY name").map_err(sql("list"))?;
         let rows = stmt
@@ -123,9 +285,7 @@ impl Store {
             .map_err(sql("list"))?
             .collect::<Result<Vec<_>, _>>()
             .map_err(sql("list"))?;
-        rows.into_iter()
-            .map(|(name, data)| serde_json::from_str(&data).map_err(|source| StoreError::Corrupt { name, source }))
-            .collect()
+        Ok(rows)
     }
 
     /// Removes a mailbox and its history.
@@ -143,9 +303,15 @@ impl Store {
     pub fn record(&self, rec: &HealthRecord) -> Result<(), StoreError> {
         let data =
             serde_json::to_string(rec).map_err(|source| StoreError::Corrupt { name: rec.mailbox.clone(), source })?;
-        self.conn()
-            .execute("INSERT INTO health (mailbox, data) VALUES (?1, ?2)", params![rec.mailbox, data])
-            .map_err(sql("record health"))?;
+        let id = {
+            let conn = self.conn();
+            conn.execute("INSERT INTO health (mailbox, data) VALUES (?1, ?2)", params![rec.mailbox, data])
+                .map_err(sql("record health"))?;
+            conn.last_insert_rowid()
+        };
+        if id % PRUNE_EVERY == 0 {
+            self.prune_history(chrono::Utc::now())?;
+        }
         Ok(())
     }
 
@@ -206,5 +372,111 @@ mod tests {
         }
         let h = s.history("support", 2).unwrap();
         assert_eq!(h.iter().map(|r| r.message.as_str()).collect::<Vec<_>>(), vec!["run 2", "run 1"]);
+    }
+
+    fn rec(mailbox: &str, check: &str, ok: bool, days_ago: i64, n: u32) -> HealthRecord {
+        HealthRecord {
+            mailbox: mailbox.into(),
+            at: chrono::Utc::now() - chrono::Duration::days(days_ago),
+            check: check.into(),
+            ok,
+            code: None,
+            message: format!("r{n}"),
+            hint: None,
+            server_words: None,
+            messages: None,
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn data_dir_is_0700_and_database_files_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("new").join("home");
+        let s = Store::open(&home).unwrap();
+        s.save(&sample()).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&home), 0o700);
+        for f in ["mailbox-auth.sqlite3", "mailbox-auth.sqlite3-wal", "mailbox-auth.sqlite3-shm"] {
+            assert_eq!(mode(&home.join(f)), 0o600, "{f}");
+        }
+        drop(s);
+        // A file from before is narrowed.
+        std::fs::set_permissions(home.join(DB_FILE), std::fs::Permissions::from_mode(0o644)).unwrap();
+        Store::open(&home).unwrap();
+        assert_eq!(mode(&home.join(DB_FILE)), 0o600);
+    }
+
+    #[test]
+    fn a_damaged_database_is_named_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        let garbage: Vec<u8> = (0..8192u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&path, &garbage).unwrap();
+        let e = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(e, StoreError::Damaged { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(msg.contains(&path.display().to_string()) && msg.contains("left untouched"), "{msg}");
+        assert_eq!(std::fs::read(&path).unwrap(), garbage);
+        assert!(!dir.path().join("mailbox-auth.sqlite3-wal").exists());
+    }
+
+    #[test]
+    fn schema_version_is_set_and_a_newer_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.save(&sample()).unwrap();
+        let v: i64 = s.conn().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        s.conn().pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        drop(s);
+        let before = std::fs::read(dir.path().join(DB_FILE)).unwrap();
+        let e = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(e, StoreError::TooNew { found, .. } if found == SCHEMA_VERSION + 1), "{e:?}");
+        assert!(e.to_string().contains("newer Mailbox Auth"), "{e}");
+        assert_eq!(std::fs::read(dir.path().join(DB_FILE)).unwrap(), before);
+    }
+
+    #[test]
+    fn an_unversioned_database_is_migrated_keeping_its_mailboxes() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE mailboxes (name TEXT PRIMARY KEY NOT NULL, data TEXT NOT NULL, updated_at TEXT NOT NULL);
+             CREATE TABLE health (id INTEGER PRIMARY KEY AUTOINCREMENT, mailbox TEXT NOT NULL, data TEXT NOT NULL);",
+        )
+        .unwrap();
+        conn.execute("INSERT INTO mailboxes VALUES ('support', ?1, '')", [serde_json::to_string(&sample()).unwrap()])
+            .unwrap();
+        drop(conn);
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.list().unwrap(), vec![sample()]);
+        let v: i64 = s.conn().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(v, 1);
+    }
+
+    #[test]
+    fn old_routine_green_checks_are_pruned_failures_and_transitions_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        // Oldest first: green, green, green (all 60 days old), red, green (transition), green, green.
+        let plan = [(true, 60), (true, 59), (true, 58), (false, 50), (true, 45), (true, 40), (true, 1)];
+        for (n, (ok, days)) in plan.into_iter().enumerate() {
+            s.record(&rec("support", "imap", ok, days, n as u32)).unwrap();
+        }
+        // Another check and another mailbox: their newest record stays however old.
+        s.record(&rec("support", "smtp", true, 90, 100)).unwrap();
+        s.record(&rec("support", "smtp", true, 80, 101)).unwrap();
+        s.record(&rec("other", "imap", true, 70, 200)).unwrap();
+        let removed = s.prune_history(chrono::Utc::now()).unwrap();
+        let kept: Vec<String> = s.history("support", 100).unwrap().into_iter().rev().map(|r| r.message).collect();
+        // r1, r2 (routine greens after a green) and r5 (green after green, 40 days) go; r6 is
+        // recent; r0 is the first; r3 failed; r4 is the change back to green.
+        assert_eq!(kept, ["r0", "r3", "r4", "r6", "r100", "r101"]);
+        assert_eq!(removed, 3);
+        assert_eq!(s.history("other", 10).unwrap().len(), 1);
+        // Pruning again removes nothing more.
+        assert_eq!(s.prune_history(chrono::Utc::now()).unwrap(), 0);
     }
 }

@@ -67,10 +67,55 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsErr
     Ok(Arc::new(config))
 }
 
+/// [`client_config`] on a blocking thread: reading `ca_file` (and the system roots) is file I/O
+/// and must not stall the async runtime's workers.
+pub async fn client_config_off_runtime(ca_file: Option<PathBuf>) -> Result<Arc<ClientConfig>, TlsError> {
+    tokio::task::spawn_blocking(move || client_config(ca_file.as_deref()))
+        .await
+        .unwrap_or_else(|e| Err(TlsError::Config(format!("the TLS set-up task failed: {e}"))))
+}
+
+/// The largest `ca_file` read: a bundle of a few hundred PEM certificates fits easily.
+pub const MAX_CA_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Why `ca_file` cannot be used, before reading a byte of it: it must be a regular file (not a
+/// device such as `/dev/zero`, which never ends, nor a FIFO, whose open blocks until a writer
+/// comes, nor a directory) of at most [`MAX_CA_FILE_BYTES`].
+fn ca_file_problem(path: &Path) -> Option<String> {
+    match std::fs::metadata(path) {
+        Err(e) => Some(format!("cannot be read ({e})")),
+        Ok(md) if !md.is_file() => Some("must be a regular file (not a directory, device or pipe)".into()),
+        Ok(md) if md.len() > MAX_CA_FILE_BYTES => {
+            Some(format!("is {} bytes; a CA certificate file is at most 1 MiB", md.len()))
+        }
+        Ok(_) => None,
+    }
+}
+
+/// The check done when a mailbox is saved or imported, as a field error naming `ca_file`.
+pub fn check_ca_file(path: &Path) -> Result<(), crate::mailbox::FieldError> {
+    match ca_file_problem(path) {
+        Some(p) => Err(crate::mailbox::FieldError::new("ca_file", format!("{}: {p}", path.display()))),
+        None => Ok(()),
+    }
+}
+
 /// Every certificate in a PEM file; other sections (keys, parameters) are skipped.
 fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    use std::io::Read;
     let err = |detail: String| TlsError::CaFile { path: path.to_path_buf(), detail };
-    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    // Why: the path comes from a CSV or the editor; checked before opening (opening a FIFO
+    // would block), and the read is capped in case the file was swapped since.
+    if let Some(p) = ca_file_problem(path) {
+        return Err(err(p));
+    }
+    let mut pem = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CA_FILE_BYTES + 1).read_to_end(&mut pem))
+        .map_err(|e| err(e.to_string()))?;
+    if pem.len() as u64 > MAX_CA_FILE_BYTES {
+        return Err(err("it is larger than 1 MiB".into()));
+    }
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
         .map_err(|e| err(format!("it is not a valid PEM file ({e})")))?;
@@ -301,6 +346,37 @@ pub(crate) mod tests {
         std::fs::write(&p, format!("{key}{}", pki.ca_pem)).unwrap();
         assert_eq!(read_ca_file(&p).unwrap().len(), 1);
         assert!(client_config(Some(&p)).is_ok());
+    }
+
+    /// Runs `f` on a thread and fails the test if it does not end within 10 s (a hang).
+    fn within_10s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(f()));
+        rx.recv_timeout(std::time::Duration::from_secs(10)).expect("reading ca_file hung")
+    }
+
+    #[test]
+    fn ca_file_of_a_device_fifo_directory_or_big_file_is_refused_without_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.pem");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let big = dir.path().join("big.pem");
+        std::fs::write(&big, vec![b'A'; 2 * 1024 * 1024]).unwrap();
+        for p in [PathBuf::from("/dev/zero"), fifo, big, dir.path().to_path_buf()] {
+            let shown = p.display().to_string();
+            let e = within_10s(move || client_config(Some(&p)).err()).expect("refused");
+            assert_eq!(e.code(), "ca_file", "{shown}: {e}");
+            assert!(e.to_string().contains(&shown), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn client_config_off_runtime_reads_the_ca_file() {
+        let pki = test_pki(&["localhost"], false);
+        let (_dir, path) = write_ca(&pki);
+        assert!(client_config_off_runtime(Some(path)).await.is_ok());
+        let e = client_config_off_runtime(Some("/dev/zero".into())).await.unwrap_err();
+        assert_eq!(e.code(), "ca_file");
     }
 
     #[test]

@@ -1,64 +1,7 @@
-// Builds the bulk-setup preview table: the raw rows of the CSV as the admin wrote them, each
-// with the core's verdict (its per-row errors, or the mailbox it would become).
-import type { ImportPreview, Mailbox, RowError } from "./types";
-
-export interface CsvRow {
-  /** 1-based line where the record starts (as the core's csv reader counts). */
-  line: number;
-  cells: string[];
-}
-
-/** RFC 4180 parsing, enough to show rows: quotes, doubled quotes, CRLF, newlines in quotes. */
-export function parseCsv(text: string): CsvRow[] {
-  const rows: CsvRow[] = [];
-  let line = 1;
-  let cells: string[] = [];
-  let cell = "";
-  let quoted = false;
-  let start = 1;
-  let any = false;
-  const src = text.replace(/^\uFEFF/, "");
-  for (let i = 0; i < src.length; i++) {
-    const c = src[i];
-    if (quoted) {
-      if (c === '"' && src[i + 1] === '"') {
-        cell += '"';
-        i++;
-      } else if (c === '"') {
-        quoted = false;
-      } else {
-        if (c === "\n") line++;
-        cell += c;
-      }
-      continue;
-    }
-    if (c === '"') {
-      quoted = true;
-      any = true;
-    } else if (c === ",") {
-      cells.push(cell);
-      cell = "";
-      any = true;
-    } else if (c === "\n" || c === "\r") {
-      if (c === "\r" && src[i + 1] === "\n") i++;
-      cells.push(cell);
-      if (any || cell !== "") rows.push({ line: start, cells });
-      cells = [];
-      cell = "";
-      any = false;
-      line++;
-      start = line;
-    } else {
-      cell += c;
-      any = true;
-    }
-  }
-  if (any || cell !== "") {
-    cells.push(cell);
-    rows.push({ line: start, cells });
-  }
-  return rows.map((r) => ({ line: r.line, cells: r.cells.map((c) => c.trim()) }));
-}
+// Builds the bulk-setup preview table from the core's import preview: every row of the CSV, in
+// file order, with what the import would do (new, update with the changed fields and whether
+// the mailbox is signed out, unchanged) or its errors. The CSV itself is parsed by the core only.
+import type { ImportAction, ImportPreview, Mailbox, RowError } from "./types";
 
 export interface PreviewRow {
   line: number;
@@ -68,51 +11,67 @@ export interface PreviewRow {
   server: string;
   provider: string;
   ok: boolean;
+  action: ImportAction;
+  changedFields: string[];
+  signsOut: boolean;
   errors: RowError[];
   mailbox: Mailbox | null;
 }
 
 export interface PreviewTable {
-  header: string[];
   rows: PreviewRow[];
   valid: number;
   invalid: number;
-  /** Errors not tied to a data row of the text (should not happen, but never hide one). */
+  /** Rows that update an existing mailbox (changed settings). */
+  updates: number;
+  /** Rows whose mailbox is signed out because where its secrets go changes. */
+  signOuts: number;
+  /** Errors not tied to a row (should not happen, but never hide one). */
   orphanErrors: RowError[];
 }
 
-/** Joins the raw rows with the core's parse: errors by line, good mailboxes by name. */
-export function buildPreview(text: string, preview: ImportPreview): PreviewTable {
-  const [head, ...data] = parseCsv(text);
-  const header = (head?.cells ?? []).map((h) => h.toLowerCase());
-  const col = (cells: string[], name: string) => {
-    const i = header.indexOf(name);
-    return i >= 0 ? (cells[i] ?? "") : "";
-  };
-  const byName = new Map(preview.mailboxes.map((m) => [m.name, m]));
-  const errorsByLine = new Map<number, RowError[]>();
-  for (const e of preview.errors) errorsByLine.set(e.line, [...(errorsByLine.get(e.line) ?? []), e]);
-  const seen = new Set<number>();
-  const rows: PreviewRow[] = data
-    .filter((r) => r.cells.some((c) => c !== ""))
-    .map((r) => {
-      seen.add(r.line);
-      const errors = errorsByLine.get(r.line) ?? [];
-      const name = col(r.cells, "name");
-      const mailbox = errors.length === 0 ? (byName.get(name) ?? null) : null;
-      return {
-        line: r.line,
-        name,
-        email: col(r.cells, "email"),
-        protocol: mailbox?.protocol ?? (col(r.cells, "protocol") || "imap"),
-        server: mailbox ? `${mailbox.host}:${mailbox.port}` : [col(r.cells, "host"), col(r.cells, "port")].filter(Boolean).join(":"),
-        provider: mailbox?.provider ?? (col(r.cells, "provider") || "generic"),
-        ok: errors.length === 0 && mailbox !== null,
-        errors,
-        mailbox,
-      };
-    });
-  const orphanErrors = preview.errors.filter((e) => !seen.has(e.line));
+export function buildPreview(preview: ImportPreview): PreviewTable {
+  const rows: PreviewRow[] = preview.rows.map((r) => {
+    const m = r.mailbox;
+    const ok = r.action !== "refused" && r.errors.length === 0 && m !== null;
+    return {
+      line: r.line,
+      name: r.name,
+      email: m?.email ?? "",
+      protocol: m?.protocol ?? "",
+      server: m ? `${m.host}:${m.port}` : "",
+      provider: m?.provider ?? "",
+      ok,
+      action: r.action,
+      changedFields: r.changed_fields,
+      signsOut: r.signs_out,
+      errors: r.errors,
+      mailbox: m,
+    };
+  });
+  const lines = new Set(rows.map((r) => r.line));
+  const orphanErrors = preview.errors.filter((e) => !lines.has(e.line));
   const valid = rows.filter((r) => r.ok).length;
-  return { header, rows, valid, invalid: rows.length - valid, orphanErrors };
+  return {
+    rows,
+    valid,
+    invalid: rows.length - valid,
+    updates: rows.filter((r) => r.ok && r.action === "update").length,
+    signOuts: rows.filter((r) => r.ok && r.signsOut).length,
+    orphanErrors,
+  };
+}
+
+/** The words for a row's action, e.g. "Updates: token_url, folder — signs out". */
+export function describeAction(r: PreviewRow): string {
+  switch (r.action) {
+    case "new":
+      return "New";
+    case "unchanged":
+      return "Unchanged";
+    case "update":
+      return `Updates: ${r.changedFields.join(", ")}${r.signsOut ? " — signs out" : ""}`;
+    default:
+      return "";
+  }
 }

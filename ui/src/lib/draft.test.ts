@@ -49,6 +49,16 @@ describe("draft <-> mailbox", () => {
     expect(toMailbox({ ...d, provider: "microsoft" }).mailbox?.issuer).toBeNull();
   });
 
+  it("keeps a fixed redirect port through a save (dropping it would break exact-match providers)", () => {
+    const { mailbox } = toMailbox({ ...emptyDraft(), redirect_port: " 53682 " });
+    expect(mailbox?.redirect_port).toBe(53682);
+    expect(draftFrom(mailbox!).redirect_port).toBe("53682");
+    expect(toMailbox(emptyDraft()).mailbox?.redirect_port).toBeNull();
+    expect(toMailbox({ ...emptyDraft(), redirect_port: "0" }).problems).toEqual([
+      { field: "redirect_port", message: "must be between 1 and 65535" },
+    ]);
+  });
+
   it("a parameter value without a name is an auth_params problem", () => {
     const r = toMailbox({ ...emptyDraft(), auth_params: [{ key: "", value: "consent" }] });
     expect(r.problems).toEqual([{ field: "auth_params", message: "a value (`consent`) has no parameter name" }]);

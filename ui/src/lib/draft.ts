@@ -26,13 +26,14 @@ export interface Draft {
   smtp_port: string;
   smtp_security: Security;
   client_secret_expires: string;
+  redirect_port: string;
 }
 
 /** The inputs of the editor, named like the core's `FieldError.field`. */
 export const FIELDS = [
   "name", "email", "login", "protocol", "host", "port", "security", "folder", "provider", "tenant", "client_id",
   "scopes", "auth_url", "token_url", "auth_params", "ca_file", "flow", "device_url", "issuer", "smtp_host", "smtp_port",
-  "smtp_security", "client_secret_expires",
+  "smtp_security", "client_secret_expires", "redirect_port",
 ] as const;
 export type FieldName = (typeof FIELDS)[number];
 
@@ -41,7 +42,7 @@ export function emptyDraft(): Draft {
     name: "", email: "", login: "", protocol: "imap", host: "", port: "993", security: "tls", folder: "INBOX",
     provider: "microsoft", tenant: "organizations", client_id: "", scopes: "", auth_url: "", token_url: "",
     auth_params: [], ca_file: "", flow: "auth_code", device_url: "", issuer: "", smtp_host: "", smtp_port: "",
-    smtp_security: "starttls", client_secret_expires: "",
+    smtp_security: "starttls", client_secret_expires: "", redirect_port: "",
   };
 }
 
@@ -70,6 +71,7 @@ export function draftFrom(m: Mailbox): Draft {
     smtp_port: m.smtp ? String(m.smtp.port) : "",
     smtp_security: m.smtp?.security ?? "starttls",
     client_secret_expires: m.client_secret_expires ?? "",
+    redirect_port: m.redirect_port ? String(m.redirect_port) : "",
   };
 }
 
@@ -96,6 +98,10 @@ export function toMailbox(d: Draft): { mailbox: Mailbox | null; problems: FieldP
     const sp = opt(d.smtp_port) ? parsePort(d.smtp_port) : d.smtp_security === "tls" ? 465 : 587;
     if (sp === null) problems.push({ field: "smtp_port", message: "must be between 1 and 65535" });
     smtp = { host: d.smtp_host.trim(), port: sp ?? 0, security: d.smtp_security };
+  }
+  const redirectPort = opt(d.redirect_port) ? parsePort(d.redirect_port) : null;
+  if (opt(d.redirect_port) && redirectPort === null) {
+    problems.push({ field: "redirect_port", message: "must be between 1 and 65535" });
   }
   const expires = opt(d.client_secret_expires);
   if (expires && !/^\d{4}-\d{2}-\d{2}$/.test(expires)) {
@@ -129,6 +135,7 @@ export function toMailbox(d: Draft): { mailbox: Mailbox | null; problems: FieldP
       issuer: d.provider === "generic" ? opt(d.issuer) : null,
       smtp,
       client_secret_expires: expires,
+      redirect_port: redirectPort,
     },
     problems,
   };

@@ -1,7 +1,6 @@
 // The only module that talks to the Tauri shell. Everything else calls these typed functions,
 // so the rest of the UI (and its unit tests) never imports @tauri-apps/api.
 import { Channel, invoke } from "@tauri-apps/api/core";
-import { open as openDialog, save as saveDialog } from "@tauri-apps/plugin-dialog";
 import type {
   CsvFile,
   HealthRecord,
@@ -60,7 +59,6 @@ export const openSignInUrl = (url: string) => call<void>("open_sign_in_url", { u
 
 export const importPreview = (text: string, base: string | null) => call<ImportPreview>("import_preview", { text, base });
 export const importCommit = (text: string, base: string | null) => call<ImportReport>("import_commit", { text, base });
-export const exportCsv = (path: string | null) => call<string>("export_csv", { path });
 
 export const providerPreset = (provider: ProviderKind, protocol: Protocol, security: Security, tenant: string | null) =>
   call<Preset>("provider_preset", { provider, protocol, security, tenant });
@@ -74,17 +72,10 @@ export const setClientSecret = (name: string, secret: string, expires: string | 
 export const exchangeScript = (names: string[], objectId: string, displayName: string) =>
   call<string>("exchange_script", { names, objectId, displayName });
 
-/** Asks for a CSV file and reads it; null when the admin cancels. */
-export async function chooseCsvFile(): Promise<CsvFile | null> {
-  const path = await openDialog({ multiple: false, directory: false, filters: [{ name: "CSV", extensions: ["csv", "txt"] }] });
-  if (!path || Array.isArray(path)) return null;
-  return call<CsvFile>("read_csv_file", { path });
-}
+/** Asks for a CSV file (the shell opens the dialog and reads only the file chosen there); null
+ * when the admin cancels. */
+export const chooseCsvFile = () => call<CsvFile | null>("read_csv_file");
 
-/** Asks where to save the export and writes it; null when the admin cancels. */
-export async function exportCsvToFile(): Promise<string | null> {
-  const path = await saveDialog({ defaultPath: "mailboxes.csv", filters: [{ name: "CSV", extensions: ["csv"] }] });
-  if (!path) return null;
-  await exportCsv(path);
-  return path;
-}
+/** Asks where to save the export (the shell opens the dialog and writes only there); the path
+ * written, or null when the admin cancels. */
+export const exportCsvToFile = () => call<string | null>("export_csv");

@@ -35,6 +35,8 @@ export interface Mailbox {
   issuer?: string | null;
   smtp: Smtp | null;
   client_secret_expires: string | null;
+  /** A fixed loopback port for the browser sign-in's redirect (providers that match it exactly). */
+  redirect_port?: number | null;
 }
 
 export interface HealthRecord {
@@ -75,14 +77,33 @@ export interface RowError {
   message: string;
 }
 
+/** What an import does with one row (decided by the core). */
+export type ImportAction = "new" | "update" | "unchanged" | "refused";
+
+export interface ImportRow {
+  line: number;
+  name: string;
+  action: ImportAction;
+  /** Columns whose value differs from the stored mailbox (update only). */
+  changed_fields: string[];
+  /** Those that decide where its secrets go. */
+  routing_changes: string[];
+  /** Its stored sign-in is deleted: it must sign in again. */
+  signs_out: boolean;
+  errors: RowError[];
+  mailbox: Mailbox | null;
+}
+
 export interface ImportPreview {
-  mailboxes: Mailbox[];
+  rows: ImportRow[];
   errors: RowError[];
 }
 
 export interface ImportReport {
   imported: string[];
   errors: RowError[];
+  rows: ImportRow[];
+  signed_out: string[];
 }
 
 export interface CsvFile {

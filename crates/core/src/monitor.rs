@@ -1,0 +1,1301 @@
+//! The monitor: every mailbox re-checked on a schedule, each change of badge alerted once.
+//!
+//! One pass ([`Monitor::pass`]) runs the same checks as Verify — [`App::verify`] for the
+//! incoming server and [`App::verify_smtp`] when an outbound server is configured — for every
+//! mailbox, and compares each badge ([`health::status`]) with the one the previous pass left.
+//!
+//! - **Connections.** A mailbox's checks run one after the other, so it never holds more than one
+//!   connection. Across mailboxes at most `concurrency` connections are open, and at most
+//!   `per_account` to one account on one server (login + host): many shared mailboxes opened by
+//!   one delegate account count against that account, as the servers count them (Gmail allows
+//!   15 simultaneous IMAP connections per account; Exchange Online throttles well before).
+//! - **Schedule.** Every `interval` (default 30 minutes), ±10 % so monitors started together
+//!   drift apart, and within a pass each mailbox starts at a stable offset in the first quarter
+//!   of the interval, so checks do not all hit the servers at once.
+//! - **Alerts.** Green→red, red→green ("recovered") and →amber each make one alert; when
+//!   [`SUMMARY_AT`] or more mailboxes change in one pass they make one summary alert naming them
+//!   all and, when they share it, the cause (an identity-provider outage is one alert, not forty).
+//!   The badge each mailbox was last alerted with is kept in the data store
+//!   (`monitor_alert_state`), so `monitor --once` from cron alerts only on changes since its
+//!   previous run. A badge whose alert could not be delivered is not recorded, so the next pass
+//!   tries again.
+//! - **Webhook.** A JSON POST per alert with a human `text` field (Slack's and Teams' incoming
+//!   webhooks show it), retried with exponential back-off (and `Retry-After` on 429, RFC 9110
+//!   §10.2.3), bounded. The URL carries the channel's credentials, so it lives in the OS keyring
+//!   ([`SecretKind::AlertWebhook`]) and never appears in a log or an error.
+//! - **Metrics.** [`Metrics`] holds the Prometheus families (`prometheus-client`, which escapes
+//!   label values) and [`serve_metrics`] answers `GET /metrics` in the OpenMetrics text format.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rusqlite::{params, Connection};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::app::{App, AppError};
+use crate::health::{self, HealthRecord, SecretExpiry, Status};
+use crate::mailbox::{Mailbox, ProviderKind};
+use crate::secret::{self, SecretKind, ALERT_WEBHOOK};
+use crate::store::StoreError;
+
+/// Default time between passes.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30 * 60);
+/// Default number of connections open at once, over all mailboxes.
+pub const DEFAULT_CONCURRENCY: usize = 16;
+/// Default number of connections open at once for one account on one server.
+pub const DEFAULT_PER_ACCOUNT: usize = 8;
+/// This many changes in one pass make one summary alert instead of one alert each.
+pub const SUMMARY_AT: usize = 3;
+/// Passes start `interval` ± this fraction apart.
+pub const JITTER: f64 = 0.1;
+
+/// How a monitor runs.
+#[derive(Debug, Clone)]
+pub struct MonitorConfig {
+    pub interval: Duration,
+    pub concurrency: usize,
+    pub per_account: usize,
+    pub summary_at: usize,
+    pub backoff: Backoff,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            interval: DEFAULT_INTERVAL,
+            concurrency: DEFAULT_CONCURRENCY,
+            per_account: DEFAULT_PER_ACCOUNT,
+            summary_at: SUMMARY_AT,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schedule
+
+/// `interval` moved by up to ± `fraction` of itself; `unit` is a random number in [0, 1).
+pub fn jittered(interval: Duration, fraction: f64, unit: f64) -> Duration {
+    let f = fraction.clamp(0.0, 1.0);
+    let unit = if unit.is_finite() { unit.clamp(0.0, 1.0) } else { 0.5 };
+    interval.mul_f64(1.0 - f + 2.0 * f * unit)
+}
+
+/// A stable start offset for a mailbox within a pass, in [0, `window`): the same mailbox starts
+/// at the same point of every pass, and mailboxes spread evenly over the window.
+pub fn spread_offset(name: &str, window: Duration) -> Duration {
+    if window.is_zero() {
+        return Duration::ZERO;
+    }
+    // SipHash with fixed keys: stable for a given build, which is all a schedule needs.
+    let mut h = std::hash::DefaultHasher::new();
+    name.hash(&mut h);
+    let unit = (h.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    window.mul_f64(unit)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection limits
+
+/// The key connections are counted under: the account that signs in, on one server.
+pub fn account_key(login: &str, host: &str) -> String {
+    format!("{} on {}", login.to_lowercase(), host.trim_end_matches('.').to_lowercase())
+}
+
+/// At most `all` connections at once, and at most `per_account` for one account key.
+#[derive(Debug)]
+pub struct Limits {
+    all: Arc<Semaphore>,
+    per_account: usize,
+    accounts: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+/// Held while one connection is open.
+#[derive(Debug)]
+pub struct ConnectionPermit {
+    _account: OwnedSemaphorePermit,
+    _all: OwnedSemaphorePermit,
+}
+
+impl Limits {
+    pub fn new(all: usize, per_account: usize) -> Self {
+        Self {
+            all: Arc::new(Semaphore::new(all.max(1))),
+            per_account: per_account.max(1),
+            accounts: Default::default(),
+        }
+    }
+
+    /// Waits for room for one more connection of `account`. The account's permit is taken
+    /// first and the overall one second, and a task holds at most one of each: no task ever
+    /// waits while holding what another waits for, so no pass can deadlock, and mailboxes
+    /// waiting for a busy account do not take the overall slots others could use.
+    pub async fn connection(&self, account: &str) -> ConnectionPermit {
+        let sem = {
+            let mut map = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(account.to_string()).or_insert_with(|| Arc::new(Semaphore::new(self.per_account))).clone()
+        };
+        // The semaphores are never closed, so acquiring cannot fail.
+        let account = sem.acquire_owned().await.expect("account semaphore closed");
+        let all = self.all.clone().acquire_owned().await.expect("semaphore closed");
+        ConnectionPermit { _account: account, _all: all }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks and transitions
+
+/// One mailbox's checks in one pass.
+#[derive(Debug, Clone, Serialize)]
+pub struct MailboxCheck {
+    pub mailbox: String,
+    /// The badge before the checks, from the health history.
+    pub before: Status,
+    pub after: Status,
+    /// This pass's records: the incoming server's, then the SMTP server's.
+    pub records: Vec<HealthRecord>,
+    pub at: DateTime<Utc>,
+    #[serde(skip)]
+    pub duration: Duration,
+    pub client_secret_expires: Option<NaiveDate>,
+    /// The code, words and advice that explain `after`, and the endpoint to blame.
+    pub reason: Reason,
+}
+
+/// Why a badge is what it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Reason {
+    pub code: Option<String>,
+    pub message: String,
+    pub hint: Option<String>,
+    /// What failed, by name: "the token endpoint https://…", "the mail server host:993".
+    pub cause: Option<String>,
+}
+
+/// What kind of change an alert reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    /// Turned red.
+    Failed,
+    /// Turned amber (needs attention: a client secret about to expire, a stale check).
+    Attention,
+    /// Back to green from red or amber.
+    Recovered,
+}
+
+/// Whether going from badge `from` to badge `to` is news. A first green after signing in
+/// (`NotAuthenticated` → `Verified`) is not; turning red from anything else is.
+pub fn change(from: Status, to: Status) -> Option<Change> {
+    use Status::*;
+    match (from, to) {
+        (a, b) if a == b => None,
+        (_, Failed) => Some(Change::Failed),
+        (Verified | Failed, NeedsAttention) => Some(Change::Attention),
+        (Failed | NeedsAttention, Verified) => Some(Change::Recovered),
+        _ => None,
+    }
+}
+
+/// One mailbox's change of badge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Transition {
+    pub mailbox: String,
+    pub from: Status,
+    pub to: Status,
+    pub change: Change,
+    #[serde(flatten)]
+    pub reason: Reason,
+    pub at: DateTime<Utc>,
+}
+
+impl Transition {
+    /// One line for a person: "support: Verified → Failed — the token endpoint … (code)".
+    pub fn text(&self) -> String {
+        let mut t = format!("{}: {} → {}", self.mailbox, self.from.label(), self.to.label());
+        if self.change != Change::Recovered {
+            if !self.reason.message.is_empty() {
+                t.push_str(&format!(" — {}", self.reason.message));
+            }
+            if let Some(c) = &self.reason.code {
+                t.push_str(&format!(" ({c})"));
+            }
+            if let Some(h) = &self.reason.hint {
+                t.push_str(&format!(" What to do: {h}"));
+            }
+        }
+        t
+    }
+}
+
+/// Changes of one pass compared with the badges last alerted (`previous`); a mailbox the
+/// monitor has not seen yet is compared with its badge before the checks.
+pub fn transitions(previous: &HashMap<String, Status>, checks: &[MailboxCheck]) -> Vec<Transition> {
+    checks
+        .iter()
+        .filter_map(|c| {
+            let from = previous.get(&c.mailbox).copied().unwrap_or(c.before);
+            change(from, c.after).map(|change| Transition {
+                mailbox: c.mailbox.clone(),
+                from,
+                to: c.after,
+                change,
+                reason: c.reason.clone(),
+                at: c.at,
+            })
+        })
+        .collect()
+}
+
+/// What is sent: one transition, or one summary of many.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Alert {
+    One(Transition),
+    Summary(Summary),
+}
+
+/// Many mailboxes that changed in one pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub transitions: Vec<Transition>,
+    /// The badges, code, advice and cause every transition shares, if they all share one.
+    pub from: Option<Status>,
+    pub to: Option<Status>,
+    pub code: Option<String>,
+    pub hint: Option<String>,
+    pub cause: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+fn shared<T: PartialEq + Clone>(items: impl IntoIterator<Item = Option<T>>) -> Option<T> {
+    let mut it = items.into_iter();
+    let first = it.next()??;
+    it.all(|x| x.as_ref() == Some(&first)).then_some(first)
+}
+
+/// Groups a pass's transitions: fewer than `summary_at` make one alert each, more make one
+/// summary.
+pub fn group(transitions: Vec<Transition>, summary_at: usize) -> Vec<Alert> {
+    if transitions.len() < summary_at.max(2) {
+        return transitions.into_iter().map(Alert::One).collect();
+    }
+    let s = Summary {
+        from: shared(transitions.iter().map(|t| Some(t.from))),
+        to: shared(transitions.iter().map(|t| Some(t.to))),
+        code: shared(transitions.iter().map(|t| t.reason.code.clone())),
+        hint: shared(transitions.iter().map(|t| t.reason.hint.clone())),
+        cause: shared(transitions.iter().map(|t| t.reason.cause.clone())),
+        at: transitions.iter().map(|t| t.at).max().unwrap_or_else(Utc::now),
+        transitions,
+    };
+    vec![Alert::Summary(s)]
+}
+
+impl Summary {
+    pub fn text(&self) -> String {
+        let names: Vec<&str> = self.transitions.iter().map(|t| t.mailbox.as_str()).collect();
+        let mut t = format!("{} mailboxes changed together: {}", names.len(), names.join(", "));
+        if let (Some(f), Some(to)) = (self.from, self.to) {
+            t.push_str(&format!(" ({} → {})", f.label(), to.label()));
+        } else {
+            let counts = self.transitions.iter().fold(HashMap::<&str, usize>::new(), |mut m, t| {
+                *m.entry(t.to.label()).or_default() += 1;
+                m
+            });
+            let mut parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+            parts.sort();
+            t.push_str(&format!(" (now {})", parts.join(", ")));
+        }
+        match (&self.cause, &self.code) {
+            (Some(c), Some(code)) => t.push_str(&format!(". Shared cause: {c} ({code})")),
+            (Some(c), None) => t.push_str(&format!(". Shared cause: {c}")),
+            (None, Some(code)) => t.push_str(&format!(". Shared failure: {code}")),
+            (None, None) => {}
+        }
+        if let Some(h) = &self.hint {
+            t.push_str(&format!(". What to do: {h}"));
+        }
+        t
+    }
+}
+
+impl Alert {
+    pub fn mailboxes(&self) -> Vec<&str> {
+        match self {
+            Alert::One(t) => vec![t.mailbox.as_str()],
+            Alert::Summary(s) => s.transitions.iter().map(|t| t.mailbox.as_str()).collect(),
+        }
+    }
+
+    pub fn text(&self) -> String {
+        match self {
+            Alert::One(t) => t.text(),
+            Alert::Summary(s) => s.text(),
+        }
+    }
+
+    /// The webhook's JSON body: `mailbox`, `from`, `to` (badge names), `code`, `message`,
+    /// `hint`, `at` and a human `text` (the field Slack's and Teams' incoming webhooks show).
+    pub fn body(&self) -> Value {
+        match self {
+            Alert::One(t) => json!({
+                "kind": "transition",
+                "mailbox": t.mailbox,
+                "from": t.from,
+                "to": t.to,
+                "change": t.change,
+                "code": t.reason.code,
+                "message": t.reason.message,
+                "hint": t.reason.hint,
+                "cause": t.reason.cause,
+                "at": t.at.to_rfc3339(),
+                "text": format!("Mailbox Auth: {}", t.text()),
+            }),
+            Alert::Summary(s) => json!({
+                "kind": "summary",
+                "mailbox": self.mailboxes().join(", "),
+                "mailboxes": self.mailboxes(),
+                "from": s.from,
+                "to": s.to,
+                "code": s.code,
+                "message": s.text(),
+                "hint": s.hint,
+                "cause": s.cause,
+                "at": s.at.to_rfc3339(),
+                "text": format!("Mailbox Auth: {}", s.text()),
+                "transitions": s.transitions,
+            }),
+        }
+    }
+}
+
+/// The body of `alerts test`.
+pub fn test_body(now: DateTime<Utc>) -> Value {
+    json!({
+        "kind": "test",
+        "mailbox": null,
+        "from": null,
+        "to": null,
+        "code": null,
+        "message": "This is a test alert from Mailbox Auth.",
+        "hint": null,
+        "at": now.to_rfc3339(),
+        "text": "Mailbox Auth: this is a test alert; mailbox alerts will arrive here.",
+    })
+}
+
+/// The token endpoint a mailbox uses, for naming it as a cause.
+fn token_endpoint(m: &Mailbox) -> Option<String> {
+    m.token_url
+        .clone()
+        .or_else(|| crate::provider::preset(m.provider, m.protocol, m.tenant.as_deref()).token_url)
+        .or_else(|| m.issuer.clone().filter(|_| m.provider == ProviderKind::Generic))
+}
+
+/// The reason for a badge from the records of this pass and the client secret's expiry.
+fn reason(m: &Mailbox, after: Status, deciding: Option<&HealthRecord>, now: DateTime<Utc>) -> Reason {
+    let expiry = health::secret_expiry(m.client_secret_expires, now);
+    let secret_cause = Some(format!("the client secret of app {}", m.client_id));
+    let renew = "Create a new client secret for the app registration and store it with \
+                 `mailbox-auth set-secret NAME --expires DATE`.";
+    match (after, expiry, deciding) {
+        (Status::Failed, SecretExpiry::Expired, d) if d.is_none_or(|r| r.ok) => Reason {
+            code: Some("client_secret_expired".into()),
+            message: format!(
+                "the client secret expired on {}",
+                m.client_secret_expires.map(|d| d.to_string()).unwrap_or_default()
+            ),
+            hint: Some(renew.into()),
+            cause: secret_cause,
+        },
+        (Status::NeedsAttention, SecretExpiry::Soon, Some(r)) if r.ok => Reason {
+            code: Some("client_secret_expiring".into()),
+            message: format!(
+                "the client secret expires on {}",
+                m.client_secret_expires.map(|d| d.to_string()).unwrap_or_default()
+            ),
+            hint: Some(renew.into()),
+            cause: secret_cause,
+        },
+        (_, _, Some(r)) => Reason {
+            code: r.code.clone(),
+            message: r.message.clone(),
+            hint: r.hint.clone(),
+            cause: (!r.ok).then(|| match r.check.as_str() {
+                "refresh" | "authenticate" => match token_endpoint(m) {
+                    Some(u) => format!("the token endpoint {u}"),
+                    None => "the identity provider".to_string(),
+                },
+                "smtp" => match &m.smtp {
+                    Some(s) => format!("the SMTP server {}:{}", s.host, s.port),
+                    None => "the SMTP server".into(),
+                },
+                _ => format!("the mail server {}:{}", m.host, m.port),
+            }),
+        },
+        (_, _, None) => Reason::default(),
+    }
+}
+
+/// Checks one mailbox: the incoming server, then (unless the sign-in itself failed) the SMTP
+/// server, each under a connection permit. A mailbox never signed in is not checked (its badge
+/// stays "Not authenticated").
+pub async fn check_one(app: &App, limits: &Limits, m: &Mailbox) -> Result<MailboxCheck, AppError> {
+    let started = Instant::now();
+    let mut records = Vec::new();
+    // The badge before is read under the first permit, so a pass over many mailboxes has at
+    // most `concurrency` of them reading the keyring at once too.
+    let permit = limits.connection(&account_key(m.sasl_user(), &m.host)).await;
+    let before = app.view(m.clone()).await?.status;
+    if before == Status::NotAuthenticated {
+        // Never signed in and never checked: nothing to watch yet, and no alert about it.
+        let d = crate::diagnose::diagnose("not_authenticated", None);
+        return Ok(MailboxCheck {
+            mailbox: m.name.clone(),
+            before,
+            after: before,
+            records,
+            at: Utc::now(),
+            duration: started.elapsed(),
+            client_secret_expires: m.client_secret_expires,
+            reason: Reason {
+                code: Some("not_authenticated".into()),
+                message: "never signed in".into(),
+                hint: Some(d.fix.to_string()),
+                cause: None,
+            },
+        });
+    }
+    let incoming = app.verify(&m.name).await?;
+    drop(permit);
+    // A failed refresh fails the SMTP check the same way: one request to a failing token
+    // endpoint per mailbox is enough.
+    let signed_in = incoming.check != "refresh";
+    records.push(incoming);
+    if let (Some(smtp), true) = (&m.smtp, signed_in) {
+        let _permit = limits.connection(&account_key(m.sasl_user(), &smtp.host)).await;
+        if let Some(r) = app.verify_smtp(&m.name, None).await? {
+            records.push(r);
+        }
+    }
+    let duration = started.elapsed();
+    let view = app.view(m.clone()).await?;
+    let now = Utc::now();
+    let reason = reason(m, view.status, view.last_check.as_ref(), now);
+    Ok(MailboxCheck {
+        mailbox: m.name.clone(),
+        before,
+        after: view.status,
+        records,
+        at: now,
+        duration,
+        client_secret_expires: m.client_secret_expires,
+        reason,
+    })
+}
+
+/// Checks every mailbox once. With `spread`, each mailbox waits its [`spread_offset`] within
+/// that window first. A mailbox that cannot be read or checked (unreadable stored settings, a
+/// store or keyring error) is named in the second list with why, and the others go on.
+pub async fn check_all(
+    app: &App,
+    limits: &Limits,
+    spread: Option<Duration>,
+) -> Result<(Vec<MailboxCheck>, Vec<(String, String)>), AppError> {
+    let (mailboxes, mut problems) = app.store().list_readable()?;
+    let checks = mailboxes.iter().map(|m| async move {
+        if let Some(w) = spread {
+            tokio::time::sleep(spread_offset(&m.name, w)).await;
+        }
+        check_one(app, limits, m).await.map_err(|e| (m.name.clone(), e.to_string()))
+    });
+    let mut done = Vec::with_capacity(mailboxes.len());
+    for r in futures::future::join_all(checks).await {
+        match r {
+            Ok(c) => done.push(c),
+            Err(p) => problems.push(p),
+        }
+    }
+    Ok((done, problems))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Alert state
+
+/// The badge each mailbox was last alerted with, in the data store (a table of its own in the
+/// same SQLite file, over its own connection: WAL mode lets both write).
+#[derive(Debug)]
+pub struct AlertState {
+    conn: Mutex<Connection>,
+}
+
+fn sql(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Sql { op, source }
+}
+
+fn badge_name(s: Status) -> String {
+    serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+fn badge_from_name(s: &str) -> Option<Status> {
+    serde_json::from_value(Value::String(s.to_string())).ok()
+}
+
+impl AlertState {
+    pub fn open(home: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(home).map_err(|source| StoreError::Dir { path: home.into(), source })?;
+        let path = home.join("mailbox-auth.sqlite3");
+        let conn = Connection::open(&path).map_err(|source| StoreError::Open { path, source })?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(sql("configure"))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE IF NOT EXISTS monitor_alert_state (
+                 mailbox TEXT PRIMARY KEY NOT NULL,
+                 badge TEXT NOT NULL,
+                 at TEXT NOT NULL
+             );",
+        )
+        .map_err(sql("create alert state"))?;
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // Every write is one statement, so a poisoned lock leaves the table consistent.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn all(&self) -> Result<HashMap<String, Status>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT mailbox, badge FROM monitor_alert_state").map_err(sql("alert state"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(sql("alert state"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql("alert state"))?;
+        Ok(rows.into_iter().filter_map(|(m, b)| badge_from_name(&b).map(|s| (m, s))).collect())
+    }
+
+    pub fn set(&self, mailbox: &str, badge: Status, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO monitor_alert_state (mailbox, badge, at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(mailbox) DO UPDATE SET badge = excluded.badge, at = excluded.at",
+                params![mailbox, badge_name(badge), at.to_rfc3339()],
+            )
+            .map_err(sql("save alert state"))?;
+        Ok(())
+    }
+
+    /// Forgets mailboxes that no longer exist.
+    pub fn retain(&self, names: &HashSet<&str>) -> Result<(), StoreError> {
+        let stored = self.all()?;
+        let conn = self.conn();
+        for m in stored.keys().filter(|m| !names.contains(m.as_str())) {
+            conn.execute("DELETE FROM monitor_alert_state WHERE mailbox = ?1", [m])
+                .map_err(sql("prune alert state"))?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Webhook
+
+/// Retries of a webhook POST: `attempts` in all, waiting `first`, then twice as long each time,
+/// at most `max` (also the most a `Retry-After` is honoured).
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    pub attempts: u32,
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { attempts: 4, first: Duration::from_secs(1), max: Duration::from_secs(30) }
+    }
+}
+
+impl Backoff {
+    /// The wait before attempt `n + 1` (n ≥ 1), given the server's `Retry-After` if any.
+    pub fn delay(&self, n: u32, retry_after: Option<Duration>) -> Duration {
+        let exp = self.first.saturating_mul(1u32 << (n.saturating_sub(1)).min(16));
+        retry_after.unwrap_or(exp).min(self.max)
+    }
+}
+
+/// A webhook that could not be reached. Names the attempts and the failure, never the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum AlertError {
+    #[error("the alert webhook did not take the alert after {attempts} attempt(s): {detail}")]
+    Delivery { attempts: u32, detail: String },
+    #[error("the stored alert webhook is not an http(s) URL; store it again with `mailbox-auth alerts webhook`")]
+    BadUrl,
+    #[error(transparent)]
+    Secret(#[from] secret::SecretError),
+}
+
+/// Checks a webhook URL before it is stored. The error names the field, never the value.
+pub fn parse_webhook_url(s: &str) -> Result<url::Url, crate::mailbox::FieldError> {
+    let field = "webhook URL";
+    let u =
+        url::Url::parse(s.trim()).map_err(|e| crate::mailbox::FieldError::new(field, format!("not a URL ({e})")))?;
+    if !matches!(u.scheme(), "https" | "http") || u.host_str().is_none() {
+        return Err(crate::mailbox::FieldError::new(field, "use an https:// (or http://) address with a host"));
+    }
+    Ok(u)
+}
+
+/// POSTs `body` as JSON, retrying network errors, 429 and 5xx with back-off. Other answers
+/// are final.
+pub async fn post(
+    http: &reqwest::Client,
+    url: &SecretString,
+    body: &Value,
+    backoff: &Backoff,
+) -> Result<(), AlertError> {
+    let url = parse_webhook_url(url.expose_secret()).map_err(|_| AlertError::BadUrl)?;
+    let attempts = backoff.attempts.max(1);
+    let mut detail = String::new();
+    for n in 1..=attempts {
+        let sent = http.post(url.clone()).timeout(Duration::from_secs(15)).json(body).send().await;
+        let retry_after = match sent {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) => {
+                let status = r.status();
+                detail = format!("HTTP {}", status.as_u16());
+                if !(status.is_server_error() || status.as_u16() == 429) {
+                    return Err(AlertError::Delivery { attempts: n, detail });
+                }
+                r.headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs)
+            }
+            Err(e) => {
+                // The URL is a credential: reqwest puts it in its errors, so it is taken out.
+                detail = e.without_url().to_string();
+                None
+            }
+        };
+        if n < attempts {
+            tokio::time::sleep(backoff.delay(n, retry_after)).await;
+        }
+    }
+    Err(AlertError::Delivery { attempts, detail })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct MailboxLabels {
+    mailbox: String,
+}
+
+/// The Prometheus families the monitor keeps.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: prometheus_client::registry::Registry,
+    up: prometheus_client::metrics::family::Family<MailboxLabels, prometheus_client::metrics::gauge::Gauge>,
+    last_check: prometheus_client::metrics::family::Family<MailboxLabels, prometheus_client::metrics::gauge::Gauge>,
+    secret_expiry: prometheus_client::metrics::family::Family<MailboxLabels, prometheus_client::metrics::gauge::Gauge>,
+    throttled: prometheus_client::metrics::family::Family<MailboxLabels, prometheus_client::metrics::counter::Counter>,
+    duration: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+        let mut registry = prometheus_client::registry::Registry::with_prefix("mailbox_auth");
+        let up = Default::default();
+        let last_check = Default::default();
+        let secret_expiry = Default::default();
+        let throttled = Default::default();
+        let duration = Histogram::new(exponential_buckets(0.05, 2.0, 10));
+        registry.register("up", "1 when the mailbox's newest checks passed, 0 when it is red", Clone::clone(&up));
+        registry.register(
+            "last_check_timestamp_seconds",
+            "When the mailbox was last checked (Unix time)",
+            Clone::clone(&last_check),
+        );
+        registry.register(
+            "client_secret_expiry_timestamp_seconds",
+            "When the mailbox's client secret expires (Unix time, end of the expiry day), where known",
+            Clone::clone(&secret_expiry),
+        );
+        registry.register(
+            "throttled",
+            "Checks the server throttled and that were retried later",
+            Clone::clone(&throttled),
+        );
+        registry.register("check_duration_seconds", "Time to check one mailbox (all its servers)", duration.clone());
+        Self { registry, up, last_check, secret_expiry, throttled, duration }
+    }
+
+    fn labels(name: &str) -> MailboxLabels {
+        MailboxLabels { mailbox: name.to_string() }
+    }
+
+    /// Sets a mailbox's series from its badge, newest record and client secret expiry.
+    pub fn set(
+        &self,
+        name: &str,
+        status: Status,
+        last_check: Option<DateTime<Utc>>,
+        secret_expires: Option<NaiveDate>,
+    ) {
+        let l = Self::labels(name);
+        self.up.get_or_create(&l).set(i64::from(matches!(status, Status::Verified | Status::NeedsAttention)));
+        if let Some(at) = last_check {
+            self.last_check.get_or_create(&l).set(at.timestamp());
+        }
+        match secret_expires.and_then(|d| d.succ_opt()).and_then(|d| d.and_hms_opt(0, 0, 0)) {
+            Some(end) => {
+                self.secret_expiry.get_or_create(&l).set(end.and_utc().timestamp());
+            }
+            None => {
+                self.secret_expiry.remove(&l);
+            }
+        }
+        // Created at 0, so the series exists before anything is throttled.
+        drop(self.throttled.get_or_create(&l));
+    }
+
+    pub fn observe(&self, c: &MailboxCheck) {
+        self.set(&c.mailbox, c.after, Some(c.at), c.client_secret_expires);
+        self.duration.observe(c.duration.as_secs_f64());
+    }
+
+    /// Drops the series of mailboxes that no longer exist.
+    pub fn retain(&self, names: &HashSet<&str>, known: &BTreeSet<String>) {
+        for gone in known.iter().filter(|k| !names.contains(k.as_str())) {
+            let l = Self::labels(gone);
+            self.up.remove(&l);
+            self.last_check.remove(&l);
+            self.secret_expiry.remove(&l);
+            self.throttled.remove(&l);
+        }
+    }
+
+    /// The text exposition: OpenMetrics 1.0 when `openmetrics`, else the Prometheus text
+    /// format 0.0.4 (what `promtool check metrics` and older scrapers read).
+    pub fn encode(&self, openmetrics: bool) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = if openmetrics {
+            prometheus_client::encoding::text::encode(&mut out, &self.registry)
+        } else {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+        };
+        out
+    }
+}
+
+/// Answers `GET /metrics` (HTTP/1.1, hyper) until the listener fails.
+pub async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let metrics = metrics.clone();
+                async move {
+                    let (status, ctype, body) = if req.method() != hyper::Method::GET {
+                        (405, "text/plain; charset=utf-8", "only GET\n".to_string())
+                    } else if req.uri().path() == "/metrics" {
+                        // Content negotiation as Prometheus does it: OpenMetrics when asked for.
+                        let openmetrics = req
+                            .headers()
+                            .get(hyper::header::ACCEPT)
+                            .and_then(|v| v.to_str().ok())
+                            .is_some_and(|v| v.contains("application/openmetrics-text"));
+                        if openmetrics {
+                            (200, "application/openmetrics-text; version=1.0.0; charset=utf-8", metrics.encode(true))
+                        } else {
+                            (200, "text/plain; version=0.0.4; charset=utf-8", metrics.encode(false))
+                        }
+                    } else {
+                        (404, "text/plain; charset=utf-8", "see /metrics\n".to_string())
+                    };
+                    hyper::Response::builder()
+                        .status(status)
+                        .header(hyper::header::CONTENT_TYPE, ctype)
+                        .body(Full::new(Bytes::from(body)))
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
+                tracing::debug!("metrics connection ended: {e}");
+            }
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The monitor
+
+/// What one pass did.
+#[derive(Debug)]
+pub struct PassReport {
+    pub checks: Vec<MailboxCheck>,
+    pub alerts: Vec<Alert>,
+    /// Alerts the webhook did not take, with why; their mailboxes alert again next pass.
+    pub undelivered: Vec<(Alert, AlertError)>,
+    /// Whether a webhook is configured.
+    pub webhook: bool,
+    /// Mailboxes that could not be checked, with why.
+    pub problems: Vec<(String, String)>,
+}
+
+impl PassReport {
+    pub fn count(&self, s: Status) -> usize {
+        self.checks.iter().filter(|c| c.after == s).count()
+    }
+}
+
+/// A monitor over one [`App`].
+#[derive(Debug)]
+pub struct Monitor<'a> {
+    app: &'a App,
+    pub config: MonitorConfig,
+    limits: Limits,
+    state: AlertState,
+    http: reqwest::Client,
+    pub metrics: Option<Arc<Metrics>>,
+    known: Mutex<BTreeSet<String>>,
+}
+
+impl<'a> Monitor<'a> {
+    pub fn new(app: &'a App, home: &Path, config: MonitorConfig) -> Result<Self, AppError> {
+        Ok(Self {
+            app,
+            limits: Limits::new(config.concurrency, config.per_account),
+            config,
+            state: AlertState::open(home)?,
+            http: crate::oauth::http_client(),
+            metrics: None,
+            known: Default::default(),
+        })
+    }
+
+    /// Fills the metrics from the stored history, before the first pass ends.
+    pub async fn prime_metrics(&self) -> Result<(), AppError> {
+        if let Some(metrics) = &self.metrics {
+            for v in self.app.list().await? {
+                metrics.set(
+                    &v.mailbox.name,
+                    v.status,
+                    v.last_check.as_ref().map(|r| r.at),
+                    v.mailbox.client_secret_expires,
+                );
+                self.known.lock().unwrap_or_else(|p| p.into_inner()).insert(v.mailbox.name.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// The webhook URL, if one is stored.
+    pub async fn webhook(&self) -> Result<Option<SecretString>, secret::SecretError> {
+        secret::get(self.app.secret_store(), ALERT_WEBHOOK, SecretKind::AlertWebhook).await
+    }
+
+    /// Sends one body to the stored webhook. `Ok(false)` when none is stored.
+    pub async fn send(&self, body: &Value) -> Result<bool, AlertError> {
+        match self.webhook().await? {
+            Some(url) => post(&self.http, &url, body, &self.config.backoff).await.map(|_| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Checks every mailbox, alerts on changes since the previous pass (of this process or of
+    /// an earlier `--once`), records the badges and updates the metrics.
+    pub async fn pass(&self, spread: bool) -> Result<PassReport, AppError> {
+        let window = spread.then(|| self.config.interval.mul_f64(0.25));
+        let (checks, problems) = check_all(self.app, &self.limits, window).await?;
+        let previous = self.state.all()?;
+        let alerts = group(transitions(&previous, &checks), self.config.summary_at);
+        let webhook = self.webhook().await?;
+        let mut undelivered = Vec::new();
+        if let Some(url) = &webhook {
+            for a in &alerts {
+                if let Err(e) = post(&self.http, url, &a.body(), &self.config.backoff).await {
+                    undelivered.push((a.clone(), e));
+                }
+            }
+        }
+        let retry: HashSet<&str> = undelivered.iter().flat_map(|(a, _)| a.mailboxes()).collect();
+        for c in checks.iter().filter(|c| !retry.contains(c.mailbox.as_str())) {
+            self.state.set(&c.mailbox, c.after, c.at)?;
+        }
+        let names: HashSet<&str> =
+            checks.iter().map(|c| c.mailbox.as_str()).chain(problems.iter().map(|(n, _)| n.as_str())).collect();
+        self.state.retain(&names)?;
+        if let Some(metrics) = &self.metrics {
+            let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            metrics.retain(&names, &known);
+            known.clear();
+            for c in &checks {
+                metrics.observe(c);
+                known.insert(c.mailbox.clone());
+            }
+            // Kept as they were: they still exist, they just could not be checked this time.
+            known.extend(problems.iter().map(|(n, _)| n.clone()));
+        }
+        Ok(PassReport { checks, alerts, undelivered, webhook: webhook.is_some(), problems })
+    }
+
+    /// The wait before the next pass.
+    pub fn next_wait(&self) -> Duration {
+        jittered(self.config.interval, JITTER, fastrand::f64())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nagios / Icinga
+
+/// One mailbox as the plugin line sees it.
+#[derive(Debug, Clone)]
+pub struct PluginItem {
+    pub mailbox: String,
+    pub status: Status,
+    /// A few words on why it is not green (a code, or the secret's expiry).
+    pub detail: Option<String>,
+}
+
+/// Plugin output: no `|` (it starts the performance data) and one line.
+fn plugin_words(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c == '|' {
+                '/'
+            } else if c.is_control() {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// The Nagios/Icinga plugin status line and exit code (0 OK, 1 WARNING, 2 CRITICAL) for checked
+/// mailboxes, with performance data after `|` (Nagios Plugin Development Guidelines).
+pub fn plugin_line(items: &[PluginItem]) -> (u8, String) {
+    let red: Vec<&PluginItem> =
+        items.iter().filter(|i| matches!(i.status, Status::Failed | Status::NotAuthenticated)).collect();
+    let amber: Vec<&PluginItem> = items.iter().filter(|i| i.status == Status::NeedsAttention).collect();
+    let green = items.len() - red.len() - amber.len();
+    let list = |v: &[&PluginItem]| {
+        v.iter()
+            .map(|i| match &i.detail {
+                Some(d) => format!("{} ({})", plugin_words(&i.mailbox), plugin_words(d)),
+                None => plugin_words(&i.mailbox),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let n = items.len();
+    let plural = |k: usize| if k == 1 { "mailbox" } else { "mailboxes" };
+    let (code, state, mut text) = if !red.is_empty() {
+        (2, "CRITICAL", format!("{} of {n} {} failed: {}", red.len(), plural(n), list(&red)))
+    } else if !amber.is_empty() {
+        (1, "WARNING", format!("{} of {n} {} need attention: {}", amber.len(), plural(n), list(&amber)))
+    } else {
+        (0, "OK", format!("{n} {} verified", plural(n)))
+    };
+    if code == 2 && !amber.is_empty() {
+        text.push_str(&format!("; {} need attention: {}", amber.len(), list(&amber)));
+    }
+    let perf = format!("verified={green};;;0;{n} needs_attention={};;;0;{n} failed={};;;0;{n}", amber.len(), red.len());
+    (code, format!("MAILBOX-AUTH {state} - {text} | {perf}"))
+}
+
+/// The plugin line for a check that could not run (exit code 3).
+pub fn plugin_unknown(why: &str) -> String {
+    format!("MAILBOX-AUTH UNKNOWN - {}", plugin_words(why))
+}
+
+/// The plugin view of a checked mailbox.
+pub fn plugin_item(c: &MailboxCheck) -> PluginItem {
+    let detail = match c.after {
+        Status::Verified => None,
+        _ => c.reason.code.clone().or_else(|| Some(c.reason.message.clone()).filter(|m| !m.is_empty())),
+    };
+    let detail = match (&detail, c.reason.code.as_deref(), c.client_secret_expires) {
+        (_, Some("client_secret_expiring" | "client_secret_expired"), Some(d)) => {
+            Some(format!("client secret expires {d}"))
+        }
+        _ => detail,
+    };
+    PluginItem { mailbox: c.mailbox.clone(), status: c.after, detail }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use Status::*;
+
+    fn tr(name: &str, from: Status, to: Status, code: Option<&str>, cause: Option<&str>) -> Transition {
+        Transition {
+            mailbox: name.into(),
+            from,
+            to,
+            change: change(from, to).expect("a change"),
+            reason: Reason {
+                code: code.map(Into::into),
+                message: "m".into(),
+                hint: Some("h".into()),
+                cause: cause.map(Into::into),
+            },
+            at: Utc::now(),
+        }
+    }
+
+    fn check(name: &str, before: Status, after: Status) -> MailboxCheck {
+        MailboxCheck {
+            mailbox: name.into(),
+            before,
+            after,
+            records: vec![],
+            at: Utc::now(),
+            duration: Duration::from_millis(5),
+            client_secret_expires: None,
+            reason: Reason::default(),
+        }
+    }
+
+    #[test]
+    fn a_pass_is_send_so_a_desktop_task_can_run_it() {
+        fn assert_send<T: Send>(_: &T) {}
+        let dir = tempfile::tempdir().unwrap();
+        let app = App::open(dir.path(), Arc::new(crate::secret::MemoryStore::default())).unwrap();
+        let mon = Monitor::new(&app, dir.path(), MonitorConfig::default()).unwrap();
+        let fut = mon.pass(true);
+        assert_send(&fut);
+    }
+
+    #[test]
+    fn changes_that_make_news() {
+        assert_eq!(change(Verified, Failed), Some(Change::Failed));
+        assert_eq!(change(NotAuthenticated, Failed), Some(Change::Failed));
+        assert_eq!(change(NeedsAttention, Failed), Some(Change::Failed));
+        assert_eq!(change(Failed, Verified), Some(Change::Recovered));
+        assert_eq!(change(NeedsAttention, Verified), Some(Change::Recovered));
+        assert_eq!(change(Verified, NeedsAttention), Some(Change::Attention));
+        assert_eq!(change(Failed, NeedsAttention), Some(Change::Attention));
+        assert_eq!(change(NotAuthenticated, Verified), None, "a first green is not news");
+        assert_eq!(change(NotAuthenticated, NeedsAttention), None);
+        for s in [Verified, NeedsAttention, Failed, NotAuthenticated] {
+            assert_eq!(change(s, s), None);
+        }
+    }
+
+    #[test]
+    fn transitions_compare_with_the_last_alerted_badge_else_the_badge_before() {
+        let checks = vec![check("a", Verified, Failed), check("b", Failed, Failed), check("c", Verified, Verified)];
+        // Never seen: compared with the history's badge before the checks.
+        let t = transitions(&HashMap::new(), &checks);
+        assert_eq!(t.iter().map(|t| (t.mailbox.as_str(), t.change)).collect::<Vec<_>>(), [("a", Change::Failed)]);
+        // b turned red in a run the monitor saw as green (e.g. a manual verify in between).
+        let prev = HashMap::from([("a".to_string(), Failed), ("b".to_string(), Verified)]);
+        let t = transitions(&prev, &checks);
+        assert_eq!(t.iter().map(|t| (t.mailbox.as_str(), t.from)).collect::<Vec<_>>(), [("b", Verified)]);
+    }
+
+    #[test]
+    fn many_changes_make_one_summary_naming_the_shared_cause() {
+        let few = vec![tr("a", Verified, Failed, Some("x"), None), tr("b", Verified, Failed, Some("x"), None)];
+        assert!(group(few, 3).iter().all(|a| matches!(a, Alert::One(_))));
+        let cause = "the token endpoint http://idp/token";
+        let many: Vec<_> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|n| tr(n, Verified, Failed, Some("token_endpoint_unreachable"), Some(cause)))
+            .collect();
+        let alerts = group(many, 3);
+        assert_eq!(alerts.len(), 1);
+        let Alert::Summary(s) = &alerts[0] else { panic!("summary expected") };
+        assert_eq!(s.cause.as_deref(), Some(cause));
+        assert_eq!(s.code.as_deref(), Some("token_endpoint_unreachable"));
+        let text = alerts[0].text();
+        assert!(text.starts_with("4 mailboxes changed together: a, b, c, d (Verified → Failed)"), "{text}");
+        assert!(text.contains(cause), "{text}");
+        // Mixed causes: no shared cause is claimed.
+        let mixed = vec![
+            tr("a", Verified, Failed, Some("x"), Some("one")),
+            tr("b", Verified, Failed, Some("x"), Some("two")),
+            tr("c", Failed, Verified, None, None),
+        ];
+        let Alert::Summary(s) = &group(mixed, 3)[0] else { panic!("summary expected") };
+        assert_eq!((s.cause.as_deref(), s.code.as_deref(), s.to), (None, None, None));
+        assert!(s.text().contains("now 1 Verified, 2 Failed"), "{}", s.text());
+    }
+
+    #[test]
+    fn webhook_body_has_the_promised_fields() {
+        let one = Alert::One(tr("support", Verified, Failed, Some("auth_rejected"), Some("the mail server h:993")));
+        let b = one.body();
+        for k in ["mailbox", "from", "to", "code", "message", "hint", "at", "text"] {
+            assert!(!b[k].is_null(), "{k} missing in {b}");
+        }
+        assert_eq!(
+            (b["mailbox"].as_str(), b["from"].as_str(), b["to"].as_str()),
+            (Some("support"), Some("verified"), Some("failed"))
+        );
+        assert_eq!(b["kind"], "transition");
+        assert!(b["text"].as_str().unwrap().contains("support: Verified → Failed"), "{b}");
+        DateTime::parse_from_rfc3339(b["at"].as_str().unwrap()).unwrap();
+        let many = group(["x", "y", "z"].iter().map(|n| tr(n, Failed, Verified, None, None)).collect(), 3);
+        let b = many[0].body();
+        assert_eq!(b["kind"], "summary");
+        assert_eq!(b["mailboxes"], json!(["x", "y", "z"]));
+        assert_eq!((b["from"].as_str(), b["to"].as_str()), (Some("failed"), Some("verified")));
+        assert!(b["text"].as_str().unwrap().contains("x, y, z"), "{b}");
+        assert_eq!(b["transitions"].as_array().unwrap().len(), 3);
+        assert_eq!(test_body(Utc::now())["kind"], "test");
+    }
+
+    #[test]
+    fn per_account_cap_is_counted_per_login_and_host() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            use futures::FutureExt;
+            let limits = Limits::new(3, 2);
+            let acct = account_key("Delegate@Contoso.com", "Outlook.Office365.com.");
+            assert_eq!(acct, account_key("delegate@contoso.com", "outlook.office365.com"));
+            let a = limits.connection(&acct).await;
+            let _b = limits.connection(&acct).await;
+            assert!(limits.connection(&acct).now_or_never().is_none(), "a third connection of one account waits");
+            let other = limits.connection(&account_key("delegate@contoso.com", "smtp.office365.com")).await;
+            assert!(
+                limits.connection(&account_key("x", "y")).now_or_never().is_none(),
+                "the overall cap of 3 is reached"
+            );
+            drop(other);
+            drop(a);
+            assert!(limits.connection(&acct).now_or_never().is_some(), "a freed slot is taken again");
+        });
+    }
+
+    #[test]
+    fn alert_state_survives_a_reopen_and_forgets_removed_mailboxes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = AlertState::open(dir.path()).unwrap();
+        s.set("a", Failed, Utc::now()).unwrap();
+        s.set("b", NeedsAttention, Utc::now()).unwrap();
+        s.set("a", Verified, Utc::now()).unwrap();
+        drop(s);
+        let s = AlertState::open(dir.path()).unwrap();
+        assert_eq!(s.all().unwrap(), HashMap::from([("a".into(), Verified), ("b".into(), NeedsAttention)]));
+        s.retain(&HashSet::from(["b"])).unwrap();
+        assert_eq!(s.all().unwrap().keys().collect::<Vec<_>>(), ["b"]);
+    }
+
+    #[test]
+    fn plugin_lines_follow_the_nagios_convention() {
+        let item = |n: &str, s, d: Option<&str>| PluginItem { mailbox: n.into(), status: s, detail: d.map(Into::into) };
+        let (code, line) = plugin_line(&[item("a", Verified, None), item("b", Verified, None)]);
+        assert_eq!(code, 0);
+        assert_eq!(
+            line,
+            "MAILBOX-AUTH OK - 2 mailboxes verified | verified=2;;;0;2 needs_attention=0;;;0;2 failed=0;;;0;2"
+        );
+        let (code, line) = plugin_line(&[
+            item("a", Verified, None),
+            item("b", NeedsAttention, Some("client secret expires 2026-12-01")),
+        ]);
+        assert_eq!(code, 1);
+        assert!(
+            line.starts_with(
+                "MAILBOX-AUTH WARNING - 1 of 2 mailboxes need attention: b (client secret expires 2026-12-01) | "
+            ),
+            "{line}"
+        );
+        let (code, line) = plugin_line(&[
+            item("a|b", Failed, Some("auth_rejected\nx")),
+            item("c", NeedsAttention, None),
+            item("d", Verified, None),
+        ]);
+        assert_eq!(code, 2);
+        assert!(
+            line.starts_with(
+                "MAILBOX-AUTH CRITICAL - 1 of 3 mailboxes failed: a/b (auth_rejected x); 1 need attention: c | "
+            ),
+            "{line}"
+        );
+        assert_eq!(line.matches('|').count(), 1, "{line}");
+        assert!(line.ends_with("verified=1;;;0;3 needs_attention=1;;;0;3 failed=1;;;0;3"), "{line}");
+        assert_eq!(plugin_unknown("no mailbox named `z|y`\n"), "MAILBOX-AUTH UNKNOWN - no mailbox named `z/y` ");
+    }
+
+    #[test]
+    fn metrics_encode_up_and_escape_label_values() {
+        let m = Metrics::new();
+        m.set("green", Verified, Some(Utc::now()), "2030-01-01".parse().ok());
+        m.set("red \"quoted\"\n", Failed, None, None);
+        let text = m.encode(false);
+        assert!(m.encode(true).ends_with("# EOF\n"));
+        assert!(text.contains("mailbox_auth_up{mailbox=\"green\"} 1"), "{text}");
+        assert!(text.contains("mailbox_auth_up{mailbox=\"red \\\"quoted\\\"\\n\"} 0"), "{text}");
+        assert!(
+            text.contains("mailbox_auth_client_secret_expiry_timestamp_seconds{mailbox=\"green\"} 1893542400"),
+            "{text}"
+        );
+        assert!(text.contains("mailbox_auth_throttled_total{mailbox=\"green\"} 0"), "{text}");
+        m.retain(&HashSet::from(["green"]), &BTreeSet::from(["green".to_string(), "red \"quoted\"\n".to_string()]));
+        assert!(!m.encode(false).contains("quoted"));
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_bounded() {
+        let b = Backoff { attempts: 5, first: Duration::from_secs(1), max: Duration::from_secs(5) };
+        assert_eq!((1..=4).map(|n| b.delay(n, None).as_secs()).collect::<Vec<_>>(), [1, 2, 4, 5]);
+        assert_eq!(b.delay(1, Some(Duration::from_secs(3))), Duration::from_secs(3));
+        assert_eq!(b.delay(1, Some(Duration::from_secs(3600))), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn webhook_url_errors_never_echo_the_url() {
+        let e = parse_webhook_url("ftp://hooks.example/T0SECRET").unwrap_err();
+        assert_eq!(e.field, "webhook URL");
+        assert!(!e.to_string().contains("T0SECRET"), "{e}");
+        let e = parse_webhook_url("not a url T0SECRET").unwrap_err();
+        assert!(!e.to_string().contains("T0SECRET"), "{e}");
+        assert!(parse_webhook_url(" https://hooks.slack.com/services/T/B/X\n").is_ok());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn jitter_stays_within_its_fraction(secs in 1u64..100_000, unit in 0.0f64..1.0) {
+            let i = Duration::from_secs(secs);
+            let j = jittered(i, JITTER, unit);
+            prop_assert!(j >= i.mul_f64(1.0 - JITTER) && j <= i.mul_f64(1.0 + JITTER), "{j:?} for {i:?}");
+        }
+
+        #[test]
+        fn spread_offsets_stay_in_the_window_and_are_stable(name in ".{0,40}", ms in 0u64..10_000_000) {
+            let w = Duration::from_millis(ms);
+            let o = spread_offset(&name, w);
+            prop_assert!(o < w || w.is_zero());
+            prop_assert_eq!(o, spread_offset(&name, w));
+        }
+    }
+}
