@@ -61,12 +61,8 @@ fn start_failure(home: &std::path::Path, e: &mailbox_auth_core::AppError) -> Str
 }
 
 pub fn run() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,mailbox_auth=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    // The core's filter: no level of RUST_LOG prints the wire (and so a token).
+    mailbox_auth_core::logging::init("RUST_LOG", "warn,mailbox_auth=info");
 
     tauri::Builder::default()
         .plugin(tauri_plugin_opener::init())

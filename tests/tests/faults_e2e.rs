@@ -499,10 +499,11 @@ fn mail_faults(protocol: &str, port_key: &str, user: (&str, &str), sasl_command:
         ("mail: reset mid-SASL", Fault::reset_mid_command(sasl_command), Want::Red("connect", "firewall")),
         ("mail: 1 byte/s trickle", Fault::Trickle { every: Duration::from_secs(1) }, Want::Red("timeout", "firewall")),
         (
-            // Every line in time for a per-line timeout; only an overall deadline ends it.
+            // Every line in time for a per-line timeout; only an overall deadline ends it
+            // (`probe_deadline`). IMAP's step timeout covers a whole command, so it ends first.
             "mail: 1 line per 4 s",
             Fault::SlowLines { every: Duration::from_secs(4) },
-            Want::Red("timeout", "firewall"),
+            Want::Red(if protocol == "imap" { "timeout" } else { "probe_deadline" }, "firewall"),
         ),
         ("mail: TLS handshake stall", Fault::Stall, Want::Red("timeout", "firewall")),
         (

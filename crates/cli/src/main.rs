@@ -93,7 +93,7 @@ enum Command {
         /// Mailboxes checked at once.
         #[arg(long, default_value_t = mailbox_auth_core::app::VERIFY_CONCURRENCY)]
         concurrency: usize,
-        /// Seconds allowed for each network step.
+        /// Seconds allowed for each network step; each check as a whole gets three times this.
         #[arg(long, default_value_t = 20)]
         timeout: u64,
     },
@@ -141,12 +141,8 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MAILBOX_AUTH_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // The core's filter: no level of MAILBOX_AUTH_LOG prints the wire (and so a token).
+    mailbox_auth_core::logging::init("MAILBOX_AUTH_LOG", "warn");
     let cli = Cli::parse();
     match run(cli).await {
         Ok(code) => code,
@@ -154,9 +150,9 @@ async fn main() -> ExitCode {
             match e.downcast_ref::<AppError>() {
                 Some(app) => {
                     let f = app.failure();
-                    eprintln!("error: {}\nhint: {}", f.message, f.hint);
+                    eprintln!("error: {}\nhint: {}", shown(&f.message), shown(&f.hint));
                 }
-                None => eprintln!("error: {e:#}"),
+                None => eprintln!("error: {}", shown(&format!("{e:#}"))),
             }
             ExitCode::from(2)
         }
@@ -193,8 +189,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let m = &v.mailbox;
                     println!(
                         "{:<24} {:<32} {:<5} {:<9} {:<18} {}",
-                        m.name,
-                        m.email,
+                        shown(&m.name),
+                        shown(&m.email),
                         m.protocol,
                         m.provider,
                         v.status_label,
@@ -243,7 +239,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let done = |r: &HealthRecord| {
                 if !json {
-                    eprintln!("{} {}", if r.ok { "checked" } else { "failed " }, r.mailbox);
+                    eprintln!("{} {}", if r.ok { "checked" } else { "failed " }, shown(&r.mailbox));
                 }
             };
             let mut recs = app.verify_many(&names, concurrency, &done).await?;
@@ -256,10 +252,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             report(&recs, json)
         }
-        Command::SendTest { name, to, json } => match app.verify_smtp(&name, Some(&to)).await? {
-            Some(rec) => report(&[rec], json),
-            None => anyhow::bail!("mailbox `{name}` has no outbound SMTP server (set smtp_host)"),
-        },
+        Command::SendTest { name, to, json } => {
+            // Checked before anything is sent: a line break in the address would start an SMTP
+            // command of its own. The value is not repeated (it may hold control characters).
+            if let Err(problem) = mailbox_auth_core::probe::smtp::check_recipient(&to) {
+                anyhow::bail!("--to: the recipient {problem}");
+            }
+            send_test(&app, &name, &to, json).await
+        }
         Command::Token { name } => match app.access_token(&name).await? {
             Ok(t) => {
                 // The one place a token is printed, on purpose: this is the token-helper command.
@@ -269,7 +269,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Err(e) => {
                 let d = mailbox_auth_core::diagnose::diagnose(&e.code(), e.server_words().as_deref());
-                eprintln!("error: {e}\nhint: {}", d.fix);
+                eprintln!("error: {}\nhint: {}", shown(&e.to_string()), d.fix);
                 Ok(ExitCode::from(1))
             }
         },
@@ -311,6 +311,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+async fn send_test(app: &App, name: &str, to: &str, json: bool) -> anyhow::Result<ExitCode> {
+    match app.verify_smtp(name, Some(to)).await? {
+        Some(rec) => report(&[rec], json),
+        None => anyhow::bail!("mailbox `{name}` has no outbound SMTP server (set smtp_host)"),
     }
 }
 
@@ -357,20 +364,46 @@ fn parse_flow(s: &str) -> Result<Flow, String> {
 }
 
 fn print_record(r: &HealthRecord) {
-    println!(
-        "{} {:<24} {:<12} {} {}",
+    print!("{}", record_text(r));
+}
+
+/// A health record as the terminal shows it; every text in it passes through [`shown`].
+fn record_text(r: &HealthRecord) -> String {
+    let mut out = format!(
+        "{} {:<24} {:<12} {} {}\n",
         if r.ok { "OK  " } else { "FAIL" },
-        r.mailbox,
-        r.check,
+        shown(&r.mailbox),
+        shown(&r.check),
         r.at.format("%Y-%m-%d %H:%M:%S"),
-        r.message
+        shown(&r.message)
     );
     if let Some(w) = &r.server_words {
-        println!("     server said: {w}");
+        out.push_str(&format!("     server said: {}\n", shown(w)));
     }
     if let Some(h) = &r.hint {
-        println!("     what to do: {h}");
+        out.push_str(&format!("     what to do: {}\n", shown(h)));
     }
+    out
+}
+
+/// Text from outside (a server's words, a CSV cell, an identity provider's message) made safe
+/// for a terminal: control characters (C0 but tab, DEL, C1) and the bidirectional-text
+/// controls are written as escapes (`\x1b`, `\u{202e}`). Why: an escape sequence in a server's
+/// reply could otherwise clear the screen, rewrite what was printed above, or set the
+/// terminal's title; a CR could overwrite a line; bidi controls could reorder what is read.
+fn shown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c == '\t' || !(c.is_control() || bidi) {
+            out.push(c);
+        } else if (c as u32) < 0x80 {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        }
+    }
+    out
 }
 
 fn report(recs: &[HealthRecord], json: bool) -> anyhow::Result<ExitCode> {
@@ -382,4 +415,35 @@ fn report(recs: &[HealthRecord], json: bool) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if recs.iter().all(|r| r.ok) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        assert_eq!(shown("NO \x1b[2J\x1b]0;owned\x07 bye\r\nX"), "NO \\x1b[2J\\x1b]0;owned\\x07 bye\\x0d\\x0aX");
+        assert_eq!(shown("a\u{9b}31m b\u{202e}c\td é"), "a\\u{9b}31m b\\u{202e}c\td é");
+        assert_eq!(shown("-ERR [AUTH] Authentication failed."), "-ERR [AUTH] Authentication failed.");
+    }
+
+    #[test]
+    fn a_record_prints_server_words_escaped() {
+        let r = HealthRecord {
+            mailbox: "box\x1b[1A".into(),
+            at: chrono::Utc::now(),
+            check: "imap".into(),
+            ok: false,
+            code: Some("auth_rejected".into()),
+            message: "refused\r".into(),
+            hint: Some("sign in".into()),
+            server_words: Some("NO \x1b[2J cleared".into()),
+            messages: None,
+        };
+        let text = record_text(&r);
+        assert!(!text.contains('\x1b') && !text.contains('\r'), "{text:?}");
+        assert!(text.contains("server said: NO \\x1b[2J cleared"), "{text}");
+        assert!(text.contains("box\\x1b[1A"), "{text}");
+    }
 }

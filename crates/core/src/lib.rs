@@ -10,6 +10,7 @@ pub mod export;
 pub mod health;
 pub mod import;
 pub mod lock;
+pub mod logging;
 pub mod mailbox;
 pub mod monitor;
 pub mod oauth;

@@ -29,20 +29,20 @@ use crate::mailbox::Security;
 
 const PROTO: &str = "IMAP";
 /// Longest server line accepted. async-imap alone would buffer up to 512 MiB; none of the
-/// responses a probe reads comes anywhere near this.
+/// responses a probe reads comes anywhere near this. A literal is not a line: the probe's byte
+/// budget (see [`super::BYTE_BUDGET`]) bounds those.
 const MAX_LINE: usize = 64 * 1024;
 
 pub async fn probe(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, ProbeError> {
+    super::guarded(t, token, dialogue(t, token)).await
+}
+
+async fn dialogue(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, ProbeError> {
     let tls = Tls::new(t)?;
     let heard = Heard::default();
     let tcp = connect(t).await?;
     match t.security {
-        Security::Tls => {
-            let stream = tls.wrap(t, tcp).await?;
-            let mut client = Client::new(Recorder::new(stream, &heard));
-            greeting(t, &mut client, &heard).await?;
-            login_and_examine(t, client, &heard, token).await
-        }
+        Security::Tls => over(t, tls.wrap(t, tcp).await?, token).await,
         Security::Starttls => {
             let mut client = Client::new(Recorder::new(tcp, &heard));
             greeting(t, &mut client, &heard).await?;
@@ -61,6 +61,17 @@ pub async fn probe(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, 
             login_and_examine(t, Client::new(Recorder::new(stream, &heard)), &heard, token).await
         }
     }
+}
+
+/// The whole dialogue on an established (TLS) connection, from the greeting on.
+pub(crate) async fn over<S>(t: &ProbeTarget, stream: S, token: &AccessToken) -> Result<ProbeReport, ProbeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug,
+{
+    let heard = Heard::default();
+    let mut client = Client::new(Recorder::new(stream, &heard));
+    greeting(t, &mut client, &heard).await?;
+    login_and_examine(t, client, &heard, token).await
 }
 
 /// Authenticates on an established (TLS) connection whose greeting was read, opens the
@@ -84,7 +95,11 @@ where
     let challenge = Arc::new(Mutex::new(None));
     let auth = Bearer {
         mechanism,
-        initial: Some(mechanism.initial_response(&t.sasl_user, &t.host, t.port, token.secret())),
+        initial: Some(
+            mechanism
+                .initial_response(&t.sasl_user, &t.host, t.port, token.secret())
+                .map_err(|e| ProbeError::from_sasl(t, e))?,
+        ),
         failure: Arc::clone(&challenge),
     };
     let rejected = |words: String| ProbeError::AuthRejected {
@@ -355,7 +370,11 @@ pub(crate) fn mutf7(name: &str) -> String {
             out.push(c);
             if c == '&' {
                 let rest = &name[i + 1..];
-                let shifted = rest.find(|c: char| !b64(c)).is_some_and(|end| rest[end..].starts_with('-'));
+                // A shift sequence only if it ends in `-` and decodes to UTF-16 (`&0-` does not:
+                // six bits are no character), or is the empty `&-`.
+                let shifted = rest.find(|c: char| !b64(c)).is_some_and(|end| {
+                    rest[end..].starts_with('-') && (end == 0 || utf16_shift(&rest[..end]).is_some())
+                });
                 if !shifted {
                     out.push('-');
                 }
@@ -389,6 +408,18 @@ pub(crate) fn mutf7(name: &str) -> String {
     out
 }
 
+/// The text of a modified-base64 shift sequence (between `&` and `-`), if it is one: canonical
+/// base64 (`,` for `/`, no padding) of whole UTF-16 code units forming valid UTF-16.
+fn utf16_shift(b64: &str) -> Option<String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD.decode(b64.replace(',', "/")).ok()?;
+    if bytes.is_empty() || bytes.len() % 2 != 0 {
+        return None;
+    }
+    let units: Vec<u16> = bytes.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+    String::from_utf16(&units).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::scripted::{self, send, Reply, ServerTls};
@@ -407,7 +438,7 @@ mod tests {
     }
 
     fn xoauth2_b64() -> String {
-        sasl::base64(&sasl::xoauth2("alice@example.com", TOKEN)).expose_secret().to_string()
+        sasl::base64(&sasl::xoauth2("alice@example.com", TOKEN).unwrap()).expose_secret().to_string()
     }
 
     /// A server offering `caps`, answering the SASL exchange with `after_auth` (given the
@@ -549,7 +580,7 @@ mod tests {
         let (r, seen, port) = dialogue(imap_server("IMAP4rev1 AUTH=PLAIN AUTH=OAUTHBEARER", accept), "INBOX").await;
         assert_eq!(r.unwrap().mechanism, "OAUTHBEARER");
         assert_eq!(seen[1], "A0002 AUTHENTICATE OAUTHBEARER");
-        let expected = sasl::base64(&sasl::oauthbearer("alice@example.com", "127.0.0.1", port, TOKEN));
+        let expected = sasl::base64(&sasl::oauthbearer("alice@example.com", "127.0.0.1", port, TOKEN).unwrap());
         assert_eq!(seen[2], expected.expose_secret(), "the target's host and port are in the response");
     }
 
@@ -687,6 +718,7 @@ mod tests {
         assert_eq!(mutf7("Entw&APw-rfe"), "Entw&APw-rfe", "already encoded names are left alone");
         assert_eq!(mutf7("A&-B"), "A&-B");
         assert_eq!(mutf7("😀"), "&2D3eAA-");
+        assert_eq!(mutf7("&0-"), "&-0-", "six bits are no character, so this `&` is a plain one");
     }
 
     #[test]
@@ -697,5 +729,68 @@ mod tests {
         h.feed(b"entication failed.\r\n").unwrap();
         assert_eq!(h.line(), "A1 NO [AUTHENTICATIONFAILED] Authentication failed.");
         assert!(h.feed(&vec![b'x'; MAX_LINE + 1]).is_err());
+    }
+
+    /// Modified UTF-7 back to text (RFC 3501 §5.1.3), for the round trip; `None` when invalid.
+    fn mutf7_decode(s: &str) -> Option<String> {
+        use base64::Engine;
+        let mut out = String::new();
+        let mut rest = s;
+        while let Some(i) = rest.find('&') {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 1..];
+            let end = after.find('-')?;
+            let shifted = &after[..end];
+            if shifted.is_empty() {
+                out.push('&');
+            } else {
+                let bytes = base64::engine::general_purpose::STANDARD_NO_PAD.decode(shifted.replace(',', "/")).ok()?;
+                if bytes.len() % 2 != 0 {
+                    return None;
+                }
+                let units: Vec<u16> = bytes.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+                out.push_str(&String::from_utf16(&units).ok()?);
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        Some(out)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// A name with any non-ASCII character comes back unchanged, and is sent as printable
+        /// ASCII.
+        #[test]
+        fn mutf7_round_trips(prefix in ".{0,12}", c in "[^\x00-\x7f]", suffix in ".{0,12}") {
+            let name = format!("{prefix}{c}{suffix}");
+            let wire = mutf7(&name);
+            proptest::prop_assert!(wire.bytes().all(|b| (b' '..=b'~').contains(&b)), "{:?}", wire);
+            proptest::prop_assert_eq!(mutf7_decode(&wire), Some(name));
+        }
+
+        /// An ASCII name without `&` is sent as it is; with `&`, as valid modified UTF-7.
+        #[test]
+        fn ascii_names_stay_valid(name in "[ -~]{0,30}") {
+            let wire = mutf7(&name);
+            if !name.contains('&') {
+                proptest::prop_assert_eq!(&wire, &name);
+            }
+            proptest::prop_assert!(mutf7_decode(&wire).is_some(), "{:?} -> {:?}", name, wire);
+        }
+
+        /// Whatever the server sends, in whatever pieces: no panic, and the kept line is
+        /// never longer than the cap.
+        #[test]
+        fn heard_never_keeps_more_than_a_line(pieces in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 0..20)) {
+            let h = Heard::default();
+            for p in &pieces {
+                if h.feed(p).is_err() {
+                    break;
+                }
+                proptest::prop_assert!(h.line().len() <= MAX_LINE);
+            }
+        }
     }
 }

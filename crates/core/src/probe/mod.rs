@@ -4,11 +4,17 @@
 //! IMAP (RFC 9051) `AUTHENTICATE` then `EXAMINE` of the folder (read-only), POP3 (RFC 1939,
 //! RFC 5034) `AUTH` then `STAT`. The SASL mechanisms are XOAUTH2 and OAUTHBEARER (RFC 7628),
 //! see [`sasl`]. Every network step (name lookup and connect, TLS, each command) has its own
-//! timeout. With STARTTLS (RFC 2595, RFC 9051 §6.2.1) a server that does not offer the upgrade
+//! timeout, and the whole probe has one deadline ([`ProbeTarget::deadline`]): a server that
+//! trickles one line at a time, each well within the step timeout, still cannot keep a probe
+//! for long. Everything a server sends in one probe counts against a byte budget
+//! ([`BYTE_BUDGET`], counted below TLS), so no reply — an IMAP literal announcing 300 MB, an
+//! endless capability list — is buffered past it. With STARTTLS (RFC 2595, RFC 9051 §6.2.1) a server that does not offer the upgrade
 //! is refused before any credential is sent: the token never crosses the network in clear.
 //!
 //! Errors name the operation and the server, keep the server's own words, and never contain
-//! the token or the SASL response built from it.
+//! the token or the SASL response built from it: a server may echo what the client sent, so
+//! the server's words are redacted of the token, its base64 and the SASL responses (raw and
+//! base64) by exact value before they leave the probe (`Redactor`).
 
 pub mod imap;
 pub mod pop3;
@@ -16,15 +22,20 @@ pub mod sasl;
 pub mod smtp;
 
 use std::fmt;
+use std::future::Future;
+use std::io;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use oauth2::AccessToken;
 use rustls::pki_types::ServerName;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -72,9 +83,20 @@ pub struct ProbeTarget {
     pub sasl_user: String,
     /// Extra trusted CA certificate(s), PEM, added to the system roots.
     pub ca_file: Option<PathBuf>,
-    /// Applies to each network step (connect, TLS, each command).
+    /// Applies to each network step (connect, TLS, each command); the whole probe gets
+    /// [`DEADLINE_STEPS`] times this (see [`ProbeTarget::deadline`]).
     pub timeout: Duration,
 }
+
+/// The whole probe — connect, TLS, sign-in, `EXAMINE`/`STAT`/`MAIL FROM`, logout — may take
+/// this many step timeouts. A healthy server needs a fraction of one; the rest is room for a
+/// slow network, not for a server that answers a line at a time.
+pub const DEADLINE_STEPS: u32 = 3;
+
+/// Bytes a server may send during one probe (counted below TLS, so the handshake counts too).
+/// A probe reads a greeting, a capability list, a few status lines and, for IMAP, the handful
+/// of untagged responses of `EXAMINE`: a few KiB. Past this the probe stops reading.
+pub const BYTE_BUDGET: u64 = 1024 * 1024;
 
 impl ProbeTarget {
     /// `host:port`, with brackets around an IPv6 address.
@@ -84,6 +106,11 @@ impl ProbeTarget {
         } else {
             format!("{}:{}", self.host, self.port)
         }
+    }
+
+    /// The deadline of the whole probe: [`DEADLINE_STEPS`] step timeouts.
+    pub fn deadline(&self) -> Duration {
+        self.timeout.saturating_mul(DEADLINE_STEPS)
     }
 
     fn proto(&self) -> &'static str {
@@ -134,6 +161,18 @@ pub enum ProbeError {
     FolderMissing { addr: String, folder: String, words: String },
     #[error("{proto} server {addr} answered {} unexpectedly: {words}", what(.proto, .step))]
     Protocol { proto: &'static str, addr: String, step: &'static str, words: String },
+    /// The whole probe took longer than [`ProbeTarget::deadline`], though no single step
+    /// timed out: a server answering slowly, a line at a time.
+    #[error("{proto} server {addr} did not finish the check within {waited:?} (it was still in {})", what(.proto, .step))]
+    Deadline { proto: &'static str, addr: String, step: &'static str, waited: Duration },
+    /// The server sent more than [`BYTE_BUDGET`] bytes in one probe.
+    #[error("{proto} server {addr} sent more than {} KiB during {}, so the check was stopped", BYTE_BUDGET / 1024, what(.proto, .step))]
+    ReplyTooLarge { proto: &'static str, addr: String, step: &'static str },
+    /// A value that would go on the wire cannot be sent as it is (a control character in the
+    /// SASL user, an invalid recipient). Checked before connecting; names the field, never
+    /// the value.
+    #[error("cannot check {proto} server {addr}: {field} {problem}")]
+    InvalidInput { proto: &'static str, addr: String, field: &'static str, problem: String },
 }
 
 /// A step, in the words of the protocol (for messages).
@@ -166,7 +205,7 @@ impl ProbeError {
     /// Stable machine code (see [`crate::diagnose`]): `dns`, `connect_refused`, `connect`,
     /// `timeout`, `tls_untrusted`, `tls_hostname`, `tls_expired`, `tls`, `ca_file`,
     /// `starttls_not_offered`, `mechanism_not_offered`, `auth_rejected`, `folder_missing`,
-    /// `protocol`.
+    /// `protocol`, `probe_deadline`, `reply_too_large`, `invalid_input`.
     pub fn code(&self) -> &'static str {
         match self {
             ProbeError::Dns { .. } => "dns",
@@ -180,6 +219,9 @@ impl ProbeError {
             ProbeError::AuthRejected { .. } => "auth_rejected",
             ProbeError::FolderMissing { .. } => "folder_missing",
             ProbeError::Protocol { .. } => "protocol",
+            ProbeError::Deadline { .. } => "probe_deadline",
+            ProbeError::ReplyTooLarge { .. } => "reply_too_large",
+            ProbeError::InvalidInput { .. } => "invalid_input",
         }
     }
 
@@ -204,7 +246,10 @@ impl ProbeError {
             ProbeError::Connection { step, .. }
             | ProbeError::Timeout { step, .. }
             | ProbeError::Tls { step, .. }
-            | ProbeError::Protocol { step, .. } => step,
+            | ProbeError::Protocol { step, .. }
+            | ProbeError::Deadline { step, .. }
+            | ProbeError::ReplyTooLarge { step, .. } => step,
+            ProbeError::InvalidInput { .. } => "connect",
             ProbeError::StarttlsNotOffered { .. } => "starttls",
             ProbeError::MechanismNotOffered { .. } | ProbeError::AuthRejected { .. } => "authenticate",
             ProbeError::FolderMissing { .. } => "examine",
@@ -228,6 +273,44 @@ pub async fn probe(target: &ProbeTarget, token: &AccessToken) -> Result<ProbeRep
     result
 }
 
+/// Runs the whole dialogue of `service` — greeting, capabilities, SASL, `EXAMINE`/`STAT`/
+/// `MAIL FROM`, logout — against `replies`, a server's bytes as they would arrive after the TLS
+/// handshake, with what the client writes discarded; under the same deadline, byte budget and
+/// redaction as a real probe. For the fuzz targets (`fuzz/`): every reply parser and the line
+/// reader meet arbitrary server bytes here. Returns the outcome and the bytes read.
+#[doc(hidden)]
+pub async fn replay(service: Service, replies: &[u8]) -> (Result<ProbeReport, ProbeError>, u64) {
+    let t = ProbeTarget {
+        protocol: service,
+        host: "mail.example.com".into(),
+        port: 993,
+        security: Security::Tls,
+        folder: "INBOX".into(),
+        sasl_user: "alice@example.com".into(),
+        ca_file: None,
+        timeout: Duration::from_secs(1),
+    };
+    let token = AccessToken::new("replayed-access-token".into());
+    let read = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&read);
+    let dialogue = async {
+        let watch = Watch::current();
+        let stream = Metered::new(
+            tokio::io::join(std::io::Cursor::new(replies.to_vec()), tokio::io::sink()),
+            Arc::clone(&watch),
+        );
+        let outcome = match service {
+            Service::Imap => imap::over(&t, stream, &token).await,
+            Service::Pop3 => pop3::over(&t, stream, &token).await,
+            Service::Smtp => smtp::over(&t, stream, &token, None).await,
+        };
+        counted.store(watch.received.load(Ordering::SeqCst), Ordering::SeqCst);
+        outcome
+    };
+    let outcome = guarded(&t, &token, dialogue).await;
+    (outcome, read.load(Ordering::SeqCst))
+}
+
 /// `1 message`, `3 messages`.
 pub(crate) fn count_messages(n: u32) -> String {
     if n == 1 {
@@ -243,6 +326,7 @@ pub(crate) async fn step<T>(
     name: &'static str,
     fut: impl std::future::Future<Output = T>,
 ) -> Result<T, ProbeError> {
+    Watch::enter(name);
     tokio::time::timeout(t.timeout, fut).await.map_err(|_| timeout(t, name))
 }
 
@@ -260,8 +344,9 @@ pub(crate) fn unexpected(t: &ProbeTarget, step: &'static str, words: impl Into<S
     ProbeError::Protocol { proto: t.proto(), addr: t.addr(), step, words: words.into() }
 }
 
-/// Resolves the host and connects, trying each address in turn, each under the timeout.
-pub(crate) async fn connect(t: &ProbeTarget) -> Result<TcpStream, ProbeError> {
+/// Resolves the host and connects, trying each address in turn, each under the timeout. The
+/// stream counts what the server sends against the probe's [`BYTE_BUDGET`].
+pub(crate) async fn connect(t: &ProbeTarget) -> Result<Metered<TcpStream>, ProbeError> {
     let (proto, addr) = (t.proto(), t.addr());
     let addrs: Vec<_> = step(t, "connect", tokio::net::lookup_host((t.host.as_str(), t.port)))
         .await?
@@ -270,7 +355,7 @@ pub(crate) async fn connect(t: &ProbeTarget) -> Result<TcpStream, ProbeError> {
     let mut last = None;
     for a in addrs {
         match tokio::time::timeout(t.timeout, TcpStream::connect(a)).await {
-            Ok(Ok(s)) => return Ok(s),
+            Ok(Ok(s)) => return Ok(Metered::new(s, Watch::current())),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                 last = Some(ProbeError::ConnectRefused { proto, addr: addr.clone() })
             }
@@ -279,6 +364,261 @@ pub(crate) async fn connect(t: &ProbeTarget) -> Result<TcpStream, ProbeError> {
         }
     }
     Err(last.unwrap_or(ProbeError::Dns { proto, host: t.host.clone(), detail: "no address found".into() }))
+}
+
+tokio::task_local! {
+    /// The probe in progress on this task: what the server has sent so far and the step it is
+    /// in. Set by [`guarded`]; the network code reads it without it being passed through every
+    /// function of every dialogue.
+    static WATCH: Arc<Watch>;
+}
+
+/// What one probe has received, and where it is.
+#[derive(Debug)]
+pub(crate) struct Watch {
+    received: AtomicU64,
+    /// [`BYTE_BUDGET`]; smaller in tests.
+    budget: u64,
+    over: std::sync::atomic::AtomicBool,
+    step: std::sync::Mutex<&'static str>,
+}
+
+impl Default for Watch {
+    fn default() -> Self {
+        Self {
+            received: AtomicU64::new(0),
+            budget: BYTE_BUDGET,
+            over: Default::default(),
+            step: std::sync::Mutex::new("connect"),
+        }
+    }
+}
+
+impl Watch {
+    /// The probe on this task, or a fresh one (dialogue tests that skip [`guarded`]).
+    fn current() -> Arc<Watch> {
+        WATCH.try_with(Arc::clone).unwrap_or_default()
+    }
+
+    fn enter(name: &'static str) {
+        let _ = WATCH.try_with(|w| *w.step.lock().unwrap_or_else(|p| p.into_inner()) = name);
+    }
+
+    fn step(&self) -> &'static str {
+        *self.step.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn over_budget(&self) -> bool {
+        self.over.load(Ordering::SeqCst)
+    }
+}
+
+/// Runs one whole probe: refuses input that cannot go on the wire, bounds it by the deadline
+/// and the byte budget, and redacts the token from whatever the server said.
+pub(crate) async fn guarded(
+    t: &ProbeTarget,
+    token: &AccessToken,
+    dialogue: impl Future<Output = Result<ProbeReport, ProbeError>>,
+) -> Result<ProbeReport, ProbeError> {
+    let redactor = Redactor::new(t, token);
+    let outcome = match sasl::check_user(&t.sasl_user) {
+        Err(problem) => Err(invalid_input(t, "the sign-in address", problem)),
+        Ok(()) => {
+            let watch = Arc::new(Watch::default());
+            // One deadline for the whole dialogue, on top of the per-step timeouts: those alone
+            // let a server that answers a line every few seconds keep a probe for minutes.
+            match WATCH.scope(Arc::clone(&watch), tokio::time::timeout(t.deadline(), dialogue)).await {
+                Ok(Ok(report)) => Ok(report),
+                // Whatever broke first (TLS, a parser, a line read), the cause was the budget.
+                Ok(Err(e)) if watch.over_budget() => {
+                    Err(ProbeError::ReplyTooLarge { proto: t.proto(), addr: t.addr(), step: e.step() })
+                }
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(ProbeError::Deadline {
+                    proto: t.proto(),
+                    addr: t.addr(),
+                    step: watch.step(),
+                    waited: t.deadline(),
+                }),
+            }
+        }
+    };
+    match outcome {
+        Ok(mut r) => {
+            r.detail = redactor.apply(&r.detail);
+            Ok(r)
+        }
+        Err(e) => Err(e.redacted(&redactor)),
+    }
+}
+
+pub(crate) fn invalid_input(t: &ProbeTarget, field: &'static str, problem: impl Into<String>) -> ProbeError {
+    ProbeError::InvalidInput { proto: t.proto(), addr: t.addr(), field, problem: problem.into() }
+}
+
+impl ProbeError {
+    /// A SASL response that cannot be built (see [`sasl::SaslError`]).
+    pub(crate) fn from_sasl(t: &ProbeTarget, e: sasl::SaslError) -> Self {
+        invalid_input(t, e.field, sasl::CONTROL_PROBLEM)
+    }
+}
+
+/// A stream that counts the bytes read from it and fails once the probe's [`BYTE_BUDGET`] is
+/// spent, so no reply is ever buffered past it (async-imap alone would take a literal of up to
+/// 512 MiB). Hand-written because it must share its count with [`guarded`]: a few lines.
+pub(crate) struct Metered<S> {
+    inner: S,
+    watch: Arc<Watch>,
+}
+
+impl<S> Metered<S> {
+    fn new(inner: S, watch: Arc<Watch>) -> Self {
+        Self { inner, watch }
+    }
+}
+
+impl<S> fmt::Debug for Metered<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metered").field("received", &self.watch.received.load(Ordering::SeqCst)).finish()
+    }
+}
+
+/// The error a [`Metered`] stream fails with once the budget is spent.
+#[derive(Debug, thiserror::Error)]
+#[error("the server sent more than {} KiB", BYTE_BUDGET / 1024)]
+pub(crate) struct OverBudget;
+
+impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let received = this.watch.received.load(Ordering::SeqCst);
+        let left = this.watch.budget.saturating_sub(received);
+        if left == 0 {
+            this.watch.over.store(true, Ordering::SeqCst);
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, OverBudget)));
+        }
+        let n = if (buf.remaining() as u64) <= left {
+            let before = buf.filled().len();
+            let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+            if !matches!(polled, Poll::Ready(Ok(()))) {
+                return polled;
+            }
+            buf.filled().len() - before
+        } else {
+            // Less budget left than room in the caller's buffer: read no more than the budget,
+            // through a small buffer of our own (the caller's cannot be shortened safely).
+            let mut own = vec![0u8; left as usize];
+            let mut small = ReadBuf::new(&mut own);
+            let polled = Pin::new(&mut this.inner).poll_read(cx, &mut small);
+            if !matches!(polled, Poll::Ready(Ok(()))) {
+                return polled;
+            }
+            buf.put_slice(small.filled());
+            small.filled().len()
+        };
+        this.watch.received.fetch_add(n as u64, Ordering::SeqCst);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Removes the token from text the server sent, by exact value: the token, its base64, and
+/// the SASL responses of both mechanisms, raw and base64. A server that echoes the client's
+/// line (in a `NO`, an `-ERR`, a `535`, a challenge) would otherwise put the token into the
+/// health history, the terminal and the window. Exact values, not a pattern: a pattern would
+/// also eat the server's own words, and miss a token of an unexpected shape.
+pub(crate) struct Redactor {
+    secrets: Vec<SecretString>,
+}
+
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redactor").field("values", &self.secrets.len()).finish()
+    }
+}
+
+/// What a redacted token reads as.
+pub const REDACTED: &str = "[token redacted]";
+
+impl Redactor {
+    /// Values shorter than this are not redacted: replacing a one-letter test token would eat
+    /// every such letter of the server's words, and a real access token is far longer.
+    const MIN_LEN: usize = 8;
+
+    pub(crate) fn new(t: &ProbeTarget, token: &AccessToken) -> Self {
+        use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+        use base64::Engine;
+        let tok = token.secret();
+        // Unpadded base64 is a prefix of the padded form, so both are caught.
+        let mut secrets = vec![
+            SecretString::from(tok.clone()),
+            SecretString::from(STANDARD_NO_PAD.encode(tok)),
+            SecretString::from(URL_SAFE_NO_PAD.encode(tok)),
+        ];
+        for m in [sasl::Mechanism::XOAuth2, sasl::Mechanism::OAuthBearer] {
+            if let Ok(raw) = m.initial_response(&t.sasl_user, &t.host, t.port, tok) {
+                secrets.push(SecretString::from(STANDARD_NO_PAD.encode(raw.expose_secret())));
+                secrets.push(raw);
+            }
+        }
+        secrets.retain(|s| s.expose_secret().len() >= Self::MIN_LEN);
+        // Longest first: the raw SASL response contains the token.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.expose_secret().len()));
+        Self { secrets }
+    }
+
+    /// `text` with every secret value replaced by [`REDACTED`].
+    pub(crate) fn apply(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for s in &self.secrets {
+            if out.contains(s.expose_secret()) {
+                out = out.replace(s.expose_secret(), REDACTED);
+            }
+        }
+        out
+    }
+}
+
+impl ProbeError {
+    /// The same error with the token removed from every text that came from outside.
+    fn redacted(self, r: &Redactor) -> Self {
+        use ProbeError::*;
+        match self {
+            Dns { proto, host, detail } => Dns { proto, host, detail: r.apply(&detail) },
+            Connect { proto, addr, detail } => Connect { proto, addr, detail: r.apply(&detail) },
+            Connection { proto, addr, step, detail } => Connection { proto, addr, step, detail: r.apply(&detail) },
+            Tls { proto, addr, step, mut source } => {
+                source.detail = r.apply(&source.detail);
+                Tls { proto, addr, step, source }
+            }
+            MechanismNotOffered { proto, addr, offered } => {
+                MechanismNotOffered { proto, addr, offered: r.apply(&offered) }
+            }
+            AuthRejected { proto, command, mechanism, addr, words } => {
+                AuthRejected { proto, command, mechanism, addr, words: r.apply(&words) }
+            }
+            FolderMissing { addr, folder, words } => FolderMissing { addr, folder, words: r.apply(&words) },
+            Protocol { proto, addr, step, words } => Protocol { proto, addr, step, words: r.apply(&words) },
+            e @ (ConnectRefused { .. }
+            | Timeout { .. }
+            | TlsSetup { .. }
+            | StarttlsNotOffered { .. }
+            | Deadline { .. }
+            | ReplyTooLarge { .. }
+            | InvalidInput { .. }) => e,
+        }
+    }
 }
 
 /// The TLS client for one target, set up before connecting so that an unusable CA file is
@@ -389,6 +729,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
 /// sends with what the script says, and records the lines (`[tls]` marks a STARTTLS upgrade).
 #[cfg(test)]
 pub(crate) mod scripted {
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -411,6 +752,16 @@ pub(crate) mod scripted {
         Nothing,
         /// Hang up.
         Close,
+        /// Send the first text, then the second again every interval, until the client leaves.
+        Trickle(String, String, Duration),
+        /// Send `head`, then `line` again and again up to `total` bytes or until the client
+        /// leaves, adding what was written to `written`.
+        Flood {
+            head: String,
+            line: String,
+            total: u64,
+            written: Arc<AtomicU64>,
+        },
     }
 
     pub(crate) fn send(s: impl Into<String>) -> Reply {
@@ -476,6 +827,40 @@ pub(crate) mod scripted {
                     }
                     Reply::Nothing => {}
                     Reply::Close => break,
+                    Reply::Trickle(first, again, every) => {
+                        let w = r.get_mut();
+                        if w.write_all(first.as_bytes()).await.is_err() {
+                            break;
+                        }
+                        loop {
+                            tokio::time::sleep(every).await;
+                            if w.write_all(again.as_bytes()).await.is_err() || w.flush().await.is_err() {
+                                break;
+                            }
+                        }
+                        break;
+                    }
+                    Reply::Flood { head, line, total, written } => {
+                        let w = r.get_mut();
+                        if w.write_all(head.as_bytes()).await.is_err() {
+                            break;
+                        }
+                        written.fetch_add(head.len() as u64, Ordering::SeqCst);
+                        let mut left = total;
+                        let mut gone = false;
+                        while left > 0 {
+                            let chunk = &line.as_bytes()[..line.len().min(left as usize)];
+                            if w.write_all(chunk).await.is_err() {
+                                gone = true;
+                                break;
+                            }
+                            written.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+                            left -= chunk.len() as u64;
+                        }
+                        if gone {
+                            break;
+                        }
+                    }
                 }
             }
             seen
@@ -518,6 +903,7 @@ pub(crate) mod scripted {
 mod tests {
     use super::scripted::*;
     use super::*;
+    use std::sync::atomic::AtomicU64;
 
     #[tokio::test]
     async fn an_unusable_ca_file_is_reported_before_connecting() {
@@ -535,6 +921,328 @@ mod tests {
         let e = probe(&t, &AccessToken::new("tok".into())).await.unwrap_err();
         assert_eq!((e.code(), e.step()), ("dns", "connect"), "{e}");
         assert!(e.to_string().contains("no-such-host.invalid"), "{e}");
+    }
+
+    const TOKEN: &str = "tok-echoed-0123456789";
+
+    fn token() -> AccessToken {
+        AccessToken::new(TOKEN.into())
+    }
+
+    fn b64(s: &str) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    fn unb64(s: &str) -> String {
+        use base64::Engine;
+        String::from_utf8_lossy(&base64::engine::general_purpose::STANDARD.decode(s).unwrap_or_default()).into_owned()
+    }
+
+    /// A whole probe (through [`probe`]) over implicit TLS against `respond`, trusting the test CA.
+    async fn over_tls(
+        service: Service,
+        greeting: &'static str,
+        respond: impl FnMut(&str) -> Reply + Send + 'static,
+    ) -> (Result<ProbeReport, ProbeError>, Vec<String>) {
+        let pki = crate::tls::tests::test_pki(&["127.0.0.1"], false);
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, &pki.ca_pem).unwrap();
+        let (port, h) = serve(greeting, ServerTls::Implicit(pki.server.clone()), respond).await;
+        let mut t = target(service, port, Security::Tls);
+        t.ca_file = Some(ca);
+        let r = probe(&t, &token()).await;
+        (r, h.await.unwrap())
+    }
+
+    /// The error shows none of the token's forms, and says where it was redacted.
+    fn assert_redacted(e: &ProbeError, seen: &[String]) {
+        let sasl_line = seen.iter().find(|l| l.starts_with("dXNlcj1")).expect("the SASL response was sent");
+        let words = e.server_words().unwrap_or_default();
+        for shown in [e.to_string(), words.to_string()] {
+            assert!(!shown.contains(TOKEN), "{shown}");
+            assert!(!shown.contains(b64(TOKEN).trim_end_matches('=')), "{shown}");
+            assert!(!shown.contains(sasl_line.trim_end_matches('=')), "{shown}");
+            assert!(!shown.contains("dXNlcj1"), "no part of the SASL response: {shown}");
+            assert!(!shown.contains("auth=Bearer"), "{shown}");
+        }
+        assert!(words.contains(REDACTED), "{words}");
+    }
+
+    #[tokio::test]
+    async fn an_imap_server_echoing_the_sasl_line_gets_it_redacted() {
+        let mut auth_tag = String::new();
+        let (r, seen) = over_tls(Service::Imap, "* OK ready\r\n", move |l: &str| {
+            let tag = l.split(' ').next().unwrap_or("").to_string();
+            if l.ends_with(" CAPABILITY") {
+                send(format!("* CAPABILITY IMAP4rev1 AUTH=XOAUTH2\r\n{tag} OK done\r\n"))
+            } else if l.contains(" AUTHENTICATE ") {
+                auth_tag = tag;
+                send("+ \r\n")
+            } else {
+                send(format!("{auth_tag} NO [AUTHENTICATIONFAILED] you sent {l} ({TOKEN}, {})\r\n", b64(TOKEN)))
+            }
+        })
+        .await;
+        let e = r.unwrap_err();
+        assert_eq!(e.code(), "auth_rejected", "{e}");
+        assert_redacted(&e, &seen);
+        assert!(e.server_words().unwrap().starts_with("NO [AUTHENTICATIONFAILED] you sent "), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_pop3_server_echoing_the_sasl_line_gets_it_redacted() {
+        let (r, seen) = over_tls(Service::Pop3, "+OK ready\r\n", |l: &str| match l {
+            "CAPA" => send("+OK\r\nSASL XOAUTH2\r\n.\r\n"),
+            "AUTH XOAUTH2" => send("+ \r\n"),
+            l => send(format!("-ERR you sent {l} which reads {} and {TOKEN}\r\n", unb64(l))),
+        })
+        .await;
+        let e = r.unwrap_err();
+        assert_eq!(e.code(), "auth_rejected", "{e}");
+        assert_redacted(&e, &seen);
+        assert!(!e.to_string().contains("user=alice@example.com\x01"), "the decoded response too: {e}");
+    }
+
+    #[tokio::test]
+    async fn an_smtp_server_echoing_the_sasl_line_gets_it_redacted() {
+        let (r, seen) = over_tls(Service::Smtp, "220 mx ESMTP\r\n", |l: &str| match l {
+            l if l.starts_with("EHLO") => send("250-mx\r\n250 AUTH XOAUTH2\r\n"),
+            "AUTH XOAUTH2" => send("334 \r\n"),
+            l => send(format!("535-5.7.8 you sent {l}\r\n535 5.7.8 token {TOKEN} ({})\r\n", b64(TOKEN))),
+        })
+        .await;
+        let e = r.unwrap_err();
+        assert_eq!(e.code(), "auth_rejected", "{e}");
+        assert_redacted(&e, &seen);
+        assert!(e.server_words().unwrap().starts_with("535 5.7.8 you sent "), "{e}");
+    }
+
+    /// One line every 250 ms, each well within the step timeout, forever.
+    fn trickle(first: &str, again: &str) -> Reply {
+        Reply::Trickle(first.into(), again.into(), Duration::from_millis(250))
+    }
+
+    /// Runs the probe, failing the test (instead of hanging it) if it is still going after 30 s.
+    async fn ends(t: &ProbeTarget) -> (ProbeError, Duration) {
+        let started = std::time::Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(30), probe(t, &token()))
+            .await
+            .expect("the probe is still running after 30 s");
+        (r.unwrap_err(), started.elapsed())
+    }
+
+    #[tokio::test]
+    async fn a_trickling_pop3_capability_list_ends_at_the_deadline() {
+        let (port, _h) = serve("+OK ready\r\n", ServerTls::None, |l: &str| match l {
+            "CAPA" => trickle("+OK\r\n", "X-PADDING\r\n"),
+            _ => send("-ERR\r\n"),
+        })
+        .await;
+        let mut t = target(Protocol::Pop3, port, Security::Starttls);
+        t.timeout = Duration::from_secs(1);
+        let (e, took) = ends(&t).await;
+        assert_eq!((e.code(), e.step()), ("probe_deadline", "capability"), "{e}");
+        assert!(e.to_string().contains("did not finish the check within 3s (it was still in CAPA)"), "{e}");
+        assert!(took < t.deadline() + Duration::from_secs(5), "took {took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_trickling_smtp_reply_ends_at_the_deadline() {
+        let (port, _h) = serve("220 mx ESMTP\r\n", ServerTls::None, |l: &str| match l {
+            l if l.starts_with("EHLO") => trickle("250-mx\r\n", "250-X-PADDING\r\n"),
+            _ => send("502 no\r\n"),
+        })
+        .await;
+        let mut t = target(Service::Smtp, port, Security::Starttls);
+        t.timeout = Duration::from_secs(1);
+        let (e, took) = ends(&t).await;
+        assert_eq!((e.code(), e.step()), ("probe_deadline", "ehlo"), "{e}");
+        assert!(took < t.deadline() + Duration::from_secs(5), "took {took:?}");
+    }
+
+    /// A flood of `line`s after `head`, up to 300 MB; returns what the server managed to write.
+    fn flood(head: &str, line: String, written: &Arc<AtomicU64>) -> Reply {
+        Reply::Flood { head: head.into(), line, total: 300_000_000, written: Arc::clone(written) }
+    }
+
+    /// Far more than the budget would be a buffered reply; the slack is what the two sockets'
+    /// kernel buffers hold.
+    const WRITTEN_AT_MOST: u64 = BYTE_BUDGET + 24 * 1024 * 1024;
+
+    #[tokio::test]
+    async fn a_300_mb_imap_literal_is_not_buffered() {
+        let written = Arc::new(AtomicU64::new(0));
+        let w = Arc::clone(&written);
+        let (port, h) = serve("* OK ready\r\n", ServerTls::None, move |l: &str| {
+            if l.ends_with(" CAPABILITY") {
+                // Lines of 1000 octets: no single line is long, the literal is.
+                flood("* 1 FETCH (BODY[] {300000000}\r\n", format!("{}\r\n", "x".repeat(998)), &w)
+            } else {
+                Reply::Close
+            }
+        })
+        .await;
+        let (e, _) = ends(&target(Protocol::Imap, port, Security::Starttls)).await;
+        assert_eq!((e.code(), e.step()), ("reply_too_large", "capability"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!("IMAP server 127.0.0.1:{port} sent more than 1024 KiB during CAPABILITY, so the check was stopped")
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(20), h).await;
+        let sent = written.load(Ordering::SeqCst);
+        assert!(sent < WRITTEN_AT_MOST, "the server got {sent} bytes in");
+    }
+
+    #[tokio::test]
+    async fn an_endless_pop3_capability_list_of_long_lines_is_not_buffered() {
+        let written = Arc::new(AtomicU64::new(0));
+        let w = Arc::clone(&written);
+        let (port, h) = serve("+OK ready\r\n", ServerTls::None, move |l: &str| match l {
+            "CAPA" => flood("+OK\r\n", format!("X-{}\r\n", "P".repeat(60_000)), &w),
+            _ => Reply::Close,
+        })
+        .await;
+        let (e, _) = ends(&target(Protocol::Pop3, port, Security::Starttls)).await;
+        assert_eq!((e.code(), e.step()), ("reply_too_large", "capability"), "{e}");
+        let _ = tokio::time::timeout(Duration::from_secs(20), h).await;
+        let sent = written.load(Ordering::SeqCst);
+        assert!(sent < WRITTEN_AT_MOST, "the server got {sent} bytes in");
+    }
+
+    #[tokio::test]
+    async fn the_meter_reads_no_more_than_the_budget() {
+        let (a, mut b) = tokio::io::duplex(64 * 1024);
+        let writer = tokio::spawn(async move {
+            let chunk = vec![b'x'; 4096];
+            let mut n = 0u64;
+            while b.write_all(&chunk).await.is_ok() {
+                n += chunk.len() as u64;
+            }
+            n
+        });
+        let watch = Arc::new(Watch::default());
+        let mut m = Metered::new(a, Arc::clone(&watch));
+        let mut got = 0u64;
+        let mut buf = vec![0u8; 100_000];
+        let err = loop {
+            match m.read(&mut buf).await {
+                Ok(n) => got += n as u64,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(got, BYTE_BUDGET, "exactly the budget is read");
+        assert!(err.get_ref().is_some_and(|e| e.is::<OverBudget>()), "{err}");
+        assert!(watch.over_budget());
+        drop(m);
+        assert!(writer.await.unwrap() <= BYTE_BUDGET + 64 * 1024);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+        /// Whatever the sizes of what arrives and of the reader's buffer, a metered stream hands
+        /// over exactly the budget (or all there is, if less) and then fails.
+        #[test]
+        fn the_meter_never_reads_past_its_budget(
+            sent in 0usize..6000,
+            budget in 0u64..4000,
+            reads in proptest::collection::vec(1usize..900, 1..40),
+        ) {
+            let (got, failed) = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+                let data = vec![b'x'; sent];
+                let watch = Arc::new(Watch { budget, ..Watch::default() });
+                let mut m = Metered::new(std::io::Cursor::new(data), Arc::clone(&watch));
+                let (mut got, mut failed) = (0u64, false);
+                for n in reads.iter().cycle().take(10_000) {
+                    let mut buf = vec![0u8; *n];
+                    match m.read(&mut buf).await {
+                        Ok(0) => break,
+                        Ok(k) => got += k as u64,
+                        Err(e) => {
+                            failed = e.get_ref().is_some_and(|e| e.is::<OverBudget>());
+                            break;
+                        }
+                    }
+                }
+                (got, failed)
+            });
+            proptest::prop_assert_eq!(got, (sent as u64).min(budget));
+            // Past the budget the stream fails; exactly at it, the end of the data may come first.
+            if (sent as u64) > budget {
+                proptest::prop_assert!(failed);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn replayed_replies_run_the_whole_dialogue() {
+        let imap = "* OK ready\r\n* CAPABILITY IMAP4rev1 AUTH=XOAUTH2\r\nA0001 OK done\r\n+ \r\nA0002 OK in\r\n\
+                    * 4 EXISTS\r\nA0003 OK [READ-ONLY] done\r\n* BYE\r\nA0004 OK bye\r\n";
+        let (r, read) = replay(Service::Imap, imap.as_bytes()).await;
+        assert_eq!(r.unwrap().messages, 4);
+        assert_eq!(read, imap.len() as u64);
+        let pop3 = "+OK\r\n+OK\r\nSASL XOAUTH2\r\n.\r\n+ \r\n+OK in\r\n+OK 2 10\r\n+OK bye\r\n";
+        assert_eq!(replay(Service::Pop3, pop3.as_bytes()).await.0.unwrap().messages, 2);
+        let smtp = "220 mx\r\n250-mx\r\n250 AUTH XOAUTH2\r\n334 \r\n235 ok\r\n250 ok\r\n250 reset\r\n221 bye\r\n";
+        assert!(replay(Service::Smtp, smtp.as_bytes()).await.0.unwrap().detail.contains("accepts mail"));
+        let flood = format!("* OK ready\r\n* 1 FETCH (BODY[] {{9000000}}\r\n{}", "x\r\n".repeat(3_000_000));
+        let (r, read) = replay(Service::Imap, flood.as_bytes()).await;
+        assert_eq!(r.unwrap_err().code(), "reply_too_large");
+        assert_eq!(read, BYTE_BUDGET);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+        /// Any bytes from any server: an outcome with a catalogued code, never a panic, never
+        /// more read than the budget.
+        #[test]
+        fn any_replies_end_with_a_catalogued_code(
+            service in proptest::sample::select(vec![Service::Imap, Service::Pop3, Service::Smtp]),
+            head in proptest::sample::select(vec!["* OK hi\r\n", "+OK hi\r\n", "220 hi\r\n", ""]),
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000),
+        ) {
+            let replies = [head.as_bytes(), &bytes].concat();
+            let (r, read) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(replay(service, &replies));
+            proptest::prop_assert!(read <= BYTE_BUDGET);
+            if let Err(e) = r {
+                proptest::prop_assert!(crate::diagnose::known_codes().any(|c| c == e.code()), "{}: {}", e.code(), e);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_control_character_in_the_user_is_refused_before_connecting() {
+        for service in [Service::Imap, Service::Pop3, Service::Smtp] {
+            let mut t = target(service, closed_port(), Security::Tls);
+            t.sasl_user = "alice@example.com\x01auth=Bearer forged".into();
+            let e = probe(&t, &token()).await.unwrap_err();
+            assert_eq!((e.code(), e.step()), ("invalid_input", "connect"), "{service}: {e}");
+            assert!(e.to_string().contains("the sign-in address contains a control character"), "{e}");
+            assert!(!e.to_string().contains("forged"), "the value is not shown: {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_line_break_in_the_recipient_never_reaches_the_server() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let t = target(Service::Smtp, listener.local_addr().unwrap().port(), Security::Starttls);
+        for to in ["desk@example.com\r\nRCPT TO:<evil@example.com>", "desk@example.com>\nDATA", "not an address"] {
+            let m = smtp::TestMessage { to: to.into(), subject: "s".into(), body: "b".into() };
+            let e = smtp::probe(&t, &token(), Some(&m)).await.unwrap_err();
+            assert_eq!(e.code(), "invalid_input", "{to:?}: {e}");
+            assert!(e.to_string().contains("the recipient (`to`)"), "{e}");
+            assert!(!e.to_string().contains("evil") && !e.to_string().contains('\n'), "{e}");
+        }
+        let nobody = listener.accept().map(|_| ()).map_err(|e| e.kind());
+        assert_eq!(nobody, Err(std::io::ErrorKind::WouldBlock), "no connection was made");
     }
 
     #[test]

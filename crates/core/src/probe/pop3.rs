@@ -14,7 +14,9 @@
 //! empty line (XOAUTH2) or `^A` (OAUTHBEARER, RFC 7628 §3.2.3), then the final `-ERR`.
 //!
 //! Server lines are capped (64 KiB) so a hostile server cannot make the probe buffer without
-//! bound; every read and write is under the step timeout.
+//! bound; every read and write is under the step timeout, and the whole dialogue under the
+//! probe's deadline and byte budget (see [`super`]): a capability list trickled a line at a
+//! time, or a thousand lines of 64 KiB, ends the probe early.
 
 use oauth2::AccessToken;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -28,14 +30,14 @@ const PROTO: &str = "POP3";
 const MAX_CAPABILITIES: usize = 1000;
 
 pub async fn probe(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, ProbeError> {
+    super::guarded(t, token, dialogue(t, token)).await
+}
+
+async fn dialogue(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, ProbeError> {
     let tls = Tls::new(t)?;
     let tcp = connect(t).await?;
     match t.security {
-        Security::Tls => {
-            let mut conn = Conn::new(tls.wrap(t, tcp).await?);
-            conn.greeting(t).await?;
-            login_and_stat(t, conn, token).await
-        }
+        Security::Tls => over(t, tls.wrap(t, tcp).await?, token).await,
         Security::Starttls => {
             let mut conn = Conn::new(tcp);
             conn.greeting(t).await?;
@@ -55,6 +57,17 @@ pub async fn probe(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, 
             login_and_stat(t, Conn::new(tls.wrap(t, tcp).await?), token).await
         }
     }
+}
+
+/// The whole dialogue on an established (TLS) connection, from the greeting on.
+pub(crate) async fn over<S: AsyncRead + AsyncWrite + Unpin>(
+    t: &ProbeTarget,
+    stream: S,
+    token: &AccessToken,
+) -> Result<ProbeReport, ProbeError> {
+    let mut conn = Conn::new(stream);
+    conn.greeting(t).await?;
+    login_and_stat(t, conn, token).await
 }
 
 /// Authenticates on an established (TLS) connection whose greeting was read, then `STAT`
@@ -100,7 +113,9 @@ pub(crate) async fn login_and_stat<S: AsyncRead + AsyncWrite + Unpin>(
     if !is_continuation(&line) {
         return Err(unexpected(t, "authenticate", line));
     }
-    let response = mechanism.initial_response(&t.sasl_user, &t.host, t.port, token.secret());
+    let response = mechanism
+        .initial_response(&t.sasl_user, &t.host, t.port, token.secret())
+        .map_err(|e| ProbeError::from_sasl(t, e))?;
     conn.send_secret(t, "authenticate", &sasl::base64(&response)).await?;
     let line = conn.line(t, "authenticate").await?;
     if line.starts_with("+OK") {
@@ -210,7 +225,7 @@ mod tests {
     }
 
     fn xoauth2_b64() -> String {
-        sasl::base64(&sasl::xoauth2("bob@example.com", TOKEN)).expose_secret().to_string()
+        sasl::base64(&sasl::xoauth2("bob@example.com", TOKEN).unwrap()).expose_secret().to_string()
     }
 
     /// A POP3 server offering `capa` (None: CAPA unsupported) that accepts any SASL response
@@ -301,7 +316,7 @@ mod tests {
     async fn oauthbearer_when_xoauth2_is_not_offered() {
         let (r, seen, port) = dialogue(pop3_server(Some("SASL OAUTHBEARER\r\n"), true)).await;
         assert_eq!(r.unwrap().mechanism, "OAUTHBEARER");
-        let expected = sasl::base64(&sasl::oauthbearer("bob@example.com", "127.0.0.1", port, TOKEN));
+        let expected = sasl::base64(&sasl::oauthbearer("bob@example.com", "127.0.0.1", port, TOKEN).unwrap());
         assert_eq!(seen[1..3], ["AUTH OAUTHBEARER", expected.expose_secret()]);
     }
 
@@ -473,5 +488,56 @@ mod tests {
         assert_eq!(parse_stat("-ERR locked"), None);
         assert_eq!(parse_stat("+OK two 3"), None);
         assert!(is_continuation("+ abc") && is_continuation("+") && !is_continuation("+OK"));
+    }
+
+    /// A connection that reads `wire` and then the end of the stream, and discards writes.
+    fn scripted_conn(wire: Vec<u8>) -> Conn<tokio::io::Join<std::io::Cursor<Vec<u8>>, tokio::io::Sink>> {
+        Conn::new(tokio::io::join(std::io::Cursor::new(wire), tokio::io::sink()))
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+        /// A CAPA list ends at its lone dot, not before or after; dot-stuffed lines come back
+        /// unstuffed.
+        #[test]
+        fn capa_ends_at_its_terminator(caps in proptest::collection::vec("[ -~]{1,30}", 0..12), after in "[ -~]{0,20}") {
+            let mut wire = String::from("+OK\r\n");
+            for c in &caps {
+                // RFC 1939 §3: a line starting with the termination octet is dot-stuffed.
+                let stuffed = if c.starts_with('.') { format!(".{c}") } else { c.clone() };
+                wire.push_str(&format!("{stuffed}\r\n"));
+            }
+            wire.push_str(&format!(".\r\n{after}\r\n"));
+            let t = target(1, Security::Tls);
+            let (got, next) = block_on(async {
+                let mut conn = scripted_conn(wire.into_bytes());
+                let got = conn.capa(&t).await.unwrap();
+                (got, conn.line(&t, "stat").await.unwrap())
+            });
+            let want: Vec<String> = caps.iter().map(|c| c.to_ascii_uppercase()).collect();
+            proptest::prop_assert_eq!(got, Some(want));
+            proptest::prop_assert_eq!(next, after);
+        }
+
+        /// Any bytes at all as the answers: an error or a result, never a panic or a hang.
+        #[test]
+        fn any_server_bytes_end_the_dialogue(wire in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000)) {
+            let t = target(1, Security::Tls);
+            block_on(async {
+                let _ = login_and_stat(&t, scripted_conn(wire), &token()).await;
+            });
+        }
+
+        #[test]
+        fn stat_parses_only_counts(line in ".{0,40}") {
+            if let Some((n, size)) = parse_stat(&line) {
+                proptest::prop_assert_eq!(format!("+OK {n} {size}"), line.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+            }
+        }
     }
 }

@@ -11,11 +11,12 @@
 use oauth2::AccessToken;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{connect, sasl, unexpected, LineConn, ProbeError, ProbeReport, ProbeTarget, Tls};
+use super::{connect, invalid_input, sasl, unexpected, LineConn, ProbeError, ProbeReport, ProbeTarget, Tls};
 use crate::mailbox::Security;
 
 const PROTO: &str = "SMTP";
-/// A reply of more lines than this is not a mail server.
+/// A reply of more lines than this is not a mail server. (The probe's deadline and byte budget
+/// end a reply trickled or padded to stay under it; see [`super`].)
 const MAX_REPLY_LINES: usize = 200;
 
 /// A message to send as the proof that mail goes out.
@@ -27,20 +28,33 @@ pub struct TestMessage {
 }
 
 /// Signs in to the submission server; then either resets after `MAIL FROM` or sends `send`.
+/// The recipient is checked before connecting: it goes into `RCPT TO:<…>`, where a line break
+/// would start a command of its own.
 pub async fn probe(
     t: &ProbeTarget,
     token: &AccessToken,
     send: Option<&TestMessage>,
 ) -> Result<ProbeReport, ProbeError> {
+    if let Some(m) = send {
+        check_recipient(&m.to).map_err(|problem| invalid_input(t, "the recipient (`to`)", problem))?;
+    }
+    super::guarded(t, token, dialogue(t, token, send)).await
+}
+
+/// Whether `to` is one plain address (RFC 5321 `Mailbox`, as lettre parses it), with no
+/// control character; the problem in words otherwise, without the value.
+pub fn check_recipient(to: &str) -> Result<(), String> {
+    if to.chars().any(char::is_control) {
+        return Err("contains a control character (such as a line break)".into());
+    }
+    to.parse::<lettre::Address>().map(|_| ()).map_err(|e| format!("is not an email address ({e})"))
+}
+
+async fn dialogue(t: &ProbeTarget, token: &AccessToken, send: Option<&TestMessage>) -> Result<ProbeReport, ProbeError> {
     let tls = Tls::new(t)?;
     let tcp = connect(t).await?;
     match t.security {
-        Security::Tls => {
-            let mut conn = Conn::new(tls.wrap(t, tcp).await?);
-            conn.expect(t, "greeting", 220).await?;
-            let ehlo = conn.ehlo(t).await?;
-            session(t, conn, &ehlo, token, send).await
-        }
+        Security::Tls => over(t, tls.wrap(t, tcp).await?, token, send).await,
         Security::Starttls => {
             let mut conn = Conn::new(tcp);
             conn.expect(t, "greeting", 220).await?;
@@ -56,6 +70,19 @@ pub async fn probe(
             session(t, conn, &ehlo, token, send).await
         }
     }
+}
+
+/// The whole dialogue on an established (TLS) connection, from the greeting on.
+pub(crate) async fn over<S: AsyncRead + AsyncWrite + Unpin>(
+    t: &ProbeTarget,
+    stream: S,
+    token: &AccessToken,
+    send: Option<&TestMessage>,
+) -> Result<ProbeReport, ProbeError> {
+    let mut conn = Conn::new(stream);
+    conn.expect(t, "greeting", 220).await?;
+    let ehlo = conn.ehlo(t).await?;
+    session(t, conn, &ehlo, token, send).await
 }
 
 async fn session<S: AsyncRead + AsyncWrite + Unpin>(
@@ -84,7 +111,8 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     let raw = match mechanism {
         "XOAUTH2" => sasl::xoauth2(&t.sasl_user, token.secret()),
         _ => sasl::oauthbearer(&t.sasl_user, &t.host, t.port, token.secret()),
-    };
+    }
+    .map_err(|e| ProbeError::from_sasl(t, e))?;
     let rejected =
         |words: String| ProbeError::AuthRejected { proto: PROTO, command: "AUTH", mechanism, addr: t.addr(), words };
     // `AUTH XOAUTH2`, the server's empty `334`, then the response on its own line: the form
@@ -242,7 +270,7 @@ mod tests {
     }
 
     fn xoauth2_payload() -> String {
-        sasl::base64(&sasl::xoauth2("alice@example.com", TOKEN)).expose_secret().to_string()
+        sasl::base64(&sasl::xoauth2("alice@example.com", TOKEN).unwrap()).expose_secret().to_string()
     }
 
     #[tokio::test]
@@ -392,5 +420,86 @@ mod tests {
     fn dot_stuffing() {
         assert_eq!(dot_stuff(b"a\r\n.b\r\n"), b"a\r\n..b\r\n.\r\n");
         assert_eq!(dot_stuff(b"x"), b"x\r\n.\r\n");
+    }
+
+    fn scripted_conn(wire: Vec<u8>) -> Conn<tokio::io::Join<std::io::Cursor<Vec<u8>>, tokio::io::Sink>> {
+        Conn::new(tokio::io::join(std::io::Cursor::new(wire), tokio::io::sink()))
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    }
+
+    /// Undoes dot-stuffing: the lines before the lone-dot terminator, a leading dot removed.
+    fn unstuff(wire: &str) -> Option<Vec<String>> {
+        let body = wire.strip_suffix(".\r\n")?;
+        let lines: Vec<String> = body
+            .split_terminator("\r\n")
+            .map(|l| l.strip_prefix('.').map(str::to_string).unwrap_or_else(|| l.to_string()))
+            .collect();
+        Some(lines)
+    }
+
+    #[test]
+    fn recipients_are_checked() {
+        assert_eq!(check_recipient("desk@example.com"), Ok(()));
+        for bad in ["desk@example.com\r\nRCPT TO:<x@example.com>", "a@b\n", "nobody", "a@b>\x00", ""] {
+            assert!(check_recipient(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+        /// A multi-line reply ends at its first line without a hyphen after the code.
+        #[test]
+        fn replies_end_where_they_should(texts in proptest::collection::vec("[ -~]{0,30}", 1..10), code in 200u16..600, after in "[ -~]{0,20}") {
+            let mut wire = String::new();
+            for (i, text) in texts.iter().enumerate() {
+                let sep = if i + 1 == texts.len() { ' ' } else { '-' };
+                wire.push_str(&format!("{code}{sep}{text}\r\n"));
+            }
+            wire.push_str(&format!("{after}\r\n"));
+            let t = smtp_target(1, Security::Tls);
+            let (reply, next) = block_on(async {
+                let mut conn = scripted_conn(wire.into_bytes());
+                let reply = conn.reply_lines(&t, "ehlo").await.unwrap();
+                (reply, conn.line(&t, "ehlo").await.unwrap())
+            });
+            proptest::prop_assert_eq!(reply, (code, texts));
+            proptest::prop_assert_eq!(next, after);
+        }
+
+        /// Any bytes as the server's answers: an error or a result, never a panic or a hang.
+        #[test]
+        fn any_server_bytes_end_the_session(wire in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000)) {
+            let t = smtp_target(1, Security::Tls);
+            block_on(async {
+                let mut conn = scripted_conn(wire);
+                if let Ok(ehlo) = conn.ehlo(&t).await {
+                    let _ = session(&t, conn, &ehlo, &AccessToken::new(TOKEN.into()), None).await;
+                }
+            });
+        }
+
+        /// Whatever the body, the message ends exactly once, at the end: every line that
+        /// starts with a dot is doubled, and unstuffing gives back the lines sent.
+        #[test]
+        fn dot_stuffing_cannot_forge_the_end(lines in proptest::collection::vec("[.]{0,3}[ -~]{0,10}", 0..12), crlf: bool) {
+            let sep = if crlf { "\r\n" } else { "\n" };
+            let body = lines.join(sep);
+            let wire = String::from_utf8(dot_stuff(body.as_bytes())).unwrap();
+            proptest::prop_assert!(wire.ends_with("\r\n.\r\n") || wire == ".\r\n" , "{:?}", wire);
+            let all: Vec<&str> = wire.split_terminator("\r\n").collect();
+            let (last, rest) = all.split_last().unwrap();
+            proptest::prop_assert_eq!(*last, ".");
+            proptest::prop_assert!(rest.iter().all(|l| *l != "." && (!l.starts_with('.') || l.starts_with(".."))), "{:?}", wire);
+            let mut want: Vec<String> = if lines.is_empty() { vec![String::new()] } else { lines.clone() };
+            // A trailing empty line is folded into the terminator's line break.
+            if want.len() > 1 && want.last().is_some_and(|l| l.is_empty()) {
+                want.pop();
+            }
+            proptest::prop_assert_eq!(unstuff(&wire), Some(want));
+        }
     }
 }
