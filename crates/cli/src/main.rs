@@ -175,7 +175,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 print_import(&report);
                 for e in &report.errors {
-                    eprintln!("{}: {e}", file.display());
+                    eprintln!("{}: {}", file.display(), shown(&e.to_string()));
                 }
             }
             Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
@@ -325,13 +325,13 @@ async fn send_test(app: &App, name: &str, to: &str, json: bool) -> anyhow::Resul
 /// mailboxes were signed out because where their secrets go changed.
 fn print_import(report: &mailbox_auth_core::app::ImportReport) {
     use mailbox_auth_core::app::ImportAction;
-    println!("imported {} mailbox(es): {}", report.imported.len(), report.imported.join(", "));
+    println!("imported {} mailbox(es): {}", report.imported.len(), shown(&report.imported.join(", ")));
     for r in &report.rows {
         match r.action {
-            ImportAction::New => println!("  line {}: {}: new", r.line, r.name),
-            ImportAction::Unchanged => println!("  line {}: {}: unchanged", r.line, r.name),
+            ImportAction::New => println!("  line {}: {}: new", r.line, shown(&r.name)),
+            ImportAction::Unchanged => println!("  line {}: {}: unchanged", r.line, shown(&r.name)),
             ImportAction::Update => {
-                let mut line = format!("  line {}: {}: updates the existing mailbox", r.line, r.name);
+                let mut line = format!("  line {}: {}: updates the existing mailbox", r.line, shown(&r.name));
                 if !r.changed_fields.is_empty() {
                     line.push_str(&format!("; changed: {}", r.changed_fields.join(", ")));
                 }
@@ -351,7 +351,7 @@ fn print_import(report: &mailbox_auth_core::app::ImportReport) {
             "signed out {} mailbox(es), their stored refresh token and client secret deleted: {}\n\
              sign in again with `mailbox-auth authenticate NAME` (and `set-secret` for app-only access)",
             report.signed_out.len(),
-            report.signed_out.join(", ")
+            shown(&report.signed_out.join(", "))
         );
     }
 }
