@@ -612,9 +612,40 @@ async function main() {
         assert(out.includes("desk-01") && !out.includes("desk-02"), `signed out: ${out}`);
       });
     });
+    await damagedDatabaseAtStart(display);
   } finally {
     stop(x);
   }
+}
+
+/** A damaged database at start: the window says which file and what to do, does not panic, and
+ *  leaves the file as it was. */
+async function damagedDatabaseAtStart(display) {
+  const only = (process.env.TESTS_GUI_ONLY ?? "").split(",").filter(Boolean);
+  if (only.length && !only.includes("start")) return log("skipping group", "start");
+  await scenario("a damaged database at start: a clear error naming the file, no panic, the file kept", async () => {
+    const home = mkdtempSync(path.join(work, "start-home."));
+    const db = path.join(home, "mailbox-auth.sqlite3");
+    const damaged = Buffer.from("this is not an SQLite database, but somebody's mailboxes\n".repeat(64));
+    writeFileSync(db, damaged);
+    const env = { ...process.env, DISPLAY: display, MAILBOX_AUTH_HOME: home, MAILBOX_AUTH_KEYRING_SERVICE: `mailbox-auth-gui-${process.pid}-start` };
+    const app = start(bin, [], env, "start-damaged");
+    try {
+      let said = "";
+      for (let i = 0; i < 300 && !said.includes("error:"); i++) {
+        await sleep(100);
+        said = readFileSync(path.join(work, "start-damaged.log"), "utf8");
+        if (app.exitCode !== null) break;
+      }
+      assert(said.includes("error:") && said.includes(db), `the app names the damaged file: ${said}`);
+      assert(!said.includes("panicked"), `no panic: ${said}`);
+      // The error dialog is up (the app waits for it) or the app has ended with status 2.
+      assert(app.exitCode === null || app.exitCode === 2, `exit status ${app.exitCode}`);
+      assert(readFileSync(db).equals(damaged), "the damaged file is left as it was");
+    } finally {
+      stop(app);
+    }
+  });
 }
 
 let fatal = null;
