@@ -634,7 +634,8 @@ async function damagedDatabaseAtStart(display) {
       let said = "";
       for (let i = 0; i < 300 && !said.includes("error:"); i++) {
         await sleep(100);
-        said = readFileSync(path.join(work, "start-damaged.log"), "utf8");
+        const logFile = path.join(work, "start-damaged.log");
+        said = existsSync(logFile) ? readFileSync(logFile, "utf8") : "";
         if (app.exitCode !== null) break;
       }
       assert(said.includes("error:") && said.includes(db), `the app names the damaged file: ${said}`);

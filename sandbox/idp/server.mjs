@@ -7,7 +7,7 @@
 // CONFIG.json (written by sandbox/up):
 //   { "host": "127.0.0.1", "port": 0,
 //     "introspectionClient": { "id": "dovecot", "secret": "…" },
-//     "appClient": { "id": "mailbox-auth-app", "secret": "…" },
+//     "appClient": { "id": "<a GUID>", "secret": "…" },
 //     "accessTokenTtl": 600, "refreshTokenTtl": 2592000,
 //     "usersFile": "…/users.json", "portFile": "…/idp.port", "pidFile": "…/idp.pid" }
 //
