@@ -51,8 +51,10 @@ use crate::secret::{self, SecretError, SecretKind, SecretStore};
 
 /// An access token is reused only while it has at least this long to live.
 const MARGIN: Duration = Duration::from_secs(60);
-/// The longest a refresh may take from the call, waiting for another program's refresh of the
-/// same mailbox included, so a token helper or a verify ends in bounded time.
+/// A refresh's time budget from the call: the token request gets what is left of it after
+/// waiting for another program's refresh of the same mailbox (never less than
+/// [`MIN_REQUEST_TIME`]), so two programs queued behind a token endpoint that does not answer
+/// end together instead of one after the other. The wait itself is bounded by the lock.
 const REFRESH_DEADLINE: Duration = Duration::from_secs(40);
 /// The least time given to the token request itself once the locks are taken.
 const MIN_REQUEST_TIME: Duration = Duration::from_secs(5);
