@@ -20,6 +20,7 @@ const COMMANDS: &[&str] = &[
     "forget",
     "exchange_script",
     "open_sign_in_url",
+    "send_test_message",
 ];
 
 fn main() {

@@ -295,6 +295,14 @@ async function fillSandboxMailbox(s, name, { folder = "INBOX", protocol = "imap"
 
 const status = (s, css) => s.attr(css, "data-status");
 
+/** Clicks an element of the editor's long form after scrolling it to the middle of its pane
+ *  (WebKitWebDriver does not scroll nested panes for a click). */
+async function clickInView(s, css) {
+  await s.waitFor(() => s.find(css), `${css} to appear`);
+  await s.script("document.querySelector(arguments[0]).scrollIntoView({ block: 'center' })", css);
+  await s.click(css);
+}
+
 /** Every file under `dir` (recursively) with its bytes. */
 function filesUnder(dir) {
   return readdirSync(dir).flatMap((f) => {
@@ -610,6 +618,94 @@ async function main() {
         await s.click('[data-testid="import"]');
         const out = await s.waitFor(() => s.text('[data-testid="signed-out"]'), "the signed-out list");
         assert(out.includes("desk-01") && !out.includes("desk-02"), `signed out: ${out}`);
+      });
+    });
+    await withApp("smtp", display, async (s) => {
+      await scenario("SMTP presets come from the core: Google smtp.gmail.com 465 TLS, Microsoft smtp.office365.com 587 STARTTLS", async () => {
+        await s.click('[data-testid="empty-add"]');
+        await s.waitFor(() => s.find('[data-testid="smtp-section"]'), "the Outgoing mail (SMTP) section");
+        const smtpValues = () => s.script("return ['smtp_host', 'smtp_port', 'smtp_security'].map((f) => document.querySelector('#field-' + f).value).join(' ')");
+        await s.set("#field-provider", "google");
+        await sleep(300);
+        await clickInView(s, '[data-testid="smtp-preset"]');
+        await s.waitFor(async () => (await smtpValues()) === "smtp.gmail.com 465 tls", "Google's SMTP preset");
+        await s.set("#field-smtp_security", "starttls");
+        await s.waitFor(async () => (await smtpValues()) === "smtp.gmail.com 587 starttls", "the port to follow the security");
+        await s.set("#field-provider", "microsoft");
+        await sleep(300);
+        await clickInView(s, '[data-testid="smtp-preset"]');
+        await s.waitFor(async () => (await smtpValues()) === "smtp.office365.com 587 starttls", "Microsoft's SMTP preset");
+        await s.set("#field-smtp_port", "eighty");
+        await s.click('[data-testid="save"]');
+        const err = await s.waitFor(() => s.text('[data-testid="error-smtp_port"]'), "the SMTP port error next to its input");
+        assert(err.includes("between 1 and 65535"), `smtp_port error ${err}`);
+        assert((await s.attr("#field-smtp_port", "aria-invalid")) === "true", "the SMTP port input is marked invalid");
+        await s.click('[data-testid="back"]');
+      });
+
+      // Nothing listens on this port: the connection is refused, as a wrong SMTP port would be.
+      const closedPort = String(await freePort());
+      await scenario("a refused SMTP server turns the mailbox red with the SMTP hint while IMAP stays fine; the right port -> Verify checks both, Verified", async () => {
+        await fillSandboxMailbox(s, "alice-out");
+        await s.type("#field-smtp_host", sandbox.SANDBOX_MAIL_HOST);
+        await s.set("#field-smtp_security", "starttls");
+        await sleep(300); // the preset port for the security
+        await s.set("#field-smtp_port", closedPort);
+        await s.click('[data-testid="authenticate"]');
+        await s.waitFor(async () => (await status(s, '[data-testid="status-badge"]')) === "failed", "Failed by SMTP", 90000);
+        const msg = await s.text('[data-testid="last-message"]');
+        assert(msg.includes("SMTP") && msg.includes(closedPort), `the deciding message names the SMTP server: ${msg}`);
+        const hint = await s.text('[data-testid="last-hint"]');
+        assert(/check the port/i.test(hint), `SMTP hint ${hint}`);
+        assert((await s.attr('[data-testid="check-incoming"]', "data-ok")) === "true", "IMAP stays fine");
+        assert(/3 messages/.test(await s.text('[data-testid="check-incoming"]')), "the IMAP line says what it opened");
+        assert((await s.attr('[data-testid="check-smtp"]', "data-ok")) === "false", "the SMTP line is red");
+        await s.click('[data-testid="back"]');
+        await s.waitFor(async () => (await status(s, '[data-testid="row-alice-out"]')) === "failed", "the board row to be Failed");
+        assert((await s.attr('[data-testid="smtp-alice-out"]', "data-ok")) === "false", "the board shows the SMTP result");
+        const row = await s.script("return document.querySelector('[data-testid=row-alice-out] .last').textContent");
+        assert(/3 messages/.test(row) && row.includes("refused"), `the board row shows both results: ${row}`);
+
+        // The right submission port (a new server for the token: the mailbox signs in again).
+        await s.click('[data-testid="open-alice-out"]');
+        await s.waitFor(() => s.find("#field-smtp_port"), "the editor");
+        await s.set("#field-smtp_port", sandbox.SANDBOX_SUBMISSION_PORT);
+        await s.click('[data-testid="authenticate"]');
+        await s.waitFor(async () => (await status(s, '[data-testid="status-badge"]')) === "verified", "Verified with SMTP", 90000);
+        assert((await s.attr('[data-testid="check-smtp"]', "data-ok")) === "true", "the SMTP line is green");
+        assert(/XOAUTH2/.test(await s.text('[data-testid="check-smtp"]')), "the SMTP line names the mechanism");
+        assert((await s.attr('[data-testid="check-incoming"]', "data-ok")) === "true", "IMAP still fine");
+
+        // Verify in the window (not only the sign-in) checks the outbound server too.
+        const smtpChecks = async () => (await s.findAll('[data-testid="history"] li[data-check="smtp"]')).length;
+        const before = await smtpChecks();
+        await s.click('[data-testid="verify"]');
+        await s.waitFor(async () => (await smtpChecks()) === before + 1, "one more SMTP check in the history after Verify", 60000);
+        assert((await status(s, '[data-testid="status-badge"]')) === "verified", "still Verified");
+      });
+
+      await scenario("Send test message… from the window: the message arrives in the sandbox sink", async () => {
+        const to = `gui-${process.pid}@sandbox.test`;
+        await clickInView(s, '[data-testid="send-test"]');
+        await s.waitFor(() => s.find('[data-testid="send-test-dialog"]'), "the Send test message dialog");
+        assert((await s.script("return document.querySelector('#field-send-test-to').value")) === "alice@sandbox.test", "the mailbox's address is offered");
+        await s.type("#field-send-test-to", "not an address");
+        await s.click('[data-testid="send-test-send"]');
+        const bad = await s.waitFor(() => s.text('[data-testid="error-send-test-to"]'), "the recipient error");
+        assert(/recipient is not an email address/.test(bad), `recipient error ${bad}`);
+        await s.type("#field-send-test-to", to);
+        await s.click('[data-testid="send-test-send"]');
+        await s.waitFor(async () => (await s.findAll('[data-testid="send-test-dialog"]')).length === 0, "the dialog to close after sending", 60000);
+        const sink = sandbox.SANDBOX_SINK_DIR;
+        const arrived = await s.waitFor(() => {
+          const m = filesUnder(sink).map(([, b]) => b.toString()).filter((t) => t.includes(to));
+          return m.length ? m : null;
+        }, `a message for ${to} in ${sink}`, 20000);
+        assert(arrived.length === 1, `${arrived.length} messages for ${to}`);
+        assert(arrived[0].includes("Subject: Mailbox Auth test from alice-out"), arrived[0]);
+        assert(arrived[0].includes("X-Sink-From: <alice@sandbox.test>"), arrived[0]);
+        const toasts = await s.script("return [...document.querySelectorAll('[data-testid=toast]')].map(t => t.innerText).join(' | ')");
+        assert(toasts.includes(`Test message sent to ${to}`), `toasts: ${toasts}`);
       });
     });
     await damagedDatabaseAtStart(display);

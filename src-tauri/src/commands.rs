@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mailbox_auth_core::app::{ImportPreview, ImportReport};
+use mailbox_auth_core::app::{ImportPreview, ImportReport, Verification};
 use mailbox_auth_core::health::HealthRecord;
 use mailbox_auth_core::mailbox::{Mailbox, Protocol, ProviderKind, Security};
 use mailbox_auth_core::oauth::auth_code::{AuthStep, DEFAULT_TIMEOUT};
@@ -108,8 +108,24 @@ pub async fn cancel_authentication(state: State<'_, Shell>, name: String) -> Res
 
 #[tauri::command(async)]
 #[instrument(skip(state), err)]
-pub async fn verify(state: State<'_, Shell>, name: String) -> Result<HealthRecord> {
+pub async fn verify(state: State<'_, Shell>, name: String) -> Result<Verification> {
     Ok(state.core.verify(&name).await?)
+}
+
+/// Sends a real test message through the mailbox's SMTP server to `to` (Send test message…).
+/// The recipient is checked first: a line break in it would start an SMTP command of its own.
+#[tauri::command(async)]
+#[instrument(skip(state, to), err)]
+pub async fn send_test_message(state: State<'_, Shell>, name: String, to: String) -> Result<HealthRecord> {
+    let to = to.trim();
+    if let Err(problem) = mailbox_auth_core::probe::smtp::check_recipient(to) {
+        // The value is not repeated (it may hold control characters).
+        return Err(IpcError::field("to", format!("the recipient {problem}")));
+    }
+    match state.core.verify_smtp(&name, Some(to)).await? {
+        Some(rec) => Ok(rec),
+        None => Err(IpcError::field("smtp_host", "enter the outgoing (SMTP) server first")),
+    }
 }
 
 /// Verifies several mailboxes at once; each record is sent over `on_record` as it arrives.
@@ -228,6 +244,11 @@ pub struct PresetView {
     pub device_url: Option<String>,
     pub auth_params: Vec<(String, String)>,
     pub tenant: Option<String>,
+    /// The provider's SMTP submission server, its usual security and the port for the security
+    /// asked for (or the usual one).
+    pub smtp_host: Option<String>,
+    pub smtp_security: Security,
+    pub smtp_port: u16,
 }
 
 #[tauri::command(async)]
@@ -236,6 +257,7 @@ pub async fn provider_preset(
     protocol: Protocol,
     security: Security,
     tenant: Option<String>,
+    smtp_security: Option<Security>,
 ) -> Result<PresetView> {
     let tenant = match provider {
         ProviderKind::Microsoft => {
@@ -253,6 +275,9 @@ pub async fn provider_preset(
         device_url: p.device_url,
         auth_params: p.auth_params,
         tenant,
+        smtp_host: p.smtp_host.map(String::from),
+        smtp_security: smtp_security.unwrap_or(p.smtp_security),
+        smtp_port: provider::default_smtp_port(smtp_security.unwrap_or(p.smtp_security)),
     })
 }
 

@@ -111,6 +111,7 @@ pub fn run() {
             commands::forget,
             commands::exchange_script,
             commands::open_sign_in_url,
+            commands::send_test_message,
         ])
         .run(tauri::generate_context!())
         .expect("error while running Mailbox Auth");

@@ -606,3 +606,31 @@ fn a_generic_provider_given_only_its_issuer_discovers_its_endpoints() {
     let rec = assert_failed(&r, "discovery_failed", "issuer URL");
     assert!(rec["message"].as_str().unwrap().contains("/no-such-realm/.well-known/openid-configuration"), "{rec}");
 }
+
+#[test]
+fn authenticate_checks_the_smtp_server_too_and_a_refused_one_is_red_while_imap_is_fine() {
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    let host = sb.var("SANDBOX_MAIL_HOST");
+    // A port nothing listens on: the connection is refused, as a mistyped SMTP port would be.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    cli.import_with(
+        ",smtp_host,smtp_port,smtp_security",
+        &[format!(
+            "{},{host},{closed},starttls",
+            sb.csv_row("out-refused", ALICE.0, "imap", "SANDBOX_IMAPS_PORT", "tls", "INBOX")
+        )],
+    );
+    // The check after the sign-in covers the outbound server: its failure decides.
+    let r = cli.authenticate(&sb, "out-refused", ALICE.0, ALICE.1, &[]);
+    let rec = assert_failed(&r, "connect_refused", "Check the port");
+    assert_eq!(rec["check"], "smtp", "{rec}");
+    assert!(rec["message"].as_str().unwrap().contains(&closed.to_string()), "{rec}");
+    let hist = cli.run(&["history", "out-refused", "--json"], &[]).json();
+    let imap = hist.as_array().unwrap().iter().find(|h| h["check"] == "imap").expect("an IMAP check");
+    assert_eq!((imap["ok"].as_bool(), imap["messages"].as_u64()), (Some(true), Some(3)), "IMAP stays fine: {hist}");
+    let list = cli.run(&["list", "--json"], &[]).json();
+    assert_eq!(list[0]["status"], "failed", "{list}");
+    assert_eq!(list[0]["smtp_check"]["code"], "connect_refused", "{list}");
+    assert_eq!(list[0]["incoming_check"]["ok"], true, "{list}");
+}

@@ -197,11 +197,11 @@ async fn a_token_the_mail_server_refuses_is_dropped_and_the_next_verify_refreshe
     assert!(stored.is_some());
 
     // The mail server refuses the cached token once …
-    let rec = app.verify("r").await.unwrap();
+    let rec = app.verify("r").await.unwrap().incoming;
     assert!(!rec.ok, "{rec:?}");
     assert_eq!(rec.code.as_deref(), Some("auth_rejected"), "{rec:?}");
     // … and the next verify refreshes instead of presenting it again.
-    let rec = tokio::time::timeout(Duration::from_secs(120), app.verify("r")).await.expect("no hang").unwrap();
+    let rec = tokio::time::timeout(Duration::from_secs(120), app.verify("r")).await.expect("no hang").unwrap().incoming;
     assert!(rec.ok, "the refused token was served from the cache again: {rec:?}");
     assert_eq!(app.tokens().refresh_count(), 1);
     assert_ne!(cli.stored_refresh_token("r"), stored, "the refresh rotated the stored token");

@@ -242,14 +242,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     eprintln!("{} {}", if r.ok { "checked" } else { "failed " }, shown(&r.mailbox));
                 }
             };
-            let mut recs = app.verify_many(&names, concurrency, &done).await?;
-            // Mailboxes that send replies: prove the outbound server too.
-            for n in &names {
-                if let Some(r) = app.verify_smtp(n, None).await? {
-                    done(&r);
-                    recs.push(r);
-                }
-            }
+            // Each mailbox's incoming server, and its outbound server when it has one.
+            let recs = app.verify_many(&names, concurrency, &done).await?;
             report(&recs, json)
         }
         Command::SendTest { name, to, json } => {

@@ -15,12 +15,12 @@ use url::Url;
 use crate::diagnose::diagnose;
 use crate::health::{self, HealthRecord, Status};
 use crate::import::{self, ImportError, RowError};
-use crate::mailbox::{FieldError, Flow, Mailbox, Protocol, ProviderKind, Security};
+use crate::mailbox::{FieldError, Flow, Mailbox, Protocol, ProviderKind, Security, Smtp};
 use crate::oauth::auth_code::{self, AuthStep};
 use crate::oauth::refresh::TokenCache;
 use crate::oauth::{self, OAuthError};
 use crate::oauth::{client_credentials, device, discovery};
-use crate::probe::{self, ProbeTarget};
+use crate::probe::{self, ProbeTarget, Service};
 use crate::secret::{self, SecretError, SecretKind, SecretStore};
 use crate::store::{Store, StoreError};
 
@@ -80,7 +80,40 @@ pub struct MailboxView {
     pub status: Status,
     pub status_label: &'static str,
     pub authenticated: bool,
+    /// The record that decides the badge (see [`health::deciding`]).
     pub last_check: Option<HealthRecord>,
+    /// The newest check of the incoming server (IMAP or POP3) since the last sign-in.
+    pub incoming_check: Option<HealthRecord>,
+    /// The newest check of the outbound SMTP server since the last sign-in; `None` when the
+    /// mailbox has no SMTP server.
+    pub smtp_check: Option<HealthRecord>,
+}
+
+/// What one verification proved: the incoming server (IMAP or POP3), and the outbound SMTP
+/// server when the mailbox has one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verification {
+    /// The incoming server's record (or the failed refresh's, or the unreadable settings').
+    pub incoming: HealthRecord,
+    /// `None` when the mailbox has no SMTP server, or no token could be had (the incoming
+    /// record says why).
+    pub smtp: Option<HealthRecord>,
+}
+
+impl Verification {
+    /// The record that decides the badge, as [`health::deciding`] does for a history: the
+    /// SMTP failure when only SMTP failed, else the incoming record.
+    pub fn deciding(&self) -> &HealthRecord {
+        match &self.smtp {
+            Some(s) if self.incoming.ok && !s.ok => s,
+            _ => &self.incoming,
+        }
+    }
+
+    /// Both records, incoming first.
+    pub fn into_records(self) -> Vec<HealthRecord> {
+        std::iter::once(self.incoming).chain(self.smtp).collect()
+    }
 }
 
 /// The result of an import: what was saved and what was refused.
@@ -189,7 +222,17 @@ impl App {
         let recent = self.store.history(&m.name, 20)?;
         let last_check = health::deciding(&recent).cloned();
         let status = health::status(last_check.as_ref(), authenticated, m.client_secret_expires, Utc::now());
-        Ok(MailboxView { mailbox: m, status, status_label: status.label(), authenticated, last_check })
+        let incoming_check = newest_since_sign_in(&recent, &[&Service::Imap.to_string(), &Service::Pop3.to_string()]);
+        let smtp_check = m.smtp.as_ref().and_then(|_| newest_since_sign_in(&recent, &[&Service::Smtp.to_string()]));
+        Ok(MailboxView {
+            mailbox: m,
+            status,
+            status_label: status.label(),
+            authenticated,
+            last_check,
+            incoming_check,
+            smtp_check,
+        })
     }
 
     /// Every mailbox with its badge. A row whose stored settings cannot be read does not hide
@@ -396,8 +439,9 @@ impl App {
     }
 
     /// Signs in with the mailbox's flow (browser, device code, or app-only client credentials),
-    /// stores the refresh token, then verifies the mailbox. Returns the newest health record
-    /// (the verification's, or the sign-in failure's). `flow` overrides and updates the
+    /// stores the refresh token, then verifies the mailbox (incoming and outbound, as
+    /// [`App::verify`]). Returns the record that decides the badge: the verification's (see
+    /// [`Verification::deciding`]), or the sign-in failure's. `flow` overrides and updates the
     /// mailbox's flow.
     pub async fn authenticate(
         &self,
@@ -445,7 +489,7 @@ impl App {
                 }
                 self.record(ok_record(name, "authenticate", message, None))?;
                 progress(AuthStep::Verifying);
-                let mut rec = self.verify(name).await?;
+                let mut rec = self.verify(name).await?.deciding().clone();
                 if let (Some(a), false) = (&other, rec.ok) {
                     // The likely cause: the wrong account signed in. Say so first.
                     let d = diagnose("signed_in_as_other", None);
@@ -499,19 +543,27 @@ impl App {
         Ok(m)
     }
 
-    /// Really logs in to the mailbox and records the outcome.
-    pub async fn verify(&self, name: &str) -> Result<HealthRecord, AppError> {
+    /// Really logs in to the mailbox's incoming server and, when it has one, signs in to its
+    /// outbound SMTP server (`MAIL FROM`, nothing sent); records both outcomes. Every caller
+    /// (CLI `verify`, `check`, the monitor, the window, the verification after a sign-in) goes
+    /// through here, so none of them forgets the outbound server.
+    pub async fn verify(&self, name: &str) -> Result<Verification, AppError> {
         let m = match self.store.get(name) {
             Ok(m) => m,
             // One unreadable mailbox ends red on its own; `verify --all` goes on with the rest.
             Err(StoreError::Corrupt { source, .. }) => {
-                return Ok(unreadable_view(name.to_string(), source.to_string()).last_check.expect("a record"))
+                let incoming = unreadable_view(name.to_string(), source.to_string()).last_check.expect("a record");
+                return Ok(Verification { incoming, smtp: None });
             }
             Err(e) => return Err(e.into()),
         };
         let token = match self.fresh_token(&m).await {
             Ok(t) => t,
-            Err(e) => return self.record(oauth_failure(name, "refresh", &e)),
+            // A failed refresh fails the SMTP check the same way: one request to a failing token
+            // endpoint per mailbox is enough, and one record says it.
+            Err(e) => {
+                return Ok(Verification { incoming: self.record(oauth_failure(name, "refresh", &e))?, smtp: None })
+            }
         };
         let target = self.probe_target(&m, m.protocol.into(), &m.host, m.port, m.security);
         let outcome = probe::probe(&target, &token).await;
@@ -520,12 +572,18 @@ impl App {
             // again: the next call refreshes.
             self.tokens.clear(name).await;
         }
-        self.record(probe_record(&m, &target, outcome))
+        let incoming = self.record(probe_record(&m, &target, outcome))?;
+        let smtp = match &m.smtp {
+            Some(smtp) => Some(self.smtp_check(&m, smtp, &token, None).await?),
+            None => None,
+        };
+        Ok(Verification { incoming, smtp })
     }
 
     /// Signs in to the mailbox's outbound SMTP server and proves it accepts mail from the
     /// mailbox (`MAIL FROM`), or sends a real test message to `send_to`. Records the outcome.
-    /// `None` when the mailbox has no SMTP server configured.
+    /// `None` when the mailbox has no SMTP server configured. A plain check is part of
+    /// [`App::verify`]; this is for the test message.
     pub async fn verify_smtp(&self, name: &str, send_to: Option<&str>) -> Result<Option<HealthRecord>, AppError> {
         let m = self.store.get(name)?;
         let Some(smtp) = m.smtp.clone() else { return Ok(None) };
@@ -533,7 +591,17 @@ impl App {
             Ok(t) => t,
             Err(e) => return self.record(oauth_failure(name, "refresh", &e)).map(Some),
         };
-        let target = self.probe_target(&m, probe::Service::Smtp, &smtp.host, smtp.port, smtp.security);
+        self.smtp_check(&m, &smtp, &token, send_to).await.map(Some)
+    }
+
+    async fn smtp_check(
+        &self,
+        m: &Mailbox,
+        smtp: &Smtp,
+        token: &AccessToken,
+        send_to: Option<&str>,
+    ) -> Result<HealthRecord, AppError> {
+        let target = self.probe_target(m, probe::Service::Smtp, &smtp.host, smtp.port, smtp.security);
         let message = send_to.map(|to| probe::smtp::TestMessage {
             to: to.to_string(),
             subject: format!("Mailbox Auth test from {}", m.name),
@@ -544,12 +612,12 @@ impl App {
                 smtp.port
             ),
         });
-        let outcome = probe::smtp::probe(&target, &token, message.as_ref()).await;
+        let outcome = probe::smtp::probe(&target, token, message.as_ref()).await;
         if outcome.as_ref().is_err_and(|e| e.code() == "auth_rejected") {
             // As in `verify`: a refused token is not served from the cache again.
-            self.tokens.clear(name).await;
+            self.tokens.clear(&m.name).await;
         }
-        self.record(probe_record(&m, &target, outcome)).map(Some)
+        self.record(probe_record(m, &target, outcome))
     }
 
     fn probe_target(
@@ -586,9 +654,11 @@ impl App {
         let mut pending = futures::stream::iter(verifications).buffer_unordered(concurrency.max(1));
         let mut results: Vec<(usize, HealthRecord)> = Vec::with_capacity(names.len());
         while let Some((i, r)) = pending.next().await {
-            let rec = r?;
-            done(&rec);
-            results.push((i, rec));
+            // Incoming first, then SMTP; the sort below is stable and keeps that order.
+            for rec in r?.into_records() {
+                done(&rec);
+                results.push((i, rec));
+            }
         }
         results.sort_by_key(|(i, _)| *i);
         Ok(results.into_iter().map(|(_, r)| r).collect())
@@ -653,7 +723,15 @@ fn unreadable_view(name: String, error: String) -> MailboxView {
         status_label: Status::Failed.label(),
         authenticated: false,
         last_check: Some(record),
+        incoming_check: None,
+        smtp_check: None,
     }
+}
+
+/// The newest record of one of `checks` in a history (newest first), not older than the newest
+/// sign-in (older ones belong to an earlier authorisation, as in [`health::deciding`]).
+fn newest_since_sign_in(history: &[HealthRecord], checks: &[&str]) -> Option<HealthRecord> {
+    history.iter().take_while(|r| r.check != "authenticate").find(|r| checks.contains(&r.check.as_str())).cloned()
 }
 
 /// The account named in an id_token (`preferred_username`, else `email`), for telling the
@@ -937,6 +1015,78 @@ mod tests {
         assert!(!recs[0].ok && recs[0].message.contains("cannot be read"), "{:?}", recs[0]);
         // The readable one was really tried: not authenticated, so red for that reason.
         assert_eq!(recs[1].code.as_deref(), Some("not_authenticated"), "{:?}", recs[1]);
+    }
+
+    fn rec(check: &str, ok: bool, secs_ago: i64) -> HealthRecord {
+        let mut r = if ok {
+            ok_record("support", check, format!("{check} fine"), None)
+        } else {
+            failure_record("support", check, "connect_refused", format!("{check} refused"), None)
+        };
+        r.at = Utc::now() - chrono::Duration::seconds(secs_ago);
+        r
+    }
+
+    #[test]
+    fn a_verification_is_decided_by_its_smtp_failure_only_when_the_incoming_check_passed() {
+        let v = |incoming: bool, smtp: Option<bool>| Verification {
+            incoming: rec("imap", incoming, 1),
+            smtp: smtp.map(|ok| rec("smtp", ok, 0)),
+        };
+        assert_eq!(v(true, Some(false)).deciding().check, "smtp");
+        assert_eq!(v(false, Some(false)).deciding().check, "imap");
+        assert_eq!(v(true, Some(true)).deciding().check, "imap");
+        assert_eq!(v(true, None).deciding().check, "imap");
+        let checks: Vec<String> = v(true, Some(false)).into_records().into_iter().map(|r| r.check).collect();
+        assert_eq!(checks, ["imap", "smtp"], "incoming first");
+        assert_eq!(v(true, None).into_records().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_view_carries_the_newest_incoming_and_smtp_checks_since_the_sign_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = App::open(dir.path(), Arc::new(crate::secret::MemoryStore::default())).unwrap();
+        let mut m = crate::mailbox::sample();
+        m.smtp = Some(Smtp { host: "smtp.example.com".into(), port: 587, security: Security::Starttls });
+        app.save(&m).await.unwrap();
+        // Oldest first: an SMTP success of an earlier sign-in, the sign-in, then this one's checks.
+        for r in [
+            rec("smtp", true, 50),
+            rec("authenticate", true, 40),
+            rec("imap", true, 30),
+            rec("smtp", false, 20),
+            rec("imap", true, 10),
+        ] {
+            app.store.record(&r).unwrap();
+        }
+        let view = app.view(m.clone()).await.unwrap();
+        assert_eq!(view.status, Status::Failed, "a failed SMTP check is not hidden by a later IMAP success");
+        assert_eq!(view.last_check.as_ref().map(|r| r.check.as_str()), Some("smtp"));
+        let incoming = view.incoming_check.expect("the incoming check");
+        assert!(incoming.ok && incoming.at == rec_at(&app, "imap"), "the newest IMAP check: {incoming:?}");
+        let smtp = view.smtp_check.expect("the SMTP check");
+        assert!(!smtp.ok, "the SMTP check since the sign-in, not the older success: {smtp:?}");
+
+        // Without an outgoing server the view has no SMTP result, whatever the history says.
+        m.smtp = None;
+        assert_eq!(app.view(m).await.unwrap().smtp_check, None);
+    }
+
+    fn rec_at(app: &App, check: &str) -> chrono::DateTime<Utc> {
+        app.store.history("support", 20).unwrap().into_iter().find(|r| r.check == check).unwrap().at
+    }
+
+    #[tokio::test]
+    async fn a_mailbox_that_cannot_get_a_token_gets_one_record_not_an_smtp_one_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = App::open(dir.path(), Arc::new(crate::secret::MemoryStore::default())).unwrap();
+        let mut m = crate::mailbox::sample();
+        m.smtp = Some(Smtp { host: "smtp.example.com".into(), port: 587, security: Security::Starttls });
+        app.save(&m).await.unwrap();
+        let v = app.verify("support").await.unwrap();
+        assert_eq!((v.incoming.check.as_str(), v.incoming.code.as_deref()), ("refresh", Some("not_authenticated")));
+        assert_eq!(v.smtp, None, "one request to a failing token endpoint per mailbox is enough");
+        assert_eq!(app.verify_many(&["support".to_string()], 1, &|_| {}).await.unwrap().len(), 1);
     }
 
     #[test]

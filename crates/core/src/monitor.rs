@@ -1,8 +1,7 @@
 //! The monitor: every mailbox re-checked on a schedule, each change of badge alerted once.
 //!
-//! One pass ([`Monitor::pass`]) runs the same checks as Verify — [`App::verify`] for the
-//! incoming server and [`App::verify_smtp`] when an outbound server is configured — for every
-//! mailbox, and compares each badge ([`health::status`]) with the one the previous pass left.
+//! One pass ([`Monitor::pass`]) runs the same checks as Verify — [`App::verify`]: the incoming
+//! server and, when an outbound server is configured, the SMTP server — for every mailbox, and compares each badge ([`health::status`]) with the one the previous pass left.
 //!
 //! - **Connections.** A mailbox's checks run one after the other, so it never holds more than one
 //!   connection. Across mailboxes at most `concurrency` connections are open, and at most
@@ -445,7 +444,7 @@ fn reason(m: &Mailbox, after: Status, deciding: Option<&HealthRecord>, now: Date
 }
 
 /// Checks one mailbox: the incoming server, then (unless the sign-in itself failed) the SMTP
-/// server, each under a connection permit. A mailbox never signed in is not checked (its badge
+/// server, one after the other under the incoming server's connection permit. A mailbox never signed in is not checked (its badge
 /// stays "Not authenticated").
 pub async fn check_one(app: &App, limits: &Limits, m: &Mailbox) -> Result<MailboxCheck, AppError> {
     let started = Instant::now();
@@ -473,18 +472,10 @@ pub async fn check_one(app: &App, limits: &Limits, m: &Mailbox) -> Result<Mailbo
             },
         });
     }
-    let incoming = app.verify(&m.name).await?;
+    // The incoming server, then the SMTP server (skipped when the sign-in itself failed): one
+    // connection at a time, both under this permit.
+    records.extend(app.verify(&m.name).await?.into_records());
     drop(permit);
-    // A failed refresh fails the SMTP check the same way: one request to a failing token
-    // endpoint per mailbox is enough.
-    let signed_in = incoming.check != "refresh";
-    records.push(incoming);
-    if let (Some(smtp), true) = (&m.smtp, signed_in) {
-        let _permit = limits.connection(&account_key(m.sasl_user(), &smtp.host)).await;
-        if let Some(r) = app.verify_smtp(&m.name, None).await? {
-            records.push(r);
-        }
-    }
     let duration = started.elapsed();
     let view = app.view(m.clone()).await?;
     let now = Utc::now();

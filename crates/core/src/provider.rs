@@ -26,6 +26,10 @@ pub struct Preset {
     pub host: Option<&'static str>,
     /// Device authorization endpoint (RFC 8628), where the provider has one.
     pub device_url: Option<String>,
+    /// The provider's SMTP submission host ([`smtp_host`]) and the security it documents
+    /// (Microsoft 365: STARTTLS on 587; Gmail: implicit TLS on 465).
+    pub smtp_host: Option<&'static str>,
+    pub smtp_security: Security,
 }
 
 pub const MS_IMAP_SCOPE: &str = "https://outlook.office.com/IMAP.AccessAsUser.All";
@@ -50,6 +54,8 @@ pub fn preset(kind: ProviderKind, protocol: Protocol, tenant: Option<&str>) -> P
                 auth_params: vec![("prompt".into(), "select_account".into())],
                 redirect_host: "localhost",
                 host: Some("outlook.office365.com"),
+                smtp_host: smtp_host(kind),
+                smtp_security: Security::Starttls,
             }
         }
         ProviderKind::Google => Preset {
@@ -65,6 +71,8 @@ pub fn preset(kind: ProviderKind, protocol: Protocol, tenant: Option<&str>) -> P
                 Protocol::Imap => "imap.gmail.com",
                 Protocol::Pop3 => "pop.gmail.com",
             }),
+            smtp_host: smtp_host(kind),
+            smtp_security: Security::Tls,
         },
         ProviderKind::Generic => Preset {
             device_url: None,
@@ -74,6 +82,8 @@ pub fn preset(kind: ProviderKind, protocol: Protocol, tenant: Option<&str>) -> P
             auth_params: vec![],
             redirect_host: "127.0.0.1",
             host: None,
+            smtp_host: None,
+            smtp_security: Security::Starttls,
         },
     }
 }
@@ -126,6 +136,17 @@ pub fn effective_auth_params(m: &Mailbox) -> Vec<(String, String)> {
 mod tests {
     use super::*;
     use crate::mailbox::sample;
+
+    #[test]
+    fn smtp_presets_are_the_providers_documented_submission_servers() {
+        let ms = preset(ProviderKind::Microsoft, Protocol::Imap, None);
+        assert_eq!((ms.smtp_host, ms.smtp_security), (Some("smtp.office365.com"), Security::Starttls));
+        assert_eq!(default_smtp_port(ms.smtp_security), 587);
+        let google = preset(ProviderKind::Google, Protocol::Pop3, None);
+        assert_eq!((google.smtp_host, google.smtp_security), (Some("smtp.gmail.com"), Security::Tls));
+        assert_eq!(default_smtp_port(google.smtp_security), 465);
+        assert_eq!(preset(ProviderKind::Generic, Protocol::Imap, None).smtp_host, None);
+    }
 
     #[test]
     fn microsoft_endpoints_use_tenant_and_v2() {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { applyPreset, draftFrom, emptyDraft, placeFieldErrors, toMailbox } from "./draft";
+import { applyPreset, applySmtpPreset, draftFrom, emptyDraft, FIELDS, placeFieldErrors, SMTP_FIELDS, toMailbox } from "./draft";
 import type { Preset } from "./types";
 
 describe("validation message placement", () => {
@@ -72,6 +72,7 @@ describe("provider presets", () => {
     token_url: "https://login.microsoftonline.com/contoso.com/oauth2/v2.0/token",
     device_url: "https://login.microsoftonline.com/contoso.com/oauth2/v2.0/devicecode",
     auth_params: [["prompt", "select_account"]], tenant: "contoso.com",
+    smtp_host: "smtp.office365.com", smtp_security: "starttls", smtp_port: 587,
   };
 
   it("fills host, port, scopes and endpoints for Microsoft 365", () => {
@@ -89,9 +90,65 @@ describe("provider presets", () => {
   });
 
   it("generic keeps typed endpoints and scopes, only the port follows protocol/security", () => {
-    const generic: Preset = { host: null, port: 143, scopes: [], auth_url: null, token_url: null, device_url: null, auth_params: [], tenant: null };
+    const generic: Preset = {
+      host: null, port: 143, scopes: [], auth_url: null, token_url: null, device_url: null, auth_params: [], tenant: null,
+      smtp_host: null, smtp_security: "starttls", smtp_port: 587,
+    };
     const before = { ...emptyDraft(), provider: "generic" as const, host: "mail.x.test", scopes: "openid", auth_url: "https://i/a" };
     const d = applyPreset(before, generic, "security");
     expect(d).toMatchObject({ host: "mail.x.test", scopes: "openid", auth_url: "https://i/a", port: "143" });
+  });
+});
+
+describe("outgoing mail (SMTP)", () => {
+  const google: Preset = {
+    host: "imap.gmail.com", port: 993, scopes: ["https://mail.google.com/"], auth_url: null, token_url: null, device_url: null,
+    auth_params: [], tenant: null, smtp_host: "smtp.gmail.com", smtp_security: "tls", smtp_port: 465,
+  };
+
+  it("no SMTP host and port: the mailbox has no outgoing server", () => {
+    expect(toMailbox({ ...emptyDraft(), smtp_security: "tls" }).mailbox?.smtp).toBeNull();
+  });
+
+  it("converts host, port and security, trimmed, and round-trips", () => {
+    const { mailbox } = toMailbox({ ...emptyDraft(), smtp_host: " smtp.example.com ", smtp_port: " 2525 ", smtp_security: "tls" });
+    expect(mailbox?.smtp).toEqual({ host: "smtp.example.com", port: 2525, security: "tls" });
+    expect(draftFrom(mailbox!)).toMatchObject({ smtp_host: "smtp.example.com", smtp_port: "2525", smtp_security: "tls" });
+    expect(toMailbox(draftFrom(mailbox!)).mailbox).toEqual(mailbox);
+  });
+
+  it("a port that is not a number is an smtp_port problem, placed next to the SMTP port input", () => {
+    const r = toMailbox({ ...emptyDraft(), smtp_host: "smtp.example.com", smtp_port: "five" });
+    expect(r.mailbox).toBeNull();
+    expect(r.problems).toEqual([{ field: "smtp_port", message: "must be between 1 and 65535" }]);
+    const { byField, other } = placeFieldErrors([
+      ...r.problems,
+      { field: "smtp_host", message: "must be a host name like smtp.office365.com" },
+      { field: "smtp_security", message: "must be tls or starttls" },
+    ]);
+    expect(byField.smtp_port).toEqual(["must be between 1 and 65535"]);
+    expect(byField.smtp_host).toEqual(["must be a host name like smtp.office365.com"]);
+    expect(byField.smtp_security).toHaveLength(1);
+    expect(other).toEqual([]);
+  });
+
+  it("every SMTP input is one the editor places errors next to", () => {
+    for (const f of SMTP_FIELDS) expect(FIELDS).toContain(f);
+  });
+
+  it("the provider's server fills host, security and port from the core's preset", () => {
+    const d = applySmtpPreset({ ...emptyDraft(), provider: "google" }, google, "server");
+    expect(d).toMatchObject({ smtp_host: "smtp.gmail.com", smtp_security: "tls", smtp_port: "465" });
+    expect(toMailbox(d).mailbox?.smtp).toEqual({ host: "smtp.gmail.com", port: 465, security: "tls" });
+  });
+
+  it("a security change moves only the port; a generic provider has no server to fill in", () => {
+    const typed = { ...emptyDraft(), smtp_host: "mail.x.test", smtp_port: "465", smtp_security: "starttls" as const };
+    const d = applySmtpPreset(typed, { ...google, smtp_security: "starttls", smtp_port: 587 }, "security");
+    expect(d).toMatchObject({ smtp_host: "mail.x.test", smtp_port: "587", smtp_security: "starttls" });
+    expect(applySmtpPreset(typed, { ...google, smtp_host: null }, "server")).toEqual(typed);
+    const none = { ...emptyDraft(), smtp_security: "tls" as const };
+    expect(applySmtpPreset(none, google, "security")).toEqual(none);
+    expect(toMailbox(applySmtpPreset(none, google, "security")).mailbox?.smtp).toBeNull();
   });
 });

@@ -176,6 +176,24 @@ export function applyPreset(d: Draft, p: Preset, changed: "provider" | "protocol
   return next;
 }
 
+/**
+ * The outgoing server from the provider's preset (the core's: Microsoft smtp.office365.com 587
+ * STARTTLS, Google smtp.gmail.com 465 TLS). `changed` says what the admin did: picked the
+ * provider's server (host, security and port replaced) or changed the security (only the port
+ * follows, to the preset's port for that security; nothing when no outgoing server is entered).
+ */
+export function applySmtpPreset(d: Draft, p: Preset, changed: "server" | "security"): Draft {
+  if (changed === "security") {
+    // No outgoing server yet: a port alone would make one without a host.
+    return d.smtp_host.trim() || d.smtp_port.trim() ? { ...d, smtp_port: String(p.smtp_port) } : d;
+  }
+  if (!p.smtp_host) return d;
+  return { ...d, smtp_host: p.smtp_host, smtp_security: p.smtp_security, smtp_port: String(p.smtp_port) };
+}
+
+/** The inputs of the editor's "Outgoing mail (SMTP)" section. */
+export const SMTP_FIELDS = ["smtp_host", "smtp_port", "smtp_security"] as const satisfies readonly FieldName[];
+
 export function authParamsText(params: [string, string][]): string {
   return params.map(([k, v]) => `${k}=${v}`).join(" ");
 }

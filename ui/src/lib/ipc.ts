@@ -14,6 +14,7 @@ import type {
   Protocol,
   Security,
   SignInEvent,
+  Verification,
 } from "./types";
 
 /** Turns whatever a rejected invoke carried into an IpcError. */
@@ -40,7 +41,10 @@ export const saveMailbox = (mailbox: Mailbox, isNew: boolean) => call<MailboxVie
 export const deleteMailbox = (name: string) => call<void>("delete_mailbox", { name });
 export const forget = (name: string) => call<void>("forget", { name });
 export const history = (name: string, limit = 50) => call<HealthRecord[]>("history", { name, limit });
-export const verify = (name: string) => call<HealthRecord>("verify", { name });
+/** Checks the incoming server and, when the mailbox has one, the SMTP server. */
+export const verify = (name: string) => call<Verification>("verify", { name });
+/** Sends a real test message through the mailbox's SMTP server. Field errors: `to`, `smtp_host`. */
+export const sendTestMessage = (name: string, to: string) => call<HealthRecord>("send_test_message", { name, to });
 
 export function verifyMany(names: string[], onRecord: (r: HealthRecord) => void): Promise<HealthRecord[]> {
   const ch = new Channel<HealthRecord>();
@@ -60,8 +64,14 @@ export const openSignInUrl = (url: string) => call<void>("open_sign_in_url", { u
 export const importPreview = (text: string, base: string | null) => call<ImportPreview>("import_preview", { text, base });
 export const importCommit = (text: string, base: string | null) => call<ImportReport>("import_commit", { text, base });
 
-export const providerPreset = (provider: ProviderKind, protocol: Protocol, security: Security, tenant: string | null) =>
-  call<Preset>("provider_preset", { provider, protocol, security, tenant });
+/** The provider's defaults; `smtpSecurity` picks the SMTP port for that security (else the usual one). */
+export const providerPreset = (
+  provider: ProviderKind,
+  protocol: Protocol,
+  security: Security,
+  tenant: string | null,
+  smtpSecurity: Security | null = null,
+) => call<Preset>("provider_preset", { provider, protocol, security, tenant, smtpSecurity });
 
 /** Sends a client secret to the keyring. Nothing ever sends one back. */
 export const setClientSecret = (name: string, secret: string, expires: string | null) =>

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { JobQueue, percent, type QueueProgress } from "./queue";
+import { countVerifyRecord, JobQueue, percent, type QueueProgress } from "./queue";
 
 const defer = () => {
   let resolve!: (v: boolean) => void;
@@ -77,5 +77,28 @@ describe("JobQueue", () => {
   it("percent", () => {
     expect(percent({ done: 0, total: 0 })).toBe(0);
     expect(percent({ done: 1, total: 3 })).toBe(33);
+  });
+});
+
+describe("a Verify batch's records", () => {
+  const start = (): QueueProgress => ({
+    total: 2, done: 0, ok: 0, failed: 0, running: ["a", "b"], states: { a: "running", b: "running" },
+  });
+  const rec = (mailbox: string, check: string, ok: boolean) => ({ mailbox, check, ok });
+
+  it("counts each mailbox once, and its SMTP failure turns it failed", () => {
+    const p = start();
+    countVerifyRecord(p, rec("a", "imap", true));
+    countVerifyRecord(p, rec("a", "smtp", false));
+    countVerifyRecord(p, rec("b", "pop3", true));
+    countVerifyRecord(p, rec("b", "smtp", true));
+    expect(p).toMatchObject({ done: 2, ok: 1, failed: 1, running: [], states: { a: "failed", b: "ok" } });
+  });
+
+  it("an SMTP record after an incoming failure changes nothing", () => {
+    const p = start();
+    countVerifyRecord(p, rec("a", "refresh", false));
+    countVerifyRecord(p, rec("a", "smtp", false));
+    expect(p).toMatchObject({ done: 1, ok: 0, failed: 1, states: { a: "failed" } });
   });
 });

@@ -87,3 +87,24 @@ export class JobQueue<T> {
 export function percent(p: { done: number; total: number }): number {
   return p.total === 0 ? 0 : Math.round((100 * p.done) / p.total);
 }
+
+/**
+ * Counts one record of a Verify batch. The core sends each mailbox's incoming record, then its
+ * SMTP record when it has an outgoing server: the mailbox is done at the first, and turns
+ * failed if its SMTP check failed after an incoming success.
+ */
+export function countVerifyRecord(p: QueueProgress, r: { mailbox: string; check: string; ok: boolean }): void {
+  if (r.check === "smtp") {
+    if (!r.ok && p.states[r.mailbox] === "ok") {
+      p.ok--;
+      p.failed++;
+      p.states[r.mailbox] = "failed";
+    }
+    return;
+  }
+  p.done++;
+  if (r.ok) p.ok++;
+  else p.failed++;
+  p.states[r.mailbox] = r.ok ? "ok" : "failed";
+  p.running = p.running.filter((n) => n !== r.mailbox);
+}

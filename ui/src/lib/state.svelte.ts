@@ -1,7 +1,7 @@
 // Application state shared by the screens, and the actions that change it through ipc.ts.
 import * as ipc from "./ipc";
 import { exchangeTargets } from "./exchange";
-import { JobQueue, type QueueProgress } from "./queue";
+import { countVerifyRecord, JobQueue, type QueueProgress } from "./queue";
 import { applySignInEvent, initialSignIn, type SignInState } from "./signin";
 import type { HealthRecord, IpcError, MailboxView } from "./types";
 
@@ -113,12 +113,8 @@ export async function verifyNames(names: string[]): Promise<HealthRecord[]> {
   ui.batch = { kind: "verify", progress, finished: false };
   try {
     const records = await ipc.verifyMany(names, (r) => {
-      const p = ui.batch!.progress;
-      p.done++;
-      if (r.ok) p.ok++;
-      else p.failed++;
-      p.states[r.mailbox] = r.ok ? "ok" : "failed";
-      p.running = p.running.filter((n) => n !== r.mailbox);
+      // Each mailbox's incoming record, then its SMTP record when it has an outgoing server.
+      countVerifyRecord(ui.batch!.progress, r);
       setBusy(r.mailbox, null);
       void refreshOne(r.mailbox);
     });

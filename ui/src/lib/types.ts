@@ -56,6 +56,16 @@ export interface MailboxView extends Mailbox {
   status_label: string;
   authenticated: boolean;
   last_check: HealthRecord | null;
+  /** The newest check of the incoming server (IMAP/POP3) since the last sign-in. */
+  incoming_check: HealthRecord | null;
+  /** The newest check of the outbound SMTP server since the last sign-in (null without SMTP). */
+  smtp_check: HealthRecord | null;
+}
+
+/** One verification: the incoming server, and the SMTP server when the mailbox has one. */
+export interface Verification {
+  incoming: HealthRecord;
+  smtp: HealthRecord | null;
 }
 
 export interface FieldProblem {
@@ -120,6 +130,12 @@ export interface Preset {
   device_url: string | null;
   auth_params: [string, string][];
   tenant: string | null;
+  /** The provider's SMTP submission server (null for a generic provider). */
+  smtp_host: string | null;
+  /** Its usual security, or the one asked for. */
+  smtp_security: Security;
+  /** The submission port for `smtp_security`. */
+  smtp_port: number;
 }
 
 export type SignInEvent =
