@@ -133,7 +133,7 @@ const BY_CODE: &[Entry] = &[
     // Mail server probes
     ("dns", "The mail server's host name does not resolve.", "Check the host name for typos; for Microsoft 365 it is outlook.office365.com."),
     ("connect_refused", "Nothing accepts connections at that host and port.",
-     "Check the port (IMAP 993 with TLS, 143 with STARTTLS; POP3 995 with TLS, 110 with STARTTLS) and that the server is running."),
+     "Check the port (IMAP 993 with TLS, 143 with STARTTLS; POP3 995 with TLS, 110 with STARTTLS; SMTP 465 with TLS, 587 with STARTTLS) and that the server is running."),
     ("connect", "The mail server could not be reached.", "Check the host, the port and any firewall between this machine and the server."),
     ("timeout", "The mail server did not answer in time.", "Check the host and port, and any firewall that silently drops the connection."),
     ("tls_untrusted", "The mail server's certificate is not signed by a trusted authority.",
