@@ -89,6 +89,18 @@ pub struct TokenCache {
     slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
     locks: Locks,
     refreshes: AtomicU64,
+    /// Refreshes not yet written to the data store (see [`TokenCache::take_refresh`]).
+    used: Mutex<HashMap<String, RefreshUse>>,
+}
+
+/// When a mailbox's sign-in was last used for a refresh: the date, whether the refresh token
+/// was rotated (and the new one stored), and the idle lifetime the response named. Dates only,
+/// for the sign-in countdown ([`crate::health::signin_expiry`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshUse {
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub rotated: bool,
+    pub idle_lifetime: Option<u64>,
 }
 
 /// How long an access token is trusted: the announced lifetime, capped.
@@ -111,7 +123,7 @@ impl TokenCache {
     }
 
     pub fn with_locks(locks: Locks) -> Self {
-        Self { slots: Mutex::default(), locks, refreshes: AtomicU64::new(0) }
+        Self { slots: Mutex::default(), locks, refreshes: AtomicU64::new(0), used: Mutex::default() }
     }
 
     fn slot(&self, mailbox: &str) -> Arc<tokio::sync::Mutex<Slot>> {
@@ -124,6 +136,16 @@ impl TokenCache {
         let slot = self.slot(mailbox).lock_owned().await;
         let file = self.locks.acquire(mailbox).await?;
         Ok(Held { slot, _file: file })
+    }
+
+    /// The newest refresh of the mailbox's sign-in since the last call, if any.
+    pub fn take_refresh(&self, mailbox: &str) -> Option<RefreshUse> {
+        self.used.lock().unwrap_or_else(|p| p.into_inner()).remove(mailbox)
+    }
+
+    fn note_use(&self, mailbox: &str, rotated: bool, idle_lifetime: Option<u64>) {
+        let u = RefreshUse { at: chrono::Utc::now(), rotated, idle_lifetime };
+        self.used.lock().unwrap_or_else(|p| p.into_inner()).insert(mailbox.to_string(), u);
     }
 
     /// How many refresh requests were sent (for tests of the single-flight rule).
@@ -237,6 +259,11 @@ impl TokenCache {
             held.slot.pending = None;
         } else if let Some(source) = unstored {
             return Err(OAuthError::RotatedNotStored { mailbox: m.name.clone(), source });
+        }
+        if m.flow != Flow::ClientCredentials {
+            // The sign-in was used (and, rotated, its successor is stored): its idle lifetime
+            // starts again now.
+            self.note_use(&m.name, tokens.refresh_token.is_some(), tokens.refresh_expires_in);
         }
         held.slot.cached = Some(cached(&tokens));
         Ok(tokens.access_token)
@@ -614,6 +641,7 @@ mod tests {
             refresh_token: None,
             expires_in: Some(Duration::from_secs(u64::MAX)),
             id_token: None,
+            refresh_expires_in: None,
         };
         cache.signed_in(&m.name, &tokens, &secrets).await.unwrap();
     }
@@ -626,7 +654,7 @@ mod tests {
             let l = lifetime(expires_in);
             proptest::prop_assert!(l <= MAX_LIFETIME);
             proptest::prop_assert_eq!(l, Duration::new(secs, nanos).min(MAX_LIFETIME));
-            let tokens = Tokens { access_token: AccessToken::new("at".into()), refresh_token: None, expires_in, id_token: None };
+            let tokens = Tokens { access_token: AccessToken::new("at".into()), refresh_token: None, expires_in, id_token: None, refresh_expires_in: None };
             proptest::prop_assert!(cached(&tokens).valid_until <= Instant::now() + MAX_LIFETIME);
         }
     }
@@ -702,6 +730,7 @@ mod tests {
             refresh_token: Some(RefreshToken::new("rt-new-sign-in".into())),
             expires_in: Some(Duration::from_secs(600)),
             id_token: None,
+            refresh_expires_in: None,
         };
         let refresh = refresher.access_token(&m, &secrets, &http);
         let sign_in = async {

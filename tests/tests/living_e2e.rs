@@ -1,0 +1,222 @@
+//! Living health end to end: the real `mailbox-auth` against the sandbox (oidc-provider,
+//! Dovecot, gnome-keyring).
+//!
+//! Throttling: a TCP relay in front of Dovecot's IMAP + STARTTLS port answers the first
+//! connections it is told to the way a server at its connection limit does (the greeting, then
+//! `NO [LIMIT] Maximum number of connections from user+IP exceeded`, RFC 5530's response code
+//! with Dovecot's words) and relays the rest to the real Dovecot. The mailboxes sign in with
+//! app-only access (client credentials, no browser).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use mailbox_auth_tests::{Cli, Run, Sandbox};
+use serde_json::Value;
+
+const BOB: &str = "bob@sandbox.test";
+
+/// A relay to `upstream` that throttles the next `throttle` connections and relays the others.
+struct ThrottlingRelay {
+    port: u16,
+    throttle: Arc<AtomicUsize>,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl ThrottlingRelay {
+    fn new(upstream: String) -> ThrottlingRelay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let throttle = Arc::new(AtomicUsize::new(0));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (left, seen) = (throttle.clone(), accepted.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { continue };
+                seen.fetch_add(1, Ordering::SeqCst);
+                let throttled = left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+                if throttled {
+                    std::thread::spawn(move || {
+                        let _ = client.write_all(b"* OK [CAPABILITY IMAP4rev1 STARTTLS] Dovecot ready.\r\n");
+                        let mut line = String::new();
+                        if BufReader::new(client.try_clone().unwrap()).read_line(&mut line).is_ok() {
+                            let tag = line.split(' ').next().unwrap_or("*");
+                            let _ = client.write_all(
+                                format!("{tag} NO [LIMIT] Maximum number of connections from user+IP exceeded\r\n")
+                                    .as_bytes(),
+                            );
+                        }
+                    });
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&upstream) else { continue };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server.try_clone().unwrap(), client.try_clone().unwrap()),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        ThrottlingRelay { port, throttle, accepted }
+    }
+
+    fn throttle_next(&self, n: usize) {
+        self.throttle.store(n, Ordering::SeqCst);
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+fn app_client(sb: &Sandbox) -> (String, String) {
+    let idp: Value =
+        serde_json::from_slice(&std::fs::read(format!("{}/idp.json", sb.var("SANDBOX_STATE_DIR"))).unwrap()).unwrap();
+    (idp["appClient"]["id"].as_str().unwrap().into(), idp["appClient"]["secret"].as_str().unwrap().into())
+}
+
+fn with_stdin(cli: &Cli, args: &[&str], input: &str) -> Run {
+    let mut child =
+        cli.command(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    Run::from(child.wait_with_output().unwrap())
+}
+
+/// An app-only IMAP + STARTTLS mailbox of bob's, through the relay on `port`, signed in (and
+/// so verified green once, through the relay passing traffic).
+fn app_mailbox(cli: &Cli, sb: &Sandbox, name: &str, port: u16) {
+    let (app_id, secret) = app_client(sb);
+    let row = sb
+        .csv_row(name, BOB, "imap", "SANDBOX_IMAP_STARTTLS_PORT", "starttls", "INBOX")
+        .replace(&format!(",{},", sb.var("SANDBOX_CLIENT_ID")), &format!(",{app_id},"))
+        .replace(&format!(",{},starttls,", sb.port("SANDBOX_IMAP_STARTTLS_PORT")), &format!(",{port},starttls,"));
+    cli.import_with(",flow", &[format!("{row},client_credentials")]);
+    let r = with_stdin(cli, &["set-secret", name], &format!("{secret}\n"));
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = cli.run(&["authenticate", name, "--json"], &[]);
+    assert_eq!((r.code, r.json()[0]["ok"].as_bool()), (0, Some(true)), "{r:?}");
+}
+
+fn listed(cli: &Cli, name: &str) -> Value {
+    let r = cli.run(&["list", "--json"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    r.json().as_array().unwrap().iter().find(|v| v["name"] == name).cloned().unwrap()
+}
+
+#[test]
+fn a_throttled_mailbox_is_retried_after_its_back_off_and_never_recorded_red() {
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    let relay =
+        ThrottlingRelay::new(format!("{}:{}", sb.var("SANDBOX_MAIL_HOST"), sb.port("SANDBOX_IMAP_STARTTLS_PORT")));
+    app_mailbox(&cli, &sb, "limited", relay.port);
+
+    relay.throttle_next(1);
+    let before = relay.accepted();
+    let r = cli.run(&["verify", "limited", "--json"], &[]);
+    assert_eq!(r.code, 0, "green after the retry: {r:?}");
+    let recs = r.json();
+    assert_eq!(
+        (recs[0]["ok"].as_bool(), recs[0]["throttled"].as_bool(), recs[0]["check"].as_str()),
+        (Some(true), Some(false), Some("imap")),
+        "{recs}"
+    );
+    assert_eq!(relay.accepted() - before, 2, "one throttled attempt, one retry");
+
+    let h = cli.run(&["history", "limited", "--json"], &[]).json();
+    let first = &h[1];
+    assert_eq!(
+        (first["ok"].as_bool(), first["code"].as_str(), first["throttled"].as_bool()),
+        (Some(false), Some("throttled"), Some(true)),
+        "the throttled attempt is recorded as throttled: {h}"
+    );
+    assert!(
+        first["server_words"].as_str().unwrap().contains("NO [LIMIT] Maximum number of connections"),
+        "the server's words are kept: {first}"
+    );
+    let v = listed(&cli, "limited");
+    assert_eq!((v["status"].as_str(), v["throttled"].as_bool()), (Some("verified"), Some(false)), "{v}");
+}
+
+#[test]
+fn a_mailbox_throttled_every_time_shows_throttled_keeps_its_badge_and_exits_0() {
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    let relay =
+        ThrottlingRelay::new(format!("{}:{}", sb.var("SANDBOX_MAIL_HOST"), sb.port("SANDBOX_IMAP_STARTTLS_PORT")));
+    app_mailbox(&cli, &sb, "limited", relay.port);
+
+    relay.throttle_next(usize::MAX);
+    let before = relay.accepted();
+    let r = cli.run(&["verify", "limited", "--json"], &[]);
+    assert_eq!(r.code, 0, "throttled alone is not a failure for cron: {r:?}");
+    assert!(r.stderr.contains("warning: throttled by the server, not checked this time: limited"), "{r:?}");
+    let recs = r.json();
+    assert_eq!(
+        (recs[0]["ok"].as_bool(), recs[0]["throttled"].as_bool(), recs[0]["code"].as_str()),
+        (Some(false), Some(true), Some("throttled")),
+        "{recs}"
+    );
+    assert_eq!(relay.accepted() - before, 3, "the first attempt and two retries, then it stops");
+
+    let v = listed(&cli, "limited");
+    assert_eq!(
+        (v["status"].as_str(), v["throttled"].as_bool()),
+        (Some("verified"), Some(true)),
+        "the badge stays what the last real check said: {v}"
+    );
+    let text = cli.run(&["list"], &[]);
+    assert!(text.stdout.contains("Verified"), "{text:?}");
+
+    // The Nagios plugin does not page anyone for a throttled mailbox either.
+    let c = cli.run(&["check", "limited"], &[]);
+    assert_ne!(c.code, 2, "not CRITICAL: {c:?}");
+}
+
+/// Sign-in expiry: a mailbox whose sign-in has an absolute lifetime of 10 days
+/// (`signin_max_age_days`, as for a Google app in Testing), signed in through the sandbox's
+/// real browser flow, shows its countdown and is amber (inside the 14-day window), though its
+/// mailbox was verified green; the same mailbox without the column shows no countdown (the
+/// generic IdP names no idle lifetime) and is green.
+#[test]
+fn an_absolute_sign_in_lifetime_shows_its_countdown_and_turns_amber() {
+    const ALICE: (&str, &str) = ("alice@sandbox.test", "alice-password");
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    let row = |name: &str| sb.csv_row(name, ALICE.0, "imap", "SANDBOX_IMAPS_PORT", "tls", "INBOX");
+    cli.import_with(",signin_max_age_days", &[format!("{},10", row("testing")), format!("{},", row("published"))]);
+    for name in ["testing", "published"] {
+        let r = cli.authenticate(&sb, name, ALICE.0, ALICE.1, &[]);
+        assert_eq!((r.code, r.json()[0]["ok"].as_bool()), (0, Some(true)), "{name}: {r:?}");
+    }
+    let signed_in = chrono::Utc::now();
+
+    let v = listed(&cli, "testing");
+    let at = v["signin_expires_at"].as_str().unwrap_or_else(|| panic!("no countdown: {v}"));
+    let at = chrono::DateTime::parse_from_rfc3339(at).unwrap().with_timezone(&chrono::Utc);
+    let off = (at - (signed_in + chrono::Duration::days(10))).num_seconds().abs();
+    assert!(off < 300, "ten days after the sign-in, not {at}");
+    assert_eq!(
+        (v["status"].as_str(), v["last_check"]["ok"].as_bool(), v["signin_max_age_days"].as_u64()),
+        (Some("needs_attention"), Some(true), Some(10)),
+        "amber 14 days before, though the mailbox is fine: {v}"
+    );
+    let p = listed(&cli, "published");
+    assert_eq!((p["status"].as_str(), p["signin_expires_at"].is_null()), (Some("verified"), true), "{p}");
+
+    let text = cli.run(&["list"], &[]);
+    let line = text.stdout.lines().find(|l| l.starts_with("testing ")).unwrap();
+    assert!(line.contains("sign-in expires in 9 days") || line.contains("sign-in expires in 10 days"), "{line}");
+    assert!(!text.stdout.lines().find(|l| l.starts_with("published ")).unwrap().contains("sign-in"), "{text:?}");
+
+    // verify --json carries it too.
+    let r = cli.run(&["verify", "testing", "--json"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.json()[0]["signin_expires_at"].is_string(), "{r:?}");
+}
