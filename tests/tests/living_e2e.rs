@@ -27,6 +27,11 @@ struct ThrottlingRelay {
 
 impl ThrottlingRelay {
     fn new(upstream: String) -> ThrottlingRelay {
+        Self::with_words(upstream, "NO [LIMIT] Maximum number of connections from user+IP exceeded")
+    }
+
+    /// Throttled connections get `TAG <words>` to their first command.
+    fn with_words(upstream: String, words: &'static str) -> ThrottlingRelay {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let throttle = Arc::new(AtomicUsize::new(0));
@@ -43,10 +48,7 @@ impl ThrottlingRelay {
                         let mut line = String::new();
                         if BufReader::new(client.try_clone().unwrap()).read_line(&mut line).is_ok() {
                             let tag = line.split(' ').next().unwrap_or("*");
-                            let _ = client.write_all(
-                                format!("{tag} NO [LIMIT] Maximum number of connections from user+IP exceeded\r\n")
-                                    .as_bytes(),
-                            );
+                            let _ = client.write_all(format!("{tag} {words}\r\n").as_bytes());
                         }
                     });
                     continue;
@@ -72,6 +74,61 @@ impl ThrottlingRelay {
 
     fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// A relay to the IdP that answers the next `busy` HTTP requests itself with `429 Too Many
+/// Requests` and `Retry-After: 1`, and relays the others.
+struct BusyIdp {
+    url_base: String,
+    busy: Arc<AtomicUsize>,
+    answered: Arc<AtomicUsize>,
+}
+
+impl BusyIdp {
+    fn new(upstream: String) -> BusyIdp {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url_base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let busy = Arc::new(AtomicUsize::new(0));
+        let answered = Arc::new(AtomicUsize::new(0));
+        let (left, count) = (busy.clone(), answered.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { continue };
+                if left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    std::thread::spawn(move || {
+                        // Read the request head before answering, as a server does.
+                        let mut reader = BufReader::new(client.try_clone().unwrap());
+                        let mut line = String::new();
+                        while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                            line.clear();
+                        }
+                        let body = r#"{"error":"slow_down","error_description":"rate limited"}"#;
+                        let _ = client.write_all(
+                            format!(
+                                "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Type: application/json\r\n\
+                                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                body.len()
+                            )
+                            .as_bytes(),
+                        );
+                    });
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&upstream) else { continue };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server.try_clone().unwrap(), client.try_clone().unwrap()),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        BusyIdp { url_base, busy, answered }
     }
 }
 
@@ -219,4 +276,71 @@ fn an_absolute_sign_in_lifetime_shows_its_countdown_and_turns_amber() {
     let r = cli.run(&["verify", "testing", "--json"], &[]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.json()[0]["signin_expires_at"].is_string(), "{r:?}");
+}
+
+/// The identity provider's HTTP 429 with `Retry-After` on a refresh is throttling too: the
+/// refresh is retried after the second it asked for, the mailbox ends green, and the 429 is in
+/// the history as throttled, not as a failure.
+#[test]
+fn a_429_from_the_token_endpoint_is_waited_out_not_recorded_red() {
+    const ALICE: (&str, &str) = ("alice@sandbox.test", "alice-password");
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    let token_url = url::Url::parse(sb.var("SANDBOX_TOKEN_URL")).unwrap();
+    let idp = BusyIdp::new(format!("{}:{}", token_url.host_str().unwrap(), token_url.port().unwrap()));
+    let relayed = format!("{}{}", idp.url_base, token_url.path());
+    let row = sb
+        .csv_row("busy", ALICE.0, "imap", "SANDBOX_IMAPS_PORT", "tls", "INBOX")
+        .replace(&format!(",{},", sb.var("SANDBOX_TOKEN_URL")), &format!(",{relayed},"));
+    assert!(row.contains(&relayed), "{row}");
+    cli.import(&[row]);
+    let r = cli.authenticate(&sb, "busy", ALICE.0, ALICE.1, &[]);
+    assert_eq!((r.code, r.json()[0]["ok"].as_bool()), (0, Some(true)), "{r:?}");
+
+    // A new process has no cached access token: verify refreshes, and meets the 429 first.
+    idp.busy.store(1, Ordering::SeqCst);
+    let r = cli.run(&["verify", "busy", "--json"], &[]);
+    assert_eq!(r.code, 0, "green after waiting out the 429: {r:?}");
+    assert_eq!((r.json()[0]["ok"].as_bool(), r.json()[0]["throttled"].as_bool()), (Some(true), Some(false)), "{r:?}");
+    assert_eq!(idp.answered.load(Ordering::SeqCst), 1, "the 429 was met");
+    let h = cli.run(&["history", "busy", "--json"], &[]).json();
+    let throttled = &h[1];
+    assert_eq!(
+        (throttled["check"].as_str(), throttled["code"].as_str(), throttled["throttled"].as_bool()),
+        (Some("refresh"), Some("throttled"), Some(true)),
+        "{h}"
+    );
+    assert!(throttled["message"].as_str().unwrap().contains("HTTP 429"), "{throttled}");
+    assert_eq!(listed(&cli, "busy")["status"].as_str(), Some("verified"));
+}
+
+/// The monitor honours a named back-off across passes: a mailbox Exchange throttled with
+/// "Suggested Backoff Time: 60000 milliseconds" is not connected to again by the next pass
+/// (its badge stays green, nothing alerts), and the throttled check is counted as such.
+#[test]
+fn the_monitor_leaves_a_throttled_mailbox_alone_until_its_back_off_has_passed() {
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    let relay = ThrottlingRelay::with_words(
+        format!("{}:{}", sb.var("SANDBOX_MAIL_HOST"), sb.port("SANDBOX_IMAP_STARTTLS_PORT")),
+        "BAD Request is throttled. Suggested Backoff Time: 60000 milliseconds",
+    );
+    app_mailbox(&cli, &sb, "exchange", relay.port);
+    relay.throttle_next(usize::MAX);
+
+    let before = relay.accepted();
+    let r = cli.run(&["monitor", "--once"], &[]);
+    assert_eq!(r.code, 0, "throttled is not red: {r:?}");
+    assert!(!r.stdout.contains("ALERT"), "no alert for a throttled check: {r:?}");
+    assert_eq!(relay.accepted() - before, 1, "one attempt in the pass");
+    let h = cli.run(&["history", "exchange", "--json"], &[]).json();
+    assert_eq!((h[0]["code"].as_str(), h[0]["throttled"].as_bool()), (Some("throttled"), Some(true)), "{h}");
+    assert!(h[0]["message"].as_str().unwrap().contains("retry after 60 seconds"), "{}", h[0]);
+
+    let r = cli.run(&["monitor", "--once"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!r.stdout.contains("ALERT"), "{r:?}");
+    assert_eq!(relay.accepted() - before, 1, "the next pass waits for the 60 s back-off: {r:?}");
+    let v = listed(&cli, "exchange");
+    assert_eq!((v["status"].as_str(), v["throttled"].as_bool()), (Some("verified"), Some(true)), "{v}");
 }

@@ -26,16 +26,18 @@ use crate::store::{Store, StoreError};
 
 /// Default time for each network step of a probe.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
-/// How often [`App::verify_many`] retries a throttled mailbox, and the longest it waits for one
-/// back-off (a server asking for five minutes is shown throttled rather than waited for).
+/// How often [`App::verify_many`] retries a throttled mailbox, and the longest back-off it waits
+/// for (a server asking for longer, e.g. Exchange's five minutes, is shown throttled at once
+/// rather than waited for or asked again early).
 pub const THROTTLE_RETRIES: u32 = 2;
 pub const THROTTLE_BACKOFF_CAP: Duration = Duration::from_secs(60);
 /// The wait when a throttled server names no back-off.
 pub const THROTTLE_BACKOFF_DEFAULT: Duration = Duration::from_secs(2);
 
-/// The wait before retrying a throttled check, bounded by [`THROTTLE_BACKOFF_CAP`].
-pub fn throttle_wait(rec: &HealthRecord) -> Duration {
-    rec.backoff().unwrap_or(THROTTLE_BACKOFF_DEFAULT).min(THROTTLE_BACKOFF_CAP)
+/// The wait before retrying a throttled check; `None` when the server asked for longer than
+/// [`THROTTLE_BACKOFF_CAP`].
+pub fn throttle_wait(rec: &HealthRecord) -> Option<Duration> {
+    Some(rec.backoff().unwrap_or(THROTTLE_BACKOFF_DEFAULT)).filter(|w| *w <= THROTTLE_BACKOFF_CAP)
 }
 
 /// Default number of mailboxes verified at once.
@@ -206,10 +208,7 @@ impl App {
         let authenticated = secret::get(&self.secrets, &m.name, credential).await?.is_some();
         let recent = self.store.history(&m.name, 20)?;
         let last_check = health::deciding(&recent).cloned();
-        let signin = match (m.flow, authenticated) {
-            (Flow::ClientCredentials, _) | (_, false) => None,
-            _ => health::signin_expiry(self.store.signin(&m.name)?.as_ref(), m.provider, m.signin_max_age_days),
-        };
+        let signin = if authenticated { self.signin_expiry(&m)? } else { None };
         let status = health::status_with_signin(
             last_check.as_ref(),
             authenticated,
@@ -231,6 +230,16 @@ impl App {
             throttled,
             signin_expires_at: signin.map(|s| s.at),
         })
+    }
+
+    /// When the mailbox's sign-in expires, from the dates in the data store alone (no keyring:
+    /// `forget` deletes the dates with the token). `None` for app-only access, which has no
+    /// sign-in to expire.
+    pub fn signin_expiry(&self, m: &Mailbox) -> Result<Option<health::SignInExpiry>, AppError> {
+        if m.flow == Flow::ClientCredentials {
+            return Ok(None);
+        }
+        Ok(health::signin_expiry(self.store.signin(&m.name)?.as_ref(), m.provider, m.signin_max_age_days))
     }
 
     /// Every mailbox with its badge. A row whose stored settings cannot be read does not hide
@@ -629,8 +638,8 @@ impl App {
 
     /// Verifies many mailboxes, at most `concurrency` at once; `done` is called as each ends.
     /// A throttled mailbox is verified again after the back-off its server asked for (at most
-    /// [`THROTTLE_RETRIES`] times, each wait capped at [`THROTTLE_BACKOFF_CAP`]); its throttled
-    /// attempts are recorded as such, never as failures.
+    /// [`THROTTLE_RETRIES`] times, and only for a back-off up to [`THROTTLE_BACKOFF_CAP`]); its
+    /// throttled attempts are recorded as such, never as failures.
     pub async fn verify_many(
         &self,
         names: &[String],
@@ -644,8 +653,9 @@ impl App {
             for _ in 0..THROTTLE_RETRIES {
                 let wait = match &r {
                     Ok(rec) if rec.throttled() => throttle_wait(rec),
-                    _ => break,
+                    _ => None,
                 };
+                let Some(wait) = wait else { break };
                 tokio::time::sleep(wait).await;
                 r = self.verify(&n).await;
             }
@@ -854,12 +864,12 @@ mod tests {
             |status| OAuthError::Unavailable { url: "https://idp.example/token".into(), status, retry_after: Some(7) };
         let r = oauth_failure("m", "refresh", &e(429));
         assert!(r.throttled(), "{r:?}");
-        assert_eq!(throttle_wait(&r), Duration::from_secs(7), "Retry-After is honoured");
+        assert_eq!(throttle_wait(&r), Some(Duration::from_secs(7)), "Retry-After is honoured");
         assert!(r.message.contains("HTTP 429"), "the provider's status is kept: {}", r.message);
         let r = oauth_failure("m", "refresh", &e(503));
         assert!(!r.throttled() && r.code.as_deref() == Some("token_endpoint_unavailable"), "{r:?}");
         let long = OAuthError::Unavailable { url: "u".into(), status: 429, retry_after: Some(3600) };
-        assert_eq!(throttle_wait(&oauth_failure("m", "refresh", &long)), THROTTLE_BACKOFF_CAP);
+        assert_eq!(throttle_wait(&oauth_failure("m", "refresh", &long)), None, "an hour is not waited for");
     }
 
     #[test]

@@ -320,8 +320,9 @@ async fn refresh_grant(
         (s @ (400 | 401), RequestTokenError::Other(_) | RequestTokenError::Parse(..)) => {
             OAuthError::RefreshRejected { url: token_url.clone(), status: s }
         }
-        // Down or throttled: not a verdict on the refresh token, which stays as it is.
-        (s @ (429 | 500..=599), RequestTokenError::Other(_) | RequestTokenError::Parse(..)) => {
+        // Down or throttled: not a verdict on the refresh token, which stays as it is. A 429 is
+        // throttling whatever its body says (some providers add an OAuth-style `slow_down`).
+        (s @ 429, _) | (s @ 500..=599, RequestTokenError::Other(_) | RequestTokenError::Parse(..)) => {
             let retry_after = Some(client.retry_after.load(Ordering::SeqCst)).filter(|v| *v != u64::MAX);
             OAuthError::Unavailable { url: token_url.clone(), status: s, retry_after }
         }
@@ -370,6 +371,8 @@ mod tests {
         Empty(u16),
         /// 429 with `Retry-After: 120` and an HTML body, as a throttling proxy sends it.
         Throttled,
+        /// 429 with `Retry-After: 120` and an OAuth-style error body.
+        ThrottledOAuth,
     }
 
     #[derive(Default)]
@@ -430,6 +433,9 @@ mod tests {
                         match answer {
                             Answer::Empty(status) => (status, String::new()),
                             Answer::Throttled => (429, "<html>slow down</html>".to_string()),
+                            Answer::ThrottledOAuth => {
+                                (429, r#"{"error":"slow_down","error_description":"rate limited"}"#.to_string())
+                            }
                             Answer::Rotate { .. } if reused => (
                                 400,
                                 r#"{"error":"invalid_grant","error_description":"refresh token already used"}"#
@@ -441,7 +447,7 @@ mod tests {
                                 (
                                     200,
                                     format!(
-                                        r#"{{"access_token":"at-{n}","token_type":"Bearer","expires_in":{expires_in},"refresh_token":"rt-{n}"}}"#
+                                        r#"{{"access_token":"at-{n}","token_type":"Bearer","expires_in":{expires_in},"refresh_token":"rt-{n}","refresh_expires_in":1800}}"#
                                     ),
                                 )
                             }
@@ -697,6 +703,37 @@ mod tests {
         let err =
             TokenCache::new(dir.path()).access_token(&m, &secrets, &super::super::http_client()).await.unwrap_err();
         assert_eq!(err.code(), "token_endpoint_unavailable", "{err}");
+        assert_eq!(stored(&mem, &m).as_deref(), Some("rt-0"), "the refresh token is kept");
+    }
+
+    #[tokio::test]
+    async fn a_refresh_notes_when_the_sign_in_was_used_and_rotated() {
+        let (url, _, _) = token_endpoint(Answer::Rotate { expires_in: 600 }, Duration::ZERO).await;
+        let m = mailbox(&url);
+        let (_, secrets) = store_with("rt-0", &m);
+        let dir = tempfile::tempdir().unwrap();
+        let cache = TokenCache::new(dir.path());
+        let http = super::super::http_client();
+        assert_eq!(cache.take_refresh(&m.name), None);
+        let before = chrono::Utc::now();
+        cache.access_token(&m, &secrets, &http).await.unwrap();
+        let used = cache.take_refresh(&m.name).expect("a refresh was noted");
+        assert!(used.at >= before && used.rotated, "{used:?}");
+        assert_eq!(used.idle_lifetime, Some(1800), "refresh_expires_in is read");
+        assert_eq!(cache.take_refresh(&m.name), None, "taken once");
+        cache.access_token(&m, &secrets, &http).await.unwrap();
+        assert_eq!(cache.take_refresh(&m.name), None, "a cached token is no use of the sign-in");
+    }
+
+    #[tokio::test]
+    async fn a_429_with_an_oauth_body_is_throttling_too() {
+        let (url, _, _) = token_endpoint(Answer::ThrottledOAuth, Duration::ZERO).await;
+        let m = mailbox(&url);
+        let (mem, secrets) = store_with("rt-0", &m);
+        let dir = tempfile::tempdir().unwrap();
+        let err =
+            TokenCache::new(dir.path()).access_token(&m, &secrets, &super::super::http_client()).await.unwrap_err();
+        assert!(matches!(err, OAuthError::Unavailable { status: 429, retry_after: Some(120), .. }), "{err}");
         assert_eq!(stored(&mem, &m).as_deref(), Some("rt-0"), "the refresh token is kept");
     }
 
