@@ -7,11 +7,12 @@
 //! with Dovecot's words) and relays the rest to the real Dovecot. The mailboxes sign in with
 //! app-only access (client credentials, no browser).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use mailbox_auth_tests::{Cli, Run, Sandbox};
 use serde_json::Value;
@@ -343,4 +344,80 @@ fn the_monitor_leaves_a_throttled_mailbox_alone_until_its_back_off_has_passed() 
     assert_eq!(relay.accepted() - before, 1, "the next pass waits for the 60 s back-off: {r:?}");
     let v = listed(&cli, "exchange");
     assert_eq!((v["status"].as_str(), v["throttled"].as_bool()), (Some("verified"), Some(true)), "{v}");
+}
+
+/// A running `mailbox-auth monitor`, killed when dropped; its standard output and error kept.
+struct Running {
+    child: std::process::Child,
+    output: Arc<Mutex<Vec<String>>>,
+}
+
+impl Running {
+    fn start(cli: &Cli, args: &[&str]) -> Running {
+        let mut child = cli.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let streams: [Box<dyn Read + Send>; 2] =
+            [Box::new(child.stdout.take().unwrap()), Box::new(child.stderr.take().unwrap())];
+        for r in streams {
+            let out = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(r).lines().map_while(Result::ok) {
+                    out.lock().unwrap().push(line);
+                }
+            });
+        }
+        Running { child, output }
+    }
+
+    fn text(&self) -> String {
+        self.output.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Keep-alive: the sandbox IdP's `mailbox-auth-idle` client's refresh tokens expire 20 s after
+/// they were issued unless used (each refresh rotates to a fresh one). A mailbox watched by
+/// `monitor --interval 2` stays signed in and green for more than two of those lifetimes; the
+/// same sign-in left alone for as long has aged out and ends red with "sign in again".
+#[test]
+fn a_monitored_sign_in_outlives_its_idle_lifetime_and_an_unmonitored_one_ages_out() {
+    const ALICE: (&str, &str) = ("alice@sandbox.test", "alice-password");
+    const IDLE_TTL: Duration = Duration::from_secs(20);
+    let sb = Sandbox::get();
+    let (watched, left) = (Cli::new(), Cli::new());
+    for (cli, name) in [(&watched, "kept"), (&left, "idle")] {
+        let row = sb
+            .csv_row(name, ALICE.0, "imap", "SANDBOX_IMAPS_PORT", "tls", "INBOX")
+            .replace(&format!(",{},", sb.var("SANDBOX_CLIENT_ID")), ",mailbox-auth-idle,");
+        assert!(row.contains(",mailbox-auth-idle,"), "{row}");
+        cli.import(&[row]);
+        let r = cli.authenticate(&sb, name, ALICE.0, ALICE.1, &[]);
+        assert_eq!((r.code, r.json()[0]["ok"].as_bool()), (0, Some(true)), "{name}: {r:?}");
+    }
+    let signed_in = Instant::now();
+    let mon = Running::start(&watched, &["monitor", "--interval", "2"]);
+    while signed_in.elapsed() < IDLE_TTL * 2 + Duration::from_secs(8) {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let out = mon.text();
+    drop(mon);
+    assert!(!out.contains("ALERT"), "the monitored mailbox never left green: {out}");
+    let passes = out.lines().filter(|l| l.starts_with("checked 1 mailbox(es): 1 verified")).count();
+    assert!(passes >= 8, "the monitor kept checking, green: {passes} passes\n{out}");
+
+    let r = watched.run(&["verify", "kept", "--json"], &[]);
+    assert_eq!((r.code, r.json()[0]["ok"].as_bool()), (0, Some(true)), "still signed in: {r:?}\n{out}");
+
+    let r = left.run(&["verify", "idle", "--json"], &[]);
+    assert_eq!(r.code, 1, "aged out: {r:?}");
+    let rec = &r.json()[0];
+    assert_eq!((rec["check"].as_str(), rec["ok"].as_bool()), (Some("refresh"), Some(false)), "{rec}");
+    assert!(rec["hint"].as_str().unwrap().contains("sign in again"), "{rec}");
+    assert_eq!(listed(&left, "idle")["status"].as_str(), Some("failed"));
 }
