@@ -479,7 +479,8 @@ pub async fn check_one(app: &App, limits: &Limits, m: &Mailbox) -> Result<Mailbo
     let before = before_view.status;
     // A throttled mailbox is left alone until the back-off its server asked for has passed;
     // a later pass retries it. Its badge stays what it was.
-    if let Some(until) = health::retry_at(&app.store().history(&m.name, 20)?).filter(|t| *t > Utc::now()) {
+    let recent = app.store().history(&m.name, 20)?;
+    if let Some(until) = health::retry_at(&recent).filter(|t| *t > Utc::now()) {
         tracing::debug!("{}: throttled, next try after {until}", m.name);
         let now = Utc::now();
         return Ok(MailboxCheck {
@@ -487,7 +488,8 @@ pub async fn check_one(app: &App, limits: &Limits, m: &Mailbox) -> Result<Mailbo
             before,
             after: before,
             records,
-            at: now,
+            // Not checked now: the time of its newest check stands (the metrics' last check).
+            at: recent.first().map_or(now, |r| r.at),
             duration: started.elapsed(),
             client_secret_expires: m.client_secret_expires,
             signin_expires_at: before_view.signin_expires_at,
