@@ -39,6 +39,15 @@ export const PUBLIC_CLIENT_ID = 'mailbox-auth';
 // `slow_down` (RFC 8628 section 3.5: a server may ask for it at any time). Nothing else uses it.
 export const STRICT_CLIENT_ID = 'mailbox-auth-strict';
 const STRICT_DEVICE_CODE_TTL = 8;
+// A third public client with a short refresh-token idle lifetime, for keep-alive tests: each
+// refresh token it gets expires IDLE_REFRESH_TTL seconds after it was issued (a rotation issues
+// a new one with the full lifetime, so a sign-in in use lives on and an unused one ages out, as
+// at Microsoft after 90 days), and its access tokens live IDLE_ACCESS_TTL seconds, so a client
+// must really refresh to stay signed in. Nothing else uses it.
+export const IDLE_CLIENT_ID = 'mailbox-auth-idle';
+const IDLE_REFRESH_TTL = Number(process.env.SANDBOX_IDLE_REFRESH_TTL || 20);
+const IDLE_ACCESS_TTL = 4;
+const isIdle = (client) => client?.clientId === IDLE_CLIENT_ID;
 export const MAIL_SCOPE = 'mail';
 
 function randomSecret() {
@@ -261,6 +270,15 @@ function buildProvider(issuer) {
         response_types: ['code'],
       },
       {
+        client_id: IDLE_CLIENT_ID,
+        client_name: 'Mailbox Auth (short idle lifetime)',
+        application_type: 'native',
+        token_endpoint_auth_method: 'none',
+        redirect_uris: ['http://127.0.0.1/'],
+        grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'],
+      },
+      {
         client_id: INTROSPECTOR.id,
         client_secret: INTROSPECTOR.secret,
         client_name: 'Sandbox mail server (token introspection)',
@@ -303,7 +321,7 @@ function buildProvider(issuer) {
     rotateRefreshToken: true,
     renderError,
     ttl: {
-      AccessToken: AT_TTL,
+      AccessToken: (_ctx, _token, client) => (isIdle(client) ? IDLE_ACCESS_TTL : AT_TTL),
       ClientCredentials: AT_TTL,
       AuthorizationCode: 120,
       DeviceCode: (_ctx, _token, client) => (client?.clientId === STRICT_CLIENT_ID ? STRICT_DEVICE_CODE_TTL : 600),
@@ -311,7 +329,7 @@ function buildProvider(issuer) {
       Interaction: 3600,
       Session: 24 * 3600,
       Grant: RT_TTL,
-      RefreshToken: RT_TTL,
+      RefreshToken: (_ctx, _token, client) => (isIdle(client) ? IDLE_REFRESH_TTL : RT_TTL),
     },
   });
 

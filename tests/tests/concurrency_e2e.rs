@@ -189,6 +189,7 @@ async fn a_token_the_mail_server_refuses_is_dropped_and_the_next_verify_refreshe
         refresh_token: None,
         expires_in: Some(Duration::from_secs(3600)),
         id_token: None,
+        refresh_expires_in: None,
     };
     let secrets: Arc<dyn mailbox_auth_core::secret::SecretStore> =
         Arc::new(KeyringStore::new(cli.keyring_service.clone()));

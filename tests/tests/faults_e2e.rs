@@ -688,7 +688,9 @@ fn token_endpoint_errors_end_red_at_once_and_keep_the_grant() {
                 &[("Retry-After", "120"), ("Content-Type", "text/plain")],
                 "Too many requests",
             ),
-            Want::Red("token_endpoint_unavailable", "again"),
+            // Throttling, not a broken mailbox: `verify` shows it throttled (exit 0, see
+            // living_e2e); `token` has no token to print and fails with the provider's wait.
+            Want::GreenOrRed("token_endpoint_unavailable"),
             QUICK_BOUND,
         ),
         (

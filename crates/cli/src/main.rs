@@ -187,8 +187,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 for v in &views {
                     let m = &v.mailbox;
+                    let mut notes = String::new();
+                    if v.throttled {
+                        notes.push_str("  throttled, retried later");
+                    }
+                    if let Some(at) = v.signin_expires_at {
+                        notes.push_str(&format!("  {}", signin_countdown(at, chrono::Utc::now())));
+                    }
                     println!(
-                        "{:<24} {:<32} {:<5} {:<9} {:<18} {}",
+                        "{:<24} {:<32} {:<5} {:<9} {:<18} {}{notes}",
                         shown(&m.name),
                         shown(&m.email),
                         m.protocol,
@@ -239,11 +246,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let done = |r: &HealthRecord| {
                 if !json {
-                    eprintln!("{} {}", if r.ok { "checked" } else { "failed " }, shown(&r.mailbox));
+                    let word = match (r.ok, r.throttled()) {
+                        (true, _) => "checked  ",
+                        (false, true) => "throttled",
+                        (false, false) => "failed   ",
+                    };
+                    eprintln!("{word} {}", shown(&r.mailbox));
                 }
             };
             // Each mailbox's incoming server, and its outbound server when it has one.
             let recs = app.verify_many(&names, concurrency, &done).await?;
+            if json {
+                // Each record with its mailbox's sign-in countdown.
+                let mut out = Vec::with_capacity(recs.len());
+                for r in &recs {
+                    let mut v = serde_json::to_value(r)?;
+                    // From the data store only: a keyring that failed the check must not fail
+                    // the report of it.
+                    let expires = app.get(&r.mailbox).ok().and_then(|m| app.signin_expiry(&m).ok().flatten());
+                    let expires = expires.map(|e| e.at);
+                    v["signin_expires_at"] = serde_json::to_value(expires)?;
+                    out.push(v);
+                }
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                return Ok(outcome(&recs));
+            }
             report(&recs, json)
         }
         Command::SendTest { name, to, json } => {
@@ -357,6 +384,19 @@ fn parse_flow(s: &str) -> Result<Flow, String> {
     }
 }
 
+/// "sign-in expires in 5 days" (whole days, rounded down; hours under a day).
+fn signin_countdown(at: chrono::DateTime<chrono::Utc>, now: chrono::DateTime<chrono::Utc>) -> String {
+    let left = at - now;
+    match (left.num_days(), left.num_hours()) {
+        (_, h) if h < 0 || left.num_seconds() <= 0 => "sign-in expired: sign in again".into(),
+        (0, 0) => "sign-in expires within the hour".into(),
+        (0, 1) => "sign-in expires in 1 hour".into(),
+        (0, h) => format!("sign-in expires in {h} hours"),
+        (1, _) => "sign-in expires in 1 day".into(),
+        (d, _) => format!("sign-in expires in {d} days"),
+    }
+}
+
 fn print_record(r: &HealthRecord) {
     print!("{}", record_text(r));
 }
@@ -365,7 +405,11 @@ fn print_record(r: &HealthRecord) {
 fn record_text(r: &HealthRecord) -> String {
     let mut out = format!(
         "{} {:<24} {:<12} {} {}\n",
-        if r.ok { "OK  " } else { "FAIL" },
+        match (r.ok, r.throttled()) {
+            (true, _) => "OK  ",
+            (false, true) => "WAIT",
+            (false, false) => "FAIL",
+        },
         shown(&r.mailbox),
         shown(&r.check),
         r.at.format("%Y-%m-%d %H:%M:%S"),
@@ -408,12 +452,40 @@ fn report(recs: &[HealthRecord], json: bool) -> anyhow::Result<ExitCode> {
             print_record(r);
         }
     }
-    Ok(if recs.iter().all(|r| r.ok) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(outcome(recs))
+}
+
+/// The exit code of a run that produced `recs`: 1 when any check failed, else 0.
+fn outcome(recs: &[HealthRecord]) -> ExitCode {
+    // Throttled is not broken: exit 1 only for a real failure, so cron mails about red
+    // mailboxes only; a mailbox still throttled after the retries gets a warning line.
+    let throttled: Vec<&str> = recs.iter().filter(|r| r.throttled()).map(|r| r.mailbox.as_str()).collect();
+    if !throttled.is_empty() {
+        eprintln!(
+            "warning: throttled by the server, not checked this time: {}",
+            throttled.iter().map(|n| shown(n)).collect::<Vec<_>>().join(", ")
+        );
+    }
+    if recs.iter().all(|r| r.ok || r.throttled()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signin_countdown_words() {
+        let now = chrono::Utc::now();
+        let d = chrono::Duration::days;
+        assert_eq!(signin_countdown(now + d(5) + chrono::Duration::hours(3), now), "sign-in expires in 5 days");
+        assert_eq!(signin_countdown(now + d(1), now), "sign-in expires in 1 day");
+        assert_eq!(signin_countdown(now + chrono::Duration::hours(5), now), "sign-in expires in 5 hours");
+        assert_eq!(signin_countdown(now - d(1), now), "sign-in expired: sign in again");
+    }
 
     #[test]
     fn control_characters_are_shown_escaped() {

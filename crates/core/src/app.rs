@@ -26,6 +26,32 @@ use crate::store::{Store, StoreError};
 
 /// Default time for each network step of a probe.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often [`App::verify_many`] retries a throttled mailbox, and the longest back-off it waits
+/// for (a server asking for longer, e.g. Exchange's five minutes, is shown throttled at once
+/// rather than waited for or asked again early).
+pub const THROTTLE_RETRIES: u32 = 2;
+pub const THROTTLE_BACKOFF_CAP: Duration = Duration::from_secs(60);
+/// The wait when a throttled server names no back-off.
+pub const THROTTLE_BACKOFF_DEFAULT: Duration = Duration::from_secs(2);
+
+/// The wait before retrying a throttled check; `None` when the server asked for longer than
+/// [`THROTTLE_BACKOFF_CAP`].
+pub fn throttle_wait(rec: &HealthRecord) -> Option<Duration> {
+    Some(rec.backoff().unwrap_or(THROTTLE_BACKOFF_DEFAULT)).filter(|w| *w <= THROTTLE_BACKOFF_CAP)
+}
+
+/// How long to wait before checking a mailbox again whose incoming or SMTP check was
+/// throttled: the longest back-off asked for; `None` when nothing was throttled or a back-off
+/// is too long to wait for.
+fn verification_wait(v: &Verification) -> Option<Duration> {
+    let throttled: Vec<&HealthRecord> =
+        std::iter::once(&v.incoming).chain(v.smtp.as_ref()).filter(|r| r.throttled()).collect();
+    if throttled.is_empty() {
+        return None;
+    }
+    throttled.into_iter().map(throttle_wait).collect::<Option<Vec<_>>>()?.into_iter().max()
+}
+
 /// Default number of mailboxes verified at once.
 pub const VERIFY_CONCURRENCY: usize = 4;
 
@@ -87,6 +113,12 @@ pub struct MailboxView {
     /// The newest check of the outbound SMTP server since the last sign-in; `None` when the
     /// mailbox has no SMTP server.
     pub smtp_check: Option<HealthRecord>,
+    /// A check's newest attempt was throttled and waits for its back-off; the badge is the
+    /// previous verdict (or amber "Throttled" when there is none).
+    pub throttled: bool,
+    /// When the sign-in expires, where known (see [`health::signin_expiry`]); `None` when
+    /// unknown (never signed in, app-only, or a provider whose lifetime is not known).
+    pub signin_expires_at: Option<chrono::DateTime<Utc>>,
 }
 
 /// What one verification proved: the incoming server (IMAP or POP3), and the outbound SMTP
@@ -221,18 +253,42 @@ impl App {
         let authenticated = secret::get(&self.secrets, &m.name, credential).await?.is_some();
         let recent = self.store.history(&m.name, 20)?;
         let last_check = health::deciding(&recent).cloned();
-        let status = health::status(last_check.as_ref(), authenticated, m.client_secret_expires, Utc::now());
+        let signin = if authenticated { self.signin_expiry(&m)? } else { None };
+        let status = health::status_with_signin(
+            last_check.as_ref(),
+            authenticated,
+            m.client_secret_expires,
+            signin.as_ref(),
+            Utc::now(),
+        );
+        let throttled = health::throttled(&recent);
+        let status_label = match &last_check {
+            Some(r) if r.throttled() && status == Status::NeedsAttention => "Throttled",
+            _ => status.label(),
+        };
         let incoming_check = newest_since_sign_in(&recent, &[&Service::Imap.to_string(), &Service::Pop3.to_string()]);
         let smtp_check = m.smtp.as_ref().and_then(|_| newest_since_sign_in(&recent, &[&Service::Smtp.to_string()]));
         Ok(MailboxView {
             mailbox: m,
             status,
-            status_label: status.label(),
+            status_label,
             authenticated,
             last_check,
             incoming_check,
             smtp_check,
+            throttled,
+            signin_expires_at: signin.map(|s| s.at),
         })
+    }
+
+    /// When the mailbox's sign-in expires, from the dates in the data store alone (no keyring:
+    /// `forget` deletes the dates with the token). `None` for app-only access, which has no
+    /// sign-in to expire.
+    pub fn signin_expiry(&self, m: &Mailbox) -> Result<Option<health::SignInExpiry>, AppError> {
+        if m.flow == Flow::ClientCredentials {
+            return Ok(None);
+        }
+        Ok(health::signin_expiry(self.store.signin(&m.name)?.as_ref(), m.provider, m.signin_max_age_days))
     }
 
     /// Every mailbox with its badge. A row whose stored settings cannot be read does not hide
@@ -473,6 +529,12 @@ impl App {
             // Stored under the mailbox's locks before anything uses the access token, so no
             // refresh in another program overwrites it (see oauth::refresh).
             self.tokens.signed_in(name, &tokens, &self.secrets).await?;
+            if tokens.refresh_token.is_some() {
+                // The sign-in's countdown starts now (the date only; the token is in the keyring).
+                if let Err(e) = self.store.note_signin(name, Utc::now(), tokens.refresh_expires_in) {
+                    tracing::warn!(mailbox = name, "cannot record the sign-in date: {e}");
+                }
+            }
             Ok::<_, OAuthError>(tokens.id_token.as_ref().and_then(|t| signed_in_account(t.expose_secret())))
         }
         .await;
@@ -510,7 +572,14 @@ impl App {
 
     async fn fresh_token(&self, m: &Mailbox) -> Result<AccessToken, OAuthError> {
         let m = self.with_endpoints(m.clone()).await?;
-        self.tokens.access_token(&m, &self.secrets, &self.http).await
+        let token = self.tokens.access_token(&m, &self.secrets, &self.http).await;
+        if let Some(used) = self.tokens.take_refresh(&m.name) {
+            // A date that cannot be written only leaves the countdown behind; the token is fine.
+            if let Err(e) = self.store.note_refresh(&m.name, used.at, used.rotated, used.idle_lifetime) {
+                tracing::warn!(mailbox = %m.name, "cannot record the refresh date: {e}");
+            }
+        }
+        token
     }
 
     /// The mailbox with the endpoints a generic provider left empty filled in from its issuer's
@@ -642,6 +711,9 @@ impl App {
     }
 
     /// Verifies many mailboxes, at most `concurrency` at once; `done` is called as each ends.
+    /// A throttled mailbox is verified again after the back-off its server asked for (at most
+    /// [`THROTTLE_RETRIES`] times, and only for a back-off up to [`THROTTLE_BACKOFF_CAP`]); its
+    /// throttled attempts are recorded as such, never as failures.
     pub async fn verify_many(
         &self,
         names: &[String],
@@ -650,7 +722,19 @@ impl App {
     ) -> Result<Vec<HealthRecord>, AppError> {
         // Owned names and a plain loop keep this future `Send`, so a desktop command can await
         // it directly (closures over borrowed items in `buffer_unordered` are not, rust#102211).
-        let verifications = names.iter().cloned().enumerate().map(|(i, n)| async move { (i, self.verify(&n).await) });
+        let verifications = names.iter().cloned().enumerate().map(|(i, n)| async move {
+            let mut r = self.verify(&n).await;
+            for _ in 0..THROTTLE_RETRIES {
+                let wait = match &r {
+                    Ok(v) => verification_wait(v),
+                    _ => None,
+                };
+                let Some(wait) = wait else { break };
+                tokio::time::sleep(wait).await;
+                r = self.verify(&n).await;
+            }
+            (i, r)
+        });
         let mut pending = futures::stream::iter(verifications).buffer_unordered(concurrency.max(1));
         let mut results: Vec<(usize, HealthRecord)> = Vec::with_capacity(names.len());
         while let Some((i, r)) = pending.next().await {
@@ -679,7 +763,9 @@ impl App {
             other => {
                 AppError::Secret(SecretError::Failed { op: "delete", key: name.into(), detail: other.to_string() })
             }
-        })
+        })?;
+        // The sign-in's dates go with it (not a secret, but they would describe the next one).
+        Ok(self.store.forget_signin(name)?)
     }
 
     /// Removes the mailbox, its history and its keyring entries. Secrets go first, so a
@@ -725,6 +811,8 @@ fn unreadable_view(name: String, error: String) -> MailboxView {
         last_check: Some(record),
         incoming_check: None,
         smtp_check: None,
+        throttled: false,
+        signin_expires_at: None,
     }
 }
 
@@ -795,8 +883,11 @@ fn probe_record(
             } else {
                 e.code()
             };
-            let mut rec =
-                failure_record(&m.name, &check, diagnosis, e.to_string(), e.server_words().map(str::to_string));
+            let words = e.server_words().map(str::to_string);
+            if words.as_deref().is_some_and(crate::diagnose::is_throttling) {
+                return throttled_record(&m.name, &check, e.to_string(), words);
+            }
+            let mut rec = failure_record(&m.name, &check, diagnosis, e.to_string(), words);
             rec.code = Some(e.code().to_string());
             rec
         }
@@ -804,7 +895,31 @@ fn probe_record(
 }
 
 fn oauth_failure(name: &str, check: &str, e: &OAuthError) -> HealthRecord {
+    // HTTP 429 is the identity provider throttling; 5xx stays `token_endpoint_unavailable`.
+    if matches!(e, OAuthError::Unavailable { status: 429, .. }) {
+        return throttled_record(name, check, e.to_string(), e.server_words());
+    }
     failure_record(name, check, &e.code(), e.to_string(), e.server_words())
+}
+
+/// The record of a check the other side throttled: code `throttled`, the server's words kept,
+/// and the back-off it asked for in the message. Not a verdict (see [`health::deciding`]).
+fn throttled_record(name: &str, check: &str, message: String, server_words: Option<String>) -> HealthRecord {
+    let d = diagnose("throttled", None);
+    let backoff =
+        server_words.as_deref().and_then(crate::diagnose::backoff).or_else(|| crate::diagnose::backoff(&message));
+    let wait = backoff.map(|b| format!(" (it asks to retry after {} seconds)", b.as_secs().max(1))).unwrap_or_default();
+    HealthRecord {
+        mailbox: name.into(),
+        at: Utc::now(),
+        check: check.into(),
+        ok: false,
+        code: Some("throttled".into()),
+        message: format!("{message}{wait}. {}", d.cause),
+        hint: Some(d.fix.into()),
+        server_words,
+        messages: None,
+    }
 }
 
 #[cfg(test)]
@@ -825,6 +940,20 @@ mod tests {
         let names = vec!["a".to_string()];
         let fut = app.verify_many(&names, 2, &|_| {});
         assert_send(&fut);
+    }
+
+    #[test]
+    fn a_429_from_the_token_endpoint_is_throttled_and_a_503_is_not() {
+        let e =
+            |status| OAuthError::Unavailable { url: "https://idp.example/token".into(), status, retry_after: Some(7) };
+        let r = oauth_failure("m", "refresh", &e(429));
+        assert!(r.throttled(), "{r:?}");
+        assert_eq!(throttle_wait(&r), Some(Duration::from_secs(7)), "Retry-After is honoured");
+        assert!(r.message.contains("HTTP 429"), "the provider's status is kept: {}", r.message);
+        let r = oauth_failure("m", "refresh", &e(503));
+        assert!(!r.throttled() && r.code.as_deref() == Some("token_endpoint_unavailable"), "{r:?}");
+        let long = OAuthError::Unavailable { url: "u".into(), status: 429, retry_after: Some(3600) };
+        assert_eq!(throttle_wait(&oauth_failure("m", "refresh", &long)), None, "an hour is not waited for");
     }
 
     #[test]

@@ -114,6 +114,10 @@ const BY_CODE: &[Entry] = &[
      "Click Authenticate and sign in again."),
     ("token_endpoint_unavailable", "The identity provider's token endpoint is down or throttling requests (HTTP 5xx or 429); the stored sign-in is still valid.",
      "Nothing to change: try again later (after the time the provider asked for, if it named one). If it lasts, check the provider's status page."),
+    ("throttled", "The server or identity provider is throttling this account (too many connections or requests); the mailbox itself is not broken.",
+     "Nothing to change: the check is retried after the back-off the server asked for. If it lasts, close other programs holding connections to this mailbox (mail clients, fetchers) or lower the monitor's per-account connection limit."),
+    ("signin_expiring", "The mailbox's sign-in ends soon: its refresh token has a fixed lifetime (for example 7 days for a Google app whose consent screen is in Testing) or was not used for most of its idle lifetime.",
+     "Click Authenticate and sign in again before the date shown; for Google, publish the app (OAuth consent screen → Publish) so sign-ins stop expiring after 7 days; keep the monitor running so idle sign-ins stay in use."),
     ("refresh_busy", "Another program using this mailbox (the window, a scheduled verify, a mail fetcher) kept its sign-in locked for too long.",
      "Try again; if it keeps happening, end the program that hangs while refreshing this mailbox."),
     ("discovery_failed", "The issuer's OpenID configuration could not be read or does not fit the issuer.",
@@ -187,6 +191,47 @@ fn has_marker(words: &str, marker: &str) -> bool {
         let next = words[i + marker.len()..].chars().next();
         !next.is_some_and(|c| c.is_ascii_digit())
     })
+}
+
+/// Words by which mail servers say "come back later" rather than "no": RFC 5530's `[LIMIT]`
+/// and Gmail's `[THROTTLED]` response codes, Gmail's "Too many simultaneous connections",
+/// Exchange Online's "Request is throttled. Suggested Backoff Time: N milliseconds" (on IMAP,
+/// POP3 and SMTP alike), Dovecot's "Maximum number of connections from user+IP exceeded", and
+/// SMTP 4.7.x rate limits ("421 4.7.0 Too many connections", "451 4.7.500 throttled").
+const THROTTLE_MARKERS: &[&str] = &[
+    "[limit]",
+    "[throttled]",
+    "throttl",
+    "too many simultaneous",
+    "too many connections",
+    "too many concurrent",
+    "too many login",
+    "too many requests",
+    "too many sessions",
+    "maximum number of connections",
+    "bandwidth limits",
+];
+
+/// Whether the server's words say it is throttling (a temporary refusal to be retried after a
+/// back-off), not that the mailbox or its sign-in is broken.
+pub fn is_throttling(words: &str) -> bool {
+    let lower = words.to_ascii_lowercase();
+    THROTTLE_MARKERS.iter().any(|m| lower.contains(m))
+}
+
+/// The back-off the words ask for: Exchange's "Suggested Backoff Time: N milliseconds", or
+/// "retry after N seconds" (an HTTP `Retry-After` as the token endpoint's error states it).
+pub fn backoff(words: &str) -> Option<std::time::Duration> {
+    let lower = words.to_ascii_lowercase();
+    let number_after = |marker: &str| -> Option<u64> {
+        let rest = &lower[lower.find(marker)? + marker.len()..];
+        let digits: String = rest.trim_start().chars().take_while(|c| c.is_ascii_digit()).collect();
+        digits.parse().ok()
+    };
+    if let Some(ms) = number_after("suggested backoff time:") {
+        return Some(std::time::Duration::from_millis(ms));
+    }
+    number_after("retry after").map(std::time::Duration::from_secs)
 }
 
 /// The codes the catalogue knows (for tests and documentation).
@@ -322,6 +367,8 @@ mod tests {
         ("token_response_invalid", "not answer like an OAuth server", "token URL"),
         ("refresh_rejected", "already used once", "sign in again"),
         ("refresh_busy", "kept its sign-in locked", "Try again"),
+        ("throttled", "not broken", "retried after the back-off"),
+        ("signin_expiring", "sign-in ends soon", "sign in again before the date"),
         ("token_endpoint_unavailable", "down or throttling", "try again later"),
         ("config", "incomplete", "named field"),
         ("loopback", "could not run", "127.0.0.1"),
@@ -332,6 +379,42 @@ mod tests {
         ("store", "data store failed", "writable"),
         ("not_found", "no mailbox with that name", "mailbox-auth list"),
     ];
+
+    /// Lines as servers send them (bytes off the wire), throttling or not.
+    #[test]
+    fn throttling_lines_are_told_from_failures() {
+        let throttled: &[(&[u8], Option<u64>)] = &[
+            (b"a1 NO [LIMIT] Maximum number of connections from user+IP exceeded (mail_max_userip_connections=10)\r\n", None),
+            (b"* NO [THROTTLED] Account exceeded command or bandwidth limits\r\n", None),
+            (b"* BYE [UNAVAILABLE] Too many simultaneous connections. (Failure)\r\n", None),
+            (b"A3 BAD Request is throttled. Suggested Backoff Time: 299720 milliseconds\r\n", Some(299_720)),
+            (b"-ERR Request is throttled. Suggested Backoff Time: 1500 milliseconds\r\n", Some(1_500)),
+            (b"-ERR [SYS/TEMP] Too many simultaneous POP3 connections\r\n", None),
+            (b"421 4.7.0 Too many connections from your IP, try again later\r\n", None),
+            (b"451 4.7.500 Server busy. Request is throttled. Suggested Backoff Time: 60000 milliseconds\r\n", Some(60_000)),
+            (b"432 4.7.12 Too many login attempts, please try again later\r\n", None),
+        ];
+        for (line, ms) in throttled {
+            let words = String::from_utf8_lossy(line);
+            assert!(is_throttling(&words), "{words:?}");
+            assert_eq!(backoff(&words).map(|d| d.as_millis() as u64), *ms, "{words:?}");
+        }
+        // The token endpoint's 429 is told by its status (see `app`); its Retry-After reads back.
+        let words = "the token endpoint https://idp/token is unavailable (HTTP 429); it asks to retry after 7 seconds";
+        assert_eq!(backoff(words), Some(std::time::Duration::from_secs(7)));
+        let broken: &[&[u8]] = &[
+            b"a1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n",
+            b"NO AUTHENTICATE failed.\r\n",
+            b"-ERR [AUTH] Authentication failed.\r\n",
+            b"535 5.7.3 Authentication unsuccessful\r\n",
+            b"-ERR [SYS/TEMP] Mailbox is locked\r\n",
+            b"a2 NO Mailbox doesn't exist: INBOX\r\n",
+        ];
+        for line in broken {
+            let words = String::from_utf8_lossy(line);
+            assert!(!is_throttling(&words), "{words:?}");
+        }
+    }
 
     #[test]
     fn catalogue_has_no_duplicates_or_blank_text() {

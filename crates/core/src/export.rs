@@ -65,6 +65,7 @@ fn cell(m: &Mailbox, column: &str) -> String {
         "smtp_security" => m.smtp.as_ref().map(|s| s.security.to_string()).unwrap_or_default(),
         "client_secret_expires" => m.client_secret_expires.map(|d| d.to_string()).unwrap_or_default(),
         "redirect_port" => m.redirect_port.map(|p| p.to_string()).unwrap_or_default(),
+        "signin_max_age_days" => m.signin_max_age_days.map(|d| d.to_string()).unwrap_or_default(),
         _ => String::new(),
     }
 }
@@ -92,6 +93,7 @@ mod tests {
         generic.token_url = Some("https://idp.example.com/token".into());
         generic.issuer = Some("https://idp.example.com".into());
         generic.redirect_port = Some(53682);
+        generic.signin_max_age_days = Some(7);
         m.push(generic);
         let text = to_csv(&m).unwrap();
         let again = parse(&text, None).unwrap();

@@ -7,8 +7,9 @@
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-/// One check's outcome.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One check's outcome. Serialised with a derived `throttled` field (see
+/// [`HealthRecord::throttled`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct HealthRecord {
     pub mailbox: String,
     pub at: DateTime<Utc>,
@@ -25,6 +26,41 @@ pub struct HealthRecord {
     pub server_words: Option<String>,
     /// Messages seen in the folder (IMAP) or maildrop (POP3).
     pub messages: Option<u32>,
+}
+
+impl HealthRecord {
+    /// The server or identity provider asked to come back later (code `throttled`): not a
+    /// verdict on the mailbox. Derived from the code, so records stored before it existed read
+    /// the same.
+    pub fn throttled(&self) -> bool {
+        !self.ok && self.code.as_deref() == Some("throttled")
+    }
+
+    /// The back-off a throttled check asked for, if it named one.
+    pub fn backoff(&self) -> Option<std::time::Duration> {
+        self.server_words
+            .as_deref()
+            .and_then(crate::diagnose::backoff)
+            .or_else(|| crate::diagnose::backoff(&self.message))
+    }
+}
+
+impl Serialize for HealthRecord {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("HealthRecord", 11)?;
+        st.serialize_field("mailbox", &self.mailbox)?;
+        st.serialize_field("at", &self.at)?;
+        st.serialize_field("check", &self.check)?;
+        st.serialize_field("ok", &self.ok)?;
+        st.serialize_field("code", &self.code)?;
+        st.serialize_field("message", &self.message)?;
+        st.serialize_field("hint", &self.hint)?;
+        st.serialize_field("server_words", &self.server_words)?;
+        st.serialize_field("messages", &self.messages)?;
+        st.serialize_field("throttled", &self.throttled())?;
+        st.end()
+    }
 }
 
 /// The badge of a mailbox.
@@ -57,22 +93,49 @@ pub const STALE_AFTER: Duration = Duration::hours(24);
 
 /// The record that decides the badge, from a history newest first: the newest failure among
 /// the newest record of each check (a failed SMTP check is not hidden by a later IMAP success),
-/// else the newest record.
+/// else the newest record. A throttled record decides nothing while an earlier verdict exists:
+/// the server asked to come back later, which says nothing about the mailbox; only when
+/// nothing else is known is it the deciding record (an amber "Throttled").
 pub fn deciding(history: &[HealthRecord]) -> Option<&HealthRecord> {
     let newest = history.first()?;
     // Records older than the newest sign-in belong to an earlier authorisation.
     let since = history.iter().position(|r| r.check == "authenticate").map_or(history.len(), |i| i + 1);
     let mut seen = std::collections::HashSet::new();
-    history[..since]
+    let verdicts = &history[..since];
+    verdicts
         .iter()
         .enumerate()
+        .filter(|(_, r)| !r.throttled())
         .filter(|(_, r)| seen.insert(r.check.as_str()))
         // A failed token refresh is over once any newer check passed: that check got a token.
         // (A successful refresh leaves no record of its own, so nothing else would clear it.)
         .filter(|(i, r)| !(r.check == "refresh" && history[..*i].iter().any(|n| n.ok)))
         .map(|(_, r)| r)
         .find(|r| !r.ok)
+        .or_else(|| verdicts.iter().find(|r| !r.throttled()))
         .or(Some(newest))
+}
+
+/// Whether the newest record of some check (since the newest sign-in) is throttled: that
+/// check is waiting for its back-off.
+pub fn throttled(history: &[HealthRecord]) -> bool {
+    let since = history.iter().position(|r| r.check == "authenticate").map_or(history.len(), |i| i + 1);
+    let mut seen = std::collections::HashSet::new();
+    history[..since].iter().filter(|r| seen.insert(r.check.as_str())).any(HealthRecord::throttled)
+}
+
+/// When a throttled check may be tried again: the latest of "when it was throttled plus the
+/// back-off it asked for" over the checks whose newest record is throttled. `None` when no
+/// check waits (or none named a back-off: then the next scheduled check retries).
+pub fn retry_at(history: &[HealthRecord]) -> Option<DateTime<Utc>> {
+    let since = history.iter().position(|r| r.check == "authenticate").map_or(history.len(), |i| i + 1);
+    let mut seen = std::collections::HashSet::new();
+    history[..since]
+        .iter()
+        .filter(|r| seen.insert(r.check.as_str()))
+        .filter(|r| r.throttled())
+        .filter_map(|r| Some(r.at + Duration::from_std(r.backoff()?).ok()?))
+        .max()
 }
 
 /// A client secret this close to its expiry turns the badge amber.
@@ -102,16 +165,94 @@ pub fn status(
     secret_expires: Option<chrono::NaiveDate>,
     now: DateTime<Utc>,
 ) -> Status {
+    status_with_signin(latest, has_refresh_token, secret_expires, None, now)
+}
+
+/// [`status`], and amber once the sign-in is inside its warning window ([`SignInExpiry`]).
+pub fn status_with_signin(
+    latest: Option<&HealthRecord>,
+    has_refresh_token: bool,
+    secret_expires: Option<chrono::NaiveDate>,
+    signin: Option<&SignInExpiry>,
+    now: DateTime<Utc>,
+) -> Status {
     let base = base_status(latest, has_refresh_token, now);
+    let signin_soon = signin.is_some_and(|s| now >= s.warn_from);
     match (base, secret_expiry(secret_expires, now)) {
         (_, SecretExpiry::Expired) => Status::Failed,
         (Status::Verified, SecretExpiry::Soon) => Status::NeedsAttention,
+        (Status::Verified, _) if signin_soon => Status::NeedsAttention,
         (s, _) => s,
+    }
+}
+
+/// When a mailbox's sign-in (its refresh token's grant) was issued, last used for a refresh
+/// and last rotated, and the idle lifetime its token response named (`refresh_expires_in`).
+/// Dates only: the tokens themselves live in the keyring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignInDates {
+    pub issued_at: DateTime<Utc>,
+    pub refreshed_at: Option<DateTime<Utc>>,
+    pub rotated_at: Option<DateTime<Utc>>,
+    pub idle_lifetime: Option<std::time::Duration>,
+}
+
+/// An absolute sign-in lifetime turns the badge amber this long before it ends.
+pub const SIGNIN_WARNING: Duration = Duration::days(14);
+/// Microsoft's refresh tokens expire after 90 days unused (identity platform, "Refresh token
+/// lifetime"); Google's after 6 months unused ("Refresh token expiration").
+pub const MICROSOFT_IDLE: Duration = Duration::days(90);
+pub const GOOGLE_IDLE: Duration = Duration::days(183);
+
+/// When a sign-in ends and when the badge turns amber for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignInExpiry {
+    pub at: DateTime<Utc>,
+    pub warn_from: DateTime<Utc>,
+    /// An absolute lifetime decides (`signin_max_age_days`): no refresh moves it.
+    pub absolute: bool,
+}
+
+/// When the sign-in expires, if that is known:
+/// - an idle lifetime (the token response's `refresh_expires_in`, else Microsoft's 90 days or
+///   Google's 6 months) counts from the last use of the sign-in (a refresh, else the sign-in),
+///   so every check that refreshes moves it forward: a monitored mailbox keeps it far away;
+/// - an absolute lifetime (`signin_max_age_days`) counts from the sign-in, whatever happens.
+///
+/// The earlier of the two. Amber [`SIGNIN_WARNING`] before an absolute end; before an idle end,
+/// the lesser of that and half the idle lifetime, so a provider with a 30-minute idle window
+/// (Keycloak's default) is not amber all the time while a monitor keeps it in use.
+pub fn signin_expiry(
+    dates: Option<&SignInDates>,
+    provider: crate::mailbox::ProviderKind,
+    max_age_days: Option<u32>,
+) -> Option<SignInExpiry> {
+    use crate::mailbox::ProviderKind;
+    let d = dates?;
+    let idle = d.idle_lifetime.and_then(|l| Duration::from_std(l).ok()).or(match provider {
+        ProviderKind::Microsoft => Some(MICROSOFT_IDLE),
+        ProviderKind::Google => Some(GOOGLE_IDLE),
+        _ => None,
+    });
+    let last_use = [Some(d.issued_at), d.refreshed_at, d.rotated_at].into_iter().flatten().max()?;
+    let idle_end = idle.map(|l| {
+        let at = last_use + l;
+        SignInExpiry { at, warn_from: at - SIGNIN_WARNING.min(l / 2), absolute: false }
+    });
+    let absolute_end = max_age_days.map(|n| {
+        let at = d.issued_at + Duration::days(i64::from(n));
+        SignInExpiry { at, warn_from: at - SIGNIN_WARNING, absolute: true }
+    });
+    match (idle_end, absolute_end) {
+        (Some(i), Some(a)) => Some(if a.at <= i.at { a } else { i }),
+        (i, a) => i.or(a),
     }
 }
 
 fn base_status(latest: Option<&HealthRecord>, has_refresh_token: bool, now: DateTime<Utc>) -> Status {
     match latest {
+        // Only when nothing earlier is known (see `deciding`): amber, never red.
+        Some(r) if r.throttled() => Status::NeedsAttention,
         Some(r) if !r.ok => Status::Failed,
         Some(r) if r.check == "authenticate" || r.check == "refresh" => {
             // Signed in, but the mailbox itself was not reached yet.
@@ -179,6 +320,95 @@ mod tests {
         assert_eq!(deciding(&h).map(|r| (r.check.as_str(), r.ok)), Some(("refresh", false)));
         let h = vec![rec("smtp", false, now), rec("imap", true, now), rec("refresh", false, now)];
         assert_eq!(deciding(&h).map(|r| r.check.as_str()), Some("smtp"), "other failures still count");
+    }
+
+    fn throttled_rec(check: &str, at: DateTime<Utc>) -> HealthRecord {
+        HealthRecord {
+            code: Some("throttled".into()),
+            server_words: Some("NO [LIMIT] Maximum number of connections from user+IP exceeded".into()),
+            ..rec(check, false, at)
+        }
+    }
+
+    #[test]
+    fn a_throttled_check_keeps_the_previous_badge() {
+        let now = Utc::now();
+        let t = throttled_rec("imap", now);
+        assert!(t.throttled() && !rec("imap", false, now).throttled());
+        let badge = |h: &[HealthRecord]| status(deciding(h), true, None, now);
+        assert_eq!(badge(&[t.clone(), rec("imap", true, now)]), Status::Verified, "green stays green");
+        assert_eq!(badge(&[t.clone(), rec("imap", false, now)]), Status::Failed, "red stays red");
+        assert_eq!(badge(&[t.clone(), t.clone(), rec("smtp", true, now)]), Status::Verified);
+        assert_eq!(badge(std::slice::from_ref(&t)), Status::NeedsAttention, "nothing earlier: amber, not red");
+        assert_eq!(
+            badge(&[t.clone(), rec("authenticate", true, now), rec("imap", false, now)]),
+            Status::NeedsAttention
+        );
+        assert!(throttled(&[t.clone(), rec("imap", true, now)]));
+        assert!(!throttled(&[rec("imap", true, now), t.clone()]), "retried since");
+        assert_eq!(retry_at(&[t.clone(), rec("imap", true, now)]), None, "no back-off named");
+        let exchange = HealthRecord {
+            server_words: Some("BAD Request is throttled. Suggested Backoff Time: 90000 milliseconds".into()),
+            ..t.clone()
+        };
+        assert_eq!(retry_at(&[exchange.clone(), rec("imap", true, now)]), Some(now + Duration::seconds(90)));
+        assert_eq!(retry_at(&[rec("imap", true, now), exchange]), None, "retried since");
+        let json = serde_json::to_value(&t).unwrap();
+        assert_eq!(json["throttled"], true);
+        let back: HealthRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(back, t, "the derived field reads back");
+        let old: HealthRecord = serde_json::from_str(
+            r#"{"mailbox":"m","at":"2026-01-01T00:00:00Z","check":"imap","ok":true,"code":null,"message":"","hint":null,"server_words":null,"messages":3}"#,
+        )
+        .unwrap();
+        assert!(!old.throttled(), "rows stored before the field read");
+    }
+
+    #[test]
+    fn signin_expiry_counts_idle_from_the_last_use_and_absolute_from_the_sign_in() {
+        use crate::mailbox::ProviderKind::*;
+        let t0 = "2026-11-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        let dates = |refreshed: Option<i64>, idle: Option<u64>| SignInDates {
+            issued_at: t0,
+            refreshed_at: refreshed.map(|d| t0 + Duration::days(d)),
+            rotated_at: None,
+            idle_lifetime: idle.map(std::time::Duration::from_secs),
+        };
+        assert_eq!(signin_expiry(None, Microsoft, Some(7)), None, "never signed in: unknown");
+        assert_eq!(signin_expiry(Some(&dates(None, None)), Generic, None), None, "nothing known");
+        let ms = signin_expiry(Some(&dates(Some(30), None)), Microsoft, None).unwrap();
+        assert_eq!((ms.at, ms.absolute), (t0 + Duration::days(120), false), "90 days after the last refresh");
+        assert_eq!(ms.warn_from, t0 + Duration::days(106));
+        let g = signin_expiry(Some(&dates(None, None)), Google, None).unwrap();
+        assert_eq!(g.at, t0 + Duration::days(183));
+        let testing = signin_expiry(Some(&dates(Some(5), None)), Google, Some(7)).unwrap();
+        assert_eq!((testing.at, testing.absolute), (t0 + Duration::days(7), true), "refreshing does not move it");
+        assert_eq!(testing.warn_from, t0 - Duration::days(7), "amber from the start: 14 days before");
+        let kc = signin_expiry(Some(&dates(None, Some(1800))), Generic, None).unwrap();
+        assert_eq!((kc.at, kc.warn_from), (t0 + Duration::minutes(30), t0 + Duration::minutes(15)));
+        let named = signin_expiry(Some(&dates(None, Some(86_400))), Microsoft, None).unwrap();
+        assert_eq!(named.at, t0 + Duration::days(1), "the token response's refresh_expires_in wins");
+    }
+
+    #[test]
+    fn signin_expiry_turns_a_green_badge_amber_only_inside_its_window() {
+        let now = "2026-11-22T12:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        let ok = rec("imap", true, now);
+        let exp = |days: i64| SignInExpiry {
+            at: now + Duration::days(days),
+            warn_from: now + Duration::days(days) - SIGNIN_WARNING,
+            absolute: true,
+        };
+        let badge = |e: &SignInExpiry| status_with_signin(Some(&ok), true, None, Some(e), now);
+        assert_eq!(badge(&exp(15)), Status::Verified, "15 days left");
+        assert_eq!(badge(&exp(14)), Status::NeedsAttention, "14 days left");
+        assert_eq!(badge(&exp(10)), Status::NeedsAttention);
+        assert_eq!(
+            status_with_signin(Some(&rec("imap", false, now)), true, None, Some(&exp(3)), now),
+            Status::Failed,
+            "red stays red"
+        );
+        assert_eq!(status_with_signin(Some(&ok), true, None, None, now), Status::Verified);
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub const COLUMNS: &[&str] = &[
     "smtp_security",
     "client_secret_expires",
     "redirect_port",
+    "signin_max_age_days",
 ];
 const REQUIRED: &[&str] = &["name", "email", "client_id"];
 
@@ -210,6 +211,19 @@ pub fn build(get: &dyn Fn(&str) -> Option<String>, base: Option<&Path>) -> Resul
         },
     };
     let redirect_port = get("redirect_port").map(|p| parse_port("redirect_port", Some(p), 0, &mut errs));
+    let signin_max_age_days = match get("signin_max_age_days") {
+        None => None,
+        Some(d) => match d.parse::<u32>() {
+            Ok(n) if (1..=36_500).contains(&n) => Some(n),
+            _ => {
+                errs.push(FieldError::new(
+                    "signin_max_age_days",
+                    format!("`{d}` is not a number of days (1-36500), e.g. 7 for a Google app in Testing"),
+                ));
+                None
+            }
+        },
+    };
     let m = Mailbox {
         name: get("name").unwrap_or_default(),
         email: get("email").unwrap_or_default(),
@@ -240,6 +254,7 @@ pub fn build(get: &dyn Fn(&str) -> Option<String>, base: Option<&Path>) -> Resul
         smtp,
         client_secret_expires,
         redirect_port,
+        signin_max_age_days,
     };
     if let Err(v) = m.validate() {
         // The port error is already reported with the value the admin typed.
@@ -384,6 +399,23 @@ mod tests {
         assert_eq!(m.client_secret_expires, chrono::NaiveDate::from_ymd_opt(2027, 3, 31));
         let f: Vec<&str> = p.errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(f, vec!["flow", "client_secret_expires"]);
+    }
+
+    #[test]
+    fn signin_max_age_days_column() {
+        let p = parse(
+            "name,email,host,client_id,auth_url,token_url,scopes,signin_max_age_days\n\
+             a,a@e.com,h.e.com,c,https://i/a,https://i/t,s,7\n\
+             b,b@e.com,h.e.com,c,https://i/a,https://i/t,s,\n\
+             c,c@e.com,h.e.com,c,https://i/a,https://i/t,s,seven\n\
+             d,d@e.com,h.e.com,c,https://i/a,https://i/t,s,0\n",
+            None,
+        )
+        .unwrap();
+        let days: Vec<_> = p.mailboxes.iter().map(|m| (m.name.as_str(), m.signin_max_age_days)).collect();
+        assert_eq!(days, vec![("a", Some(7)), ("b", None)]);
+        let errs: Vec<(u64, &str)> = p.errors.iter().map(|e| (e.line, e.field.as_str())).collect();
+        assert_eq!(errs, vec![(4, "signin_max_age_days"), (5, "signin_max_age_days")]);
     }
 
     #[test]

@@ -152,6 +152,10 @@ pub struct Mailbox {
     /// the registered redirect URI exactly, port included; a free port when empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect_port: Option<u16>,
+    /// The longest a sign-in lives however often it is used, in days (e.g. 7 for a Google app
+    /// whose consent screen is in "Testing"): the countdown runs from the sign-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signin_max_age_days: Option<u32>,
 }
 
 impl Mailbox {
@@ -181,6 +185,7 @@ impl Mailbox {
             smtp: None,
             client_secret_expires: None,
             redirect_port: None,
+            signin_max_age_days: None,
         }
     }
 
@@ -504,6 +509,7 @@ pub(crate) fn sample() -> Mailbox {
         smtp: None,
         client_secret_expires: None,
         redirect_port: None,
+        signin_max_age_days: None,
     }
 }
 

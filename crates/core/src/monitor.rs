@@ -164,6 +164,8 @@ pub struct MailboxCheck {
     #[serde(skip)]
     pub duration: Duration,
     pub client_secret_expires: Option<NaiveDate>,
+    /// When the sign-in expires, where known ([`crate::app::MailboxView::signin_expires_at`]).
+    pub signin_expires_at: Option<DateTime<Utc>>,
     /// The code, words and advice that explain `after`, and the endpoint to blame.
     pub reason: Reason,
 }
@@ -399,7 +401,13 @@ fn token_endpoint(m: &Mailbox) -> Option<String> {
 }
 
 /// The reason for a badge from the records of this pass and the client secret's expiry.
-fn reason(m: &Mailbox, after: Status, deciding: Option<&HealthRecord>, now: DateTime<Utc>) -> Reason {
+fn reason(
+    m: &Mailbox,
+    after: Status,
+    deciding: Option<&HealthRecord>,
+    signin_expires: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Reason {
     let expiry = health::secret_expiry(m.client_secret_expires, now);
     let secret_cause = Some(format!("the client secret of app {}", m.client_id));
     let renew = "Create a new client secret for the app registration and store it with \
@@ -423,6 +431,20 @@ fn reason(m: &Mailbox, after: Status, deciding: Option<&HealthRecord>, now: Date
             hint: Some(renew.into()),
             cause: secret_cause,
         },
+        (Status::NeedsAttention, _, Some(r))
+            if r.ok && signin_expires.is_some_and(|at| at - now <= health::SIGNIN_WARNING) =>
+        {
+            let d = crate::diagnose::diagnose("signin_expiring", None);
+            Reason {
+                code: Some("signin_expiring".into()),
+                message: format!(
+                    "the sign-in expires on {}",
+                    signin_expires.map(|at| at.format("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_default()
+                ),
+                hint: Some(d.fix.into()),
+                cause: Some(format!("the sign-in of {}", m.sasl_user())),
+            }
+        }
         (_, _, Some(r)) => Reason {
             code: r.code.clone(),
             message: r.message.clone(),
@@ -452,7 +474,27 @@ pub async fn check_one(app: &App, limits: &Limits, m: &Mailbox) -> Result<Mailbo
     // The badge before is read under the first permit, so a pass over many mailboxes has at
     // most `concurrency` of them reading the keyring at once too.
     let permit = limits.connection(&account_key(m.sasl_user(), &m.host)).await;
-    let before = app.view(m.clone()).await?.status;
+    let before_view = app.view(m.clone()).await?;
+    let before = before_view.status;
+    // A throttled mailbox is left alone until the back-off its server asked for has passed;
+    // a later pass retries it. Its badge stays what it was.
+    let recent = app.store().history(&m.name, 20)?;
+    if let Some(until) = health::retry_at(&recent).filter(|t| *t > Utc::now()) {
+        tracing::debug!("{}: throttled, next try after {until}", m.name);
+        let now = Utc::now();
+        return Ok(MailboxCheck {
+            mailbox: m.name.clone(),
+            before,
+            after: before,
+            records,
+            // Not checked now: the time of its newest check stands (the metrics' last check).
+            at: recent.first().map_or(now, |r| r.at),
+            duration: started.elapsed(),
+            client_secret_expires: m.client_secret_expires,
+            signin_expires_at: before_view.signin_expires_at,
+            reason: reason(m, before, before_view.last_check.as_ref(), before_view.signin_expires_at, now),
+        });
+    }
     if before == Status::NotAuthenticated {
         // Never signed in and never checked: nothing to watch yet, and no alert about it.
         let d = crate::diagnose::diagnose("not_authenticated", None);
@@ -464,6 +506,7 @@ pub async fn check_one(app: &App, limits: &Limits, m: &Mailbox) -> Result<Mailbo
             at: Utc::now(),
             duration: started.elapsed(),
             client_secret_expires: m.client_secret_expires,
+            signin_expires_at: None,
             reason: Reason {
                 code: Some("not_authenticated".into()),
                 message: "never signed in".into(),
@@ -479,7 +522,7 @@ pub async fn check_one(app: &App, limits: &Limits, m: &Mailbox) -> Result<Mailbo
     let duration = started.elapsed();
     let view = app.view(m.clone()).await?;
     let now = Utc::now();
-    let reason = reason(m, view.status, view.last_check.as_ref(), now);
+    let reason = reason(m, view.status, view.last_check.as_ref(), view.signin_expires_at, now);
     Ok(MailboxCheck {
         mailbox: m.name.clone(),
         before,
@@ -488,6 +531,7 @@ pub async fn check_one(app: &App, limits: &Limits, m: &Mailbox) -> Result<Mailbo
         at: now,
         duration,
         client_secret_expires: m.client_secret_expires,
+        signin_expires_at: view.signin_expires_at,
         reason,
     })
 }
@@ -699,6 +743,7 @@ pub struct Metrics {
     up: prometheus_client::metrics::family::Family<MailboxLabels, prometheus_client::metrics::gauge::Gauge>,
     last_check: prometheus_client::metrics::family::Family<MailboxLabels, prometheus_client::metrics::gauge::Gauge>,
     secret_expiry: prometheus_client::metrics::family::Family<MailboxLabels, prometheus_client::metrics::gauge::Gauge>,
+    signin_expiry: prometheus_client::metrics::family::Family<MailboxLabels, prometheus_client::metrics::gauge::Gauge>,
     throttled: prometheus_client::metrics::family::Family<MailboxLabels, prometheus_client::metrics::counter::Counter>,
     duration: prometheus_client::metrics::histogram::Histogram,
 }
@@ -716,6 +761,7 @@ impl Metrics {
         let up = Default::default();
         let last_check = Default::default();
         let secret_expiry = Default::default();
+        let signin_expiry = Default::default();
         let throttled = Default::default();
         let duration = Histogram::new(exponential_buckets(0.05, 2.0, 10));
         registry.register("up", "1 when the mailbox's newest checks passed, 0 when it is red", Clone::clone(&up));
@@ -730,12 +776,17 @@ impl Metrics {
             Clone::clone(&secret_expiry),
         );
         registry.register(
+            "signin_expiry_timestamp_seconds",
+            "When the mailbox's sign-in (refresh token) expires (Unix time), where known",
+            Clone::clone(&signin_expiry),
+        );
+        registry.register(
             "throttled",
             "Checks the server throttled and that were retried later",
             Clone::clone(&throttled),
         );
         registry.register("check_duration_seconds", "Time to check one mailbox (all its servers)", duration.clone());
-        Self { registry, up, last_check, secret_expiry, throttled, duration }
+        Self { registry, up, last_check, secret_expiry, signin_expiry, throttled, duration }
     }
 
     fn labels(name: &str) -> MailboxLabels {
@@ -767,8 +818,24 @@ impl Metrics {
         drop(self.throttled.get_or_create(&l));
     }
 
+    /// Sets (or, unknown, drops) a mailbox's sign-in expiry series.
+    pub fn set_signin(&self, name: &str, expires: Option<DateTime<Utc>>) {
+        let l = Self::labels(name);
+        match expires {
+            Some(at) => {
+                self.signin_expiry.get_or_create(&l).set(at.timestamp());
+            }
+            None => {
+                self.signin_expiry.remove(&l);
+            }
+        }
+    }
+
     pub fn observe(&self, c: &MailboxCheck) {
         self.set(&c.mailbox, c.after, Some(c.at), c.client_secret_expires);
+        self.set_signin(&c.mailbox, c.signin_expires_at);
+        let throttled = c.records.iter().filter(|r| r.throttled()).count() as u64;
+        self.throttled.get_or_create(&Self::labels(&c.mailbox)).inc_by(throttled);
         self.duration.observe(c.duration.as_secs_f64());
     }
 
@@ -779,6 +846,7 @@ impl Metrics {
             self.up.remove(&l);
             self.last_check.remove(&l);
             self.secret_expiry.remove(&l);
+            self.signin_expiry.remove(&l);
             self.throttled.remove(&l);
         }
     }
@@ -896,6 +964,7 @@ impl<'a> Monitor<'a> {
                     v.last_check.as_ref().map(|r| r.at),
                     v.mailbox.client_secret_expires,
                 );
+                metrics.set_signin(&v.mailbox.name, v.signin_expires_at);
                 self.known.lock().unwrap_or_else(|p| p.into_inner()).insert(v.mailbox.name.clone());
             }
         }
@@ -1068,6 +1137,7 @@ mod tests {
             at: Utc::now(),
             duration: Duration::from_millis(5),
             client_secret_expires: None,
+            signin_expires_at: None,
             reason: Reason::default(),
         }
     }
@@ -1249,6 +1319,29 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("mailbox_auth_throttled_total{mailbox=\"green\"} 0"), "{text}");
+        let mut c = check("green", Verified, Verified);
+        let throttled = HealthRecord {
+            mailbox: "green".into(),
+            at: Utc::now(),
+            check: "imap".into(),
+            ok: false,
+            code: Some("throttled".into()),
+            message: "throttled".into(),
+            hint: None,
+            server_words: Some("NO [LIMIT] Maximum number of connections from user+IP exceeded".into()),
+            messages: None,
+        };
+        c.records = vec![throttled.clone(), HealthRecord { code: Some("auth_rejected".into()), ..throttled }];
+        c.signin_expires_at = "2026-12-09T12:00:00Z".parse().ok();
+        m.observe(&c);
+        m.observe(&c);
+        let text = m.encode(false);
+        assert!(
+            text.contains("mailbox_auth_throttled_total{mailbox=\"green\"} 2"),
+            "only throttled checks count: {text}"
+        );
+        assert!(text.contains("mailbox_auth_up{mailbox=\"green\"} 1"), "{text}");
+        assert!(text.contains("mailbox_auth_signin_expiry_timestamp_seconds{mailbox=\"green\"} 1796817600"), "{text}");
         m.retain(&HashSet::from(["green"]), &BTreeSet::from(["green".to_string(), "red \"quoted\"\n".to_string()]));
         assert!(!m.encode(false).contains("quoted"));
     }

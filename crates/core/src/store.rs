@@ -25,7 +25,7 @@ use crate::health::HealthRecord;
 use crate::mailbox::Mailbox;
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 /// Green checks older than this are pruned unless they mark a change of status.
 pub const ROUTINE_RETENTION_DAYS: i64 = 30;
 /// Pruning also runs every this many new records (a window open for months).
@@ -110,6 +110,19 @@ fn migrate(tx: &rusqlite::Transaction<'_>, from: i64) -> Result<(), StoreError> 
                      CREATE INDEX IF NOT EXISTS health_by_mailbox ON health (mailbox, id);",
                 )
                 .map_err(sql("migrate to schema 1"))?,
+            // 1 → 2: when each mailbox's sign-in was issued, last used and last rotated (the
+            // dates only: the tokens live in the keyring).
+            1 => tx
+                .execute_batch(
+                    "CREATE TABLE IF NOT EXISTS signin (
+                         mailbox TEXT PRIMARY KEY NOT NULL,
+                         issued_at TEXT NOT NULL,
+                         refreshed_at TEXT,
+                         rotated_at TEXT,
+                         idle_lifetime_secs INTEGER
+                     );",
+                )
+                .map_err(sql("migrate to schema 2"))?,
             other => unreachable!("no migration from schema {other}"),
         }
     }
@@ -297,7 +310,83 @@ impl Store {
             return Err(StoreError::NotFound(name.into()));
         }
         tx.execute("DELETE FROM health WHERE mailbox = ?1", [name]).map_err(sql("remove history"))?;
+        tx.execute("DELETE FROM signin WHERE mailbox = ?1", [name]).map_err(sql("remove sign-in dates"))?;
         tx.commit().map_err(sql("commit"))
+    }
+
+    /// A new sign-in was stored: its refresh token was issued now. `idle_lifetime` is what the
+    /// token response said (`refresh_expires_in`), if anything.
+    pub fn note_signin(
+        &self,
+        name: &str,
+        at: chrono::DateTime<chrono::Utc>,
+        idle_lifetime: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO signin (mailbox, issued_at, refreshed_at, rotated_at, idle_lifetime_secs)
+                 VALUES (?1, ?2, NULL, NULL, ?3)",
+                params![name, at.to_rfc3339(), idle_lifetime.map(|s| s.min(i64::MAX as u64) as i64)],
+            )
+            .map_err(sql("record the sign-in date"))?;
+        Ok(())
+    }
+
+    /// The sign-in was used for a refresh now; `rotated` when a new refresh token was stored.
+    /// Nothing is written for a mailbox without a recorded sign-in (signed in before dates were
+    /// kept): its issue date is unknown.
+    pub fn note_refresh(
+        &self,
+        name: &str,
+        at: chrono::DateTime<chrono::Utc>,
+        rotated: bool,
+        idle_lifetime: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE signin SET refreshed_at = ?2,
+                     rotated_at = CASE WHEN ?3 THEN ?2 ELSE rotated_at END,
+                     idle_lifetime_secs = COALESCE(?4, idle_lifetime_secs)
+                 WHERE mailbox = ?1",
+                params![name, at.to_rfc3339(), rotated, idle_lifetime.map(|s| s.min(i64::MAX as u64) as i64)],
+            )
+            .map_err(sql("record the refresh date"))?;
+        Ok(())
+    }
+
+    /// Forgets the sign-in dates (the mailbox was signed out).
+    pub fn forget_signin(&self, name: &str) -> Result<(), StoreError> {
+        self.conn().execute("DELETE FROM signin WHERE mailbox = ?1", [name]).map_err(sql("forget sign-in dates"))?;
+        Ok(())
+    }
+
+    /// The sign-in dates of a mailbox, if a sign-in was recorded.
+    pub fn signin(&self, name: &str) -> Result<Option<crate::health::SignInDates>, StoreError> {
+        let row = self
+            .conn()
+            .query_row(
+                "SELECT issued_at, refreshed_at, rotated_at, idle_lifetime_secs FROM signin WHERE mailbox = ?1",
+                [name],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, Option<i64>>(3)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(sql("read the sign-in dates"))?;
+        let date = |s: &str| chrono::DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&chrono::Utc));
+        Ok(row.and_then(|(issued, refreshed, rotated, idle)| {
+            Some(crate::health::SignInDates {
+                issued_at: date(&issued)?,
+                refreshed_at: refreshed.as_deref().and_then(date),
+                rotated_at: rotated.as_deref().and_then(date),
+                idle_lifetime: idle.and_then(|s| u64::try_from(s).ok()).map(std::time::Duration::from_secs),
+            })
+        }))
     }
 
     pub fn record(&self, rec: &HealthRecord) -> Result<(), StoreError> {
@@ -336,6 +425,33 @@ impl Store {
 mod tests {
     use super::*;
     use crate::mailbox::sample;
+
+    #[test]
+    fn sign_in_dates_are_kept_updated_and_removed_with_the_mailbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let m = sample();
+        s.save(&m).unwrap();
+        let t0 = "2026-11-01T10:00:00Z".parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+        assert_eq!(s.signin(&m.name).unwrap(), None);
+        s.note_refresh(&m.name, t0, true, None).unwrap();
+        assert_eq!(s.signin(&m.name).unwrap(), None, "no issue date, nothing invented");
+        s.note_signin(&m.name, t0, Some(1800)).unwrap();
+        let t1 = t0 + chrono::Duration::hours(1);
+        s.note_refresh(&m.name, t1, false, None).unwrap();
+        let d = s.signin(&m.name).unwrap().unwrap();
+        assert_eq!((d.issued_at, d.refreshed_at, d.rotated_at), (t0, Some(t1), None));
+        assert_eq!(d.idle_lifetime, Some(std::time::Duration::from_secs(1800)));
+        let t2 = t1 + chrono::Duration::hours(1);
+        s.note_refresh(&m.name, t2, true, Some(3600)).unwrap();
+        let d = s.signin(&m.name).unwrap().unwrap();
+        assert_eq!(
+            (d.refreshed_at, d.rotated_at, d.idle_lifetime),
+            (Some(t2), Some(t2), Some(std::time::Duration::from_secs(3600)))
+        );
+        s.remove(&m.name).unwrap();
+        assert_eq!(s.signin(&m.name).unwrap(), None);
+    }
 
     #[test]
     fn save_update_list_remove() {
@@ -453,7 +569,28 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.list().unwrap(), vec![sample()]);
         let v: i64 = s.conn().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-        assert_eq!(v, 1);
+        assert_eq!(v, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_schema_1_database_gains_the_sign_in_dates_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE mailboxes (name TEXT PRIMARY KEY NOT NULL, data TEXT NOT NULL, updated_at TEXT NOT NULL);
+             CREATE TABLE health (id INTEGER PRIMARY KEY AUTOINCREMENT, mailbox TEXT NOT NULL, data TEXT NOT NULL);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        conn.execute("INSERT INTO mailboxes VALUES ('support', ?1, '')", [serde_json::to_string(&sample()).unwrap()])
+            .unwrap();
+        drop(conn);
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.list().unwrap(), vec![sample()]);
+        let v: i64 = s.conn().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(v, 2);
+        s.note_signin("support", chrono::Utc::now(), None).unwrap();
+        assert!(s.signin("support").unwrap().is_some());
     }
 
     #[test]

@@ -38,8 +38,22 @@ use crate::provider;
 pub struct IdTokenFields {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
+    /// Keycloak (and others) name the refresh token's idle lifetime in seconds; absent or
+    /// unreadable means unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_seconds")]
+    pub refresh_expires_in: Option<u64>,
 }
 impl ExtraTokenFields for IdTokenFields {}
+
+/// A lifetime in seconds as a number (or a numeric string); anything else is unknown, never a
+/// failed sign-in: the field is informational.
+fn lenient_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    })
+}
 
 // An id_token is a signed statement about the user; like the other tokens it never prints.
 impl std::fmt::Debug for IdTokenFields {
@@ -163,6 +177,8 @@ pub struct Tokens {
     pub refresh_token: Option<RefreshToken>,
     pub expires_in: Option<Duration>,
     pub id_token: Option<secrecy::SecretString>,
+    /// The refresh token's idle lifetime, when the provider named it (`refresh_expires_in`).
+    pub refresh_expires_in: Option<u64>,
 }
 
 impl From<TokenResponseBody> for Tokens {
@@ -172,6 +188,7 @@ impl From<TokenResponseBody> for Tokens {
             refresh_token: r.refresh_token().cloned(),
             expires_in: r.expires_in(),
             id_token: r.extra_fields().id_token.clone().map(secrecy::SecretString::from),
+            refresh_expires_in: r.extra_fields().refresh_expires_in,
         }
     }
 }
@@ -343,6 +360,7 @@ mod tests {
             refresh_token: Some(RefreshToken::new("rt-SECRET".into())),
             expires_in: None,
             id_token: Some(secrecy::SecretString::from("idt-SECRET")),
+            refresh_expires_in: None,
         };
         assert!(!format!("{t:?}").contains("SECRET"), "{t:?}");
     }

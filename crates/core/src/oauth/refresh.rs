@@ -91,6 +91,18 @@ pub struct TokenCache {
     slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
     locks: Locks,
     refreshes: AtomicU64,
+    /// Refreshes not yet written to the data store (see [`TokenCache::take_refresh`]).
+    used: Mutex<HashMap<String, RefreshUse>>,
+}
+
+/// When a mailbox's sign-in was last used for a refresh: the date, whether the refresh token
+/// was rotated (and the new one stored), and the idle lifetime the response named. Dates only,
+/// for the sign-in countdown ([`crate::health::signin_expiry`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshUse {
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub rotated: bool,
+    pub idle_lifetime: Option<u64>,
 }
 
 /// How long an access token is trusted: the announced lifetime, capped.
@@ -113,7 +125,7 @@ impl TokenCache {
     }
 
     pub fn with_locks(locks: Locks) -> Self {
-        Self { slots: Mutex::default(), locks, refreshes: AtomicU64::new(0) }
+        Self { slots: Mutex::default(), locks, refreshes: AtomicU64::new(0), used: Mutex::default() }
     }
 
     fn slot(&self, mailbox: &str) -> Arc<tokio::sync::Mutex<Slot>> {
@@ -126,6 +138,16 @@ impl TokenCache {
         let slot = self.slot(mailbox).lock_owned().await;
         let file = self.locks.acquire(mailbox).await?;
         Ok(Held { slot, _file: file })
+    }
+
+    /// The newest refresh of the mailbox's sign-in since the last call, if any.
+    pub fn take_refresh(&self, mailbox: &str) -> Option<RefreshUse> {
+        self.used.lock().unwrap_or_else(|p| p.into_inner()).remove(mailbox)
+    }
+
+    fn note_use(&self, mailbox: &str, rotated: bool, idle_lifetime: Option<u64>) {
+        let u = RefreshUse { at: chrono::Utc::now(), rotated, idle_lifetime };
+        self.used.lock().unwrap_or_else(|p| p.into_inner()).insert(mailbox.to_string(), u);
     }
 
     /// How many refresh requests were sent (for tests of the single-flight rule).
@@ -240,6 +262,11 @@ impl TokenCache {
         } else if let Some(source) = unstored {
             return Err(OAuthError::RotatedNotStored { mailbox: m.name.clone(), source });
         }
+        if m.flow != Flow::ClientCredentials {
+            // The sign-in was used (and, rotated, its successor is stored): its idle lifetime
+            // starts again now.
+            self.note_use(&m.name, tokens.refresh_token.is_some(), tokens.refresh_expires_in);
+        }
         held.slot.cached = Some(cached(&tokens));
         Ok(tokens.access_token)
     }
@@ -295,8 +322,9 @@ async fn refresh_grant(
         (s @ (400 | 401), RequestTokenError::Other(_) | RequestTokenError::Parse(..)) => {
             OAuthError::RefreshRejected { url: token_url.clone(), status: s }
         }
-        // Down or throttled: not a verdict on the refresh token, which stays as it is.
-        (s @ (429 | 500..=599), RequestTokenError::Other(_) | RequestTokenError::Parse(..)) => {
+        // Down or throttled: not a verdict on the refresh token, which stays as it is. A 429 is
+        // throttling whatever its body says (some providers add an OAuth-style `slow_down`).
+        (s @ 429, _) | (s @ 500..=599, RequestTokenError::Other(_) | RequestTokenError::Parse(..)) => {
             let retry_after = Some(client.retry_after.load(Ordering::SeqCst)).filter(|v| *v != u64::MAX);
             OAuthError::Unavailable { url: token_url.clone(), status: s, retry_after }
         }
@@ -345,6 +373,8 @@ mod tests {
         Empty(u16),
         /// 429 with `Retry-After: 120` and an HTML body, as a throttling proxy sends it.
         Throttled,
+        /// 429 with `Retry-After: 120` and an OAuth-style error body.
+        ThrottledOAuth,
     }
 
     #[derive(Default)]
@@ -405,6 +435,9 @@ mod tests {
                         match answer {
                             Answer::Empty(status) => (status, String::new()),
                             Answer::Throttled => (429, "<html>slow down</html>".to_string()),
+                            Answer::ThrottledOAuth => {
+                                (429, r#"{"error":"slow_down","error_description":"rate limited"}"#.to_string())
+                            }
                             Answer::Rotate { .. } if reused => (
                                 400,
                                 r#"{"error":"invalid_grant","error_description":"refresh token already used"}"#
@@ -416,7 +449,7 @@ mod tests {
                                 (
                                     200,
                                     format!(
-                                        r#"{{"access_token":"at-{n}","token_type":"Bearer","expires_in":{expires_in},"refresh_token":"rt-{n}"}}"#
+                                        r#"{{"access_token":"at-{n}","token_type":"Bearer","expires_in":{expires_in},"refresh_token":"rt-{n}","refresh_expires_in":1800}}"#
                                     ),
                                 )
                             }
@@ -616,6 +649,7 @@ mod tests {
             refresh_token: None,
             expires_in: Some(Duration::from_secs(u64::MAX)),
             id_token: None,
+            refresh_expires_in: None,
         };
         cache.signed_in(&m.name, &tokens, &secrets).await.unwrap();
     }
@@ -628,7 +662,7 @@ mod tests {
             let l = lifetime(expires_in);
             proptest::prop_assert!(l <= MAX_LIFETIME);
             proptest::prop_assert_eq!(l, Duration::new(secs, nanos).min(MAX_LIFETIME));
-            let tokens = Tokens { access_token: AccessToken::new("at".into()), refresh_token: None, expires_in, id_token: None };
+            let tokens = Tokens { access_token: AccessToken::new("at".into()), refresh_token: None, expires_in, id_token: None, refresh_expires_in: None };
             proptest::prop_assert!(cached(&tokens).valid_until <= Instant::now() + MAX_LIFETIME);
         }
     }
@@ -675,6 +709,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_refresh_notes_when_the_sign_in_was_used_and_rotated() {
+        let (url, _, _) = token_endpoint(Answer::Rotate { expires_in: 600 }, Duration::ZERO).await;
+        let m = mailbox(&url);
+        let (_, secrets) = store_with("rt-0", &m);
+        let dir = tempfile::tempdir().unwrap();
+        let cache = TokenCache::new(dir.path());
+        let http = super::super::http_client();
+        assert_eq!(cache.take_refresh(&m.name), None);
+        let before = chrono::Utc::now();
+        cache.access_token(&m, &secrets, &http).await.unwrap();
+        let used = cache.take_refresh(&m.name).expect("a refresh was noted");
+        assert!(used.at >= before && used.rotated, "{used:?}");
+        assert_eq!(used.idle_lifetime, Some(1800), "refresh_expires_in is read");
+        assert_eq!(cache.take_refresh(&m.name), None, "taken once");
+        cache.access_token(&m, &secrets, &http).await.unwrap();
+        assert_eq!(cache.take_refresh(&m.name), None, "a cached token is no use of the sign-in");
+    }
+
+    #[tokio::test]
+    async fn a_429_with_an_oauth_body_is_throttling_too() {
+        let (url, _, _) = token_endpoint(Answer::ThrottledOAuth, Duration::ZERO).await;
+        let m = mailbox(&url);
+        let (mem, secrets) = store_with("rt-0", &m);
+        let dir = tempfile::tempdir().unwrap();
+        let err =
+            TokenCache::new(dir.path()).access_token(&m, &secrets, &super::super::http_client()).await.unwrap_err();
+        assert!(matches!(err, OAuthError::Unavailable { status: 429, retry_after: Some(120), .. }), "{err}");
+        assert_eq!(stored(&mem, &m).as_deref(), Some("rt-0"), "the refresh token is kept");
+    }
+
+    #[tokio::test]
     async fn a_throttled_refresh_says_when_to_retry_and_keeps_the_sign_in() {
         let (url, _, _) = token_endpoint(Answer::Throttled, Duration::ZERO).await;
         let m = mailbox(&url);
@@ -704,6 +769,7 @@ mod tests {
             refresh_token: Some(RefreshToken::new("rt-new-sign-in".into())),
             expires_in: Some(Duration::from_secs(600)),
             id_token: None,
+            refresh_expires_in: None,
         };
         let refresh = refresher.access_token(&m, &secrets, &http);
         let sign_in = async {
