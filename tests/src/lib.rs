@@ -245,3 +245,16 @@ pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 pub fn contains(haystack: &[u8], needle: &str) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
+
+/// Copies bytes both ways between a test relay's client and its upstream until either side
+/// closes (a thread per direction; each half-closes the other side when its source ends).
+pub fn relay(client: std::net::TcpStream, server: std::net::TcpStream) {
+    for (mut from, mut to) in
+        [(client.try_clone().expect("clone client"), server.try_clone().expect("clone server")), (server, client)]
+    {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(std::net::Shutdown::Write);
+        });
+    }
+}

@@ -55,15 +55,7 @@ impl ThrottlingRelay {
                     continue;
                 }
                 let Ok(server) = TcpStream::connect(&upstream) else { continue };
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server.try_clone().unwrap(), client.try_clone().unwrap()),
-                ] {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Write);
-                    });
-                }
+                mailbox_auth_tests::relay(client, server);
             }
         });
         ThrottlingRelay { port, throttle, accepted }
@@ -118,15 +110,7 @@ impl BusyIdp {
                     continue;
                 }
                 let Ok(server) = TcpStream::connect(&upstream) else { continue };
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server.try_clone().unwrap(), client.try_clone().unwrap()),
-                ] {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Write);
-                    });
-                }
+                mailbox_auth_tests::relay(client, server);
             }
         });
         BusyIdp { url_base, busy, answered }

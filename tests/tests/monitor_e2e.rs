@@ -41,15 +41,7 @@ impl Relay {
                     continue;
                 }
                 let Ok(server) = TcpStream::connect(&upstream) else { continue };
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server.try_clone().unwrap(), client.try_clone().unwrap()),
-                ] {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Write);
-                    });
-                }
+                mailbox_auth_tests::relay(client, server);
             }
         });
         Relay { port, on }
