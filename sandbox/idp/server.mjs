@@ -8,6 +8,7 @@
 //   { "host": "127.0.0.1", "port": 0,
 //     "introspectionClient": { "id": "dovecot", "secret": "…" },
 //     "appClient": { "id": "<a GUID>", "secret": "…" },
+//     "certAppClient": { "id": "<a GUID>" },
 //     "accessTokenTtl": 600, "refreshTokenTtl": 2592000,
 //     "usersFile": "…/users.json", "portFile": "…/idp.port", "pidFile": "…/idp.pid" }
 //
@@ -33,6 +34,10 @@ const AT_TTL = Number(process.env.SANDBOX_ACCESS_TOKEN_TTL || config.accessToken
 const RT_TTL = Number(process.env.SANDBOX_REFRESH_TOKEN_TTL || config.refreshTokenTtl || 30 * 24 * 3600);
 const INTROSPECTOR = config.introspectionClient || { id: 'dovecot', secret: randomSecret() };
 const APP = config.appClient || { id: 'mailbox-auth-app', secret: randomSecret() };
+// The app-only client that authenticates with a certificate (private_key_jwt, RFC 7523), as an
+// Entra app with an uploaded certificate does. Its certificates are made by the program under
+// test, so a test uploads each one through POST /sandbox/app-cert (see appCertUpload).
+const CERT_APP = config.certAppClient || { id: 'mailbox-auth-cert-app' };
 export const PUBLIC_CLIENT_ID = 'mailbox-auth';
 // A second public client that plays a strict IdP for the device flow: its device codes expire
 // after STRICT_DEVICE_CODE_TTL seconds, and it answers the first poll of each device code with
@@ -217,6 +222,65 @@ function keys() {
   return { keys: [{ ...privateKey.export({ format: 'jwk' }), kid: 'sandbox-rs256', alg: 'RS256', use: 'sig' }] };
 }
 
+function placeholderKey() {
+  const { publicKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  return { ...publicKey.export({ format: 'jwk' }), kid: 'placeholder', alg: 'RS256', use: 'sig' };
+}
+
+// Certificates uploaded for CERT_APP, by SHA-1 thumbprint (upper-case hex, as Entra shows it).
+const uploadedThumbprints = new Set();
+
+// POST /sandbox/app-cert with a certificate (DER or PEM) as the body: adds its public key to
+// CERT_APP's keys, as Entra's "Upload certificate" does; answers { thumbprint, x5t }. Loopback
+// callers only (the server listens on 127.0.0.1 anyway). Only a public key goes in: a
+// certificate cannot grant anything without the private key the program keeps in its keyring.
+async function appCertUpload(provider, req, res) {
+  const json = (status, body) => {
+    res.statusCode = status;
+    res.setHeader('Content-Type', 'application/json');
+    res.end(JSON.stringify(body));
+  };
+  const remote = req.socket.remoteAddress || '';
+  if (!(remote.startsWith('127.') || remote === '::1' || remote.startsWith('::ffff:127.'))) {
+    return json(403, { error: 'loopback only' });
+  }
+  if (req.method !== 'POST') return json(405, { error: 'POST a certificate' });
+  const chunks = [];
+  let size = 0;
+  for await (const c of req) {
+    size += c.length;
+    if (size > 64 * 1024) return json(413, { error: 'certificate too large' });
+    chunks.push(c);
+  }
+  let cert;
+  try {
+    cert = new crypto.X509Certificate(Buffer.concat(chunks));
+  } catch (err) {
+    return json(400, { error: `not a certificate: ${err.message}` });
+  }
+  const sha1 = crypto.createHash('sha1').update(cert.raw).digest();
+  const thumbprint = sha1.toString('hex').toUpperCase();
+  const x5t = sha1.toString('base64url');
+  const client = await provider.Client.find(CERT_APP.id);
+  client.asymmetricKeyStore.add({
+    ...cert.publicKey.export({ format: 'jwk' }),
+    kid: x5t, alg: 'RS256', use: 'sig', x5c: [cert.raw.toString('base64')],
+  });
+  uploadedThumbprints.add(thumbprint);
+  log('app-cert.uploaded', CERT_APP.id, thumbprint);
+  return json(200, { thumbprint, x5t });
+}
+
+// The certificate a client assertion names by its x5t header, as a thumbprint; '' if none.
+function assertionThumbprint(assertion) {
+  try {
+    const header = JSON.parse(Buffer.from(String(assertion).split('.')[0], 'base64url').toString('utf8'));
+    return Buffer.from(String(header.x5t || ''), 'base64url').toString('hex').toUpperCase();
+  } catch {
+    return '';
+  }
+}
+
 async function extraTokenClaims(_ctx, token) {
   // The mail server reads the resource owner from the introspection response's `username`
   // (RFC 7662; Dovecot's username_attribute); introspection returns these claims with the token.
@@ -288,6 +352,18 @@ function buildProvider(issuer) {
         redirect_uris: [],
       },
       {
+        client_id: CERT_APP.id,
+        client_name: 'Mailbox Auth (app-only, certificate)',
+        token_endpoint_auth_method: 'private_key_jwt',
+        token_endpoint_auth_signing_alg: 'RS256',
+        // A key nobody holds, until a test uploads its certificate: oidc-provider wants a
+        // key set for a private_key_jwt client.
+        jwks: { keys: [placeholderKey()] },
+        grant_types: ['client_credentials'],
+        response_types: [],
+        redirect_uris: [],
+      },
+      {
         client_id: APP.id,
         client_secret: APP.secret,
         client_name: 'Mailbox Auth (app-only)',
@@ -346,6 +422,21 @@ function buildProvider(issuer) {
       ctx.body = { error: 'slow_down', error_description: 'you are polling too quickly and should back off at a reasonable rate' };
     }
     log('device.poll', clientId, ctx.body?.error || 'tokens');
+  });
+  // A client assertion for CERT_APP naming a certificate that was never uploaded is refused in
+  // Entra's words (AADSTS700027, "The key was not found."), so the program's diagnosis of that
+  // answer is tested against a real refusal.
+  provider.use(async (ctx, next) => {
+    await next();
+    if (ctx.oidc?.route !== 'token' || ctx.body?.error !== 'invalid_client') return;
+    const { client_assertion: assertion, client_id: clientId } = ctx.oidc.params || {};
+    if (!assertion || (clientId && clientId !== CERT_APP.id)) return;
+    const thumbprint = assertionThumbprint(assertion);
+    if (uploadedThumbprints.has(thumbprint)) return;
+    ctx.body = {
+      error: 'invalid_client',
+      error_description: `AADSTS700027: Client assertion contains an invalid signature. [Reason - The key was not found., Thumbprint of key used by client: '${thumbprint}', Please visit the Azure Portal, Graph Explorer or directly use MS Graph to see configured keys for app Id '${CERT_APP.id}'.]`,
+    };
   });
   provider.on('grant.success', (ctx) => log('grant.success', ctx.oidc.params?.grant_type || '-', ctx.oidc.client?.clientId || '-', refreshDetail(ctx)));
   provider.on('grant.error', (ctx, err) => log('grant.error', ctx.oidc.params?.grant_type || '-', err.error || err.name, JSON.stringify(err.error_detail || err.error_description || err.message), refreshDetail(ctx)));
@@ -442,6 +533,16 @@ server.on('request', (req, res) => {
   const pathname = (req.url || '/').split('?')[0];
   // Method, path and status only: queries and bodies can hold codes and tokens.
   res.on('finish', () => log(req.method, pathname, res.statusCode, `${Date.now() - started}ms`));
+  if (pathname === '/sandbox/app-cert') {
+    appCertUpload(server.provider, req, res).catch((err) => {
+      log('app-cert.error', JSON.stringify(err.message));
+      if (!res.headersSent) {
+        res.statusCode = 500;
+        res.end();
+      }
+    });
+    return;
+  }
   const m = pathname.match(/^\/interaction\/([A-Za-z0-9_-]+)(?:\/(login|confirm|abort))?\/?$/);
   if (m) {
     interaction(server.provider, req, res, m[1], m[2]).catch((err) => {

@@ -19,6 +19,7 @@ use mailbox_auth_core::oauth::auth_code::AuthStep;
 use mailbox_auth_core::secret::KeyringStore;
 use mailbox_auth_core::{App, AppError};
 
+mod handover_cmd;
 mod monitor_cmd;
 
 #[derive(Parser, Debug)]
@@ -37,7 +38,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Import or update mailboxes from a CSV file (header row with field names).
+    /// Import or update mailboxes from a CSV file (header row with field names), or take over
+    /// an encrypted hand-over file made by `export --with-secrets` (asks its passphrase).
     Import {
         file: PathBuf,
         #[arg(long)]
@@ -129,6 +131,22 @@ enum Command {
         #[command(subcommand)]
         action: monitor_cmd::AlertsAction,
     },
+    /// Write every mailbox as CSV (no secrets), or with --with-secrets an encrypted hand-over
+    /// file (mailboxes, history, sign-ins and secrets; age, passphrase asked on the terminal or
+    /// read from standard input) that `import` takes on another machine.
+    Export {
+        #[arg(long)]
+        with_secrets: bool,
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Certificate credentials for app-only access (private_key_jwt).
+    AppCert {
+        #[command(subcommand)]
+        action: handover_cmd::AppCertAction,
+    },
     /// Show the mailbox's check history, newest first.
     History {
         name: String,
@@ -167,6 +185,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     let mut app = App::open(&home, Arc::new(KeyringStore::from_env()))?;
     match cli.command {
+        Command::Import { file, json } if handover_cmd::is_handover(&file) => {
+            handover_cmd::import(&app, &file, json).await
+        }
         Command::Import { file, json } => {
             let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let report = app.import_csv(&text, file.parent()).await?;
@@ -321,6 +342,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Monitor(args) => monitor_cmd::monitor(app, &home, args).await,
         Command::Check { .. } => unreachable!("handled before the store is opened"),
         Command::Alerts { action } => monitor_cmd::alerts(app, &home, action).await,
+        Command::Export { with_secrets, output, json } => handover_cmd::export(&app, with_secrets, output, json).await,
+        Command::AppCert { action } => handover_cmd::app_cert(&app, action).await,
         Command::History { name, limit, json } => {
             let recs = app.history(&name, limit)?;
             if json {

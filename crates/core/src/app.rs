@@ -246,11 +246,14 @@ impl App {
     }
 
     pub async fn view(&self, m: Mailbox) -> Result<MailboxView, AppError> {
-        let credential = match m.flow {
-            Flow::ClientCredentials => SecretKind::ClientSecret,
-            _ => SecretKind::RefreshToken,
+        let authenticated = match m.flow {
+            // App-only: a certificate credential serves as well as a client secret.
+            Flow::ClientCredentials => {
+                secret::get(&self.secrets, &m.name, SecretKind::ClientCertificate).await?.is_some()
+                    || secret::get(&self.secrets, &m.name, SecretKind::ClientSecret).await?.is_some()
+            }
+            _ => secret::get(&self.secrets, &m.name, SecretKind::RefreshToken).await?.is_some(),
         };
-        let authenticated = secret::get(&self.secrets, &m.name, credential).await?.is_some();
         let recent = self.store.history(&m.name, 20)?;
         let last_check = health::deciding(&recent).cloned();
         let signin = if authenticated { self.signin_expiry(&m)? } else { None };
@@ -512,15 +515,29 @@ impl App {
             m.flow = f;
             self.save(&m).await?;
         }
+        let mut app_credential = "client secret";
         let outcome = async {
-            let secret = self.client_secret(name).await?;
             let m = self.with_endpoints(m.clone()).await?;
             let tokens = match m.flow {
-                Flow::AuthCode => auth_code::sign_in(&m, secret, &self.http, timeout, open, progress).await?,
-                Flow::Device => device::sign_in(&m, secret, &self.http, timeout, progress).await?,
+                Flow::AuthCode => {
+                    let secret = self.client_secret(name).await?;
+                    auth_code::sign_in(&m, secret, &self.http, timeout, open, progress).await?
+                }
+                Flow::Device => {
+                    let secret = self.client_secret(name).await?;
+                    device::sign_in(&m, secret, &self.http, timeout, progress).await?
+                }
                 Flow::ClientCredentials => {
-                    let secret = secret.ok_or_else(|| OAuthError::NoClientSecret(name.to_string()))?;
-                    client_credentials::token(&m, secret, &self.http).await?
+                    // Read under the mailbox's lock, released before the token request (which
+                    // `signed_in` below takes again).
+                    let lock = self.tokens.locks().acquire(name).await?;
+                    let credential = client_credentials::load(&self.secrets, name).await?;
+                    drop(lock);
+                    let credential = credential.ok_or_else(|| OAuthError::NoClientSecret(name.to_string()))?;
+                    if matches!(credential, client_credentials::AppCredential::Certificate(_)) {
+                        app_credential = "certificate";
+                    }
+                    client_credentials::token(&m, credential, &self.http).await?
                 }
             };
             if m.flow != Flow::ClientCredentials && tokens.refresh_token.is_none() {
@@ -541,7 +558,7 @@ impl App {
         match outcome {
             Ok(account) => {
                 let mut message = match m.flow {
-                    Flow::ClientCredentials => "App-only token obtained with the client secret".to_string(),
+                    Flow::ClientCredentials => format!("App-only token obtained with the {app_credential}"),
                     _ => "Signed in; refresh token stored in the OS keyring".to_string(),
                 };
                 let other = account.filter(|a| !a.eq_ignore_ascii_case(m.sasl_user()));

@@ -5,8 +5,10 @@
 //! the IMAP/POP3 probes, the diagnosis of failures and the health records.
 
 pub mod app;
+pub mod appcert;
 pub mod diagnose;
 pub mod export;
+pub mod handover;
 pub mod health;
 pub mod import;
 pub mod lock;

@@ -21,6 +21,9 @@ pub enum SecretKind {
     /// The monitor's alert webhook URL (it carries the channel's credentials, as Slack's and
     /// Teams' do), kept under the fixed pseudo-mailbox name [`ALERT_WEBHOOK`].
     AlertWebhook,
+    /// An app-only mailbox's certificate credential: its private key and certificate, PEM
+    /// (see [`crate::appcert`]).
+    ClientCertificate,
 }
 
 /// The entry name the alert webhook is kept under (`alert_webhook:webhook`); a mailbox of that
@@ -33,6 +36,7 @@ impl SecretKind {
             SecretKind::RefreshToken => "refresh_token",
             SecretKind::ClientSecret => "client_secret",
             SecretKind::AlertWebhook => "alert_webhook",
+            SecretKind::ClientCertificate => "client_certificate",
         }
     }
 }

@@ -1,25 +1,73 @@
 //! App-only tokens: the client credentials grant (RFC 6749 §4.4).
 //!
-//! No user signs in: the app registration's client secret (from the keyring) buys an access
+//! No user signs in: the app registration's credential (from the keyring) buys an access
 //! token for the resource's `.default` scope — for Exchange Online
 //! `https://outlook.office365.com/.default`. The mail server then needs the app's service
 //! principal registered in Exchange and a mailbox permission (see [`exchange_script`]); the SASL
 //! user is the mailbox address. There is no refresh token: every new token is a new grant.
+//!
+//! The credential is a client secret (HTTP Basic, RFC 6749 §2.3.1) or a certificate: a client
+//! assertion signed with its private key (`private_key_jwt`, RFC 7523 §2.2; see
+//! [`crate::appcert`]). A stored certificate wins over a stored secret: it is the credential
+//! Microsoft recommends, and an admin who made one means to use it.
+
+use std::sync::Arc;
 
 use oauth2::{ClientSecret, Scope};
+use secrecy::ExposeSecret;
 
 use super::{endpoints, map_token_error, token_client, OAuthError, Tokens};
+use crate::appcert;
 use crate::mailbox::{FieldError, Mailbox};
+use crate::secret::{self, SecretKind, SecretStore};
+
+/// What an app proves itself with.
+#[derive(Debug)]
+pub enum AppCredential {
+    Secret(ClientSecret),
+    Certificate(Box<appcert::Credential>),
+}
+
+/// The mailbox's app credential from the keyring: its certificate when one is stored, else its
+/// client secret. Callers hold the mailbox's lock (see [`crate::lock`]).
+pub async fn load(secrets: &Arc<dyn SecretStore>, mailbox: &str) -> Result<Option<AppCredential>, OAuthError> {
+    if let Some(stored) = secret::get(secrets, mailbox, SecretKind::ClientCertificate).await? {
+        return appcert::parse(mailbox, &stored)
+            .map(|c| Some(AppCredential::Certificate(Box::new(c))))
+            .map_err(|e| OAuthError::Certificate(e.to_string()));
+    }
+    Ok(secret::get(secrets, mailbox, SecretKind::ClientSecret)
+        .await?
+        .map(|s| AppCredential::Secret(ClientSecret::new(s.expose_secret().to_string()))))
+}
 
 /// Gets an app-only access token.
-pub async fn token(m: &Mailbox, client_secret: ClientSecret, http: &reqwest::Client) -> Result<Tokens, OAuthError> {
+pub async fn token(m: &Mailbox, credential: AppCredential, http: &reqwest::Client) -> Result<Tokens, OAuthError> {
     let e = endpoints(m)?;
-    let resp = token_client(m, Some(client_secret))?
-        .exchange_client_credentials()
-        .add_scopes(e.scopes.into_iter().map(Scope::new))
-        .request_async(http)
-        .await
-        .map_err(|err| map_token_error("client credentials grant", &e.token_url, err))?;
+    let resp = match credential {
+        AppCredential::Secret(client_secret) => {
+            token_client(m, Some(client_secret))?
+                .exchange_client_credentials()
+                .add_scopes(e.scopes.into_iter().map(Scope::new))
+                .request_async(http)
+                .await
+        }
+        AppCredential::Certificate(cert) => {
+            // No secret: the client id goes in the body (oauth2's BasicAuth without a secret),
+            // next to the assertion (RFC 7523 §2.2).
+            let assertion = cert
+                .assertion(&m.client_id, &e.token_url, chrono::Utc::now().timestamp())
+                .map_err(|err| OAuthError::Certificate(err.to_string()))?;
+            token_client(m, None)?
+                .exchange_client_credentials()
+                .add_scopes(e.scopes.into_iter().map(Scope::new))
+                .add_extra_param("client_assertion_type", appcert::ASSERTION_TYPE)
+                .add_extra_param("client_assertion", assertion.expose_secret().to_string())
+                .request_async(http)
+                .await
+        }
+    }
+    .map_err(|err| map_token_error("client credentials grant", &e.token_url, err))?;
     Ok(resp.into())
 }
 

@@ -5,7 +5,8 @@
 //!   when the scopes ask for `openid`;
 //! - [`device`]: the device authorization grant (RFC 8628), for where no browser can reach
 //!   this machine's loopback;
-//! - [`client_credentials`]: app-only tokens with the app's client secret (RFC 6749 §4.4);
+//! - [`client_credentials`]: app-only tokens with the app's client secret (RFC 6749 §4.4) or
+//!   certificate (`private_key_jwt`, RFC 7523);
 //! - [`refresh`]: the refresh_token grant, one refresh per mailbox at a time, rotated refresh
 //!   tokens stored before the access token is used.
 //!
@@ -94,8 +95,11 @@ pub enum OAuthError {
     NoRefreshToken,
     #[error("mailbox `{0}` is not authenticated yet (no refresh token in the keyring)")]
     NotAuthenticated(String),
-    #[error("mailbox `{0}` uses app-only access but no client secret is stored in the keyring")]
+    #[error("mailbox `{0}` uses app-only access but no client secret or certificate is stored in the keyring")]
     NoClientSecret(String),
+    /// The stored certificate credential cannot be read or cannot sign (names no key bytes).
+    #[error("{0}")]
+    Certificate(String),
     #[error(transparent)]
     Loopback(#[from] loopback::LoopbackError),
     #[error(transparent)]
@@ -144,6 +148,7 @@ impl OAuthError {
             OAuthError::NoRefreshToken => "no_refresh_token".into(),
             OAuthError::NotAuthenticated(_) => "not_authenticated".into(),
             OAuthError::NoClientSecret(_) => "no_client_secret".into(),
+            OAuthError::Certificate(_) => "client_certificate_unreadable".into(),
             OAuthError::Loopback(loopback::LoopbackError::Timeout { .. }) => "signin_timeout".into(),
             OAuthError::Loopback(loopback::LoopbackError::PortTaken { .. }) => "redirect_port_taken".into(),
             OAuthError::Loopback(loopback::LoopbackError::Provider { error, .. }) => error.clone(),

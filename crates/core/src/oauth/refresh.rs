@@ -151,6 +151,12 @@ impl TokenCache {
     }
 
     /// How many refresh requests were sent (for tests of the single-flight rule).
+    /// The cross-process lock files, for other keyring writes that must not meet a refresh
+    /// (a new certificate credential, a hand-over import).
+    pub fn locks(&self) -> &Locks {
+        &self.locks
+    }
+
     pub fn refresh_count(&self) -> u64 {
         self.refreshes.load(Ordering::SeqCst)
     }
@@ -190,6 +196,7 @@ impl TokenCache {
         held.slot.pending = None;
         secret::delete(secrets, mailbox, SecretKind::RefreshToken).await?;
         secret::delete(secrets, mailbox, SecretKind::ClientSecret).await?;
+        secret::delete(secrets, mailbox, SecretKind::ClientCertificate).await?;
         Ok(())
     }
 
@@ -226,15 +233,15 @@ impl TokenCache {
                 };
             }
         }
-        // Read after the locks are taken (see the module docs).
-        let client_secret = secret::get(secrets, &m.name, SecretKind::ClientSecret)
-            .await?
-            .map(|s| ClientSecret::new(s.expose_secret().to_string()));
+        // Secrets are read after the locks are taken (see the module docs).
         let tokens = if m.flow == Flow::ClientCredentials {
-            // App-only: no refresh token exists; every token is a new client credentials grant.
-            let secret = client_secret.ok_or_else(|| OAuthError::NoClientSecret(m.name.clone()))?;
+            // App-only: no refresh token exists; every token is a new client credentials grant,
+            // with the certificate or secret read here, under the locks.
+            let credential = client_credentials::load(secrets, &m.name)
+                .await?
+                .ok_or_else(|| OAuthError::NoClientSecret(m.name.clone()))?;
             self.refreshes.fetch_add(1, Ordering::SeqCst);
-            client_credentials::token(m, secret, http).await?
+            client_credentials::token(m, credential, http).await?
         } else {
             let refresh = match held.slot.pending.clone() {
                 Some(p) => p,
@@ -243,6 +250,9 @@ impl TokenCache {
                     .map(|s| RefreshToken::new(s.expose_secret().to_string()))
                     .ok_or_else(|| OAuthError::NotAuthenticated(m.name.clone()))?,
             };
+            let client_secret = secret::get(secrets, &m.name, SecretKind::ClientSecret)
+                .await?
+                .map(|s| ClientSecret::new(s.expose_secret().to_string()));
             self.refreshes.fetch_add(1, Ordering::SeqCst);
             tracing::debug!(mailbox = %m.name, "refreshing the access token");
             refresh_grant(m, client_secret, &refresh, http, deadline).await?
