@@ -21,6 +21,10 @@ const COMMANDS: &[&str] = &[
     "exchange_script",
     "open_sign_in_url",
     "send_test_message",
+    "create_app_cert",
+    "app_cert",
+    "export_handover",
+    "import_handover",
 ];
 
 fn main() {

@@ -708,10 +708,61 @@ async function main() {
         assert(toasts.includes(`Test message sent to ${to}`), `toasts: ${toasts}`);
       });
     });
+    await withApp("handover", display, handoverScenarios);
     await damagedDatabaseAtStart(display);
   } finally {
     stop(x);
   }
+}
+
+/** Certificate credentials and the hand-over dialog. The native file dialogs cannot be driven
+ *  over WebDriver, so the certificate is made with the CLI on the same data directory and keyring
+ *  (what the window's "Make certificate…" calls), and the dialog's checks that come before any
+ *  file dialog are tested here. */
+async function handoverScenarios(s, { home }) {
+  const cli = path.join(path.dirname(bin), "mailbox-auth");
+  const cliEnv = { ...process.env, MAILBOX_AUTH_HOME: home, MAILBOX_AUTH_KEYRING_SERVICE: `mailbox-auth-gui-${process.pid}-handover` };
+  await scenario("an app-only mailbox with a certificate shows its thumbprint and signs in with it in the window (amber: it ends within 30 days)", async () => {
+    await fillSandboxMailbox(s, "cert-bob", { email: "bob@sandbox.test", clientId: sandbox.SANDBOX_CERT_APP_CLIENT_ID, flow: "client_credentials" });
+    await s.click('[data-testid="save"]');
+    await s.waitFor(() => s.find('[data-testid="app-cert"]'), "the certificate part of a saved app-only mailbox");
+    assert((await s.findAll('[data-testid="app-cert-current"]')).length === 0, "no certificate yet");
+    const cer = path.join(home, "cert-bob.cer");
+    const made = spawnSync(cli, ["app-cert", "create", "cert-bob", "--days", "20", "-o", cer, "--json"], { env: cliEnv, encoding: "utf8" });
+    assert(made.status === 0, `app-cert create: ${made.stderr}`);
+    const thumbprint = JSON.parse(made.stdout).certificate.thumbprint;
+    const up = await fetch(`${sandbox.SANDBOX_ISSUER}/sandbox/app-cert`, { method: "POST", body: readFileSync(cer) });
+    assert(up.ok, `upload: ${up.status}`);
+    await s.click('[data-testid="back"]');
+    await s.click('[data-testid="open-cert-bob"]');
+    const shown = await s.waitFor(() => s.text('[data-testid="app-cert-thumbprint"]'), "the stored certificate's thumbprint");
+    assert(shown === thumbprint, `thumbprint ${shown} vs ${thumbprint}`);
+    await s.click('[data-testid="authenticate"]');
+    // The sign-in with the certificate, then a real IMAP login with its token, both green.
+    const hist = await s.waitFor(async () => {
+      const t = await s.text('[data-testid="history"]');
+      return t.includes("App-only token obtained with the certificate") && t.includes("INBOX opened read-only") ? t : null;
+    }, "the sign-in and the IMAP login in the history", 90000);
+    assert((await s.findAll('[data-testid="history"] li.bad, [data-testid="history"] [data-ok="false"]')).length === 0, `no failed check: ${hist}`);
+    assert((await status(s, '[data-testid="status-badge"]')) === "needs_attention", "green check, amber badge: the certificate ends within 30 days");
+  });
+  await s.click('[data-testid="nav-board"]').catch(() => {});
+
+  await scenario("the hand-over dialog refuses a short or mistyped passphrase before asking for a file", async () => {
+    await s.click('[data-testid="handover"]');
+    await s.waitFor(() => s.find('[data-testid="handover-dialog"]'), "the hand-over dialog");
+    await s.type("#field-handover-passphrase", "short");
+    await s.type("#field-handover-again", "short");
+    await s.click('[data-testid="handover-export"]');
+    const short = await s.waitFor(() => s.text('[data-testid="error-handover"]'), "the passphrase error from the core");
+    assert(short.includes("at least 12 characters"), `error: ${short}`);
+    await s.type("#field-handover-passphrase", "a long enough passphrase");
+    await s.type("#field-handover-again", "another long passphrase");
+    await s.click('[data-testid="handover-export"]');
+    await s.waitFor(async () => (await s.text('[data-testid="error-handover"]')).includes("differ"), "the mismatch error");
+    await s.script("document.querySelector('[data-testid=handover-dialog]').dispatchEvent(new KeyboardEvent('keydown', { key: 'Escape', bubbles: true }))");
+    await s.waitFor(async () => (await s.findAll('[data-testid="handover-dialog"]')).length === 0, "the dialog to close");
+  });
 }
 
 /** A damaged database at start: the window says which file and what to do, does not panic, and

@@ -332,3 +332,145 @@ pub async fn open_sign_in_url<R: Runtime>(app: AppHandle<R>, url: String) -> Res
     let url = Url::parse(&url).map_err(|e| IpcError::field("url", e.to_string()))?;
     browser::open(&app, &url).map_err(|e| IpcError::new("browser", e, "Copy the address into a browser by hand."))
 }
+
+// ---------------------------------------------------------------------------------------------
+// Certificate credentials and the encrypted hand-over
+
+/// Asks for a path in the native dialog (see [`ask_path`] for why the shell asks, never the
+/// page); `None` when the admin cancels.
+async fn ask_file<R: Runtime>(
+    app: &AppHandle<R>,
+    save: Option<&str>,
+    filter: &str,
+    extensions: &[&str],
+) -> Result<Option<PathBuf>> {
+    use tauri_plugin_dialog::DialogExt;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let dialog = app.dialog().file().add_filter(filter, extensions);
+    let done = move |p: Option<tauri_plugin_dialog::FilePath>| {
+        let _ = tx.send(p.and_then(|p| p.into_path().ok()));
+    };
+    match save {
+        Some(name) => dialog.set_file_name(name).save_file(done),
+        None => dialog.pick_file(done),
+    }
+    Ok(rx.await.unwrap_or(None))
+}
+
+fn handover_error(e: mailbox_auth_core::handover::HandoverError) -> IpcError {
+    use mailbox_auth_core::handover::HandoverError as H;
+    match e {
+        H::App(e) => e.into(),
+        H::Passphrase(m) => IpcError::field("passphrase", m),
+        H::WrongPassphrase { .. } => {
+            IpcError::new("wrong_passphrase", e.to_string(), "Type the passphrase the file was exported with.")
+        }
+        other => {
+            IpcError::new("handover", other.to_string(), "Export the file again on the old machine and copy it whole.")
+        }
+    }
+}
+
+/// What creating a certificate did, for the window.
+#[derive(Debug, Serialize)]
+pub struct CreatedCertView {
+    pub thumbprint: String,
+    pub not_after: String,
+    pub replaced: Option<String>,
+    pub path: String,
+}
+
+/// Makes a certificate credential for an app-only mailbox: asks where to save the `.cer` first
+/// (nothing is made when the admin cancels), then stores the key in the keyring and writes the
+/// certificate there. `None` when cancelled.
+#[tauri::command(async)]
+#[instrument(skip(app, state), err)]
+pub async fn create_app_cert<R: Runtime>(
+    app: AppHandle<R>,
+    state: State<'_, Shell>,
+    name: String,
+    days: u32,
+) -> Result<Option<CreatedCertView>> {
+    // Refused before the dialog: a user mailbox cannot take a certificate.
+    if state.core.get(&name)?.flow != mailbox_auth_core::mailbox::Flow::ClientCredentials {
+        return Err(IpcError::field("flow", "a certificate is for app-only access: choose the app-only flow first"));
+    }
+    let stem: String = name.chars().map(|c| if c.is_alphanumeric() || "-_".contains(c) { c } else { '_' }).collect();
+    let Some(path) = ask_file(&app, Some(&format!("{stem}.cer")), "Certificate", &["cer"]).await? else {
+        return Ok(None);
+    };
+    let created = state.core.create_app_cert(&name, days).await?;
+    tokio::fs::write(&path, &created.certificate.der).await.map_err(|e| {
+        IpcError::new(
+            "export",
+            format!("the key is stored, but the certificate could not be written to {}: {e}", path.display()),
+            "Make the certificate again and choose a writable folder.",
+        )
+    })?;
+    Ok(Some(CreatedCertView {
+        thumbprint: created.certificate.thumbprint,
+        not_after: created.certificate.not_after.to_string(),
+        replaced: created.replaced,
+        path: path.display().to_string(),
+    }))
+}
+
+/// The stored certificate's thumbprint, last day and subject; `None` when there is none.
+#[tauri::command(async)]
+#[instrument(skip(state), err)]
+pub async fn app_cert(
+    state: State<'_, Shell>,
+    name: String,
+) -> Result<Option<mailbox_auth_core::appcert::Certificate>> {
+    Ok(state.core.app_cert(&name).await?)
+}
+
+/// Exports everything, secrets included, encrypted with the passphrase, to a file chosen in the
+/// save dialog (written `0600`). The passphrase only goes in. `None` when cancelled.
+#[tauri::command(async)]
+#[instrument(skip(app, state, passphrase), err)]
+pub async fn export_handover<R: Runtime>(
+    app: AppHandle<R>,
+    state: State<'_, Shell>,
+    passphrase: String,
+) -> Result<Option<String>> {
+    let passphrase = SecretString::from(passphrase);
+    mailbox_auth_core::handover::check_new_passphrase(&passphrase).map_err(handover_error)?;
+    let Some(path) = ask_file(&app, Some("mailboxes.age"), "Encrypted hand-over", &["age"]).await? else {
+        return Ok(None);
+    };
+    let (bytes, _) = state.core.export_handover(passphrase).await.map_err(handover_error)?;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    std::io::Write::write_all(
+        &mut o.open(&path).map_err(|e| {
+            IpcError::new("export", format!("cannot write {}: {e}", path.display()), "Choose a writable folder.")
+        })?,
+        &bytes,
+    )
+    .map_err(|e| {
+        IpcError::new("export", format!("cannot write {}: {e}", path.display()), "Choose a writable folder.")
+    })?;
+    Ok(Some(path.display().to_string()))
+}
+
+/// Imports a hand-over file chosen in the open dialog with its passphrase; what each mailbox
+/// became (new or replaced). `None` when cancelled.
+#[tauri::command(async)]
+#[instrument(skip(app, state, passphrase), err)]
+pub async fn import_handover<R: Runtime>(
+    app: AppHandle<R>,
+    state: State<'_, Shell>,
+    passphrase: String,
+) -> Result<Option<Vec<mailbox_auth_core::handover::Imported>>> {
+    let Some(path) = ask_file(&app, None, "Encrypted hand-over", &["age"]).await? else { return Ok(None) };
+    let bytes = mailbox_auth_core::handover::read_file(&path).map_err(handover_error)?;
+    let done = state
+        .core
+        .import_handover(&path.display().to_string(), bytes, SecretString::from(passphrase))
+        .await
+        .map_err(handover_error)?;
+    Ok(Some(done))
+}

@@ -112,6 +112,10 @@ pub fn run() {
             commands::exchange_script,
             commands::open_sign_in_url,
             commands::send_test_message,
+            commands::create_app_cert,
+            commands::app_cert,
+            commands::export_handover,
+            commands::import_handover,
         ])
         .run(tauri::generate_context!())
         .expect("error while running Mailbox Auth");

@@ -2,7 +2,10 @@
 // so the rest of the UI (and its unit tests) never imports @tauri-apps/api.
 import { Channel, invoke } from "@tauri-apps/api/core";
 import type {
+  AppCertificate,
+  CreatedCert,
   CsvFile,
+  HandoverImported,
   HealthRecord,
   ImportPreview,
   ImportReport,
@@ -89,3 +92,16 @@ export const chooseCsvFile = () => call<CsvFile | null>("read_csv_file");
 /** Asks where to save the export (the shell opens the dialog and writes only there); the path
  * written, or null when the admin cancels. */
 export const exportCsvToFile = () => call<string | null>("export_csv");
+
+/** Makes a certificate credential for an app-only mailbox; the shell asks where to save the
+ * .cer first. Null when the admin cancels. Field errors: `flow`, `certificate`. */
+export const createAppCert = (name: string, days: number) =>
+  call<CreatedCert | null>("create_app_cert", { name, days });
+/** The stored certificate's thumbprint and last day, or null. */
+export const appCert = (name: string) => call<AppCertificate | null>("app_cert", { name });
+/** Exports everything, secrets included, encrypted with the passphrase, to a file the shell asks
+ * for. The path written, or null when cancelled. Field error: `passphrase`. */
+export const exportHandover = (passphrase: string) => call<string | null>("export_handover", { passphrase });
+/** Imports a hand-over file the shell asks for. Null when cancelled. */
+export const importHandover = (passphrase: string) =>
+  call<HandoverImported[] | null>("import_handover", { passphrase });

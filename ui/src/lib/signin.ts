@@ -40,7 +40,7 @@ export const FLOW_STEPS: Record<Flow, { key: StepKey; label: string }[]> = {
     { key: "verifying", label: VERIFYING },
   ],
   client_credentials: [
-    { key: "token", label: "Get an app-only token with the stored client secret" },
+    { key: "token", label: "Get an app-only token with the stored certificate or client secret" },
     { key: "verifying", label: VERIFYING },
   ],
 };

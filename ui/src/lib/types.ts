@@ -145,3 +145,26 @@ export type SignInEvent =
   | { step: "exchanging" }
   | { step: "verifying" }
   | { step: "done"; record: HealthRecord };
+
+/** A certificate credential's public facts (the private key never leaves the keyring). */
+export interface AppCertificate {
+  thumbprint: string;
+  x5t: string;
+  not_after: string;
+  subject: string;
+}
+
+export interface CreatedCert {
+  thumbprint: string;
+  not_after: string;
+  replaced: string | null;
+  path: string;
+}
+
+/** What importing a hand-over did to one mailbox. */
+export interface HandoverImported {
+  name: string;
+  replaced: boolean;
+  secrets: string[];
+  history_added: number;
+}
