@@ -334,6 +334,29 @@ mod tests {
         assert!(matches!(generate("m", MAX_DAYS + 1, today()), Err(CertError::Validity(_))));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Whatever a keyring entry holds — PEM markers around anything included — reading it
+        /// ends in a credential or an error naming the mailbox, never a panic, never its bytes.
+        #[test]
+        fn any_stored_text_is_read_or_refused_by_name(
+            body in "[A-Za-z0-9+/=\n]{0,400}",
+            kind in proptest::sample::select(vec!["PRIVATE KEY", "CERTIFICATE", "RSA PRIVATE KEY"]),
+        ) {
+            let text = format!("-----BEGIN {kind}-----\n{body}\n-----END {kind}-----\n{body}");
+            match parse("m", &SecretString::from(text)) {
+                Ok(_) => {}
+                Err(e) => {
+                    let shown = e.to_string();
+                    proptest::prop_assert!(shown.contains("`m`"));
+                    if body.len() > 8 {
+                        proptest::prop_assert!(!shown.contains(&body));
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn thumbprint_is_entras_text_of_the_sha1() {
         // SHA-1("abc") = a9993e36 4706816a ba3e2571 7850c26c 9cd0d89d (FIPS 180-1 appendix A).
