@@ -57,7 +57,7 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         timeout: u64,
         /// How to sign in: `browser` (authorization code + PKCE, the default), `device` (a code
-        /// to type in on any device), `client-credentials` (app-only, with the stored client
+        /// to type in on any device), `client-credentials` (app-only, with the stored certificate or client
         /// secret). Saved as the mailbox's flow.
         #[arg(long, value_parser = parse_flow)]
         flow: Option<Flow>,
