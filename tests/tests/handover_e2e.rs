@@ -393,3 +393,67 @@ fn the_encrypted_hand_over_moves_every_mailbox_and_its_sign_in_to_a_fresh_keyrin
     let r = new.run(&["verify", "bob-secret", "bob-cert", "--json"], &k.env());
     assert_eq!(r.code, 0, "{r:?}");
 }
+
+/// Waits until `out` holds `needle` (the child's terminal output so far); panics after 20 s.
+fn wait_for_output(out: &std::sync::Mutex<Vec<u8>>, needle: &str) {
+    let end = Instant::now() + Duration::from_secs(20);
+    while !contains(&out.lock().unwrap(), needle) {
+        assert!(
+            Instant::now() < end,
+            "no {needle:?} on the terminal: {}",
+            String::from_utf8_lossy(&out.lock().unwrap())
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_passphrase_is_asked_on_the_terminal_without_echo() {
+    let sb = Sandbox::get();
+    let old = Cli::new();
+    old.import_with(",flow", &[app_row(&sb, "tty-app", "tty-app", BOB.0, "imap", "SANDBOX_IMAPS_PORT")]);
+    let secret = "tty-client-secret-value-123";
+    assert_eq!(run_with_input(&old, &["set-secret", "tty-app"], &[], &format!("{secret}\n")).code, 0);
+    let file = old.home.path().join("tty.age");
+    // `script` gives the program a terminal (a pseudo-terminal) as its standard input; what we
+    // type goes in only once the prompt is shown, as a person would.
+    let cmd = format!("{} export --with-secrets -o {}", Cli::bin().display(), file.display());
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("MAILBOX_AUTH_HOME", old.home.path())
+        .env("MAILBOX_AUTH_KEYRING_SERVICE", &old.keyring_service)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run script");
+    let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let sink = out.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    wait_for_output(&out, "Passphrase: ");
+    stdin.write_all(format!("{PASSPHRASE}\r").as_bytes()).unwrap();
+    wait_for_output(&out, "The same passphrase again: ");
+    stdin.write_all(format!("{PASSPHRASE}\r").as_bytes()).unwrap();
+    wait_for_output(&out, "wrote 1 mailbox(es)");
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    reader.join().unwrap();
+    let shown = String::from_utf8_lossy(&out.lock().unwrap()).into_owned();
+    assert!(!shown.contains(PASSPHRASE), "the passphrase was echoed: {shown}");
+
+    // The passphrase typed on the terminal opens the file (given on a pipe this time).
+    let new = Cli::new();
+    let r = run_with_input(&new, &["import", file.to_str().unwrap()], &[], &format!("{PASSPHRASE}\n"));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(lookup(&new, "client_secret:tty-app", &[]).as_deref(), Some(secret));
+}
