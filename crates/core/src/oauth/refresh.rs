@@ -150,13 +150,13 @@ impl TokenCache {
         self.used.lock().unwrap_or_else(|p| p.into_inner()).insert(mailbox.to_string(), u);
     }
 
-    /// How many refresh requests were sent (for tests of the single-flight rule).
-    /// The cross-process lock files, for other keyring writes that must not meet a refresh
-    /// (a new certificate credential, a hand-over import).
+    /// The cross-process lock files, for other keyring reads and writes that must not meet a
+    /// refresh (a new certificate credential, a hand-over export or import).
     pub fn locks(&self) -> &Locks {
         &self.locks
     }
 
+    /// How many refresh requests were sent (for tests of the single-flight rule).
     pub fn refresh_count(&self) -> u64 {
         self.refreshes.load(Ordering::SeqCst)
     }
