@@ -259,12 +259,8 @@ pub async fn provider_preset(
     tenant: Option<String>,
     smtp_security: Option<Security>,
 ) -> Result<PresetView> {
-    let tenant = match provider {
-        ProviderKind::Microsoft => {
-            Some(tenant.filter(|t| !t.trim().is_empty()).unwrap_or_else(|| "organizations".into()))
-        }
-        _ => None,
-    };
+    let tenant = provider::default_tenant(provider)
+        .map(|default| tenant.filter(|t| !t.trim().is_empty()).unwrap_or_else(|| default.into()));
     let p = provider::preset(provider, protocol, tenant.as_deref());
     Ok(PresetView {
         host: p.host.map(String::from),

@@ -234,7 +234,7 @@ pub fn build(get: &dyn Fn(&str) -> Option<String>, base: Option<&Path>) -> Resul
         security,
         folder: get("folder").unwrap_or_else(|| "INBOX".into()),
         provider: provider_kind,
-        tenant: tenant.or(if provider_kind == ProviderKind::Microsoft { Some("organizations".into()) } else { None }),
+        tenant: tenant.or(provider::default_tenant(provider_kind).map(String::from)),
         client_id: get("client_id").unwrap_or_default(),
         scopes: get("scopes").map(|s| s.split_whitespace().map(String::from).collect()).unwrap_or_else(|| {
             // App-only access to Exchange Online asks for the resource's .default scope.

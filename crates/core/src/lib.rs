@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod appcert;
+pub mod contract;
 pub mod diagnose;
 pub mod export;
 pub mod handover;

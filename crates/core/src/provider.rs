@@ -37,10 +37,22 @@ pub const MS_POP_SCOPE: &str = "https://outlook.office.com/POP.AccessAsUser.All"
 pub const MS_SMTP_SCOPE: &str = "https://outlook.office.com/SMTP.Send";
 pub const GOOGLE_SCOPE: &str = "https://mail.google.com/";
 
+/// The Microsoft 365 tenant used when none is given: work and school accounts of any tenant
+/// (`/organizations`), the form a multi-tenant app registration answers. The one home of this
+/// default: the import, the editor's preset and the window (through `ui/src/lib/core.json`,
+/// see [`crate::contract`]) take it from here.
+pub const DEFAULT_TENANT: &str = "organizations";
+
+/// The tenant a mailbox of `kind` gets when none is given: [`DEFAULT_TENANT`] for Microsoft 365,
+/// none for the other providers.
+pub fn default_tenant(kind: ProviderKind) -> Option<&'static str> {
+    (kind == ProviderKind::Microsoft).then_some(DEFAULT_TENANT)
+}
+
 pub fn preset(kind: ProviderKind, protocol: Protocol, tenant: Option<&str>) -> Preset {
     match kind {
         ProviderKind::Microsoft => {
-            let t = tenant.filter(|t| !t.is_empty()).unwrap_or("organizations");
+            let t = tenant.filter(|t| !t.is_empty()).unwrap_or(DEFAULT_TENANT);
             let base = format!("https://login.microsoftonline.com/{t}/oauth2/v2.0");
             let scope = match protocol {
                 Protocol::Imap => MS_IMAP_SCOPE,
@@ -146,6 +158,15 @@ mod tests {
         assert_eq!((google.smtp_host, google.smtp_security), (Some("smtp.gmail.com"), Security::Tls));
         assert_eq!(default_smtp_port(google.smtp_security), 465);
         assert_eq!(preset(ProviderKind::Generic, Protocol::Imap, None).smtp_host, None);
+    }
+
+    #[test]
+    fn the_tenant_default_is_organizations_for_microsoft_only() {
+        assert_eq!(default_tenant(ProviderKind::Microsoft), Some("organizations"));
+        assert_eq!(default_tenant(ProviderKind::Google), None);
+        assert_eq!(default_tenant(ProviderKind::Generic), None);
+        let p = preset(ProviderKind::Microsoft, Protocol::Imap, None);
+        assert_eq!(p.token_url.as_deref(), Some("https://login.microsoftonline.com/organizations/oauth2/v2.0/token"));
     }
 
     #[test]

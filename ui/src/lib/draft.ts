@@ -1,4 +1,5 @@
 // The editor's form state and its conversion to/from the core's Mailbox; where field errors go.
+import { DEFAULT_TENANT, SMTP_PORTS } from "./core";
 import type { FieldProblem, Flow, Mailbox, Preset, ProviderKind, Protocol, Security } from "./types";
 
 /** Form values as typed (strings), so a half-typed port is not lost. */
@@ -40,7 +41,7 @@ export type FieldName = (typeof FIELDS)[number];
 export function emptyDraft(): Draft {
   return {
     name: "", email: "", login: "", protocol: "imap", host: "", port: "993", security: "tls", folder: "INBOX",
-    provider: "microsoft", tenant: "organizations", client_id: "", scopes: "", auth_url: "", token_url: "",
+    provider: "microsoft", tenant: DEFAULT_TENANT, client_id: "", scopes: "", auth_url: "", token_url: "",
     auth_params: [], ca_file: "", flow: "auth_code", device_url: "", issuer: "", smtp_host: "", smtp_port: "",
     smtp_security: "starttls", client_secret_expires: "", redirect_port: "",
   };
@@ -95,7 +96,7 @@ export function toMailbox(d: Draft): { mailbox: Mailbox | null; problems: FieldP
   if (port === null) problems.push({ field: "port", message: "must be between 1 and 65535" });
   let smtp: Mailbox["smtp"] = null;
   if (opt(d.smtp_host) || opt(d.smtp_port)) {
-    const sp = opt(d.smtp_port) ? parsePort(d.smtp_port) : d.smtp_security === "tls" ? 465 : 587;
+    const sp = opt(d.smtp_port) ? parsePort(d.smtp_port) : SMTP_PORTS[d.smtp_security];
     if (sp === null) problems.push({ field: "smtp_port", message: "must be between 1 and 65535" });
     smtp = { host: d.smtp_host.trim(), port: sp ?? 0, security: d.smtp_security };
   }
@@ -171,7 +172,7 @@ export function applyPreset(d: Draft, p: Preset, changed: "provider" | "protocol
   next.auth_url = p.auth_url ?? "";
   next.token_url = p.token_url ?? "";
   next.device_url = p.device_url ?? "";
-  if (d.provider === "microsoft") next.tenant = p.tenant ?? "organizations";
+  if (d.provider === "microsoft") next.tenant = p.tenant ?? DEFAULT_TENANT;
   else next.tenant = "";
   return next;
 }
