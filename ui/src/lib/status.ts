@@ -1,3 +1,4 @@
+import { STATUS_LABELS } from "./core";
 import type { HealthRecord, Status } from "./types";
 
 export interface Badge {
@@ -9,11 +10,12 @@ export interface Badge {
   icon: string;
 }
 
+// The words are the core's (`Status::label`, through core.json); tone and icon are the window's.
 const BADGES: Record<Status, Badge> = {
-  verified: { status: "verified", label: "Verified", tone: "ok", icon: "✓" },
-  needs_attention: { status: "needs_attention", label: "Needs attention", tone: "warn", icon: "!" },
-  failed: { status: "failed", label: "Failed", tone: "bad", icon: "✕" },
-  not_authenticated: { status: "not_authenticated", label: "Not authenticated", tone: "idle", icon: "○" },
+  verified: { status: "verified", label: STATUS_LABELS.verified, tone: "ok", icon: "✓" },
+  needs_attention: { status: "needs_attention", label: STATUS_LABELS.needs_attention, tone: "warn", icon: "!" },
+  failed: { status: "failed", label: STATUS_LABELS.failed, tone: "bad", icon: "✕" },
+  not_authenticated: { status: "not_authenticated", label: STATUS_LABELS.not_authenticated, tone: "idle", icon: "○" },
 };
 
 export function badgeFor(status: Status): Badge {
