@@ -289,13 +289,11 @@ pub async fn set_client_secret(
     if secret.trim().is_empty() {
         return Err(IpcError::field("client_secret", "is empty"));
     }
-    let expires =
-        match expires.filter(|e| !e.trim().is_empty()) {
-            None => None,
-            Some(d) => Some(chrono::NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d").map_err(|_| {
-                IpcError::field("client_secret_expires", format!("`{d}` is not a date like 2027-03-31"))
-            })?),
-        };
+    let expires = expires
+        .filter(|e| !e.trim().is_empty())
+        .map(|d| mailbox_auth_core::mailbox::parse_date("client_secret_expires", &d))
+        .transpose()
+        .map_err(|e| IpcError::field(e.field, e.message))?;
     Ok(state.core.set_client_secret(&name, SecretString::from(secret), expires).await?)
 }
 

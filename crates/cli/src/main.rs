@@ -69,7 +69,7 @@ enum Command {
     SetSecret {
         name: String,
         /// The secret's expiry date (YYYY-MM-DD): amber 30 days before, red after.
-        #[arg(long)]
+        #[arg(long, value_parser = parse_expires)]
         expires: Option<chrono::NaiveDate>,
     },
     /// Print the Exchange Online PowerShell that grants an app-only registration access to
@@ -398,6 +398,11 @@ fn print_import(report: &mailbox_auth_core::app::ImportReport) {
             shown(&report.signed_out.join(", "))
         );
     }
+}
+
+/// `--expires`: the core's date form (the same as the CSV column and the window's field).
+fn parse_expires(s: &str) -> Result<chrono::NaiveDate, String> {
+    mailbox_auth_core::mailbox::parse_date("client_secret_expires", s).map_err(|e| e.message)
 }
 
 fn parse_flow(s: &str) -> Result<Flow, String> {

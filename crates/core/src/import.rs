@@ -202,10 +202,10 @@ pub fn build(get: &dyn Fn(&str) -> Option<String>, base: Option<&Path>) -> Resul
     let smtp = smtp_columns(get, provider_kind, &mut errs);
     let client_secret_expires = match get("client_secret_expires") {
         None => None,
-        Some(d) => match chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d") {
+        Some(d) => match crate::mailbox::parse_date("client_secret_expires", &d) {
             Ok(d) => Some(d),
-            Err(_) => {
-                errs.push(FieldError::new("client_secret_expires", format!("`{d}` is not a date like 2027-03-31")));
+            Err(e) => {
+                errs.push(e);
                 None
             }
         },
