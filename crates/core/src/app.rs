@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
-use oauth2::{AccessToken, ClientSecret};
+use oauth2::AccessToken;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use url::Url;
@@ -491,12 +491,6 @@ impl App {
         .map_err(AppError::Invalid)
     }
 
-    async fn client_secret(&self, name: &str) -> Result<Option<ClientSecret>, SecretError> {
-        Ok(secret::get(&self.secrets, name, SecretKind::ClientSecret)
-            .await?
-            .map(|s| ClientSecret::new(s.expose_secret().to_string())))
-    }
-
     /// Signs in with the mailbox's flow (browser, device code, or app-only client credentials),
     /// stores the refresh token, then verifies the mailbox (incoming and outbound, as
     /// [`App::verify`]). Returns the record that decides the badge: the verification's (see
@@ -520,11 +514,11 @@ impl App {
             let m = self.with_endpoints(m.clone()).await?;
             let tokens = match m.flow {
                 Flow::AuthCode => {
-                    let secret = self.client_secret(name).await?;
+                    let secret = oauth::client_secret(&self.secrets, name).await?;
                     auth_code::sign_in(&m, secret, &self.http, timeout, open, progress).await?
                 }
                 Flow::Device => {
-                    let secret = self.client_secret(name).await?;
+                    let secret = oauth::client_secret(&self.secrets, name).await?;
                     device::sign_in(&m, secret, &self.http, timeout, progress).await?
                 }
                 Flow::ClientCredentials => {

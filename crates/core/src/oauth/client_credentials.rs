@@ -36,9 +36,7 @@ pub async fn load(secrets: &Arc<dyn SecretStore>, mailbox: &str) -> Result<Optio
             .map(|c| Some(AppCredential::Certificate(Box::new(c))))
             .map_err(|e| OAuthError::Certificate(e.to_string()));
     }
-    Ok(secret::get(secrets, mailbox, SecretKind::ClientSecret)
-        .await?
-        .map(|s| AppCredential::Secret(ClientSecret::new(s.expose_secret().to_string()))))
+    Ok(super::client_secret(secrets, mailbox).await?.map(AppCredential::Secret))
 }
 
 /// Gets an app-only access token.

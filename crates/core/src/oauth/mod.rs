@@ -234,6 +234,19 @@ pub(crate) fn endpoints(m: &Mailbox) -> Result<Endpoints, OAuthError> {
     Ok(Endpoints { auth_url, token_url, scopes })
 }
 
+/// The mailbox's stored client secret from the keyring, as oauth2's `ClientSecret` (whose
+/// `Debug` prints no value). The one place it is read for a grant: the browser and device
+/// sign-ins, the refresh and the app-only credential all take it from here.
+pub(crate) async fn client_secret(
+    secrets: &std::sync::Arc<dyn crate::secret::SecretStore>,
+    mailbox: &str,
+) -> Result<Option<ClientSecret>, crate::secret::SecretError> {
+    use secrecy::ExposeSecret;
+    Ok(crate::secret::get(secrets, mailbox, crate::secret::SecretKind::ClientSecret)
+        .await?
+        .map(|s| ClientSecret::new(s.expose_secret().to_string())))
+}
+
 pub(crate) fn token_client(m: &Mailbox, secret: Option<ClientSecret>) -> Result<Client<EndpointNotSet>, OAuthError> {
     let e = endpoints(m)?;
     let token_url = TokenUrl::new(e.token_url)
@@ -357,6 +370,18 @@ pub(crate) mod test_http {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_client_secret_is_read_from_the_keyring_as_a_redacted_type() {
+        let secrets: std::sync::Arc<dyn crate::secret::SecretStore> =
+            std::sync::Arc::new(crate::secret::MemoryStore::default());
+        assert!(client_secret(&secrets, "a").await.unwrap().is_none());
+        crate::secret::set(&secrets, "a", crate::secret::SecretKind::ClientSecret, "cs-SECRET".into()).await.unwrap();
+        let s = client_secret(&secrets, "a").await.unwrap().unwrap();
+        assert_eq!(s.secret(), "cs-SECRET");
+        assert!(!format!("{s:?}").contains("cs-SECRET"));
+        assert!(client_secret(&secrets, "b").await.unwrap().is_none());
+    }
 
     #[test]
     fn token_types_do_not_print_their_values() {

@@ -250,9 +250,7 @@ impl TokenCache {
                     .map(|s| RefreshToken::new(s.expose_secret().to_string()))
                     .ok_or_else(|| OAuthError::NotAuthenticated(m.name.clone()))?,
             };
-            let client_secret = secret::get(secrets, &m.name, SecretKind::ClientSecret)
-                .await?
-                .map(|s| ClientSecret::new(s.expose_secret().to_string()));
+            let client_secret = super::client_secret(secrets, &m.name).await?;
             self.refreshes.fetch_add(1, Ordering::SeqCst);
             tracing::debug!(mailbox = %m.name, "refreshing the access token");
             refresh_grant(m, client_secret, &refresh, http, deadline).await?
