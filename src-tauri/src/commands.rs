@@ -46,10 +46,11 @@ pub async fn get_mailbox(state: State<'_, Shell>, name: String) -> Result<Mailbo
 #[tauri::command(async)]
 #[instrument(skip(state, mailbox), fields(name = %mailbox.name), err)]
 pub async fn save_mailbox(state: State<'_, Shell>, mailbox: Mailbox, is_new: bool) -> Result<MailboxView> {
-    if is_new && state.core.get(&mailbox.name).is_ok() {
-        return Err(IpcError::field("name", format!("a mailbox named `{}` exists already", mailbox.name)));
+    if is_new {
+        state.core.create(&mailbox).await?;
+    } else {
+        state.core.save(&mailbox).await?;
     }
-    state.core.save(&mailbox).await?;
     Ok(state.core.view(mailbox).await?)
 }
 

@@ -232,7 +232,10 @@ impl App {
         })
     }
 
-    pub fn store(&self) -> &Store {
+    /// The store, for the core's own modules (`impl App` blocks elsewhere, the monitor). Not
+    /// public: the front ends go through `App`'s methods, so every rule (validation, signing out
+    /// on a routing change, create-not-overwrite) applies whoever calls.
+    pub(crate) fn store(&self) -> &Store {
         &self.store
     }
 
@@ -320,6 +323,19 @@ impl App {
 
     pub fn get(&self, name: &str) -> Result<Mailbox, AppError> {
         Ok(self.store.get(name)?)
+    }
+
+    /// Saves a new mailbox, refusing a name that exists already. Why: the name is the key of the
+    /// mailbox's keyring entries and history, so a new mailbox must never take over another's
+    /// sign-in (the editor does not rename). Otherwise as [`App::save`].
+    pub async fn create(&self, m: &Mailbox) -> Result<SaveOutcome, AppError> {
+        if self.store.get(&m.name).is_ok() {
+            return Err(AppError::Invalid(vec![FieldError::new(
+                "name",
+                format!("a mailbox named `{}` exists already", m.name),
+            )]));
+        }
+        self.save(m).await
     }
 
     /// Validates and saves a mailbox. When it exists and one of the fields that decide where
@@ -1139,6 +1155,29 @@ mod tests {
         assert!(mem.get("broken", SecretKind::RefreshToken).unwrap().is_none());
         assert!(app.list().await.unwrap().is_empty());
         assert!(matches!(app.remove("broken").await, Err(AppError::Store(StoreError::NotFound(_)))));
+    }
+
+    #[tokio::test]
+    async fn create_refuses_an_existing_name_and_leaves_the_stored_mailbox_and_its_sign_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = crate::secret::MemoryStore::default();
+        let app = App::open(dir.path(), Arc::new(mem.clone())).unwrap();
+        let first = crate::mailbox::sample();
+        app.create(&first).await.unwrap();
+        mem.set(&first.name, SecretKind::RefreshToken, &SecretString::from("rt")).unwrap();
+        let mut other = first.clone();
+        other.host = "imap.elsewhere.example".into();
+        match app.create(&other).await {
+            Err(AppError::Invalid(es)) => {
+                assert_eq!(es.iter().map(|e| e.field).collect::<Vec<_>>(), ["name"]);
+                assert_eq!(es[0].message, "a mailbox named `support` exists already");
+            }
+            other => panic!("expected a name error, got {other:?}"),
+        }
+        assert_eq!(app.get(&first.name).unwrap(), first, "nothing stored changed");
+        assert!(mem.get(&first.name, SecretKind::RefreshToken).unwrap().is_some(), "still signed in");
+        // Saving (the editor's update) is what changes an existing mailbox.
+        assert!(app.save(&other).await.unwrap().signed_out);
     }
 
     #[tokio::test]
