@@ -8,7 +8,8 @@ use mailbox_auth_core::app::{ImportPreview, ImportReport, Verification};
 use mailbox_auth_core::health::HealthRecord;
 use mailbox_auth_core::mailbox::{Mailbox, Protocol, ProviderKind, Security};
 use mailbox_auth_core::oauth::auth_code::{AuthStep, DEFAULT_TIMEOUT};
-use mailbox_auth_core::{provider, MailboxView};
+use mailbox_auth_core::oauth::OAuthError;
+use mailbox_auth_core::{provider, AppError, MailboxView};
 use secrecy::SecretString;
 use serde::Serialize;
 use tauri::ipc::Channel;
@@ -91,10 +92,8 @@ pub async fn authenticate<R: Runtime>(
             Ok(record)
         }
         Ok(Err(e)) => Err(e.into()),
-        Err(e) if e.is_cancelled() => {
-            let d = mailbox_auth_core::diagnose::diagnose("cancelled", None);
-            Err(IpcError::new("cancelled", d.cause, d.fix))
-        }
+        // Cancel pressed: the core's own error (code `cancelled`, the catalogue's hint).
+        Err(e) if e.is_cancelled() => Err(AppError::OAuth(OAuthError::Cancelled).into()),
         Err(e) => Err(IpcError::new("internal", format!("the sign-in task failed: {e}"), "Try again.")),
     }
 }

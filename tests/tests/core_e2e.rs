@@ -38,7 +38,7 @@ async fn concurrent_token_requests_for_one_mailbox_share_one_refresh() {
     let tasks: Vec<_> = (0..6)
         .map(|_| {
             let app = app.clone();
-            tokio::spawn(async move { app.access_token("c").await.unwrap().unwrap().secret().clone() })
+            tokio::spawn(async move { app.access_token("c").await.unwrap().secret().clone() })
         })
         .collect();
     let mut tokens = Vec::new();

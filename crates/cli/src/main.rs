@@ -302,18 +302,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             send_test(&app, &name, &to, json).await
         }
-        Command::Token { name } => match app.access_token(&name).await? {
+        Command::Token { name } => match app.access_token(&name).await {
             Ok(t) => {
                 // The one place a token is printed, on purpose: this is the token-helper command.
                 let mut out = std::io::stdout().lock();
                 writeln!(out, "{}", t.secret())?;
                 Ok(ExitCode::SUCCESS)
             }
-            Err(e) => {
-                let d = mailbox_auth_core::diagnose::diagnose(&e.code(), e.server_words().as_deref());
-                eprintln!("error: {}\nhint: {}", shown(&e.to_string()), d.fix);
+            // No token (refused, unreachable, not signed in): exit 1, as a red check; other
+            // errors (an unknown mailbox) are input errors, exit 2.
+            Err(e @ AppError::OAuth(_)) => {
+                let f = e.failure();
+                eprintln!("error: {}\nhint: {}", shown(&f.message), f.hint);
                 Ok(ExitCode::from(1))
             }
+            Err(e) => Err(e.into()),
         },
         Command::SetSecret { name, expires } => {
             let mut value = String::new();

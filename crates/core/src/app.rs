@@ -67,26 +67,34 @@ pub enum AppError {
     Import(#[from] ImportError),
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<FieldError>),
+    /// A token could not be had (refresh refused, identity provider unreachable, not signed
+    /// in); its code is the OAuth one (`invalid_grant`, `not_authenticated` …).
+    #[error(transparent)]
+    OAuth(#[from] OAuthError),
 }
 
 impl AppError {
-    pub fn code(&self) -> &'static str {
+    /// Stable code for the UI and the CLI; an OAuth error's code passes through as it is.
+    pub fn code(&self) -> std::borrow::Cow<'static, str> {
         match self {
-            AppError::Store(e) => e.code(),
-            AppError::Secret(e) => e.code(),
-            AppError::Lock(e) => e.code(),
-            AppError::Import(_) => "import",
-            AppError::Invalid(_) => "invalid",
+            AppError::Store(e) => e.code().into(),
+            AppError::Secret(e) => e.code().into(),
+            AppError::Lock(e) => e.code().into(),
+            AppError::Import(_) => "import".into(),
+            AppError::Invalid(_) => "invalid".into(),
+            AppError::OAuth(e) => e.code().into(),
         }
     }
 
-    /// `{code, message, hint}` for the UI and the CLI's JSON.
+    /// `{code, message, hint}` for the UI and the CLI's JSON. An OAuth error's hint reads the
+    /// identity provider's own words too (as a health record's does).
     pub fn failure(&self) -> Failure {
         let hint = match self {
             AppError::Invalid(_) | AppError::Import(_) => "Correct the named field and try again.".to_string(),
-            _ => diagnose(self.code(), None).fix.to_string(),
+            AppError::OAuth(e) => diagnose(&e.code(), e.server_words().as_deref()).fix.to_string(),
+            _ => diagnose(&self.code(), None).fix.to_string(),
         };
-        Failure { code: self.code().to_string(), message: self.to_string(), hint }
+        Failure { code: self.code().into_owned(), message: self.to_string(), hint }
     }
 }
 
@@ -592,9 +600,9 @@ impl App {
     }
 
     /// A valid access token (cached, or refreshed with the stored refresh token).
-    pub async fn access_token(&self, name: &str) -> Result<Result<AccessToken, OAuthError>, AppError> {
+    pub async fn access_token(&self, name: &str) -> Result<AccessToken, AppError> {
         let m = self.store.get(name)?;
-        Ok(self.fresh_token(&m).await)
+        Ok(self.fresh_token(&m).await?)
     }
 
     async fn fresh_token(&self, m: &Mailbox) -> Result<AccessToken, OAuthError> {
@@ -1178,6 +1186,22 @@ mod tests {
         assert!(mem.get(&first.name, SecretKind::RefreshToken).unwrap().is_some(), "still signed in");
         // Saving (the editor's update) is what changes an existing mailbox.
         assert!(app.save(&other).await.unwrap().signed_out);
+    }
+
+    #[tokio::test]
+    async fn no_token_is_an_oauth_error_with_its_own_code_and_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = App::open(dir.path(), Arc::new(crate::secret::MemoryStore::default())).unwrap();
+        app.save(&crate::mailbox::sample()).await.unwrap();
+        let e = app.access_token("support").await.unwrap_err();
+        assert!(matches!(e, AppError::OAuth(OAuthError::NotAuthenticated(_))), "{e:?}");
+        let f = e.failure();
+        assert_eq!(f.code, "not_authenticated");
+        assert_eq!(f.hint, diagnose("not_authenticated", None).fix);
+        // An unknown mailbox stays a store error (the CLI's input error, not a red token).
+        assert!(matches!(app.access_token("nobody").await, Err(AppError::Store(StoreError::NotFound(_)))));
+        let c = AppError::OAuth(OAuthError::Cancelled).failure();
+        assert_eq!((c.code.as_str(), c.hint.as_str()), ("cancelled", diagnose("cancelled", None).fix));
     }
 
     #[tokio::test]

@@ -117,6 +117,7 @@ pub enum OAuthError {
     /// The provider rotated the refresh token but the keyring did not take the new one.
     #[error("the identity provider replaced the refresh token of mailbox `{mailbox}`, but the OS keyring did not store the new one ({source}); this program keeps it in memory only and stores it at its next use, so unlock or repair the keyring now")]
     RotatedNotStored { mailbox: String, source: crate::secret::SecretError },
+    /// The admin cancelled a running sign-in (the window's Cancel).
     #[error("the sign-in was cancelled")]
     Cancelled,
     /// The id_token does not answer this sign-in's `nonce` (OpenID Connect Core §3.1.3.7).
