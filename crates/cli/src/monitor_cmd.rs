@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use mailbox_auth_core::health::Status;
-use mailbox_auth_core::monitor::{self, Alert, Limits, Metrics, Monitor, MonitorConfig, PassReport};
+use mailbox_auth_core::monitor::{self, Alert, Limits, Metrics, Monitor, MonitorConfig, PassReport, Shard};
 use mailbox_auth_core::secret::{self, KeyringStore, SecretKind, ALERT_WEBHOOK};
 use mailbox_auth_core::{App, AppError};
 
@@ -49,6 +49,14 @@ pub struct MonitorArgs {
     /// Seconds allowed for each network step of a check.
     #[arg(long, default_value_t = 20)]
     pub timeout: u64,
+    /// Check only share I of N (e.g. 2/3), chosen by a hash of the mailbox name: N monitors
+    /// with 1/N … N/N check every mailbox exactly once between them.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
+}
+
+fn parse_shard(s: &str) -> Result<Shard, String> {
+    s.parse().map_err(|e: mailbox_auth_core::mailbox::FieldError| e.to_string())
 }
 
 /// The address `--metrics` binds: loopback unless another one is allowed explicitly.
@@ -96,6 +104,7 @@ pub async fn monitor(mut app: App, home: &Path, args: MonitorArgs) -> anyhow::Re
         interval: Duration::from_secs(args.interval),
         concurrency: args.concurrency,
         per_account: args.per_account,
+        shard: args.shard.unwrap_or(Shard::ALL),
         ..MonitorConfig::default()
     };
     let mut mon = Monitor::new(&app, home, config)?;
@@ -120,11 +129,16 @@ pub async fn monitor(mut app: App, home: &Path, args: MonitorArgs) -> anyhow::Re
         let red = r.count(Status::Failed) + r.problems.len();
         return Ok(if red == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) });
     }
-    eprintln!("monitoring every {} s", args.interval);
+    match args.shard {
+        Some(s) => eprintln!("monitoring share {s} every {} s", args.interval),
+        None => eprintln!("monitoring every {} s", args.interval),
+    }
     let mut first = true;
     loop {
-        // The first pass checks at once; later ones spread their mailboxes over the interval.
-        match mon.pass(!first).await {
+        // The first pass checks everything at once; later ones check the mailboxes that are due
+        // (their own interval, or the monitor's), spread over the first quarter of the pass.
+        let pass = if first { mon.pass(false).await } else { mon.pass_due(true).await };
+        match pass {
             Ok(r) => print_pass(&r),
             Err(e) => {
                 let f = e.failure();
