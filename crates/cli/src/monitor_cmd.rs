@@ -18,9 +18,18 @@ pub enum AlertsAction {
     /// Store the alert webhook URL (Slack, Teams or any JSON receiver) in the OS keyring, read
     /// from standard input (it carries the channel's credentials).
     Webhook,
-    /// Send a test alert to the stored webhook.
+    /// Send alerts by email to ADDRESS through mailbox NAME's SMTP server, signed in as that
+    /// mailbox (XOAUTH2); replaces an earlier address.
+    Email {
+        /// Where alert emails go, e.g. helpdesk-admins@example.com.
+        address: String,
+        /// The mailbox whose SMTP server sends them (it needs an smtp_host and a sign-in).
+        #[arg(long, value_name = "NAME")]
+        via: String,
+    },
+    /// Send a test alert to every configured channel (webhook, email).
     Test,
-    /// Remove the stored webhook: alerts are only logged.
+    /// Remove the stored webhook and the alert email: alerts are only logged.
     Off,
 }
 
@@ -95,6 +104,9 @@ fn print_pass(r: &PassReport) {
     }
     for (a, e) in &r.undelivered {
         eprintln!("alert for {} not delivered (tried again next pass): {e}", a.mailboxes().join(", "));
+    }
+    for (a, e) in &r.partly_delivered {
+        eprintln!("alert for {} delivered, but not by every channel: {e}", a.mailboxes().join(", "));
     }
 }
 
@@ -205,24 +217,50 @@ pub async fn alerts(app: App, home: &Path, action: AlertsAction) -> anyhow::Resu
             println!("stored the alert webhook in the OS keyring");
             Ok(ExitCode::SUCCESS)
         }
+        AlertsAction::Email { address, via } => {
+            let ch = monitor::set_email_channel(&app, &address, &via)?;
+            println!("alerts will be emailed to {} through mailbox `{}`'s SMTP server", ch.to, ch.via);
+            Ok(ExitCode::SUCCESS)
+        }
         AlertsAction::Off => {
             secret::delete(app.secret_store(), ALERT_WEBHOOK, SecretKind::AlertWebhook).await?;
-            println!("removed the alert webhook; changes are only logged now");
+            monitor::clear_email_channel(&app)?;
+            println!("removed the alert webhook and the alert email; changes are only logged now");
             Ok(ExitCode::SUCCESS)
         }
         AlertsAction::Test => {
             let mon = Monitor::new(&app, home, MonitorConfig::default())?;
-            match mon.send(&monitor::test_body(chrono::Utc::now())).await {
-                Ok(true) => {
-                    println!("test alert delivered");
-                    Ok(ExitCode::SUCCESS)
+            let email = monitor::email_channel(&app)?;
+            let mut failed = false;
+            let webhook = match mon.send(&monitor::test_body(chrono::Utc::now())).await {
+                Ok(sent) => {
+                    if sent {
+                        println!("test alert delivered to the webhook");
+                    }
+                    sent
                 }
-                Ok(false) => anyhow::bail!("no alert webhook is stored; store one with `mailbox-auth alerts webhook`"),
                 Err(e) => {
                     eprintln!("error: {e}");
-                    Ok(ExitCode::from(1))
+                    failed = true;
+                    true
+                }
+            };
+            if let Some(ch) = &email {
+                let body = "This is a test alert from Mailbox Auth; mailbox alerts will arrive here.\n";
+                match monitor::send_email(&app, ch, "Mailbox Auth: test alert", body).await {
+                    Ok(()) => println!("test alert emailed to {} through `{}`", ch.to, ch.via),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        failed = true;
+                    }
                 }
             }
+            anyhow::ensure!(
+                webhook || email.is_some(),
+                "no alert channel is set; store a webhook with `mailbox-auth alerts webhook` or an address with \
+                 `mailbox-auth alerts email ADDRESS --via NAME`"
+            );
+            Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
     }
 }

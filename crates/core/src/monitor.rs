@@ -1,27 +1,36 @@
 //! The monitor: every mailbox re-checked on a schedule, each change of badge alerted once.
 //!
 //! One pass ([`Monitor::pass`]) runs the same checks as Verify — [`App::verify`]: the incoming
-//! server and, when an outbound server is configured, the SMTP server — for every mailbox, and compares each badge ([`health::status`]) with the one the previous pass left.
+//! server and, when an outbound server is configured, the SMTP server — for every mailbox, and
+//! compares each badge ([`health::status`]) with the one the previous pass left.
 //!
 //! - **Connections.** A mailbox's checks run one after the other, so it never holds more than one
 //!   connection. Across mailboxes at most `concurrency` connections are open, and at most
 //!   `per_account` to one account on one server (login + host): many shared mailboxes opened by
 //!   one delegate account count against that account, as the servers count them (Gmail allows
 //!   15 simultaneous IMAP connections per account; Exchange Online throttles well before).
-//! - **Schedule.** Every `interval` (default 30 minutes), ±10 % so monitors started together
-//!   drift apart, and within a pass each mailbox starts at a stable offset in the first quarter
-//!   of the interval, so checks do not all hit the servers at once.
+//! - **Schedule.** Passes every `interval` (default 30 minutes) or, when a mailbox asks for less
+//!   (`check_interval_minutes`), every that often ([`tick`]), each ±10 % so monitors started
+//!   together drift apart. A pass checks the mailboxes that are due ([`Schedule`]: each is due
+//!   its own interval ±10 % after its last check), each starting at a stable offset in the
+//!   first quarter of the pass, so checks do not all hit the servers at once.
+//! - **Shards.** `--shard I/N` ([`Shard`]) checks the mailboxes whose name's SHA-256 picks share
+//!   I: the same split in every process and version, so N monitors check each mailbox once.
 //! - **Alerts.** Green→red, red→green ("recovered") and →amber each make one alert; when
 //!   [`SUMMARY_AT`] or more mailboxes change in one pass they make one summary alert naming them
 //!   all and, when they share it, the cause (an identity-provider outage is one alert, not forty).
 //!   The badge each mailbox was last alerted with is kept in the data store
-//!   (`monitor_alert_state`, schema 3), so `monitor --once` from cron alerts only on changes since its
-//!   previous run. A badge whose alert could not be delivered is not recorded, so the next pass
+//!   (`monitor_alert_state`, schema 3), so `monitor --once` from cron alerts only on changes
+//!   since its previous run. A badge whose alert could not be delivered is not recorded, so the next pass
 //!   tries again.
 //! - **Webhook.** A JSON POST per alert with a human `text` field (Slack's and Teams' incoming
 //!   webhooks show it), retried with exponential back-off (and `Retry-After` on 429, RFC 9110
 //!   §10.2.3), bounded. The URL carries the channel's credentials, so it lives in the OS keyring
 //!   ([`SecretKind::AlertWebhook`]) and never appears in a log or an error.
+//! - **Email.** Optionally one message per alert to an admin address, sent through a configured
+//!   mailbox's own SMTP server signed in with XOAUTH2 / OAUTHBEARER ([`EmailChannel`],
+//!   [`App::send_message`], the submission dialogue of `probe::smtp`). An alert any channel
+//!   took counts as delivered.
 //! - **Metrics.** [`Metrics`] holds the Prometheus families (`prometheus-client`, which escapes
 //!   label values) and [`serve_metrics`] answers `GET /metrics` in the OpenMetrics text format.
 
@@ -719,6 +728,8 @@ pub enum AlertError {
     BadUrl,
     #[error(transparent)]
     Secret(#[from] secret::SecretError),
+    #[error("the alert email through mailbox `{via}` was not sent: {detail}")]
+    Email { via: String, detail: String },
 }
 
 /// Checks a webhook URL before it is stored. The error names the field, never the value.
@@ -770,6 +781,94 @@ pub async fn post(
         }
     }
     Err(AlertError::Delivery { attempts, detail })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Email
+
+/// Setting keys of the email channel in the data store (an address and a mailbox name are not
+/// secrets; the mailbox's own sign-in, in the keyring, sends the mail).
+const EMAIL_TO: &str = "alert_email_to";
+const EMAIL_VIA: &str = "alert_email_via";
+
+/// Alert emails: sent to `to` through mailbox `via`'s SMTP server, signed in as that mailbox
+/// with XOAUTH2 / OAUTHBEARER (the same submission dialogue as Verify's SMTP check).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailChannel {
+    pub to: String,
+    pub via: String,
+}
+
+/// The stored email channel, if one is set.
+pub fn email_channel(app: &App) -> Result<Option<EmailChannel>, StoreError> {
+    let s = app.store();
+    Ok(match (s.setting(EMAIL_TO)?, s.setting(EMAIL_VIA)?) {
+        (Some(to), Some(via)) => Some(EmailChannel { to, via }),
+        _ => None,
+    })
+}
+
+/// Stores the email channel after checking it: `to` is one address, `via` a stored mailbox
+/// with an SMTP server. Errors name the field; nothing is stored then.
+pub fn set_email_channel(app: &App, to: &str, via: &str) -> Result<EmailChannel, AppError> {
+    let to = to.trim();
+    crate::probe::smtp::check_recipient(to)
+        .map_err(|p| AppError::Invalid(vec![crate::mailbox::FieldError::new("alert email address", p)]))?;
+    let m = app.get(via)?;
+    if m.smtp.is_none() {
+        return Err(AppError::Invalid(vec![crate::mailbox::FieldError::new(
+            "--via",
+            format!("mailbox `{via}` has no outbound SMTP server (set its smtp_host) to send alerts through"),
+        )]));
+    }
+    app.store().set_settings(&[(EMAIL_TO, Some(to)), (EMAIL_VIA, Some(via))])?;
+    Ok(EmailChannel { to: to.into(), via: via.into() })
+}
+
+/// Removes the email channel.
+pub fn clear_email_channel(app: &App) -> Result<(), StoreError> {
+    app.store().set_settings(&[(EMAIL_TO, None), (EMAIL_VIA, None)])
+}
+
+/// Sends one alert email; the mailbox's SMTP server's refusal, in its words, is the error.
+pub async fn send_email(app: &App, ch: &EmailChannel, subject: &str, body: &str) -> Result<(), AlertError> {
+    let message = crate::probe::smtp::TestMessage { to: ch.to.clone(), subject: subject.into(), body: body.into() };
+    let rec = app
+        .send_message(&ch.via, &message)
+        .await
+        .map_err(|e| AlertError::Email { via: ch.via.clone(), detail: e.to_string() })?;
+    if rec.ok {
+        Ok(())
+    } else {
+        let mut detail = rec.message;
+        if let Some(w) = rec.server_words {
+            detail.push_str(&format!(" (server: {w})"));
+        }
+        Err(AlertError::Email { via: ch.via.clone(), detail })
+    }
+}
+
+impl Alert {
+    /// The subject of the alert email: which mailbox(es) and the change.
+    pub fn subject(&self) -> String {
+        match self {
+            Alert::One(t) => format!("Mailbox Auth: {} is {} (was {})", t.mailbox, t.to.label(), t.from.label()),
+            Alert::Summary(s) => format!("Mailbox Auth: {} mailboxes changed together", s.transitions.len()),
+        }
+    }
+
+    /// The plain-text body of the alert email: the human line, then the details.
+    pub fn email_body(&self) -> String {
+        let b = self.body();
+        let mut out = format!("{}\n\n", self.text());
+        for k in ["mailbox", "from", "to", "code", "cause", "hint", "at"] {
+            if let Some(v) = b[k].as_str().filter(|v| !v.is_empty()) {
+                out.push_str(&format!("{k}: {v}\n"));
+            }
+        }
+        out.push_str("\nSent by the Mailbox Auth monitor.\n");
+        out
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -959,10 +1058,14 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Arc<Metri
 pub struct PassReport {
     pub checks: Vec<MailboxCheck>,
     pub alerts: Vec<Alert>,
-    /// Alerts the webhook did not take, with why; their mailboxes alert again next pass.
+    /// Alerts no channel took, with why; their mailboxes alert again next pass.
     pub undelivered: Vec<(Alert, AlertError)>,
+    /// Alerts one channel did not take while another did (not sent again), with why.
+    pub partly_delivered: Vec<(Alert, AlertError)>,
     /// Whether a webhook is configured.
     pub webhook: bool,
+    /// Whether alert emails are configured.
+    pub email: bool,
     /// Mailboxes that could not be checked, with why.
     pub problems: Vec<(String, String)>,
 }
@@ -1082,13 +1185,28 @@ impl<'a> Monitor<'a> {
         let previous = alert_states(self.app)?;
         let alerts = group(transitions(&previous, &checks), self.config.summary_at);
         let webhook = self.webhook().await?;
-        let mut undelivered = Vec::new();
-        if let Some(url) = &webhook {
-            for a in &alerts {
-                if let Err(e) = post(&self.http, url, &a.body(), &self.config.backoff).await {
-                    undelivered.push((a.clone(), e));
+        let email = email_channel(self.app)?;
+        let (mut undelivered, mut partly_delivered) = (Vec::new(), Vec::new());
+        for a in &alerts {
+            // An alert is delivered when any configured channel took it (with none, it is only
+            // logged). One no channel took is sent again next pass; a channel that failed while
+            // another took it is reported, not retried, so the other gets no duplicates.
+            let mut took = webhook.is_none() && email.is_none();
+            let mut failed = Vec::new();
+            if let Some(url) = &webhook {
+                match post(&self.http, url, &a.body(), &self.config.backoff).await {
+                    Ok(()) => took = true,
+                    Err(e) => failed.push(e),
                 }
             }
+            if let Some(ch) = &email {
+                match send_email(self.app, ch, &a.subject(), &a.email_body()).await {
+                    Ok(()) => took = true,
+                    Err(e) => failed.push(e),
+                }
+            }
+            let list = if took { &mut partly_delivered } else { &mut undelivered };
+            list.extend(failed.into_iter().map(|e| (a.clone(), e)));
         }
         let retry: HashSet<&str> = undelivered.iter().flat_map(|(a, _)| a.mailboxes()).collect();
         for c in checks.iter().filter(|c| !retry.contains(c.mailbox.as_str())) {
@@ -1105,7 +1223,15 @@ impl<'a> Monitor<'a> {
             // Mailboxes not due or not checkable this time keep their series as they were.
             *known = names.iter().map(|n| n.to_string()).collect();
         }
-        Ok(PassReport { checks, alerts, undelivered, webhook: webhook.is_some(), problems })
+        Ok(PassReport {
+            checks,
+            alerts,
+            undelivered,
+            partly_delivered,
+            webhook: webhook.is_some(),
+            email: email.is_some(),
+            problems,
+        })
     }
 
     /// The wait before the next pass: the [`tick`], jittered.
@@ -1417,6 +1543,26 @@ mod tests {
         assert!(text.contains("mailbox_auth_signin_expiry_timestamp_seconds{mailbox=\"green\"} 1796817600"), "{text}");
         m.retain(&HashSet::from(["green"]), &BTreeSet::from(["green".to_string(), "red \"quoted\"\n".to_string()]));
         assert!(!m.encode(false).contains("quoted"));
+    }
+
+    #[test]
+    fn the_shipped_alerting_rules_use_only_metrics_the_monitor_serves() {
+        let rules = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/prometheus/mailbox-auth.rules.yml"),
+        )
+        .unwrap();
+        let m = Metrics::new();
+        m.set("x", Verified, Some(Utc::now()), "2030-01-01".parse().ok());
+        m.set_signin("x", Some(Utc::now()));
+        let served = m.encode(false);
+        let used: BTreeSet<&str> = rules
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("mailbox_auth_"))
+            .collect();
+        assert!(used.len() >= 5, "{used:?}");
+        for name in used {
+            assert!(served.lines().any(|l| l.starts_with(&format!("{name}{{"))), "{name} is not served:\n{served}");
+        }
     }
 
     #[test]

@@ -124,14 +124,19 @@ fn migrate(tx: &rusqlite::Transaction<'_>, from: i64) -> Result<(), StoreError> 
         )
         .map_err(sql("migrate to schema 2"))?;
     }
-    // 2 → 3: the badge the monitor last alerted each mailbox with. Monitors before version 3
-    // created this table themselves; `IF NOT EXISTS` keeps what they recorded.
+    // 2 → 3: the badge the monitor last alerted each mailbox with (monitors before version 3
+    // created this table themselves; `IF NOT EXISTS` keeps what they recorded), and the
+    // monitor's settings that are not secrets (where alert emails go).
     if from < 3 {
         tx.execute_batch(
             "CREATE TABLE IF NOT EXISTS monitor_alert_state (
                  mailbox TEXT PRIMARY KEY NOT NULL,
                  badge TEXT NOT NULL,
                  at TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS settings (
+                 key TEXT PRIMARY KEY NOT NULL,
+                 value TEXT NOT NULL
              );",
         )
         .map_err(sql("migrate to schema 3"))?;
@@ -461,6 +466,32 @@ impl Store {
         Ok(())
     }
 
+    /// A setting (never a secret: those live in the keyring).
+    pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.conn()
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(sql("read a setting"))
+    }
+
+    /// Sets (`Some`) or removes (`None`) settings, all or none.
+    pub fn set_settings(&self, values: &[(&str, Option<&str>)]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(sql("begin"))?;
+        for (key, value) in values {
+            match value {
+                Some(v) => tx.execute(
+                    "INSERT INTO settings (key, value) VALUES (?1, ?2)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    params![key, v],
+                ),
+                None => tx.execute("DELETE FROM settings WHERE key = ?1", [key]),
+            }
+            .map_err(sql("save a setting"))?;
+        }
+        tx.commit().map_err(sql("commit"))
+    }
+
     /// Forgets the alert state of mailboxes that are no longer stored.
     pub fn prune_alert_states(&self) -> Result<usize, StoreError> {
         self.conn()
@@ -690,6 +721,9 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         s.set_alert_state("support", "verified", chrono::Utc::now()).unwrap();
         assert_eq!(s.alert_states().unwrap().len(), 1);
+        s.set_settings(&[("a", Some("1")), ("b", Some("2"))]).unwrap();
+        s.set_settings(&[("a", Some("3")), ("b", None)]).unwrap();
+        assert_eq!((s.setting("a").unwrap(), s.setting("b").unwrap()), (Some("3".into()), None));
     }
 
     #[test]
