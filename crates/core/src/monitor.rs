@@ -1446,6 +1446,20 @@ mod tests {
     }
 
     #[test]
+    fn alert_emails_name_the_change_in_the_subject_and_the_details_in_the_body() {
+        let one = Alert::One(tr("support", Verified, Failed, Some("auth_rejected"), Some("the mail server h:993")));
+        assert_eq!(one.subject(), "Mailbox Auth: support is Failed (was Verified)");
+        let body = one.email_body();
+        assert!(body.starts_with("support: Verified → Failed — m (auth_rejected) What to do: h\n\n"), "{body}");
+        for line in ["code: auth_rejected\n", "cause: the mail server h:993\n", "hint: h\n", "to: failed\n"] {
+            assert!(body.contains(line), "{line:?} in {body}");
+        }
+        let many = group(["x", "y", "z"].iter().map(|n| tr(n, Verified, Failed, Some("c"), None)).collect(), 3);
+        assert_eq!(many[0].subject(), "Mailbox Auth: 3 mailboxes changed together");
+        assert!(many[0].email_body().contains("mailbox: x, y, z\n"), "{}", many[0].email_body());
+    }
+
+    #[test]
     fn per_account_cap_is_counted_per_login_and_host() {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(async {
