@@ -37,6 +37,8 @@ export interface Mailbox {
   client_secret_expires: string | null;
   /** A fixed loopback port for the browser sign-in's redirect (providers that match it exactly). */
   redirect_port?: number | null;
+  /** How often the monitor checks this mailbox, in minutes; null = the monitor's interval. */
+  check_interval_minutes?: number | null;
 }
 
 export interface HealthRecord {
