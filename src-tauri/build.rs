@@ -21,6 +21,11 @@ const COMMANDS: &[&str] = &[
     "exchange_script",
     "open_sign_in_url",
     "send_test_message",
+    "uptime",
+    "monitor_state",
+    "set_monitoring_paused",
+    "check_all_now",
+    "set_start_at_login",
 ];
 
 fn main() {

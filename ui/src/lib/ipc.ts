@@ -1,6 +1,7 @@
 // The only module that talks to the Tauri shell. Everything else calls these typed functions,
 // so the rest of the UI (and its unit tests) never imports @tauri-apps/api.
 import { Channel, invoke } from "@tauri-apps/api/core";
+import { listen } from "@tauri-apps/api/event";
 import type {
   CsvFile,
   HealthRecord,
@@ -9,11 +10,13 @@ import type {
   IpcError,
   Mailbox,
   MailboxView,
+  MonitorState,
   Preset,
   ProviderKind,
   Protocol,
   Security,
   SignInEvent,
+  Uptime,
   Verification,
 } from "./types";
 
@@ -89,3 +92,18 @@ export const chooseCsvFile = () => call<CsvFile | null>("read_csv_file");
 /** Asks where to save the export (the shell opens the dialog and writes only there); the path
  * written, or null when the admin cancels. */
 export const exportCsvToFile = () => call<string | null>("export_csv");
+
+/** Uptime over 7 and 30 days and the up/down transitions of one mailbox. */
+export const uptime = (name: string) => call<Uptime>("uptime", { name });
+
+/** The background monitor (it runs while the app runs, also with the window closed to the tray). */
+export const monitorState = () => call<MonitorState>("monitor_state");
+export const setMonitoringPaused = (paused: boolean) => call<MonitorState>("set_monitoring_paused", { paused });
+export const checkAllNow = () => call<void>("check_all_now");
+/** Turns "start at login" on or off; whether it is on. */
+export const setStartAtLogin = (on: boolean) => call<boolean>("set_start_at_login", { on });
+
+/** Calls `f` after every monitor pass (and pause/resume); returns the unsubscribe function. */
+export function onMonitorPass(f: (s: MonitorState) => void): Promise<() => void> {
+  return listen<MonitorState>("monitor-pass", (e) => f(e.payload));
+}
