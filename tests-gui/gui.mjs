@@ -978,6 +978,11 @@ async function trayGroup(display) {
         await s.click('[data-testid="open-testing-app"]');
         const inEditor = await s.waitFor(() => s.text('[data-testid="countdown-editor"]'), "the countdown in the editor");
         assert(inEditor === "Sign-in expires in 5 days", `editor countdown ${inEditor}`);
+        // Saving from the editor (which has no input for the CSV's signin_max_age_days) keeps it.
+        await s.click('[data-testid="save"]');
+        await s.waitFor(async () => (await s.script("return [...document.querySelectorAll('[data-testid=toast]')].map(t => t.innerText).join('|')")).includes("Saved"), "the saved toast", 10000);
+        const afterSave = await s.waitFor(() => s.text('[data-testid="countdown-editor"]'), "the countdown after saving");
+        assert(afterSave === "Sign-in expires in 5 days", `countdown after saving from the editor: ${afterSave}`);
         await s.click('[data-testid="back"]');
       });
 
