@@ -340,12 +340,16 @@ pub async fn uptime(state: State<'_, Shell>, name: String) -> Result<mailbox_aut
     Ok(state.core.uptime(&name)?)
 }
 
-/// The background monitor's state (paused, worst badge, interval, last pass, start at login).
+/// The background monitor's state (paused, worst badge, interval, last pass, start at login),
+/// with the worst badge (and so the tray icon) brought up to date with the window's own checks.
 #[tauri::command(async)]
 pub async fn monitor_state(
     app: AppHandle,
+    state: State<'_, Shell>,
     watch: State<'_, std::sync::Arc<crate::watch::Watch>>,
 ) -> Result<crate::watch::MonitorState> {
+    let list = state.core.list().await?;
+    crate::watch::update_worst(&app, list.iter().map(|v| v.status));
     Ok(watch.state(&app))
 }
 

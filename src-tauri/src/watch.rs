@@ -127,6 +127,8 @@ pub fn icon_rgba(worst: Worst, size: u32) -> Vec<u8> {
 /// What the window and the tray share about the background monitor.
 pub struct Watch {
     paused: AtomicBool,
+    /// Whether the tray icon was set at least once (later only changes of state redraw it).
+    icon_set: AtomicBool,
     wake: Notify,
     worst: Mutex<Worst>,
     /// The badge each mailbox was last notified with (see the module docs).
@@ -161,6 +163,7 @@ impl Default for Watch {
     fn default() -> Self {
         Self {
             paused: AtomicBool::new(false),
+            icon_set: AtomicBool::new(false),
             wake: Notify::new(),
             worst: Mutex::new(Worst::Idle),
             notified: Mutex::new(HashMap::new()),
@@ -298,9 +301,20 @@ pub fn open_window<R: Runtime>(app: &AppHandle<R>) {
     }
 }
 
+/// Recomputes the worst badge from `statuses` (unless paused) and shows it in the tray.
+pub fn update_worst<R: Runtime>(app: &AppHandle<R>, statuses: impl IntoIterator<Item = Status>) {
+    if app.try_state::<Arc<Watch>>().is_some_and(|w| !w.paused()) {
+        set_worst(app, Worst::of(statuses));
+    }
+}
+
 fn set_worst<R: Runtime>(app: &AppHandle<R>, worst: Worst) {
     if let Some(w) = app.try_state::<Arc<Watch>>() {
-        *lock(&w.worst) = worst;
+        let mut current = lock(&w.worst);
+        if *current == worst && w.icon_set.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        *current = worst;
     }
     if let Some(tray) = app.tray_by_id(TRAY) {
         let rgba = icon_rgba(worst, 32);
