@@ -959,6 +959,18 @@ fn throttled_record(name: &str, check: &str, message: String, server_words: Opti
     }
 }
 
+impl App {
+    /// Uptime over the last 7 and 30 days and the up/down transitions of one mailbox, from its
+    /// whole stored history (see [`crate::uptime`]).
+    pub fn uptime(&self, name: &str) -> Result<crate::uptime::Uptime, AppError> {
+        self.store.get(name)?;
+        // Routine greens are pruned after 30 days, so the history stays small; the cap only
+        // bounds a damaged store.
+        let history = self.store.history(name, 200_000)?;
+        Ok(crate::uptime::summarise(&history, Utc::now()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
