@@ -25,6 +25,11 @@ const COMMANDS: &[&str] = &[
     "app_cert",
     "export_handover",
     "import_handover",
+    "uptime",
+    "monitor_state",
+    "set_monitoring_paused",
+    "check_all_now",
+    "set_start_at_login",
 ];
 
 fn main() {

@@ -2,7 +2,7 @@
 // (tauri-driver -> WebKitWebDriver) with plain HTTP calls. Signs in through the sandbox's
 // scripted headless browser ($BROWSER) and asserts what the admin sees.
 import { spawn, spawnSync } from "node:child_process";
-import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -190,7 +190,7 @@ async function req(base, method, p, body) {
 
 // --- one app run: its own data dir and keyring service --------------------------------------
 const appBrowserLog = (label) => path.join(work, `${label}-browser.log`);
-async function withApp(label, display, fn) {
+async function withApp(label, display, fn, extraEnv = {}) {
   // TESTS_GUI_ONLY=flows,bulk runs only those groups (for iterating on one of them).
   const only = (process.env.TESTS_GUI_ONLY ?? "").split(",").filter(Boolean);
   if (only.length && !only.includes(label)) return log("skipping group", label);
@@ -208,6 +208,7 @@ async function withApp(label, display, fn) {
     // One line per page the app opened in $BROWSER (the device flow must open none).
     SANDBOX_BROWSER_LOG: appBrowserLog(label),
     RUST_LOG: "warn,mailbox_auth_desktop=info",
+    ...extraEnv,
   };
   delete env.WEBKIT_DISABLE_COMPOSITING_MODE; // makes WebDriver screenshots hang
   const driver = start("tauri-driver", ["--port", String(port), "--native-port", String(nativePort)], env, `${label}-driver`);
@@ -709,6 +710,7 @@ async function main() {
       });
     });
     await withApp("handover", display, handoverScenarios);
+    await trayGroup(display);
     await damagedDatabaseAtStart(display);
   } finally {
     stop(x);
@@ -763,6 +765,287 @@ async function handoverScenarios(s, { home }) {
     await s.script("document.querySelector('[data-testid=handover-dialog]').dispatchEvent(new KeyboardEvent('keydown', { key: 'Escape', bubbles: true }))");
     await s.waitFor(async () => (await s.findAll('[data-testid="handover-dialog"]')).length === 0, "the dialog to close");
   });
+}
+
+// --- the tray group: the monitor in the background, the tray icon, desktop notifications -----
+// The app runs with a 3 s monitor interval; a real notification server (dunst) owns
+// org.freedesktop.Notifications on the test's session bus; the tray is read and clicked over
+// D-Bus the way a panel does (StatusNotifierItem + com.canonical.dbusmenu); "close the window" is
+// the window manager's WM_DELETE_WINDOW (tests-gui/wm-close.py).
+const TRAY_PATH = "/org/ayatana/NotificationItem/tray_icon_tray_app_main";
+const run = (cmd, args, env = process.env) => spawnSync(cmd, args, { encoding: "utf8", timeout: 15000, env });
+function gdbus(...args) {
+  const r = run("gdbus", ["call", "--session", "-t", "3", ...args]);
+  if (r.status !== 0) throw new Error(`gdbus ${args.join(" ")}: ${r.stderr.trim()}`);
+  return r.stdout.trim();
+}
+const busCall = (dest, objectPath, method, ...args) => gdbus("--dest", dest, "--object-path", objectPath, "--method", method, "--", ...args);
+
+/** The pid of the desktop app whose MAILBOX_AUTH_HOME is `home`, or null when none runs. */
+function appPid(home) {
+  for (const d of readdirSync("/proc").filter((x) => /^\d+$/.test(x))) {
+    try {
+      if (!readlinkSync(`/proc/${d}/exe`).includes("mailbox-auth-desktop")) continue;
+      if (readFileSync(`/proc/${d}/environ`, "utf8").split("\0").includes(`MAILBOX_AUTH_HOME=${home}`)) return Number(d);
+    } catch {}
+  }
+  return null;
+}
+
+/** The bus name under which process `pid` exports its tray item (StatusNotifierItem). */
+function trayOwner(pid) {
+  const names = busCall("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus.ListNames").match(/':1\.\d+'/g) ?? [];
+  for (const n of names.map((q) => q.slice(1, -1))) {
+    try {
+      const p = Number(busCall("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus.GetConnectionUnixProcessID", n).match(/\d+/g).pop());
+      if (p !== pid) continue;
+      busCall(n, TRAY_PATH, "org.freedesktop.DBus.Properties.Get", "org.kde.StatusNotifierItem", "IconName");
+      return n;
+    } catch {}
+  }
+  return null;
+}
+const trayProp = (owner, prop) => busCall(owner, TRAY_PATH, "org.freedesktop.DBus.Properties.Get", "org.kde.StatusNotifierItem", prop);
+
+const TRAY_COLOURS = { idle: [0x8a, 0x8f, 0x98], ok: [0x1e, 0x9e, 0x4a], warn: [0xe0, 0x9b, 0x12], bad: [0xd4, 0x2a, 0x2a] };
+/** The state the tray icon shows, from the colour of the PNG the panel is given (ImageMagick). */
+function trayColour(owner) {
+  const file = trayProp(owner, "IconName").match(/'([^']*)'/)[1];
+  const r = run("convert", [file, "-format", "%[pixel:p{16,26}]", "info:"]);
+  const rgb = (r.stdout.match(/\d+(\.\d+)?/g) ?? []).slice(0, 3).map(Number);
+  const near = Object.entries(TRAY_COLOURS).find(([, c]) => c.every((v, i) => Math.abs(v - rgb[i]) <= 3));
+  return near ? near[0] : `rgb(${rgb.join(",")}) from ${file}`;
+}
+
+/** The tray menu's items: id, label, toggle state. */
+function trayMenu(owner) {
+  const menuPath = trayProp(owner, "Menu").match(/'([^']*)'/)[1];
+  const layout = busCall(owner, menuPath, "com.canonical.dbusmenu.GetLayout", "0", "-1", "@as []");
+  const items = [...layout.matchAll(/\((\d+), \{([^}]*)\}/g)].map(([, id, props]) => ({
+    id: Number(id),
+    label: props.match(/'label': <'([^']*)'>/)?.[1] ?? "",
+    toggle: props.match(/'toggle-state': <(-?\d+)>/)?.[1],
+  }));
+  return { menuPath, items: items.filter((i) => i.label) };
+}
+/** Clicks the tray menu item labelled `label`, as a panel does. */
+function trayClick(owner, label) {
+  const { menuPath, items } = trayMenu(owner);
+  const item = items.find((i) => i.label === label);
+  if (!item) throw new Error(`no tray menu item "${label}" in ${items.map((i) => i.label).join(", ")}`);
+  busCall(owner, menuPath, "com.canonical.dbusmenu.Event", String(item.id), "clicked", "<int32 0>", "0");
+}
+
+/** Whether the main window is mapped (shown) on the X display. */
+function windowShown(display) {
+  const r = run("xwininfo", ["-name", "Mailbox Auth"], { ...process.env, DISPLAY: display });
+  return /Map State:\s+IsViewable/.test(r.stdout);
+}
+
+/** Every notification the server received so far: each shown one is closed into its history. */
+function notificationsReceived() {
+  run("dunstctl", ["close-all"]);
+  const r = run("dunstctl", ["history"]);
+  const j = JSON.parse(r.stdout || "{}");
+  return (j.data?.[0] ?? []).map((n) => ({ summary: n.summary?.data ?? "", body: n.body?.data ?? "", id: n.id?.data })).reverse();
+}
+
+/** A TCP relay in front of a sandbox port that the test switches off (new connections closed at
+ *  once, open ones cut: a server gone down) and on again. */
+function relay(upstreamPort) {
+  let on = true;
+  const open = new Set();
+  const srv = net.createServer((c) => {
+    if (!on) return c.destroy();
+    const u = net.connect(Number(upstreamPort), "127.0.0.1");
+    const end = () => (c.destroy(), u.destroy(), open.delete(end));
+    open.add(end);
+    c.pipe(u);
+    u.pipe(c);
+    for (const x of [c, u]) x.on("error", end).on("close", end);
+  });
+  return new Promise((resolve) =>
+    srv.listen(0, "127.0.0.1", () =>
+      resolve({
+        port: srv.address().port,
+        set(v) {
+          on = v;
+          if (!v) for (const end of [...open]) end();
+        },
+        close: () => srv.close(),
+      }),
+    ),
+  );
+}
+
+async function trayGroup(display) {
+  const only = (process.env.TESTS_GUI_ONLY ?? "").split(",").filter(Boolean);
+  if (only.length && !only.includes("tray")) return log("skipping group", "tray");
+  // The notification server, on this run's session bus and display.
+  const dunstrc = path.join(work, "dunstrc");
+  writeFileSync(dunstrc, "[global]\n    idle_threshold = 0\n");
+  const dunst = start("dunst", ["-config", dunstrc], { ...process.env, DISPLAY: display }, "dunst");
+  const fakeHome = mkdtempSync(path.join(work, "tray-user-home."));
+  const pop3 = await relay(sandbox.SANDBOX_POP3S_PORT);
+  const secret = JSON.parse(readFileSync(path.join(sandbox.SANDBOX_STATE_DIR, "idp.json"), "utf8")).appClient?.secret;
+  const autostartFile = path.join(fakeHome, ".config", "autostart", "Mailbox Auth.desktop");
+  try {
+    await sleep(500);
+    await withApp("tray", display, async (s, app) => {
+      const pid = appPid(app.home);
+      let owner = null;
+      const forBob = () => notificationsReceived().filter((n) => `${n.summary} ${n.body}`.includes("bob-app"));
+
+      await scenario("tray: the app shows a tray icon with Open, Check all now, Pause monitoring, Start at login, Quit; green once a mailbox is verified", async () => {
+        assert(pid, "the app's process");
+        owner = await s.waitFor(() => trayOwner(pid), "the tray item on the session bus", 20000);
+        const labels = trayMenu(owner).items.map((i) => i.label);
+        assert(JSON.stringify(labels) === JSON.stringify(["Open", "Check all now", "Pause monitoring", "Start at login", "Quit"]), `tray menu ${labels}`);
+        assert(trayColour(owner) === "idle", `nothing monitored yet: ${trayColour(owner)}`);
+        // Paused while the mailbox is set up: a pass between its sign-in and its first check would
+        // see it amber ("signed in, not checked yet") and alert its first green as a recovery.
+        await s.click('[data-testid="monitor-pause"]');
+        await s.waitFor(async () => (await s.attr('[data-testid="monitor-panel"]', "data-paused")) === "true", "monitoring paused");
+        await fillSandboxMailbox(s, "bob-app", { flow: "client_credentials", clientId: sandbox.SANDBOX_APP_CLIENT_ID, email: "bob@sandbox.test", protocol: "pop3" });
+        await s.set("#field-port", String(pop3.port));
+        await s.type("#field-client_secret", secret);
+        await s.click('[data-testid="authenticate"]');
+        await s.waitFor(async () => (await status(s, '[data-testid="status-badge"]')) === "verified", "bob-app Verified", 60000);
+        await s.click('[data-testid="monitor-pause"]');
+        await s.waitFor(() => trayColour(owner) === "ok", "the tray icon to turn green", 20000);
+        const panel = await s.waitFor(async () => (await s.text('[data-testid="monitor-status"]')) === "All verified" && s.text('[data-testid="monitor-schedule"]'), "the monitoring panel");
+        assert(panel.includes("Checks every 3 s"), `panel ${panel}`);
+      });
+
+      await scenario("closing the window keeps the process, the tray and the monitor: a mail server going down makes exactly one notification naming the mailbox, its return one recovery", async () => {
+        assert(windowShown(display), "the window is shown before closing");
+        const r = run("python3", [path.join(root, "tests-gui", "wm-close.py"), "Mailbox Auth"], { ...process.env, DISPLAY: display });
+        assert(r.status === 0, `wm-close: ${r.stdout}${r.stderr}`);
+        await s.waitFor(() => !windowShown(display), "the window to be hidden", 10000);
+        await sleep(1000);
+        assert(appPid(app.home) === pid, "the process is still running");
+        assert(trayOwner(pid) === owner, "the tray item is still there");
+        assert(forBob().length === 0, `no notification yet: ${JSON.stringify(forBob())}`);
+
+        pop3.set(false);
+        const down = await s.waitFor(() => { const n = forBob(); return n.length ? n : null; }, "a notification for bob-app", 30000);
+        await s.waitFor(() => trayColour(owner) === "bad", "the tray icon to turn red", 15000);
+        // Several more passes (3 s apart) while it stays down: still one notification.
+        await sleep(10000);
+        const stillDown = forBob();
+        assert(stillDown.length === 1, `one notification while down, got ${JSON.stringify(stillDown)}`);
+        assert(down[0].summary === "Mailbox Auth: bob-app failed", `summary ${down[0].summary}`);
+        assert(down[0].body.includes("bob-app: Verified → Failed"), `body ${down[0].body}`);
+        assert(!windowShown(display) && appPid(app.home) === pid, "the window stayed hidden, the process alive");
+
+        pop3.set(true);
+        await s.waitFor(() => forBob().length >= 2, "a recovery notification", 30000);
+        await s.waitFor(() => trayColour(owner) === "ok", "the tray icon to turn green again", 15000);
+        await sleep(8000);
+        const all = forBob();
+        assert(all.length === 2, `exactly two notifications (failed, recovered): ${JSON.stringify(all)}`);
+        assert(all[1].summary === "Mailbox Auth: bob-app recovered", `recovery summary ${all[1].summary}`);
+        assert(notificationsReceived().length === 2, `no other notification: ${JSON.stringify(notificationsReceived())}`);
+      });
+
+      await scenario("tray menu: Open shows the window again; Pause turns the icon grey and the window says paused; Resume", async () => {
+        trayClick(owner, "Open");
+        await s.waitFor(() => windowShown(display), "the window to show again", 10000);
+        await s.waitFor(async () => (await s.attr('[data-testid="row-bob-app"], [data-testid="status-badge"]', "data-status")) === "verified", "bob-app Verified in the window");
+        trayClick(owner, "Pause monitoring");
+        await s.waitFor(async () => (await s.attr('[data-testid="monitor-panel"]', "data-paused")) === "true", "the window to say paused", 10000);
+        assert((await s.text('[data-testid="monitor-status"]')) === "Monitoring paused", "paused words");
+        await s.waitFor(() => trayColour(owner) === "idle", "a grey tray icon while paused", 10000);
+        await s.waitFor(() => trayMenu(owner).items.some((i) => i.label === "Resume monitoring"), "the menu to offer Resume");
+        await s.click('[data-testid="monitor-pause"]');
+        await s.waitFor(async () => (await s.attr('[data-testid="monitor-panel"]', "data-paused")) === "false", "monitoring resumed", 10000);
+        await s.waitFor(() => trayMenu(owner).items.some((i) => i.label === "Pause monitoring"), "the menu to offer Pause again");
+        await s.waitFor(() => trayColour(owner) === "ok", "green again after Resume", 15000);
+      });
+
+      await scenario("start at login: from the window writes the XDG autostart entry (started hidden), the tray shows it ticked and turns it off", async () => {
+        assert(!existsSync(autostartFile), "no autostart entry at first");
+        await s.click('[data-testid="start-at-login"]');
+        await s.waitFor(() => existsSync(autostartFile), autostartFile, 10000);
+        const entry = readFileSync(autostartFile, "utf8");
+        assert(/^Exec=.*mailbox-auth-desktop --hidden\s*$/m.test(entry), `autostart entry:\n${entry}`);
+        await s.waitFor(() => trayMenu(owner).items.find((i) => i.label === "Start at login")?.toggle === "1", "the tray item ticked", 10000);
+        trayClick(owner, "Start at login");
+        await s.waitFor(() => !existsSync(autostartFile), "the entry removed from the tray", 10000);
+        await s.waitFor(async () => (await s.script("return document.querySelector('[data-testid=start-at-login]').checked")) === false, "the window's checkbox unticked", 10000);
+      });
+
+      await scenario("editor: uptime over 7 and 30 days below 100 % after the outage, and the transitions up, down, up with the failure's words", async () => {
+        await s.click('[data-testid="nav-board"]');
+        await s.click('[data-testid="open-bob-app"]');
+        const u7 = await s.waitFor(async () => { const t = await s.text('[data-testid="uptime-7"]'); return t !== "—" && t; }, "the 7-day uptime");
+        const u30 = await s.text('[data-testid="uptime-30"]');
+        const pct = parseFloat(u7);
+        assert(pct > 0 && pct < 100 && /^\d+(\.\d)? %$/.test(u7), `7-day uptime ${u7}`);
+        assert(u30 === u7, `30 days (${u30}) = 7 days (${u7}): everything known is within both`);
+        const seq = await s.script("return [...document.querySelectorAll('[data-testid=transitions] li')].map(li => li.dataset.to)");
+        assert(JSON.stringify(seq) === JSON.stringify(["up", "down", "up"]), `transitions newest first: ${seq}`);
+        const downWords = await s.script("return document.querySelector('[data-testid=transitions] li[data-to=down] .msg')?.textContent ?? ''");
+        const failed = await s.script("return [...document.querySelectorAll('[data-testid=history] li[data-ok=false] .msg')].map(m => m.textContent)");
+        assert(downWords && failed.includes(downWords), `the down transition says "${downWords}", the failed checks say ${JSON.stringify(failed)}`);
+        await s.script("document.querySelector('.side')?.scrollTo(0, 0); document.activeElement?.blur();");
+        await s.screenshot(path.join(shots, "editor-uptime.png"));
+      });
+
+      await scenario("board: sign-in countdown 'Sign-in expires in 5 days' amber for a 5-day sign-in, plain for 60 days; the tray turns amber", async () => {
+        const iss = sandbox;
+        const common = `generic,${iss.SANDBOX_CLIENT_ID},${iss.SANDBOX_SCOPES},${iss.SANDBOX_AUTH_URL},${iss.SANDBOX_TOKEN_URL},${iss.SANDBOX_AUTH_PARAMS},${iss.SANDBOX_CA_FILE}`;
+        const csv = [
+          "name,email,protocol,host,port,security,folder,provider,client_id,scopes,auth_url,token_url,auth_params,ca_file,signin_max_age_days",
+          `testing-app,alice@sandbox.test,imap,${iss.SANDBOX_MAIL_HOST},${iss.SANDBOX_IMAPS_PORT},tls,INBOX,${common},5`,
+          `long-lived,alice@sandbox.test,imap,${iss.SANDBOX_MAIL_HOST},${iss.SANDBOX_IMAPS_PORT},tls,INBOX,${common},60`,
+        ].join("\n");
+        await s.click('[data-testid="nav-bulk"]');
+        await s.set("#csv-text", csv);
+        await s.click('[data-testid="preview"]');
+        await s.waitFor(async () => (await s.attr('[data-testid="preview-summary"]', "data-valid")) === "2", "2 valid rows");
+        await s.click('[data-testid="import"]');
+        await s.waitFor(() => s.text('[data-testid="import-result"]'), "the import result");
+        // Paused during the sign-ins, as for bob-app above.
+        await s.click('[data-testid="monitor-pause"]');
+        await s.waitFor(async () => (await s.attr('[data-testid="monitor-panel"]', "data-paused")) === "true", "monitoring paused");
+        await s.click('[data-testid="authenticate-all"]');
+        // Both sign-ins done (one at a time): the 60-day one Verified, the 5-day one amber.
+        await s.waitFor(async () => (await s.findAll("#sign-in")).length === 0 && (await s.attr('[data-testid="bulk-summary"]', "data-verified")) === "1",
+          "the two sign-ins", 180000);
+        await s.click('[data-testid="monitor-pause"]');
+        await s.waitFor(async () => (await s.attr('[data-testid="monitor-panel"]', "data-paused")) === "false", "monitoring resumed");
+        await s.click('[data-testid="nav-board"]');
+        const five = await s.waitFor(() => s.text('[data-testid="countdown-testing-app"]'), "the 5-day countdown", 120000);
+        assert(five === "Sign-in expires in 5 days", `countdown ${five}`);
+        assert((await s.attr('[data-testid="countdown-testing-app"]', "data-tone")) === "warn", "amber within 14 days");
+        await s.waitFor(async () => (await status(s, '[data-testid="badge-testing-app"]')) === "needs_attention", "the 5-day mailbox amber", 60000);
+        const sixty = await s.waitFor(() => s.text('[data-testid="countdown-long-lived"]'), "the 60-day countdown", 60000);
+        assert(sixty === "Sign-in expires in 60 days", `countdown ${sixty}`);
+        assert((await s.attr('[data-testid="countdown-long-lived"]', "data-tone")) === "idle", "not amber 60 days ahead");
+        await s.waitFor(async () => (await status(s, '[data-testid="badge-long-lived"]')) === "verified", "the 60-day mailbox Verified", 60000);
+        await s.waitFor(() => trayColour(owner) === "warn", "the tray icon amber (the worst state)", 20000);
+        await s.screenshot(path.join(shots, "board-monitoring.png"));
+        await s.click('[data-testid="open-testing-app"]');
+        const inEditor = await s.waitFor(() => s.text('[data-testid="countdown-editor"]'), "the countdown in the editor");
+        assert(inEditor === "Sign-in expires in 5 days", `editor countdown ${inEditor}`);
+        // Saving from the editor (which has no input for the CSV's signin_max_age_days) keeps it.
+        await s.click('[data-testid="save"]');
+        await s.waitFor(async () => (await s.script("return [...document.querySelectorAll('[data-testid=toast]')].map(t => t.innerText).join('|')")).includes("Saved"), "the saved toast", 10000);
+        const afterSave = await s.waitFor(() => s.text('[data-testid="countdown-editor"]'), "the countdown after saving");
+        assert(afterSave === "Sign-in expires in 5 days", `countdown after saving from the editor: ${afterSave}`);
+        await s.click('[data-testid="back"]');
+      });
+
+      await scenario("tray Quit ends the process", async () => {
+        trayClick(owner, "Quit");
+        await s.waitFor(() => appPid(app.home) === null, "the process to end", 15000);
+      });
+    }, { MAILBOX_AUTH_MONITOR_INTERVAL: "3", HOME: fakeHome });
+  } finally {
+    pop3.close();
+    stop(dunst);
+  }
 }
 
 /** A damaged database at start: the window says which file and what to do, does not panic, and

@@ -468,3 +468,48 @@ pub async fn import_handover<R: Runtime>(
         .map_err(handover_error)?;
     Ok(Some(done))
 }
+
+/// Uptime over 7 and 30 days and the up/down transitions of one mailbox.
+#[tauri::command(async)]
+#[instrument(skip(state), err)]
+pub async fn uptime(state: State<'_, Shell>, name: String) -> Result<mailbox_auth_core::uptime::Uptime> {
+    Ok(state.core.uptime(&name)?)
+}
+
+/// The background monitor's state (paused, worst badge, interval, last pass, start at login),
+/// with the worst badge (and so the tray icon) brought up to date with the window's own checks.
+#[tauri::command(async)]
+pub async fn monitor_state(
+    app: AppHandle,
+    state: State<'_, Shell>,
+    watch: State<'_, std::sync::Arc<crate::watch::Watch>>,
+) -> Result<crate::watch::MonitorState> {
+    let list = state.core.list().await?;
+    crate::watch::update_worst(&app, list.iter().map(|v| v.status));
+    Ok(watch.state(&app))
+}
+
+/// Pauses or resumes the background monitor (the tray's Pause/Resume monitoring).
+#[tauri::command(async)]
+pub async fn set_monitoring_paused(
+    app: AppHandle,
+    watch: State<'_, std::sync::Arc<crate::watch::Watch>>,
+    paused: bool,
+) -> Result<crate::watch::MonitorState> {
+    crate::watch::set_paused(&app, paused);
+    Ok(watch.state(&app))
+}
+
+/// Starts a monitor pass now (the tray's Check all now).
+#[tauri::command(async)]
+pub async fn check_all_now(app: AppHandle) -> Result<()> {
+    crate::watch::check_now(&app);
+    Ok(())
+}
+
+/// Turns "start at login" on or off; returns whether it is on.
+#[tauri::command(async)]
+pub async fn set_start_at_login(app: AppHandle, on: bool) -> Result<bool> {
+    crate::watch::set_start_at_login(&app, on)
+        .map_err(|e| IpcError::new("autostart", e, "Check that ~/.config/autostart can be written, then try again."))
+}

@@ -9,6 +9,7 @@ pub mod browser;
 pub mod commands;
 pub mod error;
 pub mod events;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -60,6 +61,9 @@ fn start_failure(home: &std::path::Path, e: &mailbox_auth_core::AppError) -> Str
     )
 }
 
+/// The argument the autostart entry starts the app with: no window, only the tray.
+const HIDDEN: &str = "--hidden";
+
 pub fn run() {
     // The core's filter: no level of RUST_LOG prints the wire (and so a token).
     mailbox_auth_core::logging::init("RUST_LOG", "warn,mailbox_auth=info");
@@ -67,12 +71,29 @@ pub fn run() {
     tauri::Builder::default()
         .plugin(tauri_plugin_opener::init())
         .plugin(tauri_plugin_dialog::init())
+        .plugin(tauri_plugin_notification::init())
+        // Started at login with `--hidden`: only the tray icon shows.
+        .plugin(tauri_plugin_autostart::init(tauri_plugin_autostart::MacosLauncher::LaunchAgent, Some(vec![HIDDEN])))
         .setup(|app| {
             let home = mailbox_auth_core::store::default_home();
             match App::open(&home, Arc::new(KeyringStore::from_env())) {
                 Ok(core) => {
                     tracing::info!(home = %home.display(), "data directory");
-                    app.manage(Shell::new(core));
+                    let shell = Shell::new(core);
+                    let core = shell.core.clone();
+                    app.manage(shell);
+                    // The monitor and the tray live as long as the process, not the window.
+                    let watch = Arc::new(watch::Watch::default());
+                    app.manage(watch.clone());
+                    if let Err(e) = watch::tray(app.handle(), &watch) {
+                        tracing::warn!("no tray icon: {e}");
+                    }
+                    tauri::async_runtime::spawn(watch::run(app.handle().clone(), core, home.clone(), watch));
+                    if std::env::args().any(|a| a == HIDDEN) {
+                        if let Some(w) = app.get_webview_window("main") {
+                            let _ = w.hide();
+                        }
+                    }
                 }
                 Err(e) => {
                     // No panic and no change to the file: say what is wrong, then quit.
@@ -91,6 +112,16 @@ pub fn run() {
                 }
             }
             Ok(())
+        })
+        .on_window_event(|window, event| {
+            // Closing the window hides it: the monitor and the tray keep running (Quit is in
+            // the tray's menu). Only once the core is open: a start failure still quits.
+            if let tauri::WindowEvent::CloseRequested { api, .. } = event {
+                if window.label() == "main" && window.try_state::<Arc<watch::Watch>>().is_some() {
+                    api.prevent_close();
+                    let _ = window.hide();
+                }
+            }
         })
         .invoke_handler(tauri::generate_handler![
             commands::list_mailboxes,
@@ -116,6 +147,11 @@ pub fn run() {
             commands::app_cert,
             commands::export_handover,
             commands::import_handover,
+            commands::uptime,
+            commands::monitor_state,
+            commands::set_monitoring_paused,
+            commands::check_all_now,
+            commands::set_start_at_login,
         ])
         .run(tauri::generate_context!())
         .expect("error while running Mailbox Auth");

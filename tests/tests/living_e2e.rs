@@ -19,6 +19,17 @@ use serde_json::Value;
 
 const BOB: &str = "bob@sandbox.test";
 
+/// Greets as Dovecot does and answers the first command with `TAG <words>`, then closes: an
+/// IMAP server throttling a connection.
+fn answer_throttled(mut client: TcpStream, words: &str) {
+    let _ = client.write_all(b"* OK [CAPABILITY IMAP4rev1 STARTTLS] Dovecot ready.\r\n");
+    let mut line = String::new();
+    if BufReader::new(client.try_clone().unwrap()).read_line(&mut line).is_ok() {
+        let tag = line.split(' ').next().unwrap_or("*");
+        let _ = client.write_all(format!("{tag} {words}\r\n").as_bytes());
+    }
+}
+
 /// A relay to `upstream` that throttles the next `throttle` connections and relays the others.
 struct ThrottlingRelay {
     port: u16,
@@ -40,18 +51,11 @@ impl ThrottlingRelay {
         let (left, seen) = (throttle.clone(), accepted.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
-                let Ok(mut client) = client else { continue };
+                let Ok(client) = client else { continue };
                 seen.fetch_add(1, Ordering::SeqCst);
                 let throttled = left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
                 if throttled {
-                    std::thread::spawn(move || {
-                        let _ = client.write_all(b"* OK [CAPABILITY IMAP4rev1 STARTTLS] Dovecot ready.\r\n");
-                        let mut line = String::new();
-                        if BufReader::new(client.try_clone().unwrap()).read_line(&mut line).is_ok() {
-                            let tag = line.split(' ').next().unwrap_or("*");
-                            let _ = client.write_all(format!("{tag} {words}\r\n").as_bytes());
-                        }
-                    });
+                    std::thread::spawn(move || answer_throttled(client, words));
                     continue;
                 }
                 let Ok(server) = TcpStream::connect(&upstream) else { continue };
@@ -404,4 +408,110 @@ fn a_monitored_sign_in_outlives_its_idle_lifetime_and_an_unmonitored_one_ages_ou
     assert_eq!((rec["check"].as_str(), rec["ok"].as_bool()), (Some("refresh"), Some(false)), "{rec}");
     assert!(rec["hint"].as_str().unwrap().contains("sign in again"), "{rec}");
     assert_eq!(listed(&left, "idle")["status"].as_str(), Some("failed"));
+}
+
+/// A mail server with a per-user connection limit, as Dovecot's `mail_max_userip_connections`
+/// or Gmail's 15 make one, counted where the server counts: a relay in front of Dovecot that
+/// keeps the number of connections open at once (and the most there ever were), greets each
+/// after a moment (so connections of one pass overlap), and answers a connection beyond
+/// `limit` as a server at its limit does.
+struct LimitedServer {
+    port: u16,
+    peak: Arc<AtomicUsize>,
+    refused: Arc<AtomicUsize>,
+}
+
+impl LimitedServer {
+    fn new(upstream: String, limit: usize) -> LimitedServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let (p, r) = (peak.clone(), refused.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let n = open.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(n, Ordering::SeqCst);
+                let (open, upstream) = (open.clone(), upstream.clone());
+                if n > limit {
+                    r.fetch_add(1, Ordering::SeqCst);
+                    std::thread::spawn(move || {
+                        answer_throttled(client, "NO [LIMIT] Maximum number of connections from user+IP exceeded");
+                        open.fetch_sub(1, Ordering::SeqCst);
+                    });
+                    continue;
+                }
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(300));
+                    if let Ok(server) = TcpStream::connect(&upstream) {
+                        let pairs = [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)];
+                        let copies: Vec<_> = pairs
+                            .into_iter()
+                            .map(|(mut from, mut to)| {
+                                std::thread::spawn(move || {
+                                    let _ = std::io::copy(&mut from, &mut to);
+                                    let _ = to.shutdown(std::net::Shutdown::Both);
+                                })
+                            })
+                            .collect();
+                        for c in copies {
+                            let _ = c.join();
+                        }
+                    }
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        LimitedServer { port, peak, refused }
+    }
+
+    /// The most connections open at once since the last call.
+    fn take_peak(&self) -> usize {
+        self.peak.swap(0, Ordering::SeqCst)
+    }
+}
+
+/// Many shared mailboxes opened by one account share that account's connection limit. With
+/// `--per-account 2` against a server that allows 2 connections per user, a pass over six of
+/// bob's mailboxes never has more than 2 open at the server (and does have 2: the mailboxes are
+/// checked side by side) and nothing is refused; with a cap above the server's limit the server
+/// refuses some, and those are throttled, retried and never red.
+#[test]
+fn the_per_account_cap_bounds_connections_at_the_server_and_throttling_is_never_red() {
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    let server =
+        LimitedServer::new(format!("{}:{}", sb.var("SANDBOX_MAIL_HOST"), sb.port("SANDBOX_IMAP_STARTTLS_PORT")), 2);
+    let names: Vec<String> = (1..=6).map(|i| format!("shared{i}")).collect();
+    for n in &names {
+        app_mailbox(&cli, &sb, n, server.port);
+    }
+    server.take_peak();
+    let refused_before = server.refused.load(Ordering::SeqCst);
+
+    let r = cli.run(&["monitor", "--once", "--per-account", "2"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("checked 6 mailbox(es): 6 verified"), "{r:?}");
+    assert_eq!(server.take_peak(), 2, "at most 2 of bob's connections at once, and the checks do overlap");
+    assert_eq!(server.refused.load(Ordering::SeqCst), refused_before, "the server refused none");
+
+    let r = cli.run(&["monitor", "--once", "--per-account", "6"], &[]);
+    assert!(server.take_peak() > 2, "without the cap more connections open at once");
+    assert!(server.refused.load(Ordering::SeqCst) > refused_before, "and the server refuses some: {r:?}");
+    assert_eq!(r.code, 0, "throttled is not red: {r:?}");
+    assert!(!r.stdout.contains("ALERT"), "no alert for throttling: {r:?}");
+    for n in &names {
+        let v = listed(&cli, n);
+        assert_eq!(v["status"].as_str(), Some("verified"), "{n} is not red for being throttled: {v}");
+    }
+    let throttled: usize = names
+        .iter()
+        .map(|n| {
+            let h = cli.run(&["history", n, "--json"], &[]).json();
+            h.as_array().unwrap().iter().filter(|r| r["throttled"] == true).count()
+        })
+        .sum();
+    assert!(throttled > 0, "the refused attempts are recorded as throttled");
 }

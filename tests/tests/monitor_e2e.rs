@@ -9,6 +9,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -298,7 +299,7 @@ fn token_endpoint_outage_is_one_summary_and_a_second_once_run_alerts_nothing() {
     let relay = Relay::new(format!("{}:{}", token.host_str().unwrap(), token.port_or_known_default().unwrap()));
     let mut relayed = token.clone();
     relayed.set_port(Some(relay.port)).unwrap();
-    let names = ["t1", "t2", "t3", "t4"];
+    let names = ["t01", "t02", "t03", "t04", "t05", "t06", "t07", "t08", "t09", "t10"];
     let rows: Vec<_> = names.iter().map(|n| (app_row(&sb, n, BOB, None, Some(relayed.as_str())), None)).collect();
     app_mailboxes(&cli, &sb, &rows);
     // Imported, never signed in: not watched, so neither red nor alerted.
@@ -333,7 +334,7 @@ fn token_endpoint_outage_is_one_summary_and_a_second_once_run_alerts_nothing() {
     assert_eq!(s["code"], "token_endpoint_unreachable", "{s}");
     let text = s["text"].as_str().unwrap();
     assert!(text.contains(&format!("the token endpoint {relayed}")), "names the shared cause: {text}");
-    assert!(text.contains("t1, t2, t3, t4"), "{text}");
+    assert!(text.contains(&names.join(", ")), "{text}");
     assert_eq!(r.stdout.matches(" ALERT ").count(), 1, "{r:?}");
 
     // Cron runs it again: still red, nothing new to say.
@@ -348,6 +349,24 @@ fn token_endpoint_outage_is_one_summary_and_a_second_once_run_alerts_nothing() {
     let posts = hook.posts();
     assert_eq!(posts.len(), 2, "{posts:#?}");
     assert_eq!((posts[1]["kind"].as_str(), posts[1]["to"].as_str()), (Some("summary"), Some("verified")));
+
+    // The same outage under a running monitor (2 s passes), started during it (a running
+    // monitor holds access tokens until they expire, so an outage shows at their next
+    // refresh): one summary, however many passes see it, and one when it is over.
+    relay.set(false);
+    let mon = Running::start(&cli, &["monitor", "--interval", "2"]);
+    wait_until("the summary", Duration::from_secs(60), || hook.posts().len() >= 3);
+    mon.wait_passes(2);
+    let posts = hook.posts();
+    assert_eq!(posts.len(), 3, "one summary for ten mailboxes over several passes: {posts:#?}");
+    assert_eq!((posts[2]["kind"].as_str(), posts[2]["to"].as_str()), (Some("summary"), Some("failed")));
+    assert_eq!(posts[2]["mailboxes"], serde_json::json!(names));
+    assert!(posts[2]["text"].as_str().unwrap().contains(&format!("the token endpoint {relayed}")), "{}", posts[2]);
+    relay.set(true);
+    wait_until("the recovery summary", Duration::from_secs(60), || hook.posts().len() >= 4);
+    mon.wait_passes(2);
+    assert_eq!(hook.posts().len(), 4, "{:#?}", hook.posts());
+    drop(mon);
     assert_nowhere(&cli, "", "T0SECRET");
 }
 
@@ -525,6 +544,264 @@ fn alert_webhook_lives_in_the_keyring_test_alerts_retry_boundedly_and_off_remove
     assert_eq!(r.code, 0, "{r:?}");
     let r = cli.run(&["alerts", "test"], &[]);
     assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.contains("no alert webhook is stored"), "{r:?}");
+    assert!(r.stderr.contains("no alert channel is set"), "{r:?}");
     assert_nowhere(&cli, "", "T0SECRET");
+}
+
+/// The shard (1-based, of `count`) of each name, computed apart from the program (Python's
+/// hashlib): the first 8 bytes of the name's SHA-256, big-endian, modulo `count`.
+fn shards_by_python(names: &[&str], count: u32) -> Vec<u32> {
+    let script = format!(
+        "import hashlib,sys\nfor n in sys.argv[1:]: print(int.from_bytes(hashlib.sha256(n.encode()).digest()[:8],'big')%{count}+1)"
+    );
+    let out = std::process::Command::new("python3").arg("-c").arg(script).args(names).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| l.parse().unwrap()).collect()
+}
+
+/// POP3 checks recorded for each mailbox so far.
+fn pop3_checks(cli: &Cli, names: &[&str]) -> Vec<usize> {
+    names
+        .iter()
+        .map(|n| {
+            let h = cli.run(&["history", n, "--json", "--limit", "1000"], &[]).json();
+            h.as_array().unwrap().iter().filter(|r| r["check"] == "pop3").count()
+        })
+        .collect()
+}
+
+/// `monitor --shard I/N`: two `--once` runs with 1/2 and 2/2 check disjoint sets whose union is
+/// every mailbox, the same sets every time and the ones the name's hash picks; two running
+/// monitors serve metrics of their own share only.
+#[test]
+fn two_shards_check_disjoint_halves_covering_every_mailbox_with_their_own_metrics() {
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    let names = ["s1", "s2", "s3", "s4", "s5", "s6"];
+    let rows: Vec<_> = names.iter().map(|n| (app_row(&sb, n, BOB, None, None), None)).collect();
+    app_mailboxes(&cli, &sb, &rows);
+    let expected = shards_by_python(&names, 2);
+    assert!(expected.contains(&1) && expected.contains(&2), "both shards get mailboxes: {expected:?}");
+
+    let mut checked_by = vec![Vec::new(); names.len()];
+    for round in 0..2 {
+        for shard in [1u32, 2] {
+            let before = pop3_checks(&cli, &names);
+            let r = cli.run(&["monitor", "--once", "--shard", &format!("{shard}/2")], &[]);
+            assert_eq!(r.code, 0, "{r:?}");
+            let after = pop3_checks(&cli, &names);
+            let mine: Vec<usize> = (0..names.len()).filter(|&i| after[i] > before[i]).collect();
+            assert!(r.stderr.contains(&format!("checked {} mailbox(es)", mine.len())), "{r:?}");
+            for i in mine {
+                checked_by[i].push((round, shard));
+            }
+        }
+    }
+    for (i, n) in names.iter().enumerate() {
+        let e = expected[i];
+        assert_eq!(checked_by[i], [(0, e), (1, e)], "{n}: checked once per round, always by shard {e} only");
+    }
+
+    let r = cli.run(&["monitor", "--once", "--shard", "3/2"], &[]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("--shard") && r.stderr.contains("`3/2` is not I/N"), "{r:?}");
+
+    // Two monitors, as two machines run them, each scraped on its own.
+    let mons: Vec<Running> = [1, 2]
+        .iter()
+        .map(|s| {
+            Running::start(
+                &cli,
+                &["monitor", "--interval", "2", "--shard", &format!("{s}/2"), "--metrics", "127.0.0.1:0"],
+            )
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for (k, mon) in mons.iter().enumerate() {
+        wait_until("the metrics address", Duration::from_secs(30), || mon.output().contains("serving metrics at "));
+        mon.wait_passes(1);
+        let base =
+            mon.output().lines().find_map(|l| l.strip_prefix("serving metrics at ").map(str::to_string)).unwrap();
+        let metrics = scrape(&base);
+        let mut up: Vec<&str> = metrics
+            .lines()
+            .filter_map(|l| l.strip_prefix("mailbox_auth_up{mailbox=\"")?.split_once('"').map(|(n, _)| n))
+            .collect();
+        up.sort();
+        let want: Vec<&str> =
+            names.iter().zip(&expected).filter(|(_, &e)| e == k as u32 + 1).map(|(n, _)| *n).collect();
+        assert_eq!(up, want, "shard {}/2 serves its own mailboxes: {metrics}", k + 1);
+        for n in &want {
+            assert_eq!(sample(&metrics, &format!("mailbox_auth_up{{mailbox=\"{n}\"}}")), 1.0);
+        }
+        assert!(
+            sample(&metrics, "mailbox_auth_check_duration_seconds_count") as usize >= want.len(),
+            "the pass observed this shard's mailboxes: {metrics}"
+        );
+        seen.extend(up.into_iter().map(str::to_string));
+    }
+    seen.sort();
+    assert_eq!(seen, names, "between them, every mailbox once");
+}
+
+/// A message as its headers (`Name: value` lines) and its decoded text.
+fn decoded(raw: &[u8]) -> String {
+    let script = "import email,email.policy,sys\n\
+                  m=email.message_from_bytes(sys.stdin.buffer.read(),policy=email.policy.default)\n\
+                  print(''.join(f'{k}: {v}\\n' for k,v in m.items()))\n\
+                  print(m.get_body(('plain',)).get_content())";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(raw).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Alert emails: `alerts email ADDRESS --via NAME` sends each alert through mailbox NAME's SMTP
+/// submission server (Dovecot's, signed in with XOAUTH2) to the sandbox's SMTP sink. A red
+/// transition is exactly one message, a second `--once` run adds none, the recovery one more;
+/// bad input names its field and stores nothing.
+#[test]
+fn alert_emails_go_through_a_mailboxs_smtp_once_per_transition() {
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    let relay = Relay::new(format!("{}:{}", sb.var("SANDBOX_MAIL_HOST"), sb.port("SANDBOX_POP3S_PORT")));
+    let smtp = format!(",{},{},starttls", sb.var("SANDBOX_MAIL_HOST"), sb.port("SANDBOX_SUBMISSION_PORT"));
+    // The sending mailbox signs in with the browser flow, as bob, whose address it sends from.
+    cli.import_with(
+        ",smtp_host,smtp_port,smtp_security",
+        &[format!("{}{smtp}", sb.csv_row("sender", BOB, "pop3", "SANDBOX_POP3S_PORT", "tls", "INBOX"))],
+    );
+    assert_eq!(cli.authenticate(&sb, "sender", BOB, "bob-password", &[]).code, 0);
+    app_mailboxes(&cli, &sb, &[(app_row(&sb, "watched", BOB, Some(relay.port), None), None)]);
+
+    let to = format!("admins-{}-{}@sandbox.test", std::process::id(), chrono::Utc::now().timestamp_millis());
+    // Bad input: the field is named and nothing is stored.
+    let r = cli.run(&["alerts", "email", "not an address", "--via", "sender"], &[]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("alert email address"), "{r:?}");
+    let r = cli.run(&["alerts", "email", &to, "--via", "watched"], &[]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("--via") && r.stderr.contains("no outbound SMTP server"), "{r:?}");
+    let r = cli.run(&["alerts", "email", &to, "--via", "nope"], &[]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("no mailbox named `nope`"), "{r:?}");
+    let r = cli.run(&["alerts", "test"], &[]);
+    assert_eq!(r.code, 2, "nothing was stored: {r:?}");
+
+    let r = cli.run(&["alerts", "email", &to, "--via", "sender"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let sink = std::path::Path::new(sb.var("SANDBOX_SINK_DIR"));
+    // Each message as its headers and decoded text (Python's email package undoes the
+    // transfer and header encodings).
+    let arrived = || -> Vec<String> {
+        let mut v: Vec<(std::path::PathBuf, Vec<u8>)> =
+            files_under(sink).into_iter().filter(|(_, m)| contains(m, &to)).collect();
+        v.sort();
+        v.into_iter().map(|(_, m)| decoded(&m)).collect()
+    };
+
+    let once = || cli.run(&["monitor", "--once"], &[]);
+    let r = once();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(arrived().len(), 0, "all green: nothing to say");
+
+    relay.set(false);
+    let r = once();
+    assert_eq!(r.code, 1, "{r:?}");
+    let mails = arrived();
+    assert_eq!(mails.len(), 1, "exactly one message for the red transition: {mails:#?}");
+    let m = &mails[0];
+    assert!(m.contains("Subject: Mailbox Auth: watched is Failed (was Verified)\n"), "{m}");
+    assert!(m.contains(&format!("X-Sink-From: <{BOB}>")), "sent as the --via mailbox: {m}");
+    assert!(m.contains("watched: Verified → Failed"), "{m}");
+    assert!(
+        m.contains(&format!("cause: the mail server {}:{}", sb.var("SANDBOX_MAIL_HOST"), relay.port)),
+        "names the mail server: {m}"
+    );
+
+    let r = once();
+    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(arrived().len(), 1, "still red: no second message");
+
+    relay.set(true);
+    let r = once();
+    assert_eq!(r.code, 0, "{r:?}");
+    let mails = arrived();
+    assert_eq!(mails.len(), 2, "one recovery message: {mails:#?}");
+    assert!(
+        mails.iter().any(|m| m.contains("Subject: Mailbox Auth: watched is Verified (was Failed)\n")),
+        "{mails:#?}"
+    );
+
+    let r = cli.run(&["alerts", "test"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains(&format!("test alert emailed to {to} through `sender`")), "{r:?}");
+    assert_eq!(arrived().len(), 3);
+    let r = cli.run(&["alerts", "off"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    relay.set(false);
+    let r = once();
+    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(arrived().len(), 3, "alerts off: no more mail");
+}
+
+/// The shipped alerting rules: `promtool check rules` accepts them and `promtool test rules`
+/// runs their unit tests (each alert fires on the series a monitor serves and not on healthy
+/// ones). promtool comes with Debian's `prometheus` package, installed by scripts/setup; its
+/// absence is a failure, not a skip.
+#[test]
+fn prometheus_rules_pass_promtool_check_and_their_unit_tests() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/prometheus");
+    for args in [["check", "rules", "mailbox-auth.rules.yml"], ["test", "rules", "mailbox-auth.rules.test.yml"]] {
+        let out = std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("promtool (Debian package prometheus) is installed by scripts/setup");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "promtool {}: {text}", args.join(" "));
+        assert!(text.contains("SUCCESS"), "{text}");
+    }
+}
+
+/// A mailbox's own check interval: the CSV column is validated (the line and field named,
+/// nothing imported from that line), shown in `list --json`, and honoured by a running monitor:
+/// with 2 s passes, a mailbox asking for every minute is checked once (in the first pass) while
+/// its neighbour without an interval is checked every pass.
+#[test]
+fn a_mailbox_check_interval_is_validated_listed_and_honoured_by_the_monitor() {
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    let bad = format!("{},0", app_row(&sb, "zero", BOB, None, None));
+    let csv_path = cli.home.path().join("bad.csv");
+    let header = format!("{},flow,check_interval_minutes", mailbox_auth_tests::CSV_HEADER);
+    std::fs::write(&csv_path, format!("{header}\n{bad}\n")).unwrap();
+    let r = cli.run(&["import", csv_path.to_str().unwrap()], &[]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("line 2: check_interval_minutes: `0` is not a number of minutes"), "{r:?}");
+
+    app_mailboxes(&cli, &sb, &[(app_row(&sb, "often", BOB, None, None), None)]);
+    cli.import_with(",flow,check_interval_minutes", &[format!("{},1", app_row(&sb, "minutely", BOB, None, None))]);
+    let (_, secret) = app_client(&sb);
+    let r = with_stdin(&cli, &["set-secret", "minutely"], &format!("{secret}\n"), &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(cli.run(&["authenticate", "minutely", "--json"], &[]).code, 0);
+    let listed = cli.run(&["list", "--json"], &[]).json();
+    let interval =
+        |n: &str| listed.as_array().unwrap().iter().find(|v| v["name"] == n).unwrap()["check_interval_minutes"].clone();
+    assert_eq!((interval("minutely"), interval("often")), (serde_json::json!(1), Value::Null), "{listed}");
+
+    let before = pop3_checks(&cli, &["often", "minutely"]);
+    let mon = Running::start(&cli, &["monitor", "--interval", "2"]);
+    mon.wait_passes(4);
+    drop(mon);
+    let after = pop3_checks(&cli, &["often", "minutely"]);
+    assert!(after[0] - before[0] >= 4, "checked every pass: {before:?} → {after:?}");
+    assert_eq!(after[1] - before[1], 1, "checked in the first pass only, then due a minute later");
 }

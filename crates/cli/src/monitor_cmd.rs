@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use mailbox_auth_core::health::Status;
-use mailbox_auth_core::monitor::{self, Alert, Limits, Metrics, Monitor, MonitorConfig, PassReport};
+use mailbox_auth_core::monitor::{self, Alert, Limits, Metrics, Monitor, MonitorConfig, PassReport, Shard};
 use mailbox_auth_core::secret::{self, KeyringStore, SecretKind, ALERT_WEBHOOK};
 use mailbox_auth_core::{App, AppError};
 
@@ -18,9 +18,18 @@ pub enum AlertsAction {
     /// Store the alert webhook URL (Slack, Teams or any JSON receiver) in the OS keyring, read
     /// from standard input (it carries the channel's credentials).
     Webhook,
-    /// Send a test alert to the stored webhook.
+    /// Send alerts by email to ADDRESS through mailbox NAME's SMTP server, signed in as that
+    /// mailbox (XOAUTH2); replaces an earlier address.
+    Email {
+        /// Where alert emails go, e.g. helpdesk-admins@example.com.
+        address: String,
+        /// The mailbox whose SMTP server sends them (it needs an smtp_host and a sign-in).
+        #[arg(long, value_name = "NAME")]
+        via: String,
+    },
+    /// Send a test alert to every configured channel (webhook, email).
     Test,
-    /// Remove the stored webhook: alerts are only logged.
+    /// Remove the stored webhook and the alert email: alerts are only logged.
     Off,
 }
 
@@ -49,6 +58,14 @@ pub struct MonitorArgs {
     /// Seconds allowed for each network step of a check.
     #[arg(long, default_value_t = 20)]
     pub timeout: u64,
+    /// Check only share I of N (e.g. 2/3), chosen by a hash of the mailbox name: N monitors
+    /// with 1/N … N/N check every mailbox exactly once between them.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
+}
+
+fn parse_shard(s: &str) -> Result<Shard, String> {
+    s.parse().map_err(|e: mailbox_auth_core::mailbox::FieldError| e.to_string())
 }
 
 /// The address `--metrics` binds: loopback unless another one is allowed explicitly.
@@ -88,6 +105,9 @@ fn print_pass(r: &PassReport) {
     for (a, e) in &r.undelivered {
         eprintln!("alert for {} not delivered (tried again next pass): {e}", a.mailboxes().join(", "));
     }
+    for (a, e) in &r.partly_delivered {
+        eprintln!("alert for {} delivered, but not by every channel: {e}", a.mailboxes().join(", "));
+    }
 }
 
 pub async fn monitor(mut app: App, home: &Path, args: MonitorArgs) -> anyhow::Result<ExitCode> {
@@ -96,6 +116,7 @@ pub async fn monitor(mut app: App, home: &Path, args: MonitorArgs) -> anyhow::Re
         interval: Duration::from_secs(args.interval),
         concurrency: args.concurrency,
         per_account: args.per_account,
+        shard: args.shard.unwrap_or(Shard::ALL),
         ..MonitorConfig::default()
     };
     let mut mon = Monitor::new(&app, home, config)?;
@@ -120,11 +141,16 @@ pub async fn monitor(mut app: App, home: &Path, args: MonitorArgs) -> anyhow::Re
         let red = r.count(Status::Failed) + r.problems.len();
         return Ok(if red == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) });
     }
-    eprintln!("monitoring every {} s", args.interval);
+    match args.shard {
+        Some(s) => eprintln!("monitoring share {s} every {} s", args.interval),
+        None => eprintln!("monitoring every {} s", args.interval),
+    }
     let mut first = true;
     loop {
-        // The first pass checks at once; later ones spread their mailboxes over the interval.
-        match mon.pass(!first).await {
+        // The first pass checks everything at once; later ones check the mailboxes that are due
+        // (their own interval, or the monitor's), spread over the first quarter of the pass.
+        let pass = if first { mon.pass(false).await } else { mon.pass_due(true).await };
+        match pass {
             Ok(r) => print_pass(&r),
             Err(e) => {
                 let f = e.failure();
@@ -191,24 +217,50 @@ pub async fn alerts(app: App, home: &Path, action: AlertsAction) -> anyhow::Resu
             println!("stored the alert webhook in the OS keyring");
             Ok(ExitCode::SUCCESS)
         }
+        AlertsAction::Email { address, via } => {
+            let ch = monitor::set_email_channel(&app, &address, &via)?;
+            println!("alerts will be emailed to {} through mailbox `{}`'s SMTP server", ch.to, ch.via);
+            Ok(ExitCode::SUCCESS)
+        }
         AlertsAction::Off => {
             secret::delete(app.secret_store(), ALERT_WEBHOOK, SecretKind::AlertWebhook).await?;
-            println!("removed the alert webhook; changes are only logged now");
+            monitor::clear_email_channel(&app)?;
+            println!("removed the alert webhook and the alert email; changes are only logged now");
             Ok(ExitCode::SUCCESS)
         }
         AlertsAction::Test => {
             let mon = Monitor::new(&app, home, MonitorConfig::default())?;
-            match mon.send(&monitor::test_body(chrono::Utc::now())).await {
-                Ok(true) => {
-                    println!("test alert delivered");
-                    Ok(ExitCode::SUCCESS)
+            let email = monitor::email_channel(&app)?;
+            let mut failed = false;
+            let webhook = match mon.send(&monitor::test_body(chrono::Utc::now())).await {
+                Ok(sent) => {
+                    if sent {
+                        println!("test alert delivered to the webhook");
+                    }
+                    sent
                 }
-                Ok(false) => anyhow::bail!("no alert webhook is stored; store one with `mailbox-auth alerts webhook`"),
                 Err(e) => {
                     eprintln!("error: {e}");
-                    Ok(ExitCode::from(1))
+                    failed = true;
+                    true
+                }
+            };
+            if let Some(ch) = &email {
+                let body = "This is a test alert from Mailbox Auth; mailbox alerts will arrive here.\n";
+                match monitor::send_email(&app, ch, "Mailbox Auth: test alert", body).await {
+                    Ok(()) => println!("test alert emailed to {} through `{}`", ch.to, ch.via),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        failed = true;
+                    }
                 }
             }
+            anyhow::ensure!(
+                webhook || email.is_some(),
+                "no alert channel is set; store a webhook with `mailbox-auth alerts webhook` or an address with \
+                 `mailbox-auth alerts email ADDRESS --via NAME`"
+            );
+            Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
     }
 }

@@ -724,6 +724,26 @@ impl App {
         self.record(probe_record(m, &target, outcome))
     }
 
+    /// Sends `message` through mailbox `name`'s SMTP server, signed in as the mailbox (XOAUTH2 /
+    /// OAUTHBEARER with its token): the monitor's alert emails. The outcome is returned, not
+    /// recorded: an alert is not a check of the mailbox. Errs when the mailbox cannot be read or
+    /// has no SMTP server.
+    pub async fn send_message(&self, name: &str, message: &probe::smtp::TestMessage) -> Result<HealthRecord, AppError> {
+        let m = self.store.get(name)?;
+        let Some(smtp) = m.smtp.clone() else {
+            return Err(AppError::Invalid(vec![FieldError::new(
+                "smtp_host",
+                format!("mailbox `{name}` has no outbound SMTP server to send through"),
+            )]));
+        };
+        let token = match self.fresh_token(&m).await {
+            Ok(t) => t,
+            Err(e) => return Ok(oauth_failure(name, "refresh", &e)),
+        };
+        let target = self.probe_target(&m, probe::Service::Smtp, &smtp.host, smtp.port, smtp.security);
+        Ok(probe_record(&m, &target, probe::smtp::probe(&target, &token, Some(message)).await))
+    }
+
     fn probe_target(
         &self,
         m: &Mailbox,
@@ -954,6 +974,18 @@ fn throttled_record(name: &str, check: &str, message: String, server_words: Opti
         hint: Some(d.fix.into()),
         server_words,
         messages: None,
+    }
+}
+
+impl App {
+    /// Uptime over the last 7 and 30 days and the up/down transitions of one mailbox, from its
+    /// whole stored history (see [`crate::uptime`]).
+    pub fn uptime(&self, name: &str) -> Result<crate::uptime::Uptime, AppError> {
+        self.store.get(name)?;
+        // Routine greens are pruned after 30 days, so the history stays small; the cap only
+        // bounds a damaged store.
+        let history = self.store.history(name, 200_000)?;
+        Ok(crate::uptime::summarise(&history, Utc::now()))
     }
 }
 

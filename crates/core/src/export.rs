@@ -66,6 +66,7 @@ fn cell(m: &Mailbox, column: &str) -> String {
         "client_secret_expires" => m.client_secret_expires.map(|d| d.to_string()).unwrap_or_default(),
         "redirect_port" => m.redirect_port.map(|p| p.to_string()).unwrap_or_default(),
         "signin_max_age_days" => m.signin_max_age_days.map(|d| d.to_string()).unwrap_or_default(),
+        "check_interval_minutes" => m.check_interval_minutes.map(|d| d.to_string()).unwrap_or_default(),
         _ => String::new(),
     }
 }
@@ -94,6 +95,7 @@ mod tests {
         generic.issuer = Some("https://idp.example.com".into());
         generic.redirect_port = Some(53682);
         generic.signin_max_age_days = Some(7);
+        generic.check_interval_minutes = Some(5);
         m.push(generic);
         let text = to_csv(&m).unwrap();
         let again = parse(&text, None).unwrap();

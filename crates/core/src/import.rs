@@ -39,6 +39,7 @@ pub const COLUMNS: &[&str] = &[
     "client_secret_expires",
     "redirect_port",
     "signin_max_age_days",
+    "check_interval_minutes",
 ];
 const REQUIRED: &[&str] = &["name", "email", "client_id"];
 
@@ -224,6 +225,19 @@ pub fn build(get: &dyn Fn(&str) -> Option<String>, base: Option<&Path>) -> Resul
             }
         },
     };
+    let check_interval_minutes = match get("check_interval_minutes") {
+        None => None,
+        Some(v) => match v.parse::<u32>() {
+            Ok(n) if (1..=crate::mailbox::MAX_CHECK_INTERVAL_MINUTES).contains(&n) => Some(n),
+            _ => {
+                errs.push(FieldError::new(
+                    "check_interval_minutes",
+                    format!("`{v}` is not a number of minutes from 1 to 10080 (a week), e.g. 5"),
+                ));
+                None
+            }
+        },
+    };
     let m = Mailbox {
         name: get("name").unwrap_or_default(),
         email: get("email").unwrap_or_default(),
@@ -255,6 +269,7 @@ pub fn build(get: &dyn Fn(&str) -> Option<String>, base: Option<&Path>) -> Resul
         client_secret_expires,
         redirect_port,
         signin_max_age_days,
+        check_interval_minutes,
     };
     if let Err(v) = m.validate() {
         // The port error is already reported with the value the admin typed.
@@ -416,6 +431,28 @@ mod tests {
         assert_eq!(days, vec![("a", Some(7)), ("b", None)]);
         let errs: Vec<(u64, &str)> = p.errors.iter().map(|e| (e.line, e.field.as_str())).collect();
         assert_eq!(errs, vec![(4, "signin_max_age_days"), (5, "signin_max_age_days")]);
+    }
+
+    #[test]
+    fn check_interval_minutes_column() {
+        let p = parse(
+            "name,email,host,client_id,auth_url,token_url,scopes,check_interval_minutes\n\
+             a,a@e.com,h.e.com,c,https://i/a,https://i/t,s,5\n\
+             b,b@e.com,h.e.com,c,https://i/a,https://i/t,s,\n\
+             c,c@e.com,h.e.com,c,https://i/a,https://i/t,s,5m\n\
+             d,d@e.com,h.e.com,c,https://i/a,https://i/t,s,0\n\
+             e,e@e.com,h.e.com,c,https://i/a,https://i/t,s,10081\n",
+            None,
+        )
+        .unwrap();
+        let got: Vec<_> = p.mailboxes.iter().map(|m| (m.name.as_str(), m.check_interval_minutes)).collect();
+        assert_eq!(got, vec![("a", Some(5)), ("b", None)]);
+        let errs: Vec<(u64, &str)> = p.errors.iter().map(|e| (e.line, e.field.as_str())).collect();
+        assert_eq!(
+            errs,
+            vec![(4, "check_interval_minutes"), (5, "check_interval_minutes"), (6, "check_interval_minutes")]
+        );
+        assert!(p.errors[0].message.contains("`5m`"), "{}", p.errors[0].message);
     }
 
     #[test]

@@ -22,5 +22,6 @@ pub mod provider;
 pub mod secret;
 pub mod store;
 pub mod tls;
+pub mod uptime;
 
 pub use app::{App, AppError, Failure, MailboxView};

@@ -164,7 +164,14 @@ pub struct Mailbox {
     /// whose consent screen is in "Testing"): the countdown runs from the sign-in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signin_max_age_days: Option<u32>,
+    /// How often the monitor checks this mailbox, in minutes, instead of the monitor's own
+    /// interval (e.g. 5 for a mailbox a help desk depends on, 1440 for an archive).
+    #[serde(default)]
+    pub check_interval_minutes: Option<u32>,
 }
+
+/// The longest per-mailbox check interval: a week.
+pub const MAX_CHECK_INTERVAL_MINUTES: u32 = 7 * 24 * 60;
 
 impl Mailbox {
     /// A stand-in for a stored mailbox whose settings cannot be read: only the name is known
@@ -194,6 +201,7 @@ impl Mailbox {
             client_secret_expires: None,
             redirect_port: None,
             signin_max_age_days: None,
+            check_interval_minutes: None,
         }
     }
 
@@ -318,6 +326,14 @@ impl Mailbox {
         }
         if let Some(ca) = &self.ca_file {
             check(&mut errs, ca.is_absolute(), "ca_file", "must be an absolute path to a PEM file");
+        }
+        if let Some(m) = self.check_interval_minutes {
+            check(
+                &mut errs,
+                (1..=MAX_CHECK_INTERVAL_MINUTES).contains(&m),
+                "check_interval_minutes",
+                "must be a number of minutes from 1 to 10080 (a week), or empty for the monitor's interval",
+            );
         }
         if errs.is_empty() {
             Ok(())
@@ -518,6 +534,7 @@ pub(crate) fn sample() -> Mailbox {
         client_secret_expires: None,
         redirect_port: None,
         signin_max_age_days: None,
+        check_interval_minutes: None,
     }
 }
 
@@ -541,6 +558,21 @@ mod tests {
         m.port = 0;
         m.host = "bad host".into();
         assert_eq!(fields(&m), vec!["email", "host", "port"]);
+    }
+
+    #[test]
+    fn check_interval_is_minutes_from_one_to_a_week() {
+        let mut m = sample();
+        for ok in [None, Some(1), Some(5), Some(MAX_CHECK_INTERVAL_MINUTES)] {
+            m.check_interval_minutes = ok;
+            assert_eq!(fields(&m), Vec::<&str>::new(), "{ok:?}");
+        }
+        for bad in [0, MAX_CHECK_INTERVAL_MINUTES + 1] {
+            m.check_interval_minutes = Some(bad);
+            let e = m.validate().unwrap_err();
+            assert_eq!(e.iter().map(|e| e.field).collect::<Vec<_>>(), ["check_interval_minutes"], "{bad}");
+            assert!(e[0].to_string().contains("minutes from 1 to 10080"), "{}", e[0]);
+        }
     }
 
     #[test]

@@ -1,27 +1,36 @@
 //! The monitor: every mailbox re-checked on a schedule, each change of badge alerted once.
 //!
 //! One pass ([`Monitor::pass`]) runs the same checks as Verify — [`App::verify`]: the incoming
-//! server and, when an outbound server is configured, the SMTP server — for every mailbox, and compares each badge ([`health::status`]) with the one the previous pass left.
+//! server and, when an outbound server is configured, the SMTP server — for every mailbox, and
+//! compares each badge ([`health::status`]) with the one the previous pass left.
 //!
 //! - **Connections.** A mailbox's checks run one after the other, so it never holds more than one
 //!   connection. Across mailboxes at most `concurrency` connections are open, and at most
 //!   `per_account` to one account on one server (login + host): many shared mailboxes opened by
 //!   one delegate account count against that account, as the servers count them (Gmail allows
 //!   15 simultaneous IMAP connections per account; Exchange Online throttles well before).
-//! - **Schedule.** Every `interval` (default 30 minutes), ±10 % so monitors started together
-//!   drift apart, and within a pass each mailbox starts at a stable offset in the first quarter
-//!   of the interval, so checks do not all hit the servers at once.
+//! - **Schedule.** Passes every `interval` (default 30 minutes) or, when a mailbox asks for less
+//!   (`check_interval_minutes`), every that often ([`tick`]), each ±10 % so monitors started
+//!   together drift apart. A pass checks the mailboxes that are due ([`Schedule`]: each is due
+//!   its own interval ±10 % after its last check), each starting at a stable offset in the
+//!   first quarter of the pass, so checks do not all hit the servers at once.
+//! - **Shards.** `--shard I/N` ([`Shard`]) checks the mailboxes whose name's SHA-256 picks share
+//!   I: the same split in every process and version, so N monitors check each mailbox once.
 //! - **Alerts.** Green→red, red→green ("recovered") and →amber each make one alert; when
 //!   [`SUMMARY_AT`] or more mailboxes change in one pass they make one summary alert naming them
 //!   all and, when they share it, the cause (an identity-provider outage is one alert, not forty).
 //!   The badge each mailbox was last alerted with is kept in the data store
-//!   (`monitor_alert_state`), so `monitor --once` from cron alerts only on changes since its
-//!   previous run. A badge whose alert could not be delivered is not recorded, so the next pass
+//!   (`monitor_alert_state`, schema 3), so `monitor --once` from cron alerts only on changes
+//!   since its previous run. A badge whose alert could not be delivered is not recorded, so the next pass
 //!   tries again.
 //! - **Webhook.** A JSON POST per alert with a human `text` field (Slack's and Teams' incoming
 //!   webhooks show it), retried with exponential back-off (and `Retry-After` on 429, RFC 9110
 //!   §10.2.3), bounded. The URL carries the channel's credentials, so it lives in the OS keyring
 //!   ([`SecretKind::AlertWebhook`]) and never appears in a log or an error.
+//! - **Email.** Optionally one message per alert to an admin address, sent through a configured
+//!   mailbox's own SMTP server signed in with XOAUTH2 / OAUTHBEARER ([`EmailChannel`],
+//!   [`App::send_message`], the submission dialogue of `probe::smtp`). An alert any channel
+//!   took counts as delivered.
 //! - **Metrics.** [`Metrics`] holds the Prometheus families (`prometheus-client`, which escapes
 //!   label values) and [`serve_metrics`] answers `GET /metrics` in the OpenMetrics text format.
 
@@ -32,7 +41,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use rusqlite::{params, Connection};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -63,6 +71,8 @@ pub struct MonitorConfig {
     pub per_account: usize,
     pub summary_at: usize,
     pub backoff: Backoff,
+    /// The share of the mailboxes this monitor checks ([`Shard::ALL`] alone).
+    pub shard: Shard,
 }
 
 impl Default for MonitorConfig {
@@ -73,6 +83,7 @@ impl Default for MonitorConfig {
             per_account: DEFAULT_PER_ACCOUNT,
             summary_at: SUMMARY_AT,
             backoff: Backoff::default(),
+            shard: Shard::ALL,
         }
     }
 }
@@ -98,6 +109,97 @@ pub fn spread_offset(name: &str, window: Duration) -> Duration {
     name.hash(&mut h);
     let unit = (h.finish() >> 11) as f64 / (1u64 << 53) as f64;
     window.mul_f64(unit)
+}
+
+/// How often a mailbox is checked: its own `check_interval_minutes`, else the monitor's.
+pub fn interval_for(m: &Mailbox, default: Duration) -> Duration {
+    m.check_interval_minutes.map_or(default, |min| Duration::from_secs(u64::from(min) * 60))
+}
+
+/// The time between passes: the monitor's interval, or a mailbox's shorter one.
+pub fn tick(mailboxes: &[Mailbox], default: Duration) -> Duration {
+    mailboxes.iter().map(|m| interval_for(m, default)).fold(default, Duration::min)
+}
+
+/// When each mailbox is due again, in this process.
+///
+/// After a check a mailbox is due its own interval later, jittered by ± [`JITTER`] (so mailboxes
+/// checked together drift apart). A pass every [`tick`] checks the mailboxes due before the
+/// middle of the next tick: with the monitor's interval as the tick every mailbox is checked
+/// every pass, and a mailbox with a longer interval sits out the passes in between. Mailboxes
+/// never checked by this process are due at once.
+#[derive(Debug, Default)]
+pub struct Schedule {
+    next: HashMap<String, Instant>,
+}
+
+impl Schedule {
+    /// Whether `name` should be checked in a pass at `now`, passes being `tick` apart.
+    pub fn is_due(&self, name: &str, now: Instant, tick: Duration) -> bool {
+        self.next.get(name).is_none_or(|due| *due <= now + tick / 2)
+    }
+
+    /// `name` was checked at `at`; `unit` is a random number in [0, 1) for the jitter.
+    pub fn checked(&mut self, name: &str, at: Instant, interval: Duration, unit: f64) {
+        self.next.insert(name.to_string(), at + jittered(interval, JITTER, unit));
+    }
+
+    /// Forgets mailboxes that are gone.
+    pub fn retain(&mut self, names: &HashSet<&str>) {
+        self.next.retain(|n, _| names.contains(n.as_str()));
+    }
+}
+
+/// One of `count` monitors sharing the mailboxes: `index` in 1..=`count`.
+///
+/// A mailbox belongs to the shard its name's SHA-256 picks (the first 8 bytes, big-endian,
+/// modulo `count`). Why SHA-256 and not Rust's hasher: the share must be the same in every
+/// process, build, version and platform, or two monitors would both check, or both skip, a
+/// mailbox; `std`'s hasher promises none of that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// Every mailbox: one monitor alone.
+    pub const ALL: Shard = Shard { index: 1, count: 1 };
+
+    /// Whether mailbox `name` is this shard's.
+    pub fn contains(&self, name: &str) -> bool {
+        self.count <= 1 || shard_of(name, self.count) == self.index
+    }
+}
+
+/// The shard (1..=`count`) mailbox `name` belongs to.
+pub fn shard_of(name: &str, count: u32) -> u32 {
+    let d = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&d.as_ref()[..8]);
+    (u64::from_be_bytes(first) % u64::from(count.max(1))) as u32 + 1
+}
+
+impl std::str::FromStr for Shard {
+    type Err = crate::mailbox::FieldError;
+
+    /// `I/N`, e.g. `2/3`: the second of three monitors.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || crate::mailbox::FieldError::new("shard", format!("`{s}` is not I/N with 1 ≤ I ≤ N, e.g. 1/2"));
+        let (i, n) = s.trim().split_once('/').ok_or_else(bad)?;
+        let index: u32 = i.trim().parse().map_err(|_| bad())?;
+        let count: u32 = n.trim().parse().map_err(|_| bad())?;
+        if index == 0 || count == 0 || index > count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -536,15 +638,28 @@ pub async fn check_one(app: &App, limits: &Limits, m: &Mailbox) -> Result<Mailbo
     })
 }
 
-/// Checks every mailbox once. With `spread`, each mailbox waits its [`spread_offset`] within
+/// Checks every mailbox `select` picks, once. With `spread`, each mailbox waits its [`spread_offset`] within
 /// that window first. A mailbox that cannot be read or checked (unreadable stored settings, a
 /// store or keyring error) is named in the second list with why, and the others go on.
 pub async fn check_all(
     app: &App,
     limits: &Limits,
     spread: Option<Duration>,
+    select: &(dyn Fn(&Mailbox) -> bool + Sync),
 ) -> Result<(Vec<MailboxCheck>, Vec<(String, String)>), AppError> {
-    let (mailboxes, mut problems) = app.store().list_readable()?;
+    let (mailboxes, problems) = app.store().list_readable()?;
+    let mailboxes: Vec<Mailbox> = mailboxes.into_iter().filter(|m| select(m)).collect();
+    check_these(app, limits, spread, &mailboxes, problems).await
+}
+
+/// [`check_all`] over a list already read.
+async fn check_these(
+    app: &App,
+    limits: &Limits,
+    spread: Option<Duration>,
+    mailboxes: &[Mailbox],
+    mut problems: Vec<(String, String)>,
+) -> Result<(Vec<MailboxCheck>, Vec<(String, String)>), AppError> {
     let checks = mailboxes.iter().map(|m| async move {
         if let Some(w) = spread {
             tokio::time::sleep(spread_offset(&m.name, w)).await;
@@ -564,15 +679,10 @@ pub async fn check_all(
 // ---------------------------------------------------------------------------------------------
 // Alert state
 
-/// The badge each mailbox was last alerted with, in the data store (a table of its own in the
-/// same SQLite file, over its own connection: WAL mode lets both write).
-#[derive(Debug)]
-pub struct AlertState {
-    conn: Mutex<Connection>,
-}
-
-fn sql(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    move |source| StoreError::Sql { op, source }
+/// The badge each mailbox was last alerted with, from the data store's `monitor_alert_state`
+/// table (schema 3).
+fn alert_states(app: &App) -> Result<HashMap<String, Status>, StoreError> {
+    Ok(app.store().alert_states()?.into_iter().filter_map(|(m, b)| badge_from_name(&b).map(|s| (m, s))).collect())
 }
 
 fn badge_name(s: Status) -> String {
@@ -581,63 +691,6 @@ fn badge_name(s: Status) -> String {
 
 fn badge_from_name(s: &str) -> Option<Status> {
     serde_json::from_value(Value::String(s.to_string())).ok()
-}
-
-impl AlertState {
-    pub fn open(home: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(home).map_err(|source| StoreError::Dir { path: home.into(), source })?;
-        let path = home.join("mailbox-auth.sqlite3");
-        let conn = Connection::open(&path).map_err(|source| StoreError::Open { path, source })?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(sql("configure"))?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             CREATE TABLE IF NOT EXISTS monitor_alert_state (
-                 mailbox TEXT PRIMARY KEY NOT NULL,
-                 badge TEXT NOT NULL,
-                 at TEXT NOT NULL
-             );",
-        )
-        .map_err(sql("create alert state"))?;
-        Ok(Self { conn: Mutex::new(conn) })
-    }
-
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        // Every write is one statement, so a poisoned lock leaves the table consistent.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn all(&self) -> Result<HashMap<String, Status>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT mailbox, badge FROM monitor_alert_state").map_err(sql("alert state"))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-            .map_err(sql("alert state"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(sql("alert state"))?;
-        Ok(rows.into_iter().filter_map(|(m, b)| badge_from_name(&b).map(|s| (m, s))).collect())
-    }
-
-    pub fn set(&self, mailbox: &str, badge: Status, at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "INSERT INTO monitor_alert_state (mailbox, badge, at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(mailbox) DO UPDATE SET badge = excluded.badge, at = excluded.at",
-                params![mailbox, badge_name(badge), at.to_rfc3339()],
-            )
-            .map_err(sql("save alert state"))?;
-        Ok(())
-    }
-
-    /// Forgets mailboxes that no longer exist.
-    pub fn retain(&self, names: &HashSet<&str>) -> Result<(), StoreError> {
-        let stored = self.all()?;
-        let conn = self.conn();
-        for m in stored.keys().filter(|m| !names.contains(m.as_str())) {
-            conn.execute("DELETE FROM monitor_alert_state WHERE mailbox = ?1", [m])
-                .map_err(sql("prune alert state"))?;
-        }
-        Ok(())
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -675,6 +728,8 @@ pub enum AlertError {
     BadUrl,
     #[error(transparent)]
     Secret(#[from] secret::SecretError),
+    #[error("the alert email through mailbox `{via}` was not sent: {detail}")]
+    Email { via: String, detail: String },
 }
 
 /// Checks a webhook URL before it is stored. The error names the field, never the value.
@@ -726,6 +781,94 @@ pub async fn post(
         }
     }
     Err(AlertError::Delivery { attempts, detail })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Email
+
+/// Setting keys of the email channel in the data store (an address and a mailbox name are not
+/// secrets; the mailbox's own sign-in, in the keyring, sends the mail).
+const EMAIL_TO: &str = "alert_email_to";
+const EMAIL_VIA: &str = "alert_email_via";
+
+/// Alert emails: sent to `to` through mailbox `via`'s SMTP server, signed in as that mailbox
+/// with XOAUTH2 / OAUTHBEARER (the same submission dialogue as Verify's SMTP check).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailChannel {
+    pub to: String,
+    pub via: String,
+}
+
+/// The stored email channel, if one is set.
+pub fn email_channel(app: &App) -> Result<Option<EmailChannel>, StoreError> {
+    let s = app.store();
+    Ok(match (s.setting(EMAIL_TO)?, s.setting(EMAIL_VIA)?) {
+        (Some(to), Some(via)) => Some(EmailChannel { to, via }),
+        _ => None,
+    })
+}
+
+/// Stores the email channel after checking it: `to` is one address, `via` a stored mailbox
+/// with an SMTP server. Errors name the field; nothing is stored then.
+pub fn set_email_channel(app: &App, to: &str, via: &str) -> Result<EmailChannel, AppError> {
+    let to = to.trim();
+    crate::probe::smtp::check_recipient(to)
+        .map_err(|p| AppError::Invalid(vec![crate::mailbox::FieldError::new("alert email address", p)]))?;
+    let m = app.get(via)?;
+    if m.smtp.is_none() {
+        return Err(AppError::Invalid(vec![crate::mailbox::FieldError::new(
+            "--via",
+            format!("mailbox `{via}` has no outbound SMTP server (set its smtp_host) to send alerts through"),
+        )]));
+    }
+    app.store().set_settings(&[(EMAIL_TO, Some(to)), (EMAIL_VIA, Some(via))])?;
+    Ok(EmailChannel { to: to.into(), via: via.into() })
+}
+
+/// Removes the email channel.
+pub fn clear_email_channel(app: &App) -> Result<(), StoreError> {
+    app.store().set_settings(&[(EMAIL_TO, None), (EMAIL_VIA, None)])
+}
+
+/// Sends one alert email; the mailbox's SMTP server's refusal, in its words, is the error.
+pub async fn send_email(app: &App, ch: &EmailChannel, subject: &str, body: &str) -> Result<(), AlertError> {
+    let message = crate::probe::smtp::TestMessage { to: ch.to.clone(), subject: subject.into(), body: body.into() };
+    let rec = app
+        .send_message(&ch.via, &message)
+        .await
+        .map_err(|e| AlertError::Email { via: ch.via.clone(), detail: e.to_string() })?;
+    if rec.ok {
+        Ok(())
+    } else {
+        let mut detail = rec.message;
+        if let Some(w) = rec.server_words {
+            detail.push_str(&format!(" (server: {w})"));
+        }
+        Err(AlertError::Email { via: ch.via.clone(), detail })
+    }
+}
+
+impl Alert {
+    /// The subject of the alert email: which mailbox(es) and the change.
+    pub fn subject(&self) -> String {
+        match self {
+            Alert::One(t) => format!("Mailbox Auth: {} is {} (was {})", t.mailbox, t.to.label(), t.from.label()),
+            Alert::Summary(s) => format!("Mailbox Auth: {} mailboxes changed together", s.transitions.len()),
+        }
+    }
+
+    /// The plain-text body of the alert email: the human line, then the details.
+    pub fn email_body(&self) -> String {
+        let b = self.body();
+        let mut out = format!("{}\n\n", self.text());
+        for k in ["mailbox", "from", "to", "code", "cause", "hint", "at"] {
+            if let Some(v) = b[k].as_str().filter(|v| !v.is_empty()) {
+                out.push_str(&format!("{k}: {v}\n"));
+            }
+        }
+        out.push_str("\nSent by the Mailbox Auth monitor.\n");
+        out
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -915,10 +1058,14 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Arc<Metri
 pub struct PassReport {
     pub checks: Vec<MailboxCheck>,
     pub alerts: Vec<Alert>,
-    /// Alerts the webhook did not take, with why; their mailboxes alert again next pass.
+    /// Alerts no channel took, with why; their mailboxes alert again next pass.
     pub undelivered: Vec<(Alert, AlertError)>,
+    /// Alerts one channel did not take while another did (not sent again), with why.
+    pub partly_delivered: Vec<(Alert, AlertError)>,
     /// Whether a webhook is configured.
     pub webhook: bool,
+    /// Whether alert emails are configured.
+    pub email: bool,
     /// Mailboxes that could not be checked, with why.
     pub problems: Vec<(String, String)>,
 }
@@ -935,29 +1082,43 @@ pub struct Monitor<'a> {
     app: &'a App,
     pub config: MonitorConfig,
     limits: Limits,
-    state: AlertState,
     http: reqwest::Client,
     pub metrics: Option<Arc<Metrics>>,
     known: Mutex<BTreeSet<String>>,
+    schedule: Mutex<Schedule>,
+    /// The time between passes, as the last pass found it ([`tick`]).
+    tick: Mutex<Duration>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every update under these locks is a single assignment or insert: a poisoned lock holds
+    // consistent data.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl<'a> Monitor<'a> {
-    pub fn new(app: &'a App, home: &Path, config: MonitorConfig) -> Result<Self, AppError> {
+    /// `_home` is the data directory the app was opened on; the alert state lives in its store.
+    pub fn new(app: &'a App, _home: &Path, config: MonitorConfig) -> Result<Self, AppError> {
         Ok(Self {
             app,
             limits: Limits::new(config.concurrency, config.per_account),
+            tick: Mutex::new(config.interval),
             config,
-            state: AlertState::open(home)?,
             http: crate::oauth::http_client(),
             metrics: None,
             known: Default::default(),
+            schedule: Default::default(),
         })
     }
 
-    /// Fills the metrics from the stored history, before the first pass ends.
+    /// Fills the metrics of this monitor's mailboxes from the stored history, before the first
+    /// pass ends.
     pub async fn prime_metrics(&self) -> Result<(), AppError> {
         if let Some(metrics) = &self.metrics {
             for v in self.app.list().await? {
+                if !self.config.shard.contains(&v.mailbox.name) {
+                    continue;
+                }
                 metrics.set(
                     &v.mailbox.name,
                     v.status,
@@ -965,7 +1126,7 @@ impl<'a> Monitor<'a> {
                     v.mailbox.client_secret_expires,
                 );
                 metrics.set_signin(&v.mailbox.name, v.signin_expires_at);
-                self.known.lock().unwrap_or_else(|p| p.into_inner()).insert(v.mailbox.name.clone());
+                locked(&self.known).insert(v.mailbox.name.clone());
             }
         }
         Ok(())
@@ -984,46 +1145,98 @@ impl<'a> Monitor<'a> {
         }
     }
 
-    /// Checks every mailbox, alerts on changes since the previous pass (of this process or of
-    /// an earlier `--once`), records the badges and updates the metrics.
+    /// Checks every mailbox of this monitor's shard, alerts on changes since the previous pass
+    /// (of this process or of an earlier `--once`), records the badges and updates the metrics.
     pub async fn pass(&self, spread: bool) -> Result<PassReport, AppError> {
-        let window = spread.then(|| self.config.interval.mul_f64(0.25));
-        let (checks, problems) = check_all(self.app, &self.limits, window).await?;
-        let previous = self.state.all()?;
+        self.run(spread, false).await
+    }
+
+    /// Like [`Monitor::pass`], for the mailboxes that are due ([`Schedule`]): what a running
+    /// monitor does every [`Monitor::next_wait`].
+    pub async fn pass_due(&self, spread: bool) -> Result<PassReport, AppError> {
+        self.run(spread, true).await
+    }
+
+    async fn run(&self, spread: bool, only_due: bool) -> Result<PassReport, AppError> {
+        let shard = self.config.shard;
+        let (all, unreadable) = self.app.store().list_readable()?;
+        let mine: Vec<Mailbox> = all.into_iter().filter(|m| shard.contains(&m.name)).collect();
+        let problems: Vec<(String, String)> = unreadable.into_iter().filter(|(n, _)| shard.contains(n)).collect();
+        let tick = tick(&mine, self.config.interval);
+        *locked(&self.tick) = tick;
+        let started = Instant::now();
+        let due: Vec<Mailbox> = if only_due {
+            let s = locked(&self.schedule);
+            mine.iter().filter(|m| s.is_due(&m.name, started, tick)).cloned().collect()
+        } else {
+            mine.clone()
+        };
+        let window = spread.then(|| tick.mul_f64(0.25));
+        let (checks, problems) = check_these(self.app, &self.limits, window, &due, problems).await?;
+        let names: HashSet<&str> =
+            mine.iter().map(|m| m.name.as_str()).chain(problems.iter().map(|(n, _)| n.as_str())).collect();
+        {
+            let mut s = locked(&self.schedule);
+            for m in &due {
+                s.checked(&m.name, started, interval_for(m, self.config.interval), fastrand::f64());
+            }
+            s.retain(&names);
+        }
+        let previous = alert_states(self.app)?;
         let alerts = group(transitions(&previous, &checks), self.config.summary_at);
         let webhook = self.webhook().await?;
-        let mut undelivered = Vec::new();
-        if let Some(url) = &webhook {
-            for a in &alerts {
-                if let Err(e) = post(&self.http, url, &a.body(), &self.config.backoff).await {
-                    undelivered.push((a.clone(), e));
+        let email = email_channel(self.app)?;
+        let (mut undelivered, mut partly_delivered) = (Vec::new(), Vec::new());
+        for a in &alerts {
+            // An alert is delivered when any configured channel took it (with none, it is only
+            // logged). One no channel took is sent again next pass; a channel that failed while
+            // another took it is reported, not retried, so the other gets no duplicates.
+            let mut took = webhook.is_none() && email.is_none();
+            let mut failed = Vec::new();
+            if let Some(url) = &webhook {
+                match post(&self.http, url, &a.body(), &self.config.backoff).await {
+                    Ok(()) => took = true,
+                    Err(e) => failed.push(e),
                 }
             }
+            if let Some(ch) = &email {
+                match send_email(self.app, ch, &a.subject(), &a.email_body()).await {
+                    Ok(()) => took = true,
+                    Err(e) => failed.push(e),
+                }
+            }
+            let list = if took { &mut partly_delivered } else { &mut undelivered };
+            list.extend(failed.into_iter().map(|e| (a.clone(), e)));
         }
         let retry: HashSet<&str> = undelivered.iter().flat_map(|(a, _)| a.mailboxes()).collect();
         for c in checks.iter().filter(|c| !retry.contains(c.mailbox.as_str())) {
-            self.state.set(&c.mailbox, c.after, c.at)?;
+            self.app.store().set_alert_state(&c.mailbox, &badge_name(c.after), c.at)?;
         }
-        let names: HashSet<&str> =
-            checks.iter().map(|c| c.mailbox.as_str()).chain(problems.iter().map(|(n, _)| n.as_str())).collect();
-        self.state.retain(&names)?;
+        // By the mailboxes stored, not this shard's: other shards' state stays.
+        self.app.store().prune_alert_states()?;
         if let Some(metrics) = &self.metrics {
-            let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            let mut known = locked(&self.known);
             metrics.retain(&names, &known);
-            known.clear();
             for c in &checks {
                 metrics.observe(c);
-                known.insert(c.mailbox.clone());
             }
-            // Kept as they were: they still exist, they just could not be checked this time.
-            known.extend(problems.iter().map(|(n, _)| n.clone()));
+            // Mailboxes not due or not checkable this time keep their series as they were.
+            *known = names.iter().map(|n| n.to_string()).collect();
         }
-        Ok(PassReport { checks, alerts, undelivered, webhook: webhook.is_some(), problems })
+        Ok(PassReport {
+            checks,
+            alerts,
+            undelivered,
+            partly_delivered,
+            webhook: webhook.is_some(),
+            email: email.is_some(),
+            problems,
+        })
     }
 
-    /// The wait before the next pass.
+    /// The wait before the next pass: the [`tick`], jittered.
     pub fn next_wait(&self) -> Duration {
-        jittered(self.config.interval, JITTER, fastrand::f64())
+        jittered(*locked(&self.tick), JITTER, fastrand::f64())
     }
 }
 
@@ -1233,6 +1446,20 @@ mod tests {
     }
 
     #[test]
+    fn alert_emails_name_the_change_in_the_subject_and_the_details_in_the_body() {
+        let one = Alert::One(tr("support", Verified, Failed, Some("auth_rejected"), Some("the mail server h:993")));
+        assert_eq!(one.subject(), "Mailbox Auth: support is Failed (was Verified)");
+        let body = one.email_body();
+        assert!(body.starts_with("support: Verified → Failed — m (auth_rejected) What to do: h\n\n"), "{body}");
+        for line in ["code: auth_rejected\n", "cause: the mail server h:993\n", "hint: h\n", "to: failed\n"] {
+            assert!(body.contains(line), "{line:?} in {body}");
+        }
+        let many = group(["x", "y", "z"].iter().map(|n| tr(n, Verified, Failed, Some("c"), None)).collect(), 3);
+        assert_eq!(many[0].subject(), "Mailbox Auth: 3 mailboxes changed together");
+        assert!(many[0].email_body().contains("mailbox: x, y, z\n"), "{}", many[0].email_body());
+    }
+
+    #[test]
     fn per_account_cap_is_counted_per_login_and_host() {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(async {
@@ -1252,20 +1479,6 @@ mod tests {
             drop(a);
             assert!(limits.connection(&acct).now_or_never().is_some(), "a freed slot is taken again");
         });
-    }
-
-    #[test]
-    fn alert_state_survives_a_reopen_and_forgets_removed_mailboxes() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = AlertState::open(dir.path()).unwrap();
-        s.set("a", Failed, Utc::now()).unwrap();
-        s.set("b", NeedsAttention, Utc::now()).unwrap();
-        s.set("a", Verified, Utc::now()).unwrap();
-        drop(s);
-        let s = AlertState::open(dir.path()).unwrap();
-        assert_eq!(s.all().unwrap(), HashMap::from([("a".into(), Verified), ("b".into(), NeedsAttention)]));
-        s.retain(&HashSet::from(["b"])).unwrap();
-        assert_eq!(s.all().unwrap().keys().collect::<Vec<_>>(), ["b"]);
     }
 
     #[test]
@@ -1347,6 +1560,26 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_alerting_rules_use_only_metrics_the_monitor_serves() {
+        let rules = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/prometheus/mailbox-auth.rules.yml"),
+        )
+        .unwrap();
+        let m = Metrics::new();
+        m.set("x", Verified, Some(Utc::now()), "2030-01-01".parse().ok());
+        m.set_signin("x", Some(Utc::now()));
+        let served = m.encode(false);
+        let used: BTreeSet<&str> = rules
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("mailbox_auth_"))
+            .collect();
+        assert!(used.len() >= 5, "{used:?}");
+        for name in used {
+            assert!(served.lines().any(|l| l.starts_with(&format!("{name}{{"))), "{name} is not served:\n{served}");
+        }
+    }
+
+    #[test]
     fn backoff_doubles_and_is_bounded() {
         let b = Backoff { attempts: 5, first: Duration::from_secs(1), max: Duration::from_secs(5) };
         assert_eq!((1..=4).map(|n| b.delay(n, None).as_secs()).collect::<Vec<_>>(), [1, 2, 4, 5]);
@@ -1364,8 +1597,114 @@ mod tests {
         assert!(parse_webhook_url(" https://hooks.slack.com/services/T/B/X\n").is_ok());
     }
 
+    fn mailbox(name: &str, minutes: Option<u32>) -> Mailbox {
+        Mailbox { name: name.into(), check_interval_minutes: minutes, ..crate::mailbox::sample() }
+    }
+
+    #[test]
+    fn a_mailbox_interval_overrides_the_monitors_and_sets_the_tick() {
+        let default = Duration::from_secs(30 * 60);
+        let fast = mailbox("fast", Some(5));
+        let slow = mailbox("slow", Some(120));
+        let plain = mailbox("plain", None);
+        assert_eq!(interval_for(&fast, default), Duration::from_secs(300));
+        assert_eq!(interval_for(&slow, default), Duration::from_secs(7200));
+        assert_eq!(interval_for(&plain, default), default);
+        assert_eq!(tick(&[plain.clone(), slow.clone()], default), default, "a longer interval never slows the tick");
+        assert_eq!(tick(&[plain.clone(), fast.clone(), slow.clone()], default), Duration::from_secs(300));
+
+        // Ticks of 5 minutes for 100 minutes: how often each mailbox is checked.
+        let t0 = Instant::now();
+        let tick = Duration::from_secs(300);
+        let mut sched = Schedule::default();
+        let mut count = HashMap::<&str, usize>::new();
+        let mut rng = fastrand::Rng::with_seed(7);
+        for k in 0..20u32 {
+            let now = t0 + tick * k;
+            for m in [&fast, &slow, &plain] {
+                if sched.is_due(&m.name, now, tick) {
+                    *count.entry(m.name.as_str()).or_default() += 1;
+                    sched.checked(&m.name, now, interval_for(m, default), rng.f64());
+                }
+            }
+        }
+        assert_eq!(count["fast"], 20, "every tick");
+        assert_eq!(count["slow"], 1, "once: its next check is two hours later");
+        assert!((3..=4).contains(&count["plain"]), "about every 30 minutes: {count:?}");
+        // With the monitor's interval as the tick, every mailbox is checked every pass, however
+        // its jitter fell.
+        let mut sched = Schedule::default();
+        for k in 0..10u32 {
+            let now = t0 + default.mul_f64(0.9) * k;
+            assert!(sched.is_due("plain", now, default), "pass {k}");
+            sched.checked("plain", now, default, if k % 2 == 0 { 0.999 } else { 0.0 });
+        }
+    }
+
+    #[test]
+    fn the_next_check_is_jittered_around_the_mailbox_interval() {
+        let t0 = Instant::now();
+        let five = Duration::from_secs(300);
+        let mut sched = Schedule::default();
+        let mut dues = BTreeSet::new();
+        for (i, unit) in [0.0, 0.25, 0.5, 0.75, 0.999].into_iter().enumerate() {
+            let name = format!("m{i}");
+            sched.checked(&name, t0, five, unit);
+            let due = sched.next[&name] - t0;
+            assert!(due >= five.mul_f64(0.9) && due <= five.mul_f64(1.1), "{due:?}");
+            dues.insert(due);
+            // Not due a tick of one minute before its time, due once it has come.
+            let minute = Duration::from_secs(60);
+            assert!(!sched.is_due(&name, t0 + five.mul_f64(0.9) - minute, minute));
+            assert!(sched.is_due(&name, t0 + five.mul_f64(1.1), minute));
+        }
+        assert_eq!(dues.len(), 5, "different draws spread the checks apart");
+        sched.retain(&HashSet::from(["m1"]));
+        assert!(sched.is_due("m0", t0, five), "a forgotten mailbox is due at once");
+        assert!(!sched.is_due("m1", t0, Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn shards_are_disjoint_cover_everything_and_are_stable() {
+        let names: Vec<String> = (0..1000).map(|i| format!("mailbox-{i}@contoso.com")).collect();
+        for n in 1..=5u32 {
+            let shards: Vec<Shard> = (1..=n).map(|index| Shard { index, count: n }).collect();
+            let mut sizes = vec![0usize; n as usize];
+            for name in &names {
+                let owners: Vec<&Shard> = shards.iter().filter(|s| s.contains(name)).collect();
+                assert_eq!(owners.len(), 1, "{name} in {owners:?} of {n}");
+                sizes[owners[0].index as usize - 1] += 1;
+            }
+            // A hash spreads them: no shard gets less than half its fair share.
+            assert!(sizes.iter().all(|&k| k * 2 * n as usize >= names.len()), "{sizes:?}");
+        }
+        // Fixed values: the same in every process, build and platform (SHA-256, not SipHash
+        // with per-process keys). Changing them would move mailboxes between running monitors.
+        let got: Vec<u32> = ["support", "sales", "info@contoso.com", "", "ü"].iter().map(|n| shard_of(n, 7)).collect();
+        assert_eq!(got, [2, 2, 6, 2, 3], "the first 8 bytes of SHA-256, mod 7, plus 1");
+        assert!(Shard::ALL.contains("anything"));
+    }
+
+    #[test]
+    fn shard_parses_i_of_n_and_names_the_field() {
+        assert_eq!("2/3".parse::<Shard>().unwrap(), Shard { index: 2, count: 3 });
+        assert_eq!(" 1 / 1 ".parse::<Shard>().unwrap(), Shard::ALL);
+        assert_eq!(Shard { index: 2, count: 3 }.to_string(), "2/3");
+        for bad in ["0/2", "3/2", "1/0", "2", "a/b", "1/2/3", "-1/2"] {
+            let e = bad.parse::<Shard>().unwrap_err();
+            assert_eq!(e.field, "shard", "{bad}");
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn every_name_is_in_exactly_one_shard(name in ".{0,60}", count in 1u32..64) {
+            let owners = (1..=count).filter(|&index| Shard { index, count }.contains(&name)).count();
+            prop_assert_eq!(owners, 1);
+        }
 
         #[test]
         fn jitter_stays_within_its_fraction(secs in 1u64..100_000, unit in 0.0f64..1.0) {

@@ -25,7 +25,7 @@ use crate::health::HealthRecord;
 use crate::mailbox::Mailbox;
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 /// Green checks older than this are pruned unless they mark a change of status.
 pub const ROUTINE_RETENTION_DAYS: i64 = 30;
 /// Pruning also runs every this many new records (a window open for months).
@@ -90,41 +90,56 @@ fn sql(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
 }
 
 /// Brings the schema from `from` up to [`SCHEMA_VERSION`], one step at a time, inside the
-/// caller's transaction.
+/// caller's transaction. Each step is one `if from < N` block, in order, so a file several
+/// versions behind runs every step it lacks.
 fn migrate(tx: &rusqlite::Transaction<'_>, from: i64) -> Result<(), StoreError> {
-    for version in from..SCHEMA_VERSION {
-        match version {
-            // 0 → 1: the first layout (files from before versioning already have it).
-            0 => tx
-                .execute_batch(
-                    "CREATE TABLE IF NOT EXISTS mailboxes (
-                         name TEXT PRIMARY KEY NOT NULL,
-                         data TEXT NOT NULL,
-                         updated_at TEXT NOT NULL
-                     );
-                     CREATE TABLE IF NOT EXISTS health (
-                         id INTEGER PRIMARY KEY AUTOINCREMENT,
-                         mailbox TEXT NOT NULL,
-                         data TEXT NOT NULL
-                     );
-                     CREATE INDEX IF NOT EXISTS health_by_mailbox ON health (mailbox, id);",
-                )
-                .map_err(sql("migrate to schema 1"))?,
-            // 1 → 2: when each mailbox's sign-in was issued, last used and last rotated (the
-            // dates only: the tokens live in the keyring).
-            1 => tx
-                .execute_batch(
-                    "CREATE TABLE IF NOT EXISTS signin (
-                         mailbox TEXT PRIMARY KEY NOT NULL,
-                         issued_at TEXT NOT NULL,
-                         refreshed_at TEXT,
-                         rotated_at TEXT,
-                         idle_lifetime_secs INTEGER
-                     );",
-                )
-                .map_err(sql("migrate to schema 2"))?,
-            other => unreachable!("no migration from schema {other}"),
-        }
+    // 0 → 1: the first layout (files from before versioning already have it).
+    if from < 1 {
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS mailboxes (
+                 name TEXT PRIMARY KEY NOT NULL,
+                 data TEXT NOT NULL,
+                 updated_at TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS health (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 mailbox TEXT NOT NULL,
+                 data TEXT NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS health_by_mailbox ON health (mailbox, id);",
+        )
+        .map_err(sql("migrate to schema 1"))?;
+    }
+    // 1 → 2: when each mailbox's sign-in was issued, last used and last rotated (the dates
+    // only: the tokens live in the keyring).
+    if from < 2 {
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS signin (
+                 mailbox TEXT PRIMARY KEY NOT NULL,
+                 issued_at TEXT NOT NULL,
+                 refreshed_at TEXT,
+                 rotated_at TEXT,
+                 idle_lifetime_secs INTEGER
+             );",
+        )
+        .map_err(sql("migrate to schema 2"))?;
+    }
+    // 2 → 3: the badge the monitor last alerted each mailbox with (monitors before version 3
+    // created this table themselves; `IF NOT EXISTS` keeps what they recorded), and the
+    // monitor's settings that are not secrets (where alert emails go).
+    if from < 3 {
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS monitor_alert_state (
+                 mailbox TEXT PRIMARY KEY NOT NULL,
+                 badge TEXT NOT NULL,
+                 at TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS settings (
+                 key TEXT PRIMARY KEY NOT NULL,
+                 value TEXT NOT NULL
+             );",
+        )
+        .map_err(sql("migrate to schema 3"))?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(sql("set the schema version"))
 }
@@ -311,6 +326,7 @@ impl Store {
         }
         tx.execute("DELETE FROM health WHERE mailbox = ?1", [name]).map_err(sql("remove history"))?;
         tx.execute("DELETE FROM signin WHERE mailbox = ?1", [name]).map_err(sql("remove sign-in dates"))?;
+        tx.execute("DELETE FROM monitor_alert_state WHERE mailbox = ?1", [name]).map_err(sql("remove alert state"))?;
         tx.commit().map_err(sql("commit"))
     }
 
@@ -418,6 +434,69 @@ impl Store {
         rows.into_iter()
             .map(|d| serde_json::from_str(&d).map_err(|source| StoreError::Corrupt { name: name.into(), source }))
             .collect()
+    }
+
+    /// The badge each mailbox was last alerted with by the monitor (badge names as serialised,
+    /// e.g. `failed`).
+    pub fn alert_states(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT mailbox, badge FROM monitor_alert_state").map_err(sql("alert state"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(sql("alert state"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql("alert state"))?;
+        Ok(rows)
+    }
+
+    /// Records the badge a mailbox was alerted with.
+    pub fn set_alert_state(
+        &self,
+        mailbox: &str,
+        badge: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO monitor_alert_state (mailbox, badge, at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(mailbox) DO UPDATE SET badge = excluded.badge, at = excluded.at",
+                params![mailbox, badge, at.to_rfc3339()],
+            )
+            .map_err(sql("save alert state"))?;
+        Ok(())
+    }
+
+    /// A setting (never a secret: those live in the keyring).
+    pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.conn()
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(sql("read a setting"))
+    }
+
+    /// Sets (`Some`) or removes (`None`) settings, all or none.
+    pub fn set_settings(&self, values: &[(&str, Option<&str>)]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(sql("begin"))?;
+        for (key, value) in values {
+            match value {
+                Some(v) => tx.execute(
+                    "INSERT INTO settings (key, value) VALUES (?1, ?2)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    params![key, v],
+                ),
+                None => tx.execute("DELETE FROM settings WHERE key = ?1", [key]),
+            }
+            .map_err(sql("save a setting"))?;
+        }
+        tx.commit().map_err(sql("commit"))
+    }
+
+    /// Forgets the alert state of mailboxes that are no longer stored.
+    pub fn prune_alert_states(&self) -> Result<usize, StoreError> {
+        self.conn()
+            .execute("DELETE FROM monitor_alert_state WHERE mailbox NOT IN (SELECT name FROM mailboxes)", [])
+            .map_err(sql("prune alert state"))
     }
 }
 
@@ -588,9 +667,85 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.list().unwrap(), vec![sample()]);
         let v: i64 = s.conn().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-        assert_eq!(v, 2);
+        assert_eq!(v, SCHEMA_VERSION);
         s.note_signin("support", chrono::Utc::now(), None).unwrap();
         assert!(s.signin("support").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_schema_2_database_is_upgraded_keeping_its_data_and_the_monitors_alert_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        // A version 2 file as it was written, including the alert state table monitors of that
+        // version created on their own.
+        conn.execute_batch(
+            "CREATE TABLE mailboxes (name TEXT PRIMARY KEY NOT NULL, data TEXT NOT NULL, updated_at TEXT NOT NULL);
+             CREATE TABLE health (id INTEGER PRIMARY KEY AUTOINCREMENT, mailbox TEXT NOT NULL, data TEXT NOT NULL);
+             CREATE INDEX health_by_mailbox ON health (mailbox, id);
+             CREATE TABLE signin (mailbox TEXT PRIMARY KEY NOT NULL, issued_at TEXT NOT NULL, refreshed_at TEXT,
+                                  rotated_at TEXT, idle_lifetime_secs INTEGER);
+             CREATE TABLE monitor_alert_state (mailbox TEXT PRIMARY KEY NOT NULL, badge TEXT NOT NULL, at TEXT NOT NULL);
+             INSERT INTO signin VALUES ('support', '2026-11-01T10:00:00+00:00', NULL, NULL, 1800);
+             INSERT INTO monitor_alert_state VALUES ('support', 'failed', '2026-11-02T10:00:00+00:00');
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+        conn.execute("INSERT INTO mailboxes VALUES ('support', ?1, '')", [serde_json::to_string(&sample()).unwrap()])
+            .unwrap();
+        conn.execute(
+            "INSERT INTO health (mailbox, data) VALUES ('support', ?1)",
+            [serde_json::to_string(&rec("support", "imap", false, 3, 7)).unwrap()],
+        )
+        .unwrap();
+        drop(conn);
+        let s = Store::open(dir.path()).unwrap();
+        let v: i64 = s.conn().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(v, 3);
+        assert_eq!(s.list().unwrap(), vec![sample()]);
+        assert_eq!(s.history("support", 10).unwrap().iter().map(|r| r.message.as_str()).collect::<Vec<_>>(), ["r7"]);
+        assert_eq!(s.signin("support").unwrap().unwrap().idle_lifetime, Some(std::time::Duration::from_secs(1800)));
+        assert_eq!(s.alert_states().unwrap(), [("support".to_string(), "failed".to_string())]);
+        drop(s);
+        // A version 2 file whose monitor never ran gains the table too.
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE mailboxes (name TEXT PRIMARY KEY NOT NULL, data TEXT NOT NULL, updated_at TEXT NOT NULL);
+             CREATE TABLE health (id INTEGER PRIMARY KEY AUTOINCREMENT, mailbox TEXT NOT NULL, data TEXT NOT NULL);
+             CREATE TABLE signin (mailbox TEXT PRIMARY KEY NOT NULL, issued_at TEXT NOT NULL, refreshed_at TEXT,
+                                  rotated_at TEXT, idle_lifetime_secs INTEGER);
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+        drop(conn);
+        let s = Store::open(dir.path()).unwrap();
+        s.set_alert_state("support", "verified", chrono::Utc::now()).unwrap();
+        assert_eq!(s.alert_states().unwrap().len(), 1);
+        s.set_settings(&[("a", Some("1")), ("b", Some("2"))]).unwrap();
+        s.set_settings(&[("a", Some("3")), ("b", None)]).unwrap();
+        assert_eq!((s.setting("a").unwrap(), s.setting("b").unwrap()), (Some("3".into()), None));
+    }
+
+    #[test]
+    fn alert_state_survives_a_reopen_and_goes_with_its_mailbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let mut other = sample();
+        other.name = "other".into();
+        s.save_all(&[sample(), other]).unwrap();
+        let now = chrono::Utc::now();
+        s.set_alert_state("support", "failed", now).unwrap();
+        s.set_alert_state("other", "needs_attention", now).unwrap();
+        s.set_alert_state("support", "verified", now).unwrap();
+        s.set_alert_state("gone", "failed", now).unwrap();
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        let mut all = s.alert_states().unwrap();
+        all.sort();
+        assert_eq!(all.len(), 3);
+        assert_eq!(s.prune_alert_states().unwrap(), 1, "only the state of a mailbox that is not stored goes");
+        s.remove("other").unwrap();
+        assert_eq!(s.alert_states().unwrap(), [("support".to_string(), "verified".to_string())]);
     }
 
     #[test]

@@ -152,3 +152,18 @@ describe("outgoing mail (SMTP)", () => {
     expect(toMailbox(applySmtpPreset(none, google, "security")).mailbox?.smtp).toBeNull();
   });
 });
+
+describe("check interval", () => {
+  it("keeps a mailbox's check interval through a save and leaves its range to the core", () => {
+    const { mailbox } = toMailbox({ ...emptyDraft(), check_interval_minutes: " 5 " });
+    expect(mailbox?.check_interval_minutes).toBe(5);
+    expect(draftFrom(mailbox!).check_interval_minutes).toBe("5");
+    expect(toMailbox(emptyDraft()).mailbox?.check_interval_minutes).toBeNull();
+    // 0 is a number: the core answers it, naming the same field.
+    expect(toMailbox({ ...emptyDraft(), check_interval_minutes: "0" }).mailbox?.check_interval_minutes).toBe(0);
+    expect(toMailbox({ ...emptyDraft(), check_interval_minutes: "5m" }).problems.map((p) => p.field)).toEqual([
+      "check_interval_minutes",
+    ]);
+    expect(FIELDS).toContain("check_interval_minutes");
+  });
+});

@@ -28,13 +28,14 @@ export interface Draft {
   smtp_security: Security;
   client_secret_expires: string;
   redirect_port: string;
+  check_interval_minutes: string;
 }
 
 /** The inputs of the editor, named like the core's `FieldError.field`. */
 export const FIELDS = [
   "name", "email", "login", "protocol", "host", "port", "security", "folder", "provider", "tenant", "client_id",
   "scopes", "auth_url", "token_url", "auth_params", "ca_file", "flow", "device_url", "issuer", "smtp_host", "smtp_port",
-  "smtp_security", "client_secret_expires", "redirect_port",
+  "smtp_security", "client_secret_expires", "redirect_port", "check_interval_minutes",
 ] as const;
 export type FieldName = (typeof FIELDS)[number];
 
@@ -43,7 +44,7 @@ export function emptyDraft(): Draft {
     name: "", email: "", login: "", protocol: "imap", host: "", port: "993", security: "tls", folder: "INBOX",
     provider: "microsoft", tenant: DEFAULT_TENANT, client_id: "", scopes: "", auth_url: "", token_url: "",
     auth_params: [], ca_file: "", flow: "auth_code", device_url: "", issuer: "", smtp_host: "", smtp_port: "",
-    smtp_security: "starttls", client_secret_expires: "", redirect_port: "",
+    smtp_security: "starttls", client_secret_expires: "", redirect_port: "", check_interval_minutes: "",
   };
 }
 
@@ -73,6 +74,7 @@ export function draftFrom(m: Mailbox): Draft {
     smtp_security: m.smtp?.security ?? "starttls",
     client_secret_expires: m.client_secret_expires ?? "",
     redirect_port: m.redirect_port ? String(m.redirect_port) : "",
+    check_interval_minutes: m.check_interval_minutes ? String(m.check_interval_minutes) : "",
   };
 }
 
@@ -103,6 +105,14 @@ export function toMailbox(d: Draft): { mailbox: Mailbox | null; problems: FieldP
   const redirectPort = opt(d.redirect_port) ? parsePort(d.redirect_port) : null;
   if (opt(d.redirect_port) && redirectPort === null) {
     problems.push({ field: "redirect_port", message: "must be between 1 and 65535" });
+  }
+  // A whole number is all the form checks; its range is the core's to judge (one wording).
+  const interval = opt(d.check_interval_minutes);
+  if (interval && !/^\d+$/.test(interval)) {
+    problems.push({
+      field: "check_interval_minutes",
+      message: "must be a number of minutes from 1 to 10080 (a week), or empty for the monitor's interval",
+    });
   }
   const expires = opt(d.client_secret_expires);
   if (expires && !/^\d{4}-\d{2}-\d{2}$/.test(expires)) {
@@ -137,6 +147,7 @@ export function toMailbox(d: Draft): { mailbox: Mailbox | null; problems: FieldP
       smtp,
       client_secret_expires: expires,
       redirect_port: redirectPort,
+      check_interval_minutes: interval ? Number(interval) : null,
     },
     problems,
   };

@@ -36,3 +36,34 @@ export const PROVIDER_LABELS: Record<string, string> = {
   google: "Google",
   generic: "Generic OAuth2",
 };
+
+/** A sign-in this close to its end is shown amber (the core turns the badge amber too). */
+export const SIGNIN_WARNING_DAYS = 14;
+
+export interface Countdown {
+  text: string;
+  /** `warn` within SIGNIN_WARNING_DAYS, `bad` once it has ended, else `idle`. */
+  tone: "idle" | "warn" | "bad";
+  days: number;
+}
+
+/** "Sign-in expires in 5 days" from `signin_expires_at`; null when it is unknown or kept alive. */
+export function signinCountdown(iso: string | null | undefined, now: Date = new Date()): Countdown | null {
+  if (!iso) return null;
+  const t = new Date(iso);
+  if (Number.isNaN(t.getTime())) return null;
+  const ms = t.getTime() - now.getTime();
+  if (ms <= 0) return { text: "Sign-in expired: sign in again", tone: "bad", days: 0 };
+  const days = Math.round(ms / 86_400_000);
+  const tone = ms <= SIGNIN_WARNING_DAYS * 86_400_000 ? "warn" : "idle";
+  if (ms >= 86_400_000) return { text: `Sign-in expires in ${days} ${days === 1 ? "day" : "days"}`, tone, days };
+  const hours = Math.max(1, Math.floor(ms / 3_600_000));
+  return { text: `Sign-in expires in ${hours} h`, tone, days: 0 };
+}
+
+/** "99.5 %" for a fraction, "—" when nothing is known. Never rounds a down time up to 100 %. */
+export function percent(f: number | null | undefined): string {
+  if (f == null || Number.isNaN(f)) return "—";
+  const p = Math.floor(f * 1000) / 10;
+  return `${p.toFixed(p === 100 ? 0 : 1)} %`;
+}

@@ -1,6 +1,7 @@
 // The only module that talks to the Tauri shell. Everything else calls these typed functions,
 // so the rest of the UI (and its unit tests) never imports @tauri-apps/api.
 import { Channel, invoke } from "@tauri-apps/api/core";
+import { listen } from "@tauri-apps/api/event";
 import type {
   AppCertificate,
   CreatedCert,
@@ -12,11 +13,13 @@ import type {
   IpcError,
   Mailbox,
   MailboxView,
+  MonitorState,
   Preset,
   ProviderKind,
   Protocol,
   Security,
   SignInEvent,
+  Uptime,
   Verification,
 } from "./types";
 
@@ -105,3 +108,18 @@ export const exportHandover = (passphrase: string) => call<string | null>("expor
 /** Imports a hand-over file the shell asks for. Null when cancelled. */
 export const importHandover = (passphrase: string) =>
   call<HandoverImported[] | null>("import_handover", { passphrase });
+
+/** Uptime over 7 and 30 days and the up/down transitions of one mailbox. */
+export const uptime = (name: string) => call<Uptime>("uptime", { name });
+
+/** The background monitor (it runs while the app runs, also with the window closed to the tray). */
+export const monitorState = () => call<MonitorState>("monitor_state");
+export const setMonitoringPaused = (paused: boolean) => call<MonitorState>("set_monitoring_paused", { paused });
+export const checkAllNow = () => call<void>("check_all_now");
+/** Turns "start at login" on or off; whether it is on. */
+export const setStartAtLogin = (on: boolean) => call<boolean>("set_start_at_login", { on });
+
+/** Calls `f` after every monitor pass (and pause/resume); returns the unsubscribe function. */
+export function onMonitorPass(f: (s: MonitorState) => void): Promise<() => void> {
+  return listen<MonitorState>("monitor-pass", (e) => f(e.payload));
+}

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import coreContract from "./core.json";
-import { badgeFor, countByStatus, STATUSES } from "./status";
+import { badgeFor, badgeLabel, countByStatus, STATUSES } from "./status";
 
 describe("badge mapping", () => {
   it("maps each core status to label, tone and a non-colour icon", () => {
@@ -26,5 +26,15 @@ describe("badge mapping", () => {
   it("counts by status", () => {
     const c = countByStatus([{ status: "verified" }, { status: "failed" }, { status: "verified" }]);
     expect(c).toEqual({ verified: 2, needs_attention: 0, failed: 1, not_authenticated: 0 });
+  });
+});
+
+describe("throttled", () => {
+  it("reads Throttled when throttling is the only reason for amber, and never turns a badge red", () => {
+    expect(badgeLabel("needs_attention", true)).toBe("Throttled");
+    expect(badgeLabel("needs_attention", false)).toBe("Needs attention");
+    // An earlier verdict stands: the badge keeps it (the row says "Throttled, retrying" beside it).
+    expect(badgeLabel("verified", true)).toBe("Verified");
+    expect(badgeLabel("failed", true)).toBe("Failed");
   });
 });

@@ -37,3 +37,9 @@ export function countByStatus(items: { status: Status }[]): Record<Status, numbe
   for (const i of items) out[i.status] = (out[i.status] ?? 0) + 1;
   return out;
 }
+
+/** The badge's words: amber only because a throttled check has no earlier verdict reads
+ * "Throttled" (the server asked to come back later: not a failure, never red). */
+export function badgeLabel(status: Status, throttled = false): string {
+  return throttled && status === "needs_attention" ? "Throttled" : badgeFor(status).label;
+}

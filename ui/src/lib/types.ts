@@ -37,6 +37,8 @@ export interface Mailbox {
   client_secret_expires: string | null;
   /** A fixed loopback port for the browser sign-in's redirect (providers that match it exactly). */
   redirect_port?: number | null;
+  /** How often the monitor checks this mailbox, in minutes; null = the monitor's interval. */
+  check_interval_minutes?: number | null;
 }
 
 export interface HealthRecord {
@@ -60,6 +62,36 @@ export interface MailboxView extends Mailbox {
   incoming_check: HealthRecord | null;
   /** The newest check of the outbound SMTP server since the last sign-in (null without SMTP). */
   smtp_check: HealthRecord | null;
+  /** A check's newest attempt was throttled and waits for its back-off: not a verdict. */
+  throttled?: boolean;
+  /** When the sign-in expires (RFC 3339), or null when kept alive or unknown. */
+  signin_expires_at?: string | null;
+}
+
+/** One change between up and down in a mailbox's history. */
+export interface StateChange {
+  at: string;
+  from: "up" | "down" | null;
+  to: "up" | "down";
+  check: string;
+  code: string | null;
+  message: string;
+}
+
+/** Uptime over 7 and 30 days (fractions, null when nothing is known) and the transitions, newest first. */
+export interface Uptime {
+  days_7: number | null;
+  days_30: number | null;
+  transitions: StateChange[];
+}
+
+/** The background monitor of the desktop app. */
+export interface MonitorState {
+  paused: boolean;
+  worst: "idle" | "ok" | "warn" | "bad";
+  interval_secs: number;
+  last_pass: string | null;
+  start_at_login: boolean;
 }
 
 /** One verification: the incoming server, and the SMTP server when the mailbox has one. */
