@@ -277,7 +277,7 @@ impl App {
         );
         let throttled = health::throttled(&recent);
         let status_label = match &last_check {
-            Some(r) if r.throttled() && status == Status::NeedsAttention => "Throttled",
+            Some(r) if r.throttled() && status == Status::NeedsAttention => health::THROTTLED_LABEL,
             _ => status.label(),
         };
         let incoming_check = newest_since_sign_in(&recent, &[&Service::Imap.to_string(), &Service::Pop3.to_string()]);

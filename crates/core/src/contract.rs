@@ -1,4 +1,5 @@
-//! The values the window shows that the core decides, written for the UI to import:
+//! The values the window shows that the core decides (the Microsoft tenant default, the SMTP
+//! submission ports, the badge's words), written for the UI to import:
 //! `ui/src/lib/core.json`. Why a generated file: the UI must not keep a hand copy of a default
 //! or a label (a copy drifts silently); a JSON import is there before the first command
 //! returns (the empty editor needs the tenant default synchronously), and the test below fails
@@ -38,6 +39,7 @@ pub fn ui_contract() -> Value {
         "default_tenant": provider::default_tenant(ProviderKind::Microsoft),
         "smtp_ports": smtp_ports,
         "status_labels": labels,
+        "throttled_label": crate::health::THROTTLED_LABEL,
     })
 }
 
@@ -72,5 +74,6 @@ mod tests {
         assert_eq!(c["smtp_ports"], json!({"tls": 465, "starttls": 587}));
         assert_eq!(c["status_labels"]["needs_attention"], "Needs attention");
         assert_eq!(c["status_labels"].as_object().unwrap().len(), 4);
+        assert_eq!(c["throttled_label"], "Throttled");
     }
 }

@@ -88,6 +88,10 @@ impl Status {
     }
 }
 
+/// The badge's words when it is amber only because a throttled check has no earlier verdict
+/// (the server asked to come back later: not a failure, never red).
+pub const THROTTLED_LABEL: &str = "Throttled";
+
 /// A verification older than this turns the badge amber.
 pub const STALE_AFTER: Duration = Duration::hours(24);
 

@@ -9,3 +9,5 @@ export const DEFAULT_TENANT: string = core.default_tenant;
 export const SMTP_PORTS: Record<Security, number> = core.smtp_ports;
 /** The badge's words for each status (`Status::label`). */
 export const STATUS_LABELS: Record<Status, string> = core.status_labels;
+/** The amber badge's words when only throttling makes it amber (`health::THROTTLED_LABEL`). */
+export const THROTTLED_LABEL: string = core.throttled_label;

@@ -32,6 +32,7 @@ describe("badge mapping", () => {
 describe("throttled", () => {
   it("reads Throttled when throttling is the only reason for amber, and never turns a badge red", () => {
     expect(badgeLabel("needs_attention", true)).toBe("Throttled");
+    expect(badgeLabel("needs_attention", true)).toBe(coreContract.throttled_label);
     expect(badgeLabel("needs_attention", false)).toBe("Needs attention");
     // An earlier verdict stands: the badge keeps it (the row says "Throttled, retrying" beside it).
     expect(badgeLabel("verified", true)).toBe("Verified");

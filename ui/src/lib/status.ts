@@ -1,4 +1,4 @@
-import { STATUS_LABELS } from "./core";
+import { STATUS_LABELS, THROTTLED_LABEL } from "./core";
 import type { HealthRecord, Status } from "./types";
 
 export interface Badge {
@@ -41,5 +41,5 @@ export function countByStatus(items: { status: Status }[]): Record<Status, numbe
 /** The badge's words: amber only because a throttled check has no earlier verdict reads
  * "Throttled" (the server asked to come back later: not a failure, never red). */
 export function badgeLabel(status: Status, throttled = false): string {
-  return throttled && status === "needs_attention" ? "Throttled" : badgeFor(status).label;
+  return throttled && status === "needs_attention" ? THROTTLED_LABEL : badgeFor(status).label;
 }
