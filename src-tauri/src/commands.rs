@@ -10,7 +10,7 @@ use mailbox_auth_core::mailbox::{Mailbox, Protocol, ProviderKind, Security};
 use mailbox_auth_core::oauth::auth_code::{AuthStep, DEFAULT_TIMEOUT};
 use mailbox_auth_core::oauth::OAuthError;
 use mailbox_auth_core::{provider, AppError, MailboxView};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use tauri::ipc::Channel;
 use tauri::{AppHandle, Runtime, State};
@@ -278,15 +278,17 @@ pub async fn provider_preset(
 }
 
 /// Stores the app's client secret in the keyring. The value only goes in: nothing returns it.
+/// Why `SecretString` as the argument: the value is redacted in `Debug` and zeroized when
+/// dropped from the moment the IPC message is read, never a plain `String` on the way.
 #[tauri::command(async)]
 #[instrument(skip(state, secret), err)]
 pub async fn set_client_secret(
     state: State<'_, Shell>,
     name: String,
-    secret: String,
+    secret: SecretString,
     expires: Option<String>,
 ) -> Result<()> {
-    if secret.trim().is_empty() {
+    if secret.expose_secret().trim().is_empty() {
         return Err(IpcError::field("client_secret", "is empty"));
     }
     let expires = expires
@@ -294,7 +296,7 @@ pub async fn set_client_secret(
         .map(|d| mailbox_auth_core::mailbox::parse_date("client_secret_expires", &d))
         .transpose()
         .map_err(|e| IpcError::field(e.field, e.message))?;
-    Ok(state.core.set_client_secret(&name, SecretString::from(secret), expires).await?)
+    Ok(state.core.set_client_secret(&name, secret, expires).await?)
 }
 
 /// The Exchange Online PowerShell that grants the app of the named (app-only) mailboxes access to
@@ -426,9 +428,8 @@ pub async fn app_cert(
 pub async fn export_handover<R: Runtime>(
     app: AppHandle<R>,
     state: State<'_, Shell>,
-    passphrase: String,
+    passphrase: SecretString,
 ) -> Result<Option<String>> {
-    let passphrase = SecretString::from(passphrase);
     mailbox_auth_core::handover::check_new_passphrase(&passphrase).map_err(handover_error)?;
     let Some(path) = ask_file(&app, Some("mailboxes.age"), "Encrypted hand-over", &["age"]).await? else {
         return Ok(None);
@@ -457,15 +458,12 @@ pub async fn export_handover<R: Runtime>(
 pub async fn import_handover<R: Runtime>(
     app: AppHandle<R>,
     state: State<'_, Shell>,
-    passphrase: String,
+    passphrase: SecretString,
 ) -> Result<Option<Vec<mailbox_auth_core::handover::Imported>>> {
     let Some(path) = ask_file(&app, None, "Encrypted hand-over", &["age"]).await? else { return Ok(None) };
     let bytes = mailbox_auth_core::handover::read_file(&path).map_err(handover_error)?;
-    let done = state
-        .core
-        .import_handover(&path.display().to_string(), bytes, SecretString::from(passphrase))
-        .await
-        .map_err(handover_error)?;
+    let done =
+        state.core.import_handover(&path.display().to_string(), bytes, passphrase).await.map_err(handover_error)?;
     Ok(Some(done))
 }
 

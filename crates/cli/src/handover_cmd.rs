@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use mailbox_auth_core::handover;
 use mailbox_auth_core::App;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 #[derive(Subcommand, Debug)]
 pub enum AppCertAction {
@@ -42,21 +42,24 @@ pub enum AppCertAction {
 /// Reads a passphrase: from the terminal without echo (twice when `confirm`), else one line of
 /// standard input.
 fn passphrase(confirm: bool) -> anyhow::Result<SecretString> {
+    // Why `Zeroizing`: every buffer that held the passphrase is wiped when dropped.
+    use secrecy::zeroize::Zeroizing;
     let value = if std::io::stdin().is_terminal() {
-        let first = rpassword::prompt_password("Passphrase: ").context("cannot read the passphrase")?;
+        let first = Zeroizing::new(rpassword::prompt_password("Passphrase: ").context("cannot read the passphrase")?);
         if confirm {
-            let again =
-                rpassword::prompt_password("The same passphrase again: ").context("cannot read the passphrase")?;
+            let again = Zeroizing::new(
+                rpassword::prompt_password("The same passphrase again: ").context("cannot read the passphrase")?,
+            );
             anyhow::ensure!(first == again, "passphrase: the two entries differ; nothing was written");
         }
-        first
+        SecretString::from(first.as_str())
     } else {
-        let mut line = String::new();
+        let mut line = Zeroizing::new(String::new());
         std::io::stdin().lock().read_line(&mut line).context("cannot read the passphrase from standard input")?;
-        line.trim_end_matches(['\r', '\n']).to_string()
+        SecretString::from(line.trim_end_matches(['\r', '\n']))
     };
-    anyhow::ensure!(!value.is_empty(), "passphrase: nothing was read");
-    Ok(SecretString::from(value))
+    anyhow::ensure!(!value.expose_secret().is_empty(), "passphrase: nothing was read");
+    Ok(value)
 }
 
 pub async fn export(app: &App, with_secrets: bool, output: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {

@@ -18,6 +18,7 @@ use mailbox_auth_core::mailbox::Flow;
 use mailbox_auth_core::oauth::auth_code::AuthStep;
 use mailbox_auth_core::secret::KeyringStore;
 use mailbox_auth_core::{App, AppError};
+use secrecy::ExposeSecret;
 
 mod handover_cmd;
 mod monitor_cmd;
@@ -319,11 +320,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Err(e) => Err(e.into()),
         },
         Command::SetSecret { name, expires } => {
-            let mut value = String::new();
-            std::io::stdin().read_line(&mut value).context("cannot read the client secret from standard input")?;
-            let value = value.trim_end_matches(['\r', '\n']).to_string();
-            anyhow::ensure!(!value.is_empty(), "client secret: nothing was read from standard input");
-            app.set_client_secret(&name, value.into(), expires).await?;
+            // Why `Zeroizing`: the line read holds the secret; it is wiped when dropped, and the
+            // value goes on only as a `SecretString` (wiped too).
+            let mut line = secrecy::zeroize::Zeroizing::new(String::new());
+            std::io::stdin().read_line(&mut line).context("cannot read the client secret from standard input")?;
+            let value = secrecy::SecretString::from(line.trim_end_matches(['\r', '\n']));
+            anyhow::ensure!(!value.expose_secret().is_empty(), "client secret: nothing was read from standard input");
+            app.set_client_secret(&name, value, expires).await?;
             println!("stored the client secret of {name} in the OS keyring");
             Ok(ExitCode::SUCCESS)
         }

@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use oauth2::{AuthorizationCode, ClientSecret, CsrfToken, PkceCodeChallenge, RedirectUrl, Scope};
+use oauth2::{ClientSecret, CsrfToken, PkceCodeChallenge, RedirectUrl, Scope};
 use secrecy::ExposeSecret;
 use url::Url;
 
@@ -150,7 +150,7 @@ pub async fn sign_in(
     let token_url = endpoints(m)?.token_url;
     let client = auth_client(m, client_secret)?.set_redirect_uri(redirect);
     let resp = client
-        .exchange_code(AuthorizationCode::new(code))
+        .exchange_code(code)
         .set_pkce_verifier(verifier)
         .request_async(http)
         .await

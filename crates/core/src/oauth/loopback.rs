@@ -29,6 +29,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use oauth2::AuthorizationCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -66,8 +67,9 @@ pub enum LoopbackError {
 /// What a request to the listener was.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Callback {
-    /// `/?code=…&state=<matching>`.
-    Code(String),
+    /// `/?code=…&state=<matching>`. Why oauth2's `AuthorizationCode`: until it is exchanged the
+    /// code is as good as a token (with the PKCE verifier), and that type's `Debug` prints no value.
+    Code(AuthorizationCode),
     /// `/?error=…&state=<matching>`.
     Error { error: String, description: Option<String> },
     /// A request to `/` with a missing or different state: refused, flow keeps waiting.
@@ -124,7 +126,7 @@ pub fn parse_request(head: &[u8], expected_state: &str) -> Callback {
     }
     match (code, error) {
         (_, Some(error)) => Callback::Error { error, description },
-        (Some(code), None) => Callback::Code(code),
+        (Some(code), None) => Callback::Code(AuthorizationCode::new(code)),
         (None, None) => Callback::Stray,
     }
 }
@@ -208,10 +210,10 @@ impl Loopback {
     /// The browser is answered before the caller exchanges the code, so the page says the
     /// sign-in finished in the browser; the app shows the outcome of the exchange itself.
     /// Connection tasks still running when this returns are aborted (the `JoinSet` is dropped).
-    pub async fn wait(self, expected_state: &str, timeout: Duration) -> Result<String, LoopbackError> {
+    pub async fn wait(self, expected_state: &str, timeout: Duration) -> Result<AuthorizationCode, LoopbackError> {
         let expected: Arc<str> = Arc::from(expected_state);
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut conns: JoinSet<Option<Result<String, LoopbackError>>> = JoinSet::new();
+        let mut conns: JoinSet<Option<Result<AuthorizationCode, LoopbackError>>> = JoinSet::new();
         loop {
             let room = conns.len() < MAX_CONNECTIONS;
             tokio::select! {
@@ -234,7 +236,7 @@ impl Loopback {
     async fn serve(
         &self,
         accepted: std::io::Result<TcpStream>,
-        conns: &mut JoinSet<Option<Result<String, LoopbackError>>>,
+        conns: &mut JoinSet<Option<Result<AuthorizationCode, LoopbackError>>>,
         expected: &Arc<str>,
     ) {
         match accepted {
@@ -274,7 +276,7 @@ async fn accept_opt(l: Option<&TcpListener>) -> std::io::Result<TcpStream> {
 }
 
 /// Serves one connection; `Some` ends the flow.
-async fn handle(mut stream: TcpStream, expected_state: &str) -> Option<Result<String, LoopbackError>> {
+async fn handle(mut stream: TcpStream, expected_state: &str) -> Option<Result<AuthorizationCode, LoopbackError>> {
     let (status, body, outcome) = match read_head(&mut stream).await? {
         Head::TooLarge => ("431 Request Header Fields Too Large", page("Request too large", "Nothing here."), None),
         Head::Complete(head) => match parse_request(&head, expected_state) {
@@ -360,7 +362,10 @@ mod tests {
 
     #[test]
     fn parses_callbacks() {
-        assert_eq!(p("GET /?code=abc&state=st4te HTTP/1.1\r\nHost: x\r\n\r\n"), Callback::Code("abc".into()));
+        assert_eq!(
+            p("GET /?code=abc&state=st4te HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Callback::Code(AuthorizationCode::new("abc".into()))
+        );
         assert_eq!(
             p("GET /?error=access_denied&error_description=user%20said%20no&state=st4te HTTP/1.1\r\n\r\n"),
             Callback::Error { error: "access_denied".into(), description: Some("user said no".into()) }
@@ -378,9 +383,17 @@ mod tests {
     }
 
     #[test]
+    fn the_received_code_prints_no_value() {
+        let c = parse_request(b"GET /?code=c0de-SECRET&state=st4te HTTP/1.1\r\n\r\n", S);
+        let Callback::Code(code) = &c else { panic!("{c:?}") };
+        assert_eq!(code.secret(), "c0de-SECRET");
+        assert!(!format!("{c:?}").contains("c0de-SECRET"), "{c:?}");
+    }
+
+    #[test]
     fn header_bytes_are_not_decoded() {
         let head = b"GET /?code=abc&state=st4te HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: caf\xe9=\xff\r\n\r\n";
-        assert_eq!(parse_request(head, S), Callback::Code("abc".into()));
+        assert_eq!(parse_request(head, S), Callback::Code(AuthorizationCode::new("abc".into())));
         // A non-ASCII target is not a URL on the wire.
         assert_eq!(parse_request(b"GET /?code=\xff&state=st4te HTTP/1.1\r\n\r\n", S), Callback::Malformed);
     }
@@ -414,7 +427,7 @@ mod tests {
                 head.extend_from_slice(b"\r\n");
             }
             head.extend_from_slice(b"\r\n");
-            prop_assert_eq!(parse_request(&head, &state), Callback::Code(code));
+            prop_assert_eq!(parse_request(&head, &state), Callback::Code(AuthorizationCode::new(code)));
         }
     }
 
@@ -430,7 +443,7 @@ mod tests {
         send(port, format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).await
     }
 
-    async fn start(lb: Loopback, secs: u64) -> tokio::task::JoinHandle<Result<String, LoopbackError>> {
+    async fn start(lb: Loopback, secs: u64) -> tokio::task::JoinHandle<Result<AuthorizationCode, LoopbackError>> {
         tokio::spawn(async move { lb.wait(S, Duration::from_secs(secs)).await })
     }
 
@@ -443,7 +456,7 @@ mod tests {
         assert!(get(port, "/?code=evil&state=forged").await.starts_with("HTTP/1.1 400"));
         let ok = get(port, "/?code=good&state=st4te").await;
         assert!(ok.starts_with("HTTP/1.1 200") && ok.contains("Signed in"), "{ok}");
-        assert_eq!(wait.await.unwrap().unwrap(), "good");
+        assert_eq!(wait.await.unwrap().unwrap().secret(), "good");
     }
 
     #[tokio::test]
@@ -487,7 +500,7 @@ mod tests {
         let ok = get(port, "/?code=fast&state=st4te").await;
         assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
         let code = tokio::time::timeout(Duration::from_secs(5), wait).await.expect("the code came back in time");
-        assert_eq!(code.unwrap().unwrap(), "fast");
+        assert_eq!(code.unwrap().unwrap().secret(), "fast");
         // Generous: the serial listener needed at least 5 × 10 s here.
         assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
         drop(idle);
@@ -502,7 +515,7 @@ mod tests {
             send(port, b"GET /?code=latin&state=st4te HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Junk: \xff\xfe\r\n\r\n").await;
         assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
         let code = tokio::time::timeout(Duration::from_secs(5), wait).await.expect("no hang");
-        assert_eq!(code.unwrap().unwrap(), "latin");
+        assert_eq!(code.unwrap().unwrap().secret(), "latin");
     }
 
     #[tokio::test]
@@ -522,7 +535,7 @@ mod tests {
         s.read_to_string(&mut out).await.unwrap();
         assert!(out.starts_with("HTTP/1.1 200"), "{out}");
         let code = tokio::time::timeout(Duration::from_secs(5), wait).await.expect("no hang");
-        assert_eq!(code.unwrap().unwrap(), "six");
+        assert_eq!(code.unwrap().unwrap().secret(), "six");
     }
 
     #[tokio::test]
@@ -537,7 +550,7 @@ mod tests {
         assert_eq!(lb.port(), port);
         let wait = start(lb, 10).await;
         assert!(get(port, "/?code=fixed&state=st4te").await.starts_with("HTTP/1.1 200"));
-        assert_eq!(wait.await.unwrap().unwrap(), "fixed");
+        assert_eq!(wait.await.unwrap().unwrap().secret(), "fixed");
     }
 
     #[tokio::test]
@@ -556,7 +569,7 @@ mod tests {
         drop(idle);
         assert!(cb.await.unwrap().starts_with("HTTP/1.1 200"));
         let code = tokio::time::timeout(Duration::from_secs(5), wait).await.expect("no hang");
-        assert_eq!(code.unwrap().unwrap(), "queued");
+        assert_eq!(code.unwrap().unwrap().secret(), "queued");
     }
 
     /// When the process runs out of file descriptors, `accept` fails (EMFILE) while the
@@ -640,7 +653,7 @@ mod tests {
             });
             println!("READY {port}");
             match lb.wait(S, Duration::from_secs(20)).await {
-                Ok(code) => println!("CODE {code}"),
+                Ok(code) => println!("CODE {}", code.secret()),
                 Err(e) => panic!("the sign-in ended: {e}"),
             }
         });
