@@ -20,6 +20,7 @@ use mailbox_auth_core::secret::KeyringStore;
 use mailbox_auth_core::{App, AppError};
 
 mod monitor_cmd;
+mod support_cmd;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -128,6 +129,12 @@ enum Command {
     Alerts {
         #[command(subcommand)]
         action: monitor_cmd::AlertsAction,
+    },
+    /// Check the OS keyring: reachable, locked, which backend, and which mailboxes lost their
+    /// stored sign-in; with the fix. Exit 0 all well, 1 sign-in missing, 3 no keyring, 4 locked.
+    Doctor {
+        #[arg(long)]
+        json: bool,
     },
     /// Show the mailbox's check history, newest first.
     History {
@@ -321,6 +328,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Monitor(args) => monitor_cmd::monitor(app, &home, args).await,
         Command::Check { .. } => unreachable!("handled before the store is opened"),
         Command::Alerts { action } => monitor_cmd::alerts(app, &home, action).await,
+        Command::Doctor { json } => support_cmd::doctor(&app, &home, json).await,
         Command::History { name, limit, json } => {
             let recs = app.history(&name, limit)?;
             if json {

@@ -266,6 +266,10 @@ impl App {
             Some(r) if r.throttled() && status == Status::NeedsAttention => "Throttled",
             _ => status.label(),
         };
+        // Signed in once, entry gone (keyring reset, another machine): red, and said so.
+        let lost = !authenticated && crate::doctor::signin_recorded(&self.store, &m);
+        let (status, status_label) =
+            if lost { (Status::Failed, crate::doctor::SIGNIN_MISSING_LABEL) } else { (status, status_label) };
         let incoming_check = newest_since_sign_in(&recent, &[&Service::Imap.to_string(), &Service::Pop3.to_string()]);
         let smtp_check = m.smtp.as_ref().and_then(|_| newest_since_sign_in(&recent, &[&Service::Smtp.to_string()]));
         Ok(MailboxView {
@@ -781,6 +785,7 @@ impl App {
     }
 
     fn record(&self, rec: HealthRecord) -> Result<HealthRecord, AppError> {
+        let rec = crate::doctor::name_lost_signin(&self.store, rec);
         self.store.record(&rec)?;
         Ok(rec)
     }

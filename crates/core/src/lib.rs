@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod diagnose;
+pub mod doctor;
 pub mod export;
 pub mod health;
 pub mod import;
