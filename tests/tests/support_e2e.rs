@@ -139,3 +139,164 @@ fn doctor_tells_a_locked_keyring_and_lost_sign_ins_apart() {
     assert_eq!(r.code, 0, "a mailbox never signed in is no problem: {v:#}");
     assert_eq!(state_of(&v, lost), "ok");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Support bundle
+
+const ALICE: (&str, &str) = ("alice@sandbox.test", "alice-password");
+
+/// Every file of a zip, by name, as bytes.
+fn zip_files(path: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    use std::io::Read;
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(path).expect("open the bundle")).expect("a zip");
+    (0..zip.len())
+        .map(|i| {
+            let mut f = zip.by_index(i).unwrap();
+            let mut b = Vec::new();
+            f.read_to_end(&mut b).unwrap();
+            (f.name().expect("an entry name").to_string(), b)
+        })
+        .collect()
+}
+
+/// A secret and the forms it could leak in: itself, its base64 (padded, unpadded, URL-safe),
+/// and for an access token the SASL responses built from it (XOAUTH2, OAUTHBEARER) in base64.
+fn leak_forms(secret: &str, sasl_user: &str) -> Vec<String> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    use base64::Engine;
+    let mut raw = vec![secret.to_string()];
+    raw.push(format!("user={sasl_user}\x01auth=Bearer {secret}\x01\x01"));
+    let mut out = raw.clone();
+    for r in &raw {
+        for e in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
+            out.push(e.encode(r));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_support_bundle_holds_the_servers_words_and_transcripts_and_no_secret() {
+    use mailbox_auth_core::secret::KeyringStore;
+    use mailbox_auth_core::App;
+    use mailbox_auth_tests::{contains, CSV_HEADER};
+    use std::sync::Arc;
+
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    let keyring = || Arc::new(KeyringStore::new(cli.keyring_service.clone()));
+    let idp: Value =
+        serde_json::from_slice(&std::fs::read(format!("{}/idp.json", sb.var("SANDBOX_STATE_DIR"))).unwrap()).unwrap();
+    let (app_id, app_secret) = (
+        idp["appClient"]["id"].as_str().unwrap().to_string(),
+        idp["appClient"]["secret"].as_str().unwrap().to_string(),
+    );
+    let app_row = |name: &str, email: &str| {
+        sb.csv_row(name, email, "imap", "SANDBOX_IMAPS_PORT", "tls", "INBOX")
+            .replace(&format!(",{},", sb.var("SANDBOX_CLIENT_ID")), &format!(",{app_id},"))
+    };
+    let (user, granted_not, wrong) = ("bundle-user", "bundle-app", "bundle-wrong");
+    let csv = format!(
+        "{CSV_HEADER},flow\n{},auth_code\n{},client_credentials\n{},client_credentials\n",
+        sb.csv_row(user, BOB.0, "imap", "SANDBOX_IMAPS_PORT", "tls", "INBOX"),
+        app_row(granted_not, ALICE.0),
+        app_row(wrong, BOB.0),
+    );
+    let app = App::open(cli.home.path(), keyring()).unwrap();
+    let report = app.import_csv(&csv, None).await.unwrap();
+    assert_eq!(report.imported.len(), 3, "{report:?}");
+
+    // A user sign-in as the wrong account (alice for bob's mailbox): the sign-in works, the
+    // mail server refuses the token.
+    let signed_in = cli.authenticate(&sb, user, ALICE.0, ALICE.1, &[]);
+    assert_eq!(signed_in.code, 1, "the login is refused: {signed_in:?}");
+    let first_refresh_token = cli.stored_refresh_token(user).expect("a refresh token is stored");
+    // In this process, so the access token the failing login uses is known: refreshed once
+    // (rotating the refresh token), then used from the cache by the check.
+    let live = App::open(cli.home.path(), keyring()).unwrap();
+    let user_access = live.access_token(user).await.unwrap().expect("a fresh access token").secret().clone();
+    let user_check = live.verify(user).await.unwrap().incoming;
+    assert!(!user_check.ok && user_check.code.as_deref() == Some("auth_rejected"), "{user_check:?}");
+    let user_words = user_check.server_words.clone().expect("the mail server's words");
+    let second_refresh_token = cli.stored_refresh_token(user).expect("the rotated refresh token");
+    assert_ne!(first_refresh_token, second_refresh_token);
+
+    // App-only with the real client secret, for a mailbox the app holds no permission on: the
+    // token is issued, the IMAP login refused.
+    app.set_client_secret(granted_not, app_secret.clone().into(), None).await.unwrap();
+    let app_access = live.access_token(granted_not).await.unwrap().expect("an app-only token").secret().clone();
+    let app_check = live.verify(granted_not).await.unwrap().incoming;
+    assert!(!app_check.ok, "{app_check:?}");
+    let app_words = app_check.server_words.clone().expect("the mail server's words");
+
+    // A failing sign-in: the identity provider refuses a wrong client secret, in its words.
+    let wrong_secret = format!("wrong-secret-{}-{}", std::process::id(), "x".repeat(24));
+    app.set_client_secret(wrong, wrong_secret.clone().into(), None).await.unwrap();
+    let refused = cli.run(&["authenticate", wrong, "--json"], &[]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    let refused_rec = refused.json()[0].clone();
+    let idp_words = refused_rec["server_words"].as_str().expect("the IdP's words").to_string();
+    assert!(idp_words.contains("invalid_client"), "{refused_rec:#}");
+
+    let out = cli.home.path().join("support.zip");
+    let r = cli.run(&["bundle", user, granted_not, wrong, "-o", out.to_str().unwrap(), "--json"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let files = zip_files(&out);
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    let text = |n: &str| {
+        String::from_utf8(files.iter().find(|(f, _)| f == n).unwrap_or_else(|| panic!("{n} in {names:?}")).1.clone())
+            .unwrap()
+    };
+    let all: String = files.iter().map(|(_, b)| String::from_utf8_lossy(b).into_owned()).collect();
+
+    // What is inside: the README, the system facts, and per mailbox the server's words, the
+    // transcript of the failing login (client lines redacted, server lines verbatim), the TLS
+    // facts and certificate chain, the identity provider's error.
+    let readme = text("README.txt");
+    assert!(readme.contains("What was redacted") && readme.contains("<redacted, N bytes>"), "{readme}");
+    assert!(readme.contains("Found here: 0."), "nothing needed the final search: {readme}");
+    let system = text("system.json");
+    assert!(system.contains("\"version\"") && system.contains("\"keyring\"") && system.contains("\"os\""), "{system}");
+    let t = text("mailboxes/01-bundle-user/transcript-imap.txt");
+    assert!(t.contains(" C: ") && t.contains(" S: "), "{t}");
+    assert!(t.contains("AUTHENTICATE") && t.contains("<redacted, "), "{t}");
+    assert!(contains(t.as_bytes(), &user_words) || all.contains(&user_words), "the server's words: {user_words}");
+    assert!(t.contains(" ms "), "timings: {t}");
+    let tls = text("mailboxes/01-bundle-user/tls.txt");
+    assert!(tls.contains("TLS: TLSv1.") && tls.contains("subject ") && tls.contains(" valid "), "{tls}");
+    assert!(tls.contains(sb.var("SANDBOX_MAIL_HOST")) || tls.contains("DNS:"), "{tls}");
+    assert!(all.contains(&app_words), "the app-only login's server words: {app_words}");
+    assert!(text("mailboxes/02-bundle-app/transcript-imap.txt").contains("<redacted, "));
+    let idp_file = text("mailboxes/03-bundle-wrong/identity-provider-error.txt");
+    assert!(idp_file.contains(&idp_words), "{idp_file}");
+    for n in ["settings.json", "checks.json", "transitions.json", "diagnosis.txt"] {
+        assert!(names.contains(&format!("mailboxes/01-bundle-user/{n}").as_str()), "{n} in {names:?}");
+    }
+    assert!(text("mailboxes/01-bundle-user/diagnosis.txt").contains("auth_rejected"));
+
+    // And no secret, in any form, in any file.
+    let mut secrets = Vec::new();
+    secrets.extend(leak_forms(&first_refresh_token, BOB.0));
+    secrets.extend(leak_forms(&second_refresh_token, BOB.0));
+    secrets.extend(leak_forms(&user_access, BOB.0));
+    secrets.extend(leak_forms(&app_access, ALICE.0));
+    secrets.extend(leak_forms(&app_secret, ALICE.0));
+    secrets.extend(leak_forms(&wrong_secret, BOB.0));
+    for (name, bytes) in &files {
+        for (i, s) in secrets.iter().enumerate() {
+            assert!(!contains(bytes, s), "secret form #{i} is in {name}");
+        }
+        assert!(!contains(bytes, "auth=Bearer"), "a SASL response is in {name}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    // An unknown mailbox is a usage error and writes nothing.
+    let nothing = cli.home.path().join("nothing.zip");
+    let r = cli.run(&["bundle", "no-such-mailbox", "-o", nothing.to_str().unwrap()], &[]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(!nothing.exists());
+}

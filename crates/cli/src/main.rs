@@ -130,6 +130,18 @@ enum Command {
         #[command(subcommand)]
         action: monitor_cmd::AlertsAction,
     },
+    /// Write a support bundle (a zip) for the named mailboxes: settings, recent checks, the
+    /// latest failing transcript, the identity provider's error, the diagnosis, TLS facts; no
+    /// secret. README.txt inside says what is there and what was redacted.
+    Bundle {
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Where to write the zip.
+        #[arg(short = 'o', long = "output", value_name = "FILE.zip")]
+        output: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the OS keyring: reachable, locked, which backend, and which mailboxes lost their
     /// stored sign-in; with the fix. Exit 0 all well, 1 sign-in missing, 3 no keyring, 4 locked.
     Doctor {
@@ -329,6 +341,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check { .. } => unreachable!("handled before the store is opened"),
         Command::Alerts { action } => monitor_cmd::alerts(app, &home, action).await,
         Command::Doctor { json } => support_cmd::doctor(&app, &home, json).await,
+        Command::Bundle { names, output, json } => support_cmd::bundle(&app, &home, &names, &output, json).await,
         Command::History { name, limit, json } => {
             let recs = app.history(&name, limit)?;
             if json {

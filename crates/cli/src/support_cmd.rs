@@ -80,3 +80,24 @@ fn doctor_text(r: &doctor::Report) -> String {
     }
     out
 }
+
+pub async fn bundle(app: &App, home: &Path, names: &[String], output: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    use mailbox_auth_core::bundle::{self, BundleError};
+    let summary = match bundle::write(app, &Locks::new(home.join("locks")), names, output).await {
+        Ok(s) => s,
+        // Through the caller's error path, so an unknown mailbox gets its hint and exit 2.
+        Err(BundleError::App(e)) => return Err(e.into()),
+        Err(e) => return Err(e.into()),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "wrote the support bundle {} ({} mailbox(es), {} files; README.txt says what is inside and what was redacted)",
+            shown(&summary.path.display().to_string()),
+            summary.mailboxes.len(),
+            summary.files.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

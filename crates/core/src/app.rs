@@ -639,7 +639,7 @@ impl App {
             }
         };
         let target = self.probe_target(&m, m.protocol.into(), &m.host, m.port, m.security);
-        let outcome = probe::probe(&target, &token).await;
+        let outcome = self.keep_transcript(name, &target, probe::probe_traced(&target, &token).await);
         if outcome.as_ref().is_err_and(|e| e.code() == "auth_rejected") {
             // A refused token (revoked, or its grant ended) must not be served from the cache
             // again: the next call refreshes.
@@ -685,7 +685,8 @@ impl App {
                 smtp.port
             ),
         });
-        let outcome = probe::smtp::probe(&target, token, message.as_ref()).await;
+        let outcome =
+            self.keep_transcript(&m.name, &target, probe::smtp::probe_traced(&target, token, message.as_ref()).await);
         if outcome.as_ref().is_err_and(|e| e.code() == "auth_rejected") {
             // As in `verify`: a refused token is not served from the cache again.
             self.tokens.clear(&m.name).await;
@@ -788,6 +789,27 @@ impl App {
         let rec = crate::doctor::name_lost_signin(&self.store, rec);
         self.store.record(&rec)?;
         Ok(rec)
+    }
+}
+
+impl App {
+    /// Keeps the transcript of a failed probe as the mailbox's latest failing one for that
+    /// check (for support bundles), and hands back the outcome. A transcript that cannot be
+    /// stored is logged and dropped: the check's verdict does not depend on it.
+    fn keep_transcript(
+        &self,
+        name: &str,
+        target: &ProbeTarget,
+        outcome: Result<probe::ProbeReport, probe::ProbeFailure>,
+    ) -> Result<probe::ProbeReport, probe::ProbeError> {
+        outcome.map_err(|f| {
+            if let Err(e) =
+                self.store.keep_failing_transcript(name, &target.protocol.to_string(), Utc::now(), &f.transcript)
+            {
+                tracing::warn!(mailbox = name, "cannot keep the failing check's transcript: {e}");
+            }
+            f.error
+        })
     }
 }
 

@@ -5,6 +5,7 @@
 //! the IMAP/POP3 probes, the diagnosis of failures and the health records.
 
 pub mod app;
+pub mod bundle;
 pub mod diagnose;
 pub mod doctor;
 pub mod export;
