@@ -21,6 +21,8 @@ const COMMANDS: &[&str] = &[
     "exchange_script",
     "open_sign_in_url",
     "send_test_message",
+    "keyring_doctor",
+    "support_bundle",
 ];
 
 fn main() {

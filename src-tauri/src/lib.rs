@@ -112,6 +112,8 @@ pub fn run() {
             commands::exchange_script,
             commands::open_sign_in_url,
             commands::send_test_message,
+            commands::keyring_doctor,
+            commands::support_bundle,
         ])
         .run(tauri::generate_context!())
         .expect("error while running Mailbox Auth");

@@ -89,3 +89,9 @@ export const chooseCsvFile = () => call<CsvFile | null>("read_csv_file");
 /** Asks where to save the export (the shell opens the dialog and writes only there); the path
  * written, or null when the admin cancels. */
 export const exportCsvToFile = () => call<string | null>("export_csv");
+
+/** The keyring doctor: reachable, locked, backend, mailboxes whose sign-in is missing. */
+export const keyringDoctor = () => call<import("./doctor").DoctorReport>("keyring_doctor");
+/** Asks where to save a support bundle of these mailboxes and writes it; the path, or `null`
+ * when the admin cancels. */
+export const supportBundle = (names: string[]) => call<string | null>("support_bundle", { names });
