@@ -264,12 +264,7 @@ pub async fn examine_with(
         let d = crate::diagnose::diagnose(SIGNIN_MISSING, None);
         problems.push(Problem {
             code: SIGNIN_MISSING.into(),
-            message: format!(
-                "{} mailbox(es) were signed in but their sign-in is no longer in the keyring: {}. {}",
-                missing.len(),
-                missing.join(", "),
-                d.cause
-            ),
+            message: format!("Sign-in missing for {}. {}", missing.join(", "), d.cause),
             fix: d.fix.into(),
         });
     }
