@@ -288,6 +288,13 @@ async fn a_support_bundle_holds_the_servers_words_and_transcripts_and_no_secret(
         }
         assert!(!contains(bytes, "auth=Bearer"), "a SASL response is in {name}");
     }
+    // Nor in the data store, which now keeps the failing transcripts (nor in any other file
+    // the tool wrote there).
+    for (path, bytes) in mailbox_auth_tests::files_under(cli.home.path()) {
+        for (i, s) in secrets.iter().enumerate() {
+            assert!(!contains(&bytes, s), "secret form #{i} is in {}", path.display());
+        }
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
