@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
 pub mod fault_proxy;
+pub mod private_keyring;
 
 /// The sandbox's `env` file, parsed.
 #[derive(Debug, Clone)]

@@ -21,6 +21,7 @@ use mailbox_auth_core::{App, AppError};
 
 mod handover_cmd;
 mod monitor_cmd;
+mod support_cmd;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -146,6 +147,24 @@ enum Command {
     AppCert {
         #[command(subcommand)]
         action: handover_cmd::AppCertAction,
+    },
+    /// Write a support bundle (a zip) for the named mailboxes: settings, recent checks, the
+    /// latest failing transcript, the identity provider's error, the diagnosis, TLS facts; no
+    /// secret. README.txt inside says what is there and what was redacted.
+    Bundle {
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Where to write the zip.
+        #[arg(short = 'o', long = "output", value_name = "FILE.zip")]
+        output: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the OS keyring: reachable, locked, which backend, and which mailboxes lost their
+    /// stored sign-in; with the fix. Exit 0 all well, 1 sign-in missing, 3 no keyring, 4 locked.
+    Doctor {
+        #[arg(long)]
+        json: bool,
     },
     /// Show the mailbox's check history, newest first.
     History {
@@ -344,6 +363,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Alerts { action } => monitor_cmd::alerts(app, &home, action).await,
         Command::Export { with_secrets, output, json } => handover_cmd::export(&app, with_secrets, output, json).await,
         Command::AppCert { action } => handover_cmd::app_cert(&app, action).await,
+        Command::Doctor { json } => support_cmd::doctor(&app, &home, json).await,
+        Command::Bundle { names, output, json } => support_cmd::bundle(&app, &home, &names, &output, json).await,
         Command::History { name, limit, json } => {
             let recs = app.history(&name, limit)?;
             if json {

@@ -269,6 +269,10 @@ impl App {
             Some(r) if r.throttled() && status == Status::NeedsAttention => "Throttled",
             _ => status.label(),
         };
+        // Signed in once, entry gone (keyring reset, another machine): red, and said so.
+        let lost = !authenticated && crate::doctor::signin_recorded(&self.store, &m);
+        let (status, status_label) =
+            if lost { (Status::Failed, crate::doctor::SIGNIN_MISSING_LABEL) } else { (status, status_label) };
         let incoming_check = newest_since_sign_in(&recent, &[&Service::Imap.to_string(), &Service::Pop3.to_string()]);
         let smtp_check = m.smtp.as_ref().and_then(|_| newest_since_sign_in(&recent, &[&Service::Smtp.to_string()]));
         Ok(MailboxView {
@@ -652,7 +656,7 @@ impl App {
             }
         };
         let target = self.probe_target(&m, m.protocol.into(), &m.host, m.port, m.security);
-        let outcome = probe::probe(&target, &token).await;
+        let outcome = self.keep_transcript(name, &target, probe::probe_traced(&target, &token).await);
         if outcome.as_ref().is_err_and(|e| e.code() == "auth_rejected") {
             // A refused token (revoked, or its grant ended) must not be served from the cache
             // again: the next call refreshes.
@@ -698,7 +702,8 @@ impl App {
                 smtp.port
             ),
         });
-        let outcome = probe::smtp::probe(&target, token, message.as_ref()).await;
+        let outcome =
+            self.keep_transcript(&m.name, &target, probe::smtp::probe_traced(&target, token, message.as_ref()).await);
         if outcome.as_ref().is_err_and(|e| e.code() == "auth_rejected") {
             // As in `verify`: a refused token is not served from the cache again.
             self.tokens.clear(&m.name).await;
@@ -818,8 +823,30 @@ impl App {
     }
 
     fn record(&self, rec: HealthRecord) -> Result<HealthRecord, AppError> {
+        let rec = crate::doctor::name_lost_signin(&self.store, rec);
         self.store.record(&rec)?;
         Ok(rec)
+    }
+}
+
+impl App {
+    /// Keeps the transcript of a failed probe as the mailbox's latest failing one for that
+    /// check (for support bundles), and hands back the outcome. A transcript that cannot be
+    /// stored is logged and dropped: the check's verdict does not depend on it.
+    fn keep_transcript(
+        &self,
+        name: &str,
+        target: &ProbeTarget,
+        outcome: Result<probe::ProbeReport, probe::ProbeFailure>,
+    ) -> Result<probe::ProbeReport, probe::ProbeError> {
+        outcome.map_err(|f| {
+            if let Err(e) =
+                self.store.keep_failing_transcript(name, &target.protocol.to_string(), Utc::now(), &f.transcript)
+            {
+                tracing::warn!(mailbox = name, "cannot keep the failing check's transcript: {e}");
+            }
+            f.error
+        })
     }
 }
 

@@ -6,7 +6,9 @@
 
 pub mod app;
 pub mod appcert;
+pub mod bundle;
 pub mod diagnose;
+pub mod doctor;
 pub mod export;
 pub mod handover;
 pub mod health;

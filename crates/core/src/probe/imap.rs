@@ -24,7 +24,10 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::sasl::{self, Mechanism};
-use super::{broken, connect, count_messages, step, unexpected, ProbeError, ProbeReport, ProbeTarget, Tls};
+use super::transcript::Transcribed;
+use super::{
+    broken, connect, count_messages, step, unexpected, ProbeError, ProbeFailure, ProbeReport, ProbeTarget, Tls,
+};
 use crate::mailbox::Security;
 
 const PROTO: &str = "IMAP";
@@ -33,7 +36,7 @@ const PROTO: &str = "IMAP";
 /// budget (see [`super::BYTE_BUDGET`]) bounds those.
 const MAX_LINE: usize = 64 * 1024;
 
-pub async fn probe(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, ProbeError> {
+pub async fn probe(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, ProbeFailure> {
     super::guarded(t, token, dialogue(t, token)).await
 }
 
@@ -56,7 +59,7 @@ async fn dialogue(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, P
                 .map_err(|e| failure(t, "starttls", e, &heard))?;
             // Dropping the client also drops anything the server sent after its OK in plain
             // text, so nothing injected before the handshake is read as if it came over TLS.
-            let tcp = client.into_inner().inner;
+            let tcp = client.into_inner().into_inner();
             let stream = tls.wrap(t, tcp).await?;
             login_and_examine(t, Client::new(Recorder::new(stream, &heard)), &heard, token).await
         }
@@ -137,6 +140,7 @@ where
         mechanism: mechanism.name(),
         messages: mailbox.exists,
         detail: format!("{} opened read-only: {}", t.folder, count_messages(mailbox.exists)),
+        transcript: Default::default(),
     })
 }
 
@@ -315,13 +319,18 @@ struct LineTooLong;
 /// A stream that notes the server's lines as they are read (only what the server sends: the
 /// client's lines, which carry the token, are not recorded) and caps their length.
 pub(crate) struct Recorder<S> {
-    inner: S,
+    inner: Transcribed<S>,
     heard: Heard,
 }
 
 impl<S> Recorder<S> {
     pub(crate) fn new(inner: S, heard: &Heard) -> Self {
-        Self { inner, heard: heard.clone() }
+        Self { inner: Transcribed::new(inner), heard: heard.clone() }
+    }
+
+    /// The stream beneath (for the STARTTLS upgrade).
+    pub(crate) fn into_inner(self) -> S {
+        self.inner.into_inner()
     }
 }
 

@@ -22,14 +22,14 @@ use oauth2::AccessToken;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::sasl::{self, Mechanism};
-use super::{connect, count_messages, unexpected, LineConn, ProbeError, ProbeReport, ProbeTarget, Tls};
+use super::{connect, count_messages, unexpected, LineConn, ProbeError, ProbeFailure, ProbeReport, ProbeTarget, Tls};
 use crate::mailbox::Security;
 
 const PROTO: &str = "POP3";
 /// More capabilities than any server has; past this the list is not a list.
 const MAX_CAPABILITIES: usize = 1000;
 
-pub async fn probe(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, ProbeError> {
+pub async fn probe(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, ProbeFailure> {
     super::guarded(t, token, dialogue(t, token)).await
 }
 
@@ -150,6 +150,7 @@ pub(crate) async fn login_and_stat<S: AsyncRead + AsyncWrite + Unpin>(
         mechanism: mechanism.name(),
         messages: count,
         detail: format!("STAT: {} ({size} octets)", count_messages(count)),
+        transcript: Default::default(),
     })
 }
 

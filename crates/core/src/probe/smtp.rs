@@ -11,7 +11,9 @@
 use oauth2::AccessToken;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{connect, invalid_input, sasl, unexpected, LineConn, ProbeError, ProbeReport, ProbeTarget, Tls};
+use super::{
+    connect, invalid_input, sasl, unexpected, LineConn, ProbeError, ProbeFailure, ProbeReport, ProbeTarget, Tls,
+};
 use crate::mailbox::Security;
 
 const PROTO: &str = "SMTP";
@@ -35,8 +37,20 @@ pub async fn probe(
     token: &AccessToken,
     send: Option<&TestMessage>,
 ) -> Result<ProbeReport, ProbeError> {
+    probe_traced(t, token, send).await.map_err(ProbeError::from)
+}
+
+/// [`probe`], keeping the transcript of a failure too.
+pub async fn probe_traced(
+    t: &ProbeTarget,
+    token: &AccessToken,
+    send: Option<&TestMessage>,
+) -> Result<ProbeReport, ProbeFailure> {
     if let Some(m) = send {
-        check_recipient(&m.to).map_err(|problem| invalid_input(t, "the recipient (`to`)", problem))?;
+        check_recipient(&m.to).map_err(|problem| ProbeFailure {
+            error: invalid_input(t, "the recipient (`to`)", problem),
+            transcript: Default::default(),
+        })?;
     }
     super::guarded(t, token, dialogue(t, token, send)).await
 }
@@ -177,7 +191,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     if conn.send(t, "quit", "QUIT").await.is_ok() {
         let _ = conn.reply(t, "quit").await;
     }
-    Ok(ProbeReport { mechanism, messages: 0, detail })
+    Ok(ProbeReport { mechanism, messages: 0, detail, transcript: Default::default() })
 }
 
 /// The test message, formatted as RFC 5322 by lettre's builder.
