@@ -6,7 +6,8 @@
 //! challenge (`334 <base64 JSON>`, which Gmail sends), so the server's final words — the ones
 //! that say *why* (`535 5.7.139 … SmtpClientAuthentication is disabled`) — would be lost. The
 //! dialogue needed is a handful of commands. The test message itself is formatted by lettre's
-//! message builder (RFC 5322 headers, Date, Message-ID).
+//! message builder (RFC 5322 headers, Date, Message-ID). The closing `RSET`/`QUIT` are sent
+//! without waiting for their replies.
 
 use oauth2::AccessToken;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -164,9 +165,15 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let detail = match send {
         None => {
-            conn.send(t, "quit", "RSET").await?;
-            let _ = conn.reply(t, "quit").await;
-            format!("signed in; the server accepts mail from {}", t.sasl_user)
+            // The transaction is reset and the session ended together, the replies not awaited:
+            // MAIL FROM's 250 was the proof, and nothing was sent.
+            let _ = conn.write(t, "quit", b"RSET\r\nQUIT\r\n").await;
+            return Ok(ProbeReport {
+                mechanism,
+                messages: 0,
+                detail: format!("signed in; the server accepts mail from {}", t.sasl_user),
+                transcript: Default::default(),
+            });
         }
         Some(m) => {
             conn.send(t, "rcpt", &format!("RCPT TO:<{}>", m.to)).await?;
@@ -188,9 +195,8 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             format!("test message sent to {} ({code} {text})", m.to)
         }
     };
-    if conn.send(t, "quit", "QUIT").await.is_ok() {
-        let _ = conn.reply(t, "quit").await;
-    }
+    // The message was accepted at the 250 above; QUIT's reply is not awaited.
+    let _ = conn.send(t, "quit", "QUIT").await;
     Ok(ProbeReport { mechanism, messages: 0, detail, transcript: Default::default() })
 }
 

@@ -625,7 +625,7 @@ mod tests {
         assert_clean(&t, TOKEN, &f.transcript);
         let last = f.transcript.lines.last().unwrap();
         assert_eq!(last.from, Side::Server);
-        assert!(last.text.starts_with("-ERR you sent [token redacted] with [token redacted]"), "{last:?}");
+        assert_eq!(last.text, "-ERR you sent AUTH XOAUTH2 [token redacted] with [token redacted]");
     }
 
     #[tokio::test]
