@@ -25,16 +25,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::sasl::{self, Mechanism};
 use super::transcript::Transcribed;
+use super::MAX_LINE;
 use super::{
     broken, connect, count_messages, step, unexpected, ProbeError, ProbeFailure, ProbeReport, ProbeTarget, Tls,
 };
 use crate::mailbox::Security;
 
 const PROTO: &str = "IMAP";
-/// Longest server line accepted. async-imap alone would buffer up to 512 MiB; none of the
-/// responses a probe reads comes anywhere near this. A literal is not a line: the probe's byte
-/// budget (see [`super::BYTE_BUDGET`]) bounds those.
-const MAX_LINE: usize = 64 * 1024;
 
 pub async fn probe(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, ProbeFailure> {
     super::guarded(t, token, dialogue(t, token)).await
@@ -129,10 +126,12 @@ where
         Err((e, _client)) => {
             let json = challenge.lock().unwrap_or_else(|p| p.into_inner()).take();
             return Err(match (e, json) {
-                (e @ (ImapError::No(_) | ImapError::Bad(_)), json) => rejected(with_json(words(&e, heard), json)),
+                (e @ (ImapError::No(_) | ImapError::Bad(_)), json) => {
+                    rejected(sasl::with_challenge(words(&e, heard), json))
+                }
                 // Some servers hang up after the failure challenge instead of saying NO.
                 (ImapError::ConnectionLost, Some(json)) => {
-                    rejected(with_json("the server closed the connection".into(), Some(json)))
+                    rejected(sasl::with_challenge("the server closed the connection".into(), Some(json)))
                 }
                 (e, _) => failure(t, "authenticate", e, heard),
             });
@@ -157,13 +156,6 @@ where
         detail: format!("{} opened read-only: {}", t.folder, count_messages(mailbox.exists)),
         transcript: Default::default(),
     })
-}
-
-fn with_json(line: String, json: Option<String>) -> String {
-    match json {
-        Some(j) => format!("{line} ({j})"),
-        None => line,
-    }
 }
 
 /// Answers the server's continuations: the initial response first, then the mechanism's
@@ -341,7 +333,7 @@ impl Heard {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("the server sent a line longer than 64 KiB")]
+#[error("{}", super::LINE_TOO_LONG)]
 struct LineTooLong;
 
 /// A stream that notes the server's lines as they are read (only what the server sends: the

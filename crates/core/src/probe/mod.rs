@@ -746,9 +746,14 @@ impl Tls {
     }
 }
 
-/// Longest server line accepted (RFC 2449 and RFC 5321 allow 512 octets): generous, but bounded,
-/// so a hostile server cannot make a probe buffer without end.
+/// Longest server line accepted, by every probe (RFC 2449 and RFC 5321 allow 512 octets; IMAP
+/// lines are longer, and async-imap alone would buffer up to 512 MiB): generous, but bounded, so
+/// a hostile server cannot make a probe buffer without end. A literal is not a line: the byte
+/// budget ([`BYTE_BUDGET`]) bounds those.
 pub(crate) const MAX_LINE: usize = 64 * 1024;
+
+/// The server's words when a line passes [`MAX_LINE`].
+pub(crate) const LINE_TOO_LONG: &str = "the server sent a line longer than 64 KiB";
 
 /// Line-oriented I/O for the hand-written dialogues (POP3, SMTP): bounded line reads, writes,
 /// each under the step timeout. Each protocol adds its own replies in its module.
@@ -804,11 +809,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
             return Err(unexpected(
                 t,
                 name,
-                if buf.len() > MAX_LINE {
-                    "the server sent a line longer than 64 KiB"
-                } else {
-                    "the server closed the connection"
-                },
+                if buf.len() > MAX_LINE { LINE_TOO_LONG } else { "the server closed the connection" },
             ));
         }
         Ok(String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string())

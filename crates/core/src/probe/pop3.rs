@@ -145,10 +145,7 @@ pub(crate) async fn login_and_stat<S: AsyncRead + AsyncWrite + Unpin>(
         conn.send(t, "authenticate", &sasl::base64_bytes(mechanism.failure_ack())).await?;
         let last = conn.line(t, "authenticate").await?;
         if !last.starts_with("+OK") {
-            return Err(rejected(match json {
-                Some(j) => format!("{last} ({j})"),
-                None => last,
-            }));
+            return Err(rejected(sasl::with_challenge(last, json)));
         }
     } else if line.starts_with("-ERR") {
         return Err(rejected(line));

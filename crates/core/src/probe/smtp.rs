@@ -12,6 +12,7 @@
 use oauth2::AccessToken;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::sasl::Mechanism;
 use super::{
     connect, invalid_input, sasl, unexpected, LineConn, ProbeError, ProbeFailure, ProbeReport, ProbeTarget, Tls,
 };
@@ -115,19 +116,14 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         })
         .flat_map(|m| m.split_whitespace().map(str::to_string).collect::<Vec<_>>())
         .collect();
-    let mechanism = if offered.iter().any(|m| m == "XOAUTH2") {
-        "XOAUTH2"
-    } else if offered.iter().any(|m| m == "OAUTHBEARER") {
-        "OAUTHBEARER"
-    } else {
+    let Some(mech) = Mechanism::pick(offered.iter().map(String::as_str)) else {
         let offered = if offered.is_empty() { "no SASL mechanism".to_string() } else { offered.join(", ") };
         return Err(ProbeError::MechanismNotOffered { proto: PROTO, addr: t.addr(), offered });
     };
-    let raw = match mechanism {
-        "XOAUTH2" => sasl::xoauth2(&t.sasl_user, token.secret()),
-        _ => sasl::oauthbearer(&t.sasl_user, &t.host, t.port, token.secret()),
-    }
-    .map_err(|e| ProbeError::from_sasl(t, e))?;
+    let mechanism = mech.name();
+    let raw = mech
+        .initial_response(&t.sasl_user, &t.host, t.port, token.secret())
+        .map_err(|e| ProbeError::from_sasl(t, e))?;
     let rejected =
         |words: String| ProbeError::AuthRejected { proto: PROTO, command: "AUTH", mechanism, addr: t.addr(), words };
     // `AUTH XOAUTH2`, the server's empty `334`, then the response on its own line: the form
@@ -145,13 +141,9 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             // A failure challenge (base64 JSON): acknowledge (empty line for XOAUTH2, ^A for
             // OAUTHBEARER, RFC 7628 §3.2.3), then read the final 5xx.
             let json = sasl::decode_failure_challenge(&text);
-            conn.send(t, "authenticate", if mechanism == "XOAUTH2" { "" } else { "AQ==" }).await?;
+            conn.send(t, "authenticate", &sasl::base64_bytes(mech.failure_ack())).await?;
             let (code, fin) = conn.reply(t, "authenticate").await?;
-            let fin = format!("{code} {fin}");
-            return Err(rejected(match json {
-                Some(j) => format!("{fin} ({j})"),
-                None => fin,
-            }));
+            return Err(rejected(sasl::with_challenge(format!("{code} {fin}"), json)));
         }
         _ => return Err(rejected(format!("{code} {text}"))),
     }
