@@ -7,12 +7,11 @@
 //! asked again over TLS, because the plain-text list may have been forged (RFC 9051 §6.2.1).
 //!
 //! The server's words in errors are its own response line, as read off the wire by
-//! [`Recorder`], not async-imap's rendering of them.
+//! [`Recorder`] (`recorder.rs`), not async-imap's rendering of them; folder names are sent in
+//! modified UTF-7 (`mutf7.rs`).
 
 use std::io;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
 
 use async_imap::error::Error as ImapError;
 use async_imap::imap_proto::{Capability, Response, ResponseCode, Status};
@@ -21,11 +20,11 @@ use async_imap::Client;
 use oauth2::AccessToken;
 use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::mutf7::mutf7;
+use super::recorder::{Heard, LineTooLong, Recorder};
 use super::sasl::{self, Mechanism};
-use super::transcript::Transcribed;
-use super::MAX_LINE;
 use super::{
     broken, connect, count_messages, step, unexpected, ProbeError, ProbeFailure, ProbeReport, ProbeTarget, Tls,
 };
@@ -289,169 +288,9 @@ fn words(e: &ImapError, heard: &Heard) -> String {
     }
 }
 
-/// The last complete line the server sent, shared between a [`Recorder`] and the probe.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Heard(Arc<Mutex<HeardState>>);
-
-#[derive(Debug, Default)]
-struct HeardState {
-    partial: Vec<u8>,
-    line: String,
-}
-
-impl Heard {
-    fn lock(&self) -> MutexGuard<'_, HeardState> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The last line, without its line break.
-    pub(crate) fn line(&self) -> String {
-        self.lock().line.clone()
-    }
-
-    /// The last line without a leading `* ` (for greetings).
-    fn untagged(&self) -> String {
-        let l = self.line();
-        l.strip_prefix("* ").map(str::to_string).unwrap_or(l)
-    }
-
-    /// Takes in bytes the server sent; fails when a line grows past [`MAX_LINE`].
-    fn feed(&self, bytes: &[u8]) -> Result<(), LineTooLong> {
-        let mut s = self.lock();
-        for &b in bytes {
-            if b == b'\n' {
-                s.line = String::from_utf8_lossy(&s.partial).trim_end().to_string();
-                s.partial.clear();
-            } else if s.partial.len() >= MAX_LINE {
-                return Err(LineTooLong);
-            } else {
-                s.partial.push(b);
-            }
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("{}", super::LINE_TOO_LONG)]
-struct LineTooLong;
-
-/// A stream that notes the server's lines as they are read (only what the server sends: the
-/// client's lines, which carry the token, are not recorded) and caps their length.
-pub(crate) struct Recorder<S> {
-    inner: Transcribed<S>,
-    heard: Heard,
-}
-
-impl<S> Recorder<S> {
-    pub(crate) fn new(inner: S, heard: &Heard) -> Self {
-        Self { inner: Transcribed::new(inner), heard: heard.clone() }
-    }
-
-    /// The stream beneath (for the STARTTLS upgrade).
-    pub(crate) fn into_inner(self) -> S {
-        self.inner.into_inner()
-    }
-}
-
-impl<S> std::fmt::Debug for Recorder<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Recorder").finish_non_exhaustive()
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Recorder<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled {
-            if let Err(e) = this.heard.feed(&buf.filled()[before..]) {
-                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
-            }
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Recorder<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-/// A folder name as IMAP wants it: modified UTF-7 (RFC 3501 §5.1.3) for non-ASCII names
-/// (`Entwürfe` → `Entw&APw-rfe`). An ASCII name is taken as already encoded — that is how
-/// servers list folders — except that a `&` not starting a valid shift sequence is escaped
-/// as `&-` (`R&D` → `R&-D`).
-pub(crate) fn mutf7(name: &str) -> String {
-    use base64::Engine;
-    let b64 = |c: char| c.is_ascii_alphanumeric() || c == '+' || c == ',';
-    if name.is_ascii() {
-        let mut out = String::with_capacity(name.len());
-        for (i, c) in name.char_indices() {
-            out.push(c);
-            if c == '&' {
-                let rest = &name[i + 1..];
-                // A shift sequence only if it ends in `-` and decodes to UTF-16 (`&0-` does not:
-                // six bits are no character), or is the empty `&-`.
-                let shifted = rest.find(|c: char| !b64(c)).is_some_and(|end| {
-                    rest[end..].starts_with('-') && (end == 0 || utf16_shift(&rest[..end]).is_some())
-                });
-                if !shifted {
-                    out.push('-');
-                }
-            }
-        }
-        return out;
-    }
-    let mut out = String::with_capacity(name.len() * 2);
-    let mut pending: Vec<u8> = Vec::new();
-    let flush = |out: &mut String, pending: &mut Vec<u8>| {
-        if !pending.is_empty() {
-            out.push('&');
-            out.push_str(&base64::engine::general_purpose::STANDARD_NO_PAD.encode(&*pending).replace('/', ","));
-            out.push('-');
-            pending.clear();
-        }
-    };
-    for c in name.chars() {
-        if (' '..='~').contains(&c) {
-            flush(&mut out, &mut pending);
-            match c {
-                '&' => out.push_str("&-"),
-                c => out.push(c),
-            }
-        } else {
-            let mut units = [0u16; 2];
-            pending.extend(c.encode_utf16(&mut units).iter().flat_map(|u| u.to_be_bytes()));
-        }
-    }
-    flush(&mut out, &mut pending);
-    out
-}
-
-/// The text of a modified-base64 shift sequence (between `&` and `-`), if it is one: canonical
-/// base64 (`,` for `/`, no padding) of whole UTF-16 code units forming valid UTF-16.
-fn utf16_shift(b64: &str) -> Option<String> {
-    use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD.decode(b64.replace(',', "/")).ok()?;
-    if bytes.is_empty() || bytes.len() % 2 != 0 {
-        return None;
-    }
-    let units: Vec<u16> = bytes.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
-    String::from_utf16(&units).ok()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::scripted::{self, send, Reply, ServerTls};
+    use super::super::testing::{self, send, Reply, ServerTls};
     use super::*;
     use crate::mailbox::Protocol;
     use std::time::Duration;
@@ -459,7 +298,7 @@ mod tests {
     const TOKEN: &str = "tok-imap-123";
 
     fn target(port: u16, security: Security) -> ProbeTarget {
-        scripted::target(Protocol::Imap, port, security)
+        testing::target(Protocol::Imap, port, security)
     }
 
     fn tag(line: &str) -> String {
@@ -517,7 +356,7 @@ mod tests {
         respond: impl FnMut(&str) -> Reply + Send + 'static,
         folder: &str,
     ) -> (Result<ProbeReport, ProbeError>, Vec<String>, u16) {
-        let (port, h) = scripted::serve("* OK [CAPABILITY IMAP4rev1] ready\r\n", ServerTls::None, respond).await;
+        let (port, h) = testing::serve("* OK [CAPABILITY IMAP4rev1] ready\r\n", ServerTls::None, respond).await;
         let mut t = target(port, Security::Tls);
         t.folder = folder.into();
         let heard = Heard::default();
@@ -531,7 +370,7 @@ mod tests {
 
     #[tokio::test]
     async fn starttls_not_offered_sends_no_credential() {
-        let (port, h) = scripted::serve(
+        let (port, h) = testing::serve(
             "* OK ready\r\n",
             ServerTls::None,
             imap_server("IMAP4rev1 AUTH=XOAUTH2 AUTH=OAUTHBEARER", accept),
@@ -575,7 +414,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("ca.pem");
         std::fs::write(&ca, &pki.ca_pem).unwrap();
-        let (port, h) = scripted::serve(greeting, ServerTls::Implicit(pki.server.clone()), respond).await;
+        let (port, h) = testing::serve(greeting, ServerTls::Implicit(pki.server.clone()), respond).await;
         let mut t = target(port, Security::Tls);
         t.ca_file = Some(ca);
         t.timeout = timeout;
@@ -647,6 +486,64 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn conversation_with_greeting_capabilities_and_sasl_ir() {
+        let expected = testing::script(
+            r#"
+            S: * OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2 AUTH=OAUTHBEARER] ready
+            C: A0001 AUTHENTICATE XOAUTH2 <redacted, 80 bytes>
+            S: A0001 OK Logged in
+            C: A0002 EXAMINE "INBOX"
+            S: * FLAGS (\Seen)
+            S: * 3 EXISTS
+            S: A0002 OK [READ-ONLY] Examine completed
+            C: A0003 LOGOUT
+            "#,
+        );
+        let (r, heard) = testing::converse(super::super::Service::Imap, &expected).await;
+        assert_eq!(heard, expected);
+        assert_eq!(r.unwrap().messages, 3);
+    }
+
+    #[tokio::test]
+    async fn conversation_without_greeting_capabilities_or_sasl_ir() {
+        let expected = testing::script(
+            r#"
+            S: * OK ready
+            C: A0001 CAPABILITY
+            S: * CAPABILITY IMAP4rev1 AUTH=OAUTHBEARER
+            S: A0001 OK done
+            C: A0002 AUTHENTICATE OAUTHBEARER
+            S: +
+            C: <redacted, 124 bytes>
+            S: A0002 OK Logged in
+            C: A0003 EXAMINE "INBOX"
+            S: * 0 EXISTS
+            S: A0003 OK [READ-ONLY] done
+            C: A0004 LOGOUT
+            "#,
+        );
+        let (r, heard) = testing::converse(super::super::Service::Imap, &expected).await;
+        assert_eq!(heard, expected);
+        assert_eq!(r.unwrap().mechanism, "OAUTHBEARER");
+    }
+
+    #[tokio::test]
+    async fn conversation_refused_with_a_failure_challenge() {
+        let expected = testing::script(
+            r#"
+            S: * OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2] ready
+            C: A0001 AUTHENTICATE XOAUTH2 <redacted, 80 bytes>
+            S: + eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIn0=
+            C:
+            S: A0001 NO [AUTHENTICATIONFAILED] Authentication failed.
+            "#,
+        );
+        let (r, heard) = testing::converse(super::super::Service::Imap, &expected).await;
+        assert_eq!(heard, expected);
+        assert_eq!(r.unwrap_err().code(), "auth_rejected");
+    }
+
+    #[tokio::test]
     async fn missing_folder_keeps_the_servers_words() {
         let (r, seen, _) = dialogue(imap_server("IMAP4rev1 AUTH=XOAUTH2", accept), "Nope").await;
         let e = r.unwrap_err();
@@ -713,7 +610,7 @@ mod tests {
 
     #[tokio::test]
     async fn bye_greeting_is_the_servers_refusal() {
-        let (port, _h) = scripted::serve("* BYE Too many connections\r\n", ServerTls::None, |_| Reply::Close).await;
+        let (port, _h) = testing::serve("* BYE Too many connections\r\n", ServerTls::None, |_| Reply::Close).await;
         let e = probe(&target(port, Security::Starttls), &AccessToken::new(TOKEN.into())).await.unwrap_err();
         assert_eq!(
             (e.code(), e.step(), e.server_words()),
@@ -724,7 +621,7 @@ mod tests {
 
     #[tokio::test]
     async fn not_imap_is_a_protocol_error() {
-        let (port, _h) = scripted::serve("+OK POP3 ready\r\n", ServerTls::None, |_| Reply::Close).await;
+        let (port, _h) = testing::serve("+OK POP3 ready\r\n", ServerTls::None, |_| Reply::Close).await;
         let e = probe(&target(port, Security::Starttls), &AccessToken::new(TOKEN.into())).await.unwrap_err();
         assert_eq!((e.code(), e.step()), ("protocol", "greeting"), "{e}");
         assert_eq!(e.server_words(), Some("+OK POP3 ready"));
@@ -733,14 +630,14 @@ mod tests {
     #[tokio::test]
     async fn connection_refused() {
         let e =
-            probe(&target(scripted::closed_port(), Security::Tls), &AccessToken::new(TOKEN.into())).await.unwrap_err();
+            probe(&target(testing::closed_port(), Security::Tls), &AccessToken::new(TOKEN.into())).await.unwrap_err();
         assert_eq!((e.code(), e.step()), ("connect_refused", "connect"), "{e}");
         assert!(e.to_string().starts_with("IMAP server 127.0.0.1:"), "{e}");
     }
 
     #[tokio::test]
     async fn silent_server_times_out_naming_the_step() {
-        let (port, _h) = scripted::silent().await;
+        let (port, _h) = testing::silent().await;
         let mut t = target(port, Security::Starttls);
         t.timeout = Duration::from_millis(300);
         let started = std::time::Instant::now();
@@ -755,7 +652,7 @@ mod tests {
         fn huge(l: &str) -> Reply {
             send(format!("* CAPABILITY IMAP4rev1 {}\r\n{} OK\r\n", "X".repeat(200_000), tag(l)))
         }
-        let (port, _h) = scripted::serve("* OK ready\r\n", ServerTls::None, huge).await;
+        let (port, _h) = testing::serve("* OK ready\r\n", ServerTls::None, huge).await;
         let e = probe(&target(port, Security::Starttls), &AccessToken::new(TOKEN.into())).await.unwrap_err();
         assert_eq!((e.code(), e.step()), ("protocol", "capability"), "{e}");
         assert_eq!(e.server_words(), Some("the server sent a line longer than 64 KiB"));
@@ -770,14 +667,14 @@ mod tests {
         let server = || imap_server("IMAP4rev1 AUTH=XOAUTH2", accept);
 
         // Without the CA the certificate is not trusted, and nothing is sent.
-        let (port, h) = scripted::serve("* OK ready\r\n", ServerTls::Implicit(pki.server.clone()), server()).await;
+        let (port, h) = testing::serve("* OK ready\r\n", ServerTls::Implicit(pki.server.clone()), server()).await;
         let e = probe(&target(port, Security::Tls), &AccessToken::new(TOKEN.into())).await.unwrap_err();
         assert_eq!((e.code(), e.step()), ("tls_untrusted", "tls"), "{e}");
         assert!(e.to_string().contains("not trusted"), "{e}");
         assert!(e.server_words().is_some_and(|w| w.contains("UnknownIssuer")), "{e}");
         assert!(h.await.unwrap().is_empty());
 
-        let (port, h) = scripted::serve("* OK ready\r\n", ServerTls::Implicit(pki.server.clone()), server()).await;
+        let (port, h) = testing::serve("* OK ready\r\n", ServerTls::Implicit(pki.server.clone()), server()).await;
         let mut t = target(port, Security::Tls);
         t.ca_file = Some(ca.clone());
         let report = probe(&t, &AccessToken::new(TOKEN.into())).await.unwrap();
@@ -791,7 +688,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("ca.pem");
         std::fs::write(&ca, &pki.ca_pem).unwrap();
-        let (port, h) = scripted::serve(
+        let (port, h) = testing::serve(
             "* OK ready\r\n",
             ServerTls::Upgrade(pki.server.clone()),
             imap_server("IMAP4rev1 STARTTLS AUTH=XOAUTH2", accept),
@@ -816,92 +713,5 @@ mod tests {
             ],
             "capabilities asked again over TLS, the token only after the upgrade"
         );
-    }
-
-    #[test]
-    fn folder_names_in_modified_utf7() {
-        // RFC 3501 §5.1.3's example: 台北 and 日本語.
-        assert_eq!(mutf7("~peter/mail/台北/日本語"), "~peter/mail/&U,BTFw-/&ZeVnLIqe-");
-        assert_eq!(mutf7("Entwürfe"), "Entw&APw-rfe");
-        assert_eq!(mutf7("Boîte & co"), "Bo&AO4-te &- co");
-        assert_eq!(mutf7("INBOX"), "INBOX");
-        assert_eq!(mutf7("R&D"), "R&-D");
-        assert_eq!(mutf7("Entw&APw-rfe"), "Entw&APw-rfe", "already encoded names are left alone");
-        assert_eq!(mutf7("A&-B"), "A&-B");
-        assert_eq!(mutf7("😀"), "&2D3eAA-");
-        assert_eq!(mutf7("&0-"), "&-0-", "six bits are no character, so this `&` is a plain one");
-    }
-
-    #[test]
-    fn heard_keeps_the_last_line_and_caps_it() {
-        let h = Heard::default();
-        h.feed(b"* OK ready\r\nA1 NO [AUTHENTICATIONFAILED] Auth").unwrap();
-        assert_eq!(h.line(), "* OK ready");
-        h.feed(b"entication failed.\r\n").unwrap();
-        assert_eq!(h.line(), "A1 NO [AUTHENTICATIONFAILED] Authentication failed.");
-        assert!(h.feed(&vec![b'x'; MAX_LINE + 1]).is_err());
-    }
-
-    /// Modified UTF-7 back to text (RFC 3501 §5.1.3), for the round trip; `None` when invalid.
-    fn mutf7_decode(s: &str) -> Option<String> {
-        use base64::Engine;
-        let mut out = String::new();
-        let mut rest = s;
-        while let Some(i) = rest.find('&') {
-            out.push_str(&rest[..i]);
-            let after = &rest[i + 1..];
-            let end = after.find('-')?;
-            let shifted = &after[..end];
-            if shifted.is_empty() {
-                out.push('&');
-            } else {
-                let bytes = base64::engine::general_purpose::STANDARD_NO_PAD.decode(shifted.replace(',', "/")).ok()?;
-                if bytes.len() % 2 != 0 {
-                    return None;
-                }
-                let units: Vec<u16> = bytes.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
-                out.push_str(&String::from_utf16(&units).ok()?);
-            }
-            rest = &after[end + 1..];
-        }
-        out.push_str(rest);
-        Some(out)
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
-
-        /// A name with any non-ASCII character comes back unchanged, and is sent as printable
-        /// ASCII.
-        #[test]
-        fn mutf7_round_trips(prefix in ".{0,12}", c in "[^\x00-\x7f]", suffix in ".{0,12}") {
-            let name = format!("{prefix}{c}{suffix}");
-            let wire = mutf7(&name);
-            proptest::prop_assert!(wire.bytes().all(|b| (b' '..=b'~').contains(&b)), "{:?}", wire);
-            proptest::prop_assert_eq!(mutf7_decode(&wire), Some(name));
-        }
-
-        /// An ASCII name without `&` is sent as it is; with `&`, as valid modified UTF-7.
-        #[test]
-        fn ascii_names_stay_valid(name in "[ -~]{0,30}") {
-            let wire = mutf7(&name);
-            if !name.contains('&') {
-                proptest::prop_assert_eq!(&wire, &name);
-            }
-            proptest::prop_assert!(mutf7_decode(&wire).is_some(), "{:?} -> {:?}", name, wire);
-        }
-
-        /// Whatever the server sends, in whatever pieces: no panic, and the kept line is
-        /// never longer than the cap.
-        #[test]
-        fn heard_never_keeps_more_than_a_line(pieces in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 0..20)) {
-            let h = Heard::default();
-            for p in &pieces {
-                if h.feed(p).is_err() {
-                    break;
-                }
-                proptest::prop_assert!(h.line().len() <= MAX_LINE);
-            }
-        }
     }
 }

@@ -22,7 +22,9 @@
 //! with a failure ([`probe_traced`] → [`ProbeFailure::transcript`]).
 
 pub mod imap;
+mod mutf7;
 pub mod pop3;
+mod recorder;
 pub mod sasl;
 pub mod smtp;
 pub mod transcript;
@@ -816,183 +818,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
     }
 }
 
-/// A scripted mail server on loopback for the dialogue tests: it answers each line the client
-/// sends with what the script says, and records the lines (`[tls]` marks a STARTTLS upgrade).
 #[cfg(test)]
-pub(crate) mod scripted {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-    use tokio::net::TcpListener;
-    use tokio::task::JoinHandle;
-
-    use super::ProbeTarget;
-    use crate::mailbox::Security;
-
-    pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-    impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-    /// What the server does after a client line.
-    pub(crate) enum Reply {
-        Send(String),
-        /// Send, then take the TLS handshake (STARTTLS / STLS).
-        SendThenTls(String),
-        /// Say nothing and wait for the next line.
-        Nothing,
-        /// Hang up.
-        Close,
-        /// Send the first text, then the second again every interval, until the client leaves.
-        Trickle(String, String, Duration),
-        /// Send `head`, then `line` again and again up to `total` bytes or until the client
-        /// leaves, adding what was written to `written`.
-        Flood {
-            head: String,
-            line: String,
-            total: u64,
-            written: Arc<AtomicU64>,
-        },
-    }
-
-    pub(crate) fn send(s: impl Into<String>) -> Reply {
-        Reply::Send(s.into())
-    }
-
-    /// TLS on the server side: none, from the first byte, or on `Reply::SendThenTls`.
-    #[derive(Clone)]
-    pub(crate) enum ServerTls {
-        None,
-        Implicit(Arc<rustls::ServerConfig>),
-        Upgrade(Arc<rustls::ServerConfig>),
-    }
-
-    pub(crate) async fn serve(
-        greeting: &'static str,
-        tls: ServerTls,
-        mut respond: impl FnMut(&str) -> Reply + Send + 'static,
-    ) -> (u16, JoinHandle<Vec<String>>) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        let h = tokio::spawn(async move {
-            let mut seen = Vec::new();
-            let (tcp, _) = l.accept().await.unwrap();
-            let stream: Box<dyn Io> = match &tls {
-                ServerTls::Implicit(config) => {
-                    match tokio_rustls::TlsAcceptor::from(config.clone()).accept(tcp).await {
-                        Ok(s) => Box::new(s),
-                        Err(_) => return seen,
-                    }
-                }
-                _ => Box::new(tcp),
-            };
-            let mut r = BufReader::new(stream);
-            if r.get_mut().write_all(greeting.as_bytes()).await.is_err() {
-                return seen;
-            }
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                    break;
-                }
-                let line = line.trim_end_matches(['\r', '\n']).to_string();
-                let reply = respond(&line);
-                seen.push(line);
-                match reply {
-                    Reply::Send(out) => {
-                        if r.get_mut().write_all(out.as_bytes()).await.is_err() {
-                            break;
-                        }
-                    }
-                    Reply::SendThenTls(out) => {
-                        let ServerTls::Upgrade(config) = &tls else { panic!("no TLS configured for the upgrade") };
-                        if r.get_mut().write_all(out.as_bytes()).await.is_err() {
-                            break;
-                        }
-                        let plain = r.into_inner();
-                        match tokio_rustls::TlsAcceptor::from(config.clone()).accept(plain).await {
-                            Ok(s) => r = BufReader::new(Box::new(s) as Box<dyn Io>),
-                            Err(_) => break,
-                        }
-                        seen.push("[tls]".into());
-                    }
-                    Reply::Nothing => {}
-                    Reply::Close => break,
-                    Reply::Trickle(first, again, every) => {
-                        let w = r.get_mut();
-                        if w.write_all(first.as_bytes()).await.is_err() {
-                            break;
-                        }
-                        loop {
-                            tokio::time::sleep(every).await;
-                            if w.write_all(again.as_bytes()).await.is_err() || w.flush().await.is_err() {
-                                break;
-                            }
-                        }
-                        break;
-                    }
-                    Reply::Flood { head, line, total, written } => {
-                        let w = r.get_mut();
-                        if w.write_all(head.as_bytes()).await.is_err() {
-                            break;
-                        }
-                        written.fetch_add(head.len() as u64, Ordering::SeqCst);
-                        let mut left = total;
-                        let mut gone = false;
-                        while left > 0 {
-                            let chunk = &line.as_bytes()[..line.len().min(left as usize)];
-                            if w.write_all(chunk).await.is_err() {
-                                gone = true;
-                                break;
-                            }
-                            written.fetch_add(chunk.len() as u64, Ordering::SeqCst);
-                            left -= chunk.len() as u64;
-                        }
-                        if gone {
-                            break;
-                        }
-                    }
-                }
-            }
-            seen
-        });
-        (port, h)
-    }
-
-    /// A server that accepts and never says a word.
-    pub(crate) async fn silent() -> (u16, JoinHandle<()>) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        let h = tokio::spawn(async move {
-            let (_s, _) = l.accept().await.unwrap();
-            tokio::time::sleep(Duration::from_secs(10)).await;
-        });
-        (port, h)
-    }
-
-    /// A port nothing listens on: bound, then released.
-    pub(crate) fn closed_port() -> u16 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    }
-
-    pub(crate) fn target(protocol: impl Into<super::Service>, port: u16, security: Security) -> ProbeTarget {
-        ProbeTarget {
-            protocol: protocol.into(),
-            host: "127.0.0.1".into(),
-            port,
-            security,
-            folder: "INBOX".into(),
-            sasl_user: "alice@example.com".into(),
-            ca_file: None,
-            timeout: Duration::from_secs(5),
-        }
-    }
-}
+pub(crate) mod testing;
 
 #[cfg(test)]
 mod tests {
-    use super::scripted::*;
+    use super::testing::*;
     use super::*;
     use std::sync::atomic::AtomicU64;
 

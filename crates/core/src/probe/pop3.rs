@@ -5,7 +5,7 @@
 //! always waits for a greeting when it is created, and a server sends none after the STLS
 //! upgrade — and a mailbox on port 110 with STLS must be probed like one on 995. The dialogue
 //! needed here is a handful of commands over a generic stream, so the same code runs over TCP,
-//! over TLS and, in the tests, against a scripted server.
+//! over TLS and, in the tests, against a testing server.
 //!
 //! The SASL exchange: when the server lists SASL in CAPA and `AUTH <mechanism> <response>`
 //! fits RFC 5034 §4's 255 octets, the initial response goes on the AUTH line (one round trip
@@ -222,7 +222,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::scripted::{self, send, Reply, ServerTls};
+    use super::super::testing::{self, send, Reply, ServerTls};
     use super::*;
     use crate::mailbox::Protocol;
     use secrecy::ExposeSecret;
@@ -232,7 +232,7 @@ mod tests {
     const CHALLENGE: &str = "+ eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIn0=\r\n"; // {"status":"401","schemes":"bearer"}
 
     fn target(port: u16, security: Security) -> ProbeTarget {
-        let mut t = scripted::target(Protocol::Pop3, port, security);
+        let mut t = testing::target(Protocol::Pop3, port, security);
         t.sasl_user = "bob@example.com".into();
         t
     }
@@ -284,7 +284,7 @@ mod tests {
     async fn dialogue(
         respond: impl FnMut(&str) -> Reply + Send + 'static,
     ) -> (Result<ProbeReport, ProbeError>, Vec<String>, u16) {
-        let (port, h) = scripted::serve("+OK POP3 ready\r\n", ServerTls::None, respond).await;
+        let (port, h) = testing::serve("+OK POP3 ready\r\n", ServerTls::None, respond).await;
         let t = target(port, Security::Tls);
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         let mut conn = Conn::new(tcp);
@@ -294,8 +294,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn conversation_with_the_initial_response_on_the_auth_line() {
+        let expected = testing::script(
+            "
+            S: +OK POP3 ready
+            C: CAPA
+            S: +OK
+            S: SASL PLAIN XOAUTH2
+            S: .
+            C: AUTH XOAUTH2 <redacted, 80 bytes>
+            S: +OK Logged in.
+            C: STAT
+            S: +OK 2 3456
+            C: QUIT
+            ",
+        );
+        let (r, heard) = testing::converse(super::super::Service::Pop3, &expected).await;
+        assert_eq!(heard, expected);
+        assert_eq!(r.unwrap().detail, "STAT: 2 messages (3456 octets)");
+    }
+
+    #[tokio::test]
     async fn stls_not_offered_sends_no_credential() {
-        let (port, h) = scripted::serve(
+        let (port, h) = testing::serve(
             "+OK POP3 ready\r\n",
             ServerTls::None,
             pop3_server(Some("USER\r\nSASL XOAUTH2 OAUTHBEARER\r\n"), true),
@@ -312,7 +333,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_capa_means_no_stls() {
-        let (port, h) = scripted::serve("+OK POP3 ready\r\n", ServerTls::None, pop3_server(None, true)).await;
+        let (port, h) = testing::serve("+OK POP3 ready\r\n", ServerTls::None, pop3_server(None, true)).await;
         let e = probe(&target(port, Security::Starttls), &token()).await.unwrap_err();
         assert_eq!(e.code(), "starttls_not_offered", "{e}");
         assert_eq!(h.await.unwrap(), vec!["CAPA"]);
@@ -335,7 +356,7 @@ mod tests {
         // RFC 5034 §4: the AUTH line with its initial response is at most 255 octets.
         let long = "t".repeat(200);
         let (port, h) =
-            scripted::serve("+OK POP3 ready\r\n", ServerTls::None, pop3_server(Some("SASL XOAUTH2\r\n"), true)).await;
+            testing::serve("+OK POP3 ready\r\n", ServerTls::None, pop3_server(Some("SASL XOAUTH2\r\n"), true)).await;
         let t = target(port, Security::Tls);
         let mut conn = Conn::new(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap());
         conn.greeting(&t).await.unwrap();
@@ -452,21 +473,21 @@ mod tests {
 
     #[tokio::test]
     async fn connection_refused() {
-        let e = probe(&target(scripted::closed_port(), Security::Starttls), &token()).await.unwrap_err();
+        let e = probe(&target(testing::closed_port(), Security::Starttls), &token()).await.unwrap_err();
         assert_eq!((e.code(), e.step()), ("connect_refused", "connect"), "{e}");
         assert!(e.to_string().starts_with("POP3 server 127.0.0.1:"), "{e}");
     }
 
     #[tokio::test]
     async fn silent_server_times_out_naming_the_step() {
-        let (port, _h) = scripted::silent().await;
+        let (port, _h) = testing::silent().await;
         let mut t = target(port, Security::Starttls);
         t.timeout = Duration::from_millis(300);
         let e = probe(&t, &token()).await.unwrap_err();
         assert_eq!((e.code(), e.step()), ("timeout", "greeting"), "{e}");
 
         // A server that goes quiet after sign-in: the timeout names STAT.
-        let (port, _h) = scripted::serve("+OK ready\r\n", ServerTls::None, |l: &str| match l {
+        let (port, _h) = testing::serve("+OK ready\r\n", ServerTls::None, |l: &str| match l {
             "CAPA" => send("+OK\r\nSASL XOAUTH2\r\n.\r\n"),
             "AUTH XOAUTH2" => send("+ \r\n"),
             "STAT" => Reply::Nothing,
@@ -493,13 +514,13 @@ mod tests {
 
         // Untrusted: the handshake fails after STLS, before any credential.
         let (port, h) =
-            scripted::serve("+OK ready\r\n", ServerTls::Upgrade(pki.server.clone()), pop3_server(capa, true)).await;
+            testing::serve("+OK ready\r\n", ServerTls::Upgrade(pki.server.clone()), pop3_server(capa, true)).await;
         let e = probe(&target(port, Security::Starttls), &token()).await.unwrap_err();
         assert_eq!((e.code(), e.step()), ("tls_untrusted", "tls"), "{e}");
         assert_eq!(h.await.unwrap(), vec!["CAPA", "STLS"]);
 
         let (port, h) =
-            scripted::serve("+OK ready\r\n", ServerTls::Upgrade(pki.server.clone()), pop3_server(capa, true)).await;
+            testing::serve("+OK ready\r\n", ServerTls::Upgrade(pki.server.clone()), pop3_server(capa, true)).await;
         let mut t = target(port, Security::Starttls);
         t.ca_file = Some(ca);
         let rep = probe(&t, &token()).await.unwrap();

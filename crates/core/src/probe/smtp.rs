@@ -271,7 +271,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::scripted::*;
+    use super::super::testing::*;
     use super::*;
     use secrecy::ExposeSecret;
 
@@ -283,6 +283,29 @@ mod tests {
 
     fn xoauth2_payload() -> String {
         sasl::base64(&sasl::xoauth2("alice@example.com", TOKEN).unwrap()).expose_secret().to_string()
+    }
+
+    #[tokio::test]
+    async fn conversation_signs_in_and_proves_mail_from() {
+        let expected = script(
+            "
+            S: 220 mx ESMTP
+            C: EHLO mailbox-auth.localdomain
+            S: 250-mx.example
+            S: 250 AUTH LOGIN OAUTHBEARER XOAUTH2
+            C: AUTH XOAUTH2
+            S: 334 
+            C: <redacted, 80 bytes>
+            S: 235 2.7.0 Authentication successful
+            C: MAIL FROM:<alice@example.com>
+            S: 250 2.1.0 Sender OK
+            C: RSET
+            C: QUIT
+            ",
+        );
+        let (r, heard) = converse(super::super::Service::Smtp, &expected).await;
+        assert_eq!(heard, expected);
+        assert_eq!(r.unwrap().mechanism, "XOAUTH2");
     }
 
     #[tokio::test]

@@ -456,7 +456,7 @@ pub(crate) fn note_chain(end_entity: &CertificateDer<'_>, intermediates: &[Certi
 
 #[cfg(test)]
 mod tests {
-    use super::super::scripted::{self, send, Reply, ServerTls};
+    use super::super::testing::{self, send, Reply, ServerTls};
     use super::super::{probe_traced, sasl, ProbeFailure, ProbeReport, ProbeTarget, Service};
     use super::*;
     use crate::mailbox::Security;
@@ -512,8 +512,8 @@ mod tests {
             Security::Tls => ServerTls::Implicit(pki.server.clone()),
             Security::Starttls => ServerTls::Upgrade(pki.server.clone()),
         };
-        let (port, h) = scripted::serve(greeting, tls, respond).await;
-        let mut t = scripted::target(service, port, security);
+        let (port, h) = testing::serve(greeting, tls, respond).await;
+        let mut t = testing::target(service, port, security);
         t.ca_file = Some(ca);
         let r = probe_traced(&t, &AccessToken::new(token.into())).await;
         let _ = h.await;
@@ -631,8 +631,8 @@ mod tests {
     #[tokio::test]
     async fn an_untrusted_certificate_is_on_record_without_a_session() {
         let pki = crate::tls::tests::test_pki(&["mail.example.com"], false);
-        let (port, _h) = scripted::serve("* OK\r\n", ServerTls::Implicit(pki.server.clone()), |_| Reply::Close).await;
-        let t = scripted::target(Service::Imap, port, Security::Tls);
+        let (port, _h) = testing::serve("* OK\r\n", ServerTls::Implicit(pki.server.clone()), |_| Reply::Close).await;
+        let t = testing::target(Service::Imap, port, Security::Tls);
         let f = probe_traced(&t, &AccessToken::new("tok-untrusted".into())).await.unwrap_err();
         assert_eq!(f.code(), "tls_untrusted");
         let tls = f.transcript.tls.as_ref().expect("the chain was seen");
@@ -718,7 +718,7 @@ mod tests {
             ir in proptest::bool::ANY,
             split in 1usize..50,
         ) {
-            let t = scripted::target(Service::Imap, 993, Security::Tls);
+            let t = testing::target(Service::Imap, 993, Security::Tls);
             let redactor = Arc::new(Redactor::new(&t, &AccessToken::new(token.clone())));
             let s = Scribe::new(Some(redactor));
             let raw = mech.initial_response(&t.sasl_user, &t.host, t.port, &token).unwrap();
