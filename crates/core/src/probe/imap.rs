@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::mutf7::mutf7;
 use super::recorder::{Heard, LineTooLong, Recorder};
 use super::sasl::{self, Mechanism};
+use super::Step;
 use super::{
     broken, connect, count_messages, step, unexpected, ProbeError, ProbeFailure, ProbeReport, ProbeTarget, Tls,
 };
@@ -52,9 +53,9 @@ async fn dialogue(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, P
             if !caps.iter().any(|c| c == "STARTTLS") {
                 return Err(ProbeError::StarttlsNotOffered { proto: PROTO, addr: t.addr(), command: "STARTTLS" });
             }
-            step(t, "starttls", client.run_command_and_check_ok("STARTTLS", None))
+            step(t, Step::Starttls, client.run_command_and_check_ok("STARTTLS", None))
                 .await?
-                .map_err(|e| failure(t, "starttls", e, &heard))?;
+                .map_err(|e| failure(t, Step::Starttls, e, &heard))?;
             // Dropping the client also drops anything the server sent after its OK in plain
             // text, so nothing injected before the handshake is read as if it came over TLS.
             let tcp = client.into_inner().into_inner();
@@ -120,7 +121,7 @@ where
         addr: t.addr(),
         words,
     };
-    let mut session = match step(t, "authenticate", client.authenticate(command.as_str(), auth)).await? {
+    let mut session = match step(t, Step::Authenticate, client.authenticate(command.as_str(), auth)).await? {
         Ok(s) => s,
         Err((e, _client)) => {
             let json = challenge.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -132,23 +133,23 @@ where
                 (ImapError::ConnectionLost, Some(json)) => {
                     rejected(sasl::with_challenge("the server closed the connection".into(), Some(json)))
                 }
-                (e, _) => failure(t, "authenticate", e, heard),
+                (e, _) => failure(t, Step::Authenticate, e, heard),
             });
         }
     };
     drop(command);
     let folder = mutf7(&t.folder);
-    let mailbox = match step(t, "examine", session.examine(&folder)).await? {
+    let mailbox = match step(t, Step::Examine, session.examine(&folder)).await? {
         Ok(m) => m,
         Err(e @ (ImapError::No(_) | ImapError::Bad(_) | ImapError::Validate(_))) => {
             return Err(ProbeError::FolderMissing { addr: t.addr(), folder: t.folder.clone(), words: words(&e, heard) })
         }
-        Err(e) => return Err(failure(t, "examine", e, heard)),
+        Err(e) => return Err(failure(t, Step::Examine, e, heard)),
     };
     // LOGOUT is sent but its reply not awaited: the mailbox was read, and the server ends the
     // session on the command (RFC 9051 §6.1.3) whether or not its BYE is read. A failed LOGOUT
     // does not undo the proof.
-    let _ = step(t, "logout", session.run_command("LOGOUT")).await;
+    let _ = step(t, Step::Logout, session.run_command("LOGOUT")).await;
     Ok(ProbeReport {
         mechanism: mechanism.name(),
         messages: mailbox.exists,
@@ -191,7 +192,7 @@ async fn greeting<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    match step(t, "greeting", client.read_response()).await? {
+    match step(t, Step::Greeting, client.read_response()).await? {
         Ok(Some(r)) => match r.parsed() {
             Response::Data { status: Status::Ok, outcome } => Ok(match &outcome.code {
                 Some(ResponseCode::Capabilities(list)) => Some(list.iter().map(capability).collect()),
@@ -200,13 +201,13 @@ where
             // Signed in already, as whoever the server chose: the token would prove nothing.
             Response::Data { status: Status::PreAuth, .. } => Err(unexpected(
                 t,
-                "greeting",
+                Step::Greeting,
                 format!("{} (the connection is pre-authenticated, so the token cannot be tested)", heard.untagged()),
             )),
-            _ => Err(unexpected(t, "greeting", heard.untagged())),
+            _ => Err(unexpected(t, Step::Greeting, heard.untagged())),
         },
-        Ok(None) => Err(unexpected(t, "greeting", "the server closed the connection without a greeting")),
-        Err(e) => Err(io_failure(t, "greeting", &e, heard)),
+        Ok(None) => Err(unexpected(t, Step::Greeting, "the server closed the connection without a greeting")),
+        Err(e) => Err(io_failure(t, Step::Greeting, &e, heard)),
     }
 }
 
@@ -229,9 +230,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let (tx, rx) = async_channel::unbounded::<UnsolicitedResponse>();
-    step(t, "capability", client.run_command_and_check_ok("CAPABILITY", Some(tx)))
+    step(t, Step::Capability, client.run_command_and_check_ok("CAPABILITY", Some(tx)))
         .await?
-        .map_err(|e| failure(t, "capability", e, heard))?;
+        .map_err(|e| failure(t, Step::Capability, e, heard))?;
     let mut caps = Vec::new();
     while let Ok(u) = rx.try_recv() {
         if let UnsolicitedResponse::Other(r) = u {
@@ -244,14 +245,14 @@ where
 }
 
 /// An async-imap failure at `step`, with the server's words where it said something.
-fn failure(t: &ProbeTarget, step: &'static str, e: ImapError, heard: &Heard) -> ProbeError {
+fn failure(t: &ProbeTarget, step: Step, e: ImapError, heard: &Heard) -> ProbeError {
     match e {
         ImapError::Io(io) => io_failure(t, step, &io, heard),
         e => unexpected(t, step, words(&e, heard)),
     }
 }
 
-fn io_failure(t: &ProbeTarget, step: &'static str, e: &io::Error, heard: &Heard) -> ProbeError {
+fn io_failure(t: &ProbeTarget, step: Step, e: &io::Error, heard: &Heard) -> ProbeError {
     if e.get_ref().is_some_and(|inner| inner.is::<LineTooLong>()) {
         return unexpected(t, step, LineTooLong.to_string());
     }

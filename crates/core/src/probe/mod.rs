@@ -179,11 +179,11 @@ pub enum ProbeError {
     Connect { proto: &'static str, addr: String, detail: String },
     /// The connection broke after it was made (reset, broken pipe).
     #[error("the connection to {proto} server {addr} failed during {}: {detail}", what(.proto, .step))]
-    Connection { proto: &'static str, addr: String, step: &'static str, detail: String },
+    Connection { proto: &'static str, addr: String, step: Step, detail: String },
     #[error("{proto} server {addr} did not answer within {waited:?} during {}", what(.proto, .step))]
-    Timeout { proto: &'static str, addr: String, step: &'static str, waited: Duration },
+    Timeout { proto: &'static str, addr: String, step: Step, waited: Duration },
     #[error("TLS with {proto} server {addr} failed: {source}")]
-    Tls { proto: &'static str, addr: String, step: &'static str, source: HandshakeError },
+    Tls { proto: &'static str, addr: String, step: Step, source: HandshakeError },
     #[error("cannot set up TLS for {proto} server {addr}: {source}")]
     TlsSetup { proto: &'static str, addr: String, source: TlsError },
     #[error("{proto} server {addr} does not offer {command}, so no credential was sent")]
@@ -195,14 +195,14 @@ pub enum ProbeError {
     #[error("signed in to IMAP server {addr}, but the folder `{folder}` cannot be opened: {words}")]
     FolderMissing { addr: String, folder: String, words: String },
     #[error("{proto} server {addr} answered {} unexpectedly: {words}", what(.proto, .step))]
-    Protocol { proto: &'static str, addr: String, step: &'static str, words: String },
+    Protocol { proto: &'static str, addr: String, step: Step, words: String },
     /// The whole probe took longer than [`ProbeTarget::deadline`], though no single step
     /// timed out: a server answering slowly, a line at a time.
     #[error("{proto} server {addr} did not finish the check within {waited:?} (it was still in {})", what(.proto, .step))]
-    Deadline { proto: &'static str, addr: String, step: &'static str, waited: Duration },
+    Deadline { proto: &'static str, addr: String, step: Step, waited: Duration },
     /// The server sent more than [`BYTE_BUDGET`] bytes in one probe.
     #[error("{proto} server {addr} sent more than {} KiB during {}, so the check was stopped", BYTE_BUDGET / 1024, what(.proto, .step))]
-    ReplyTooLarge { proto: &'static str, addr: String, step: &'static str },
+    ReplyTooLarge { proto: &'static str, addr: String, step: Step },
     /// A value that would go on the wire cannot be sent as it is (a control character in the
     /// SASL user, an invalid recipient). Checked before connecting; names the field, never
     /// the value.
@@ -210,30 +210,84 @@ pub enum ProbeError {
     InvalidInput { proto: &'static str, addr: String, field: &'static str, problem: String },
 }
 
-/// A step, in the words of the protocol (for messages).
-fn what(proto: &str, step: &str) -> &'static str {
-    let imap = proto == "IMAP";
-    let smtp = proto == "SMTP";
-    match step {
-        "connect" => "the connection attempt",
-        "tls" => "the TLS handshake",
-        "greeting" => "the greeting",
-        "capability" if imap => "CAPABILITY",
-        "capability" => "CAPA",
-        "starttls" if imap || smtp => "STARTTLS",
-        "starttls" => "STLS",
-        "authenticate" if imap => "AUTHENTICATE",
-        "authenticate" => "AUTH",
-        "examine" => "EXAMINE",
-        "stat" => "STAT",
-        "logout" => "LOGOUT",
-        "quit" => "QUIT",
-        "ehlo" => "EHLO",
-        "mail" => "MAIL FROM",
-        "rcpt" => "RCPT TO",
-        "data" => "DATA",
-        _ => "the dialogue",
+/// A step of a probe's dialogue. [`Step::as_str`] is the word stored in health records and
+/// read by the window and scripts (`connect`, `authenticate`, …): those words do not change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    Connect,
+    Tls,
+    Greeting,
+    Capability,
+    Starttls,
+    Authenticate,
+    Examine,
+    Stat,
+    Logout,
+    Quit,
+    Ehlo,
+    Mail,
+    Rcpt,
+    Data,
+}
+
+impl Step {
+    /// The stored word: `connect`, `tls`, `greeting`, `capability`, `starttls`, `authenticate`,
+    /// `examine`, `stat`, `logout`, `quit`, `ehlo`, `mail`, `rcpt`, `data`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Connect => "connect",
+            Step::Tls => "tls",
+            Step::Greeting => "greeting",
+            Step::Capability => "capability",
+            Step::Starttls => "starttls",
+            Step::Authenticate => "authenticate",
+            Step::Examine => "examine",
+            Step::Stat => "stat",
+            Step::Logout => "logout",
+            Step::Quit => "quit",
+            Step::Ehlo => "ehlo",
+            Step::Mail => "mail",
+            Step::Rcpt => "rcpt",
+            Step::Data => "data",
+        }
     }
+
+    /// The step in the words of `proto` (for messages): `CAPA` in POP3, `CAPABILITY` in IMAP.
+    pub fn words(self, proto: &str) -> &'static str {
+        let imap = proto == "IMAP";
+        let smtp = proto == "SMTP";
+        match self {
+            Step::Connect => "the connection attempt",
+            Step::Tls => "the TLS handshake",
+            Step::Greeting => "the greeting",
+            Step::Capability if imap => "CAPABILITY",
+            Step::Capability => "CAPA",
+            Step::Starttls if imap || smtp => "STARTTLS",
+            Step::Starttls => "STLS",
+            Step::Authenticate if imap => "AUTHENTICATE",
+            Step::Authenticate => "AUTH",
+            Step::Examine => "EXAMINE",
+            Step::Stat => "STAT",
+            Step::Logout => "LOGOUT",
+            Step::Quit => "QUIT",
+            Step::Ehlo => "EHLO",
+            Step::Mail => "MAIL FROM",
+            Step::Rcpt => "RCPT TO",
+            Step::Data => "DATA",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A step, in the words of the protocol (for messages).
+fn what(proto: &str, step: &Step) -> &'static str {
+    step.words(proto)
 }
 
 impl ProbeError {
@@ -275,19 +329,24 @@ impl ProbeError {
     /// Which step failed: `connect`, `tls`, `greeting`, `capability`, `starttls`,
     /// `authenticate`, `examine` (IMAP) or `stat` (POP3).
     pub fn step(&self) -> &'static str {
+        self.step_kind().as_str()
+    }
+
+    /// Which step failed, typed.
+    pub fn step_kind(&self) -> Step {
         match self {
-            ProbeError::Dns { .. } | ProbeError::ConnectRefused { .. } | ProbeError::Connect { .. } => "connect",
-            ProbeError::TlsSetup { .. } => "tls",
+            ProbeError::Dns { .. } | ProbeError::ConnectRefused { .. } | ProbeError::Connect { .. } => Step::Connect,
+            ProbeError::TlsSetup { .. } => Step::Tls,
             ProbeError::Connection { step, .. }
             | ProbeError::Timeout { step, .. }
             | ProbeError::Tls { step, .. }
             | ProbeError::Protocol { step, .. }
             | ProbeError::Deadline { step, .. }
-            | ProbeError::ReplyTooLarge { step, .. } => step,
-            ProbeError::InvalidInput { .. } => "connect",
-            ProbeError::StarttlsNotOffered { .. } => "starttls",
-            ProbeError::MechanismNotOffered { .. } | ProbeError::AuthRejected { .. } => "authenticate",
-            ProbeError::FolderMissing { .. } => "examine",
+            | ProbeError::ReplyTooLarge { step, .. } => *step,
+            ProbeError::InvalidInput { .. } => Step::Connect,
+            ProbeError::StarttlsNotOffered { .. } => Step::Starttls,
+            ProbeError::MechanismNotOffered { .. } | ProbeError::AuthRejected { .. } => Step::Authenticate,
+            ProbeError::FolderMissing { .. } => Step::Examine,
         }
     }
 }
@@ -363,24 +422,24 @@ pub(crate) fn count_messages(n: u32) -> String {
 /// Runs one network step under the target's timeout.
 pub(crate) async fn step<T>(
     t: &ProbeTarget,
-    name: &'static str,
+    name: Step,
     fut: impl std::future::Future<Output = T>,
 ) -> Result<T, ProbeError> {
     Watch::enter(name);
     tokio::time::timeout(t.timeout, fut).await.map_err(|_| timeout(t, name))
 }
 
-fn timeout(t: &ProbeTarget, step: &'static str) -> ProbeError {
+fn timeout(t: &ProbeTarget, step: Step) -> ProbeError {
     ProbeError::Timeout { proto: t.proto(), addr: t.addr(), step, waited: t.timeout }
 }
 
 /// An I/O failure on an established connection.
-pub(crate) fn broken(t: &ProbeTarget, step: &'static str, e: &std::io::Error) -> ProbeError {
+pub(crate) fn broken(t: &ProbeTarget, step: Step, e: &std::io::Error) -> ProbeError {
     ProbeError::Connection { proto: t.proto(), addr: t.addr(), step, detail: e.to_string() }
 }
 
 /// A reply that does not fit the protocol; `words` is what the server said.
-pub(crate) fn unexpected(t: &ProbeTarget, step: &'static str, words: impl Into<String>) -> ProbeError {
+pub(crate) fn unexpected(t: &ProbeTarget, step: Step, words: impl Into<String>) -> ProbeError {
     ProbeError::Protocol { proto: t.proto(), addr: t.addr(), step, words: words.into() }
 }
 
@@ -388,7 +447,7 @@ pub(crate) fn unexpected(t: &ProbeTarget, step: &'static str, words: impl Into<S
 /// stream counts what the server sends against the probe's [`BYTE_BUDGET`].
 pub(crate) async fn connect(t: &ProbeTarget) -> Result<Metered<TcpStream>, ProbeError> {
     let (proto, addr) = (t.proto(), t.addr());
-    let addrs: Vec<_> = step(t, "connect", tokio::net::lookup_host((t.host.as_str(), t.port)))
+    let addrs: Vec<_> = step(t, Step::Connect, tokio::net::lookup_host((t.host.as_str(), t.port)))
         .await?
         .map_err(|e| ProbeError::Dns { proto, host: t.host.clone(), detail: e.to_string() })?
         .collect();
@@ -403,7 +462,7 @@ pub(crate) async fn connect(t: &ProbeTarget) -> Result<Metered<TcpStream>, Probe
                 last = Some(ProbeError::ConnectRefused { proto, addr: addr.clone() })
             }
             Ok(Err(e)) => last = Some(ProbeError::Connect { proto, addr: addr.clone(), detail: e.to_string() }),
-            Err(_) => last = Some(timeout(t, "connect")),
+            Err(_) => last = Some(timeout(t, Step::Connect)),
         }
     }
     Err(last.unwrap_or(ProbeError::Dns { proto, host: t.host.clone(), detail: "no address found".into() }))
@@ -423,7 +482,7 @@ pub(crate) struct Watch {
     /// [`BYTE_BUDGET`]; smaller in tests.
     budget: u64,
     over: std::sync::atomic::AtomicBool,
-    step: std::sync::Mutex<&'static str>,
+    step: std::sync::Mutex<Step>,
     /// The transcript being recorded.
     pub(crate) scribe: Scribe,
 }
@@ -434,7 +493,7 @@ impl Default for Watch {
             received: AtomicU64::new(0),
             budget: BYTE_BUDGET,
             over: Default::default(),
-            step: std::sync::Mutex::new("connect"),
+            step: std::sync::Mutex::new(Step::Connect),
             scribe: Scribe::default(),
         }
     }
@@ -451,11 +510,11 @@ impl Watch {
         let _ = WATCH.try_with(|w| f(w));
     }
 
-    fn enter(name: &'static str) {
+    fn enter(name: Step) {
         let _ = WATCH.try_with(|w| *w.step.lock().unwrap_or_else(|p| p.into_inner()) = name);
     }
 
-    pub(crate) fn step(&self) -> &'static str {
+    pub(crate) fn step(&self) -> Step {
         *self.step.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -483,7 +542,7 @@ pub(crate) async fn guarded(
                 Ok(Ok(report)) => Ok(report),
                 // Whatever broke first (TLS, a parser, a line read), the cause was the budget.
                 Ok(Err(e)) if watch.over_budget() => {
-                    Err(ProbeError::ReplyTooLarge { proto: t.proto(), addr: t.addr(), step: e.step() })
+                    Err(ProbeError::ReplyTooLarge { proto: t.proto(), addr: t.addr(), step: e.step_kind() })
                 }
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err(ProbeError::Deadline {
@@ -717,7 +776,7 @@ impl Tls {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let outcome = step(t, "tls", self.connector.connect(self.name.clone(), stream)).await?;
+        let outcome = step(t, Step::Tls, self.connector.connect(self.name.clone(), stream)).await?;
         Watch::with_current(|w| match &outcome {
             Ok(s) => {
                 let c = s.get_ref().1;
@@ -742,7 +801,7 @@ impl Tls {
         outcome.map_err(|e| ProbeError::Tls {
             proto: t.proto(),
             addr: t.addr(),
-            step: "tls",
+            step: Step::Tls,
             source: HandshakeError::from_io(&e, &t.host),
         })
     }
@@ -775,7 +834,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
         self.io.into_inner().into_inner()
     }
 
-    pub(crate) async fn send(&mut self, t: &ProbeTarget, name: &'static str, line: &str) -> Result<(), ProbeError> {
+    pub(crate) async fn send(&mut self, t: &ProbeTarget, name: Step, line: &str) -> Result<(), ProbeError> {
         self.write(t, name, format!("{line}\r\n").as_bytes()).await
     }
 
@@ -784,14 +843,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
     pub(crate) async fn send_secret(
         &mut self,
         t: &ProbeTarget,
-        name: &'static str,
+        name: Step,
         line: &SecretString,
     ) -> Result<(), ProbeError> {
         let wire = SecretString::from(format!("{}\r\n", line.expose_secret()));
         self.write(t, name, wire.expose_secret().as_bytes()).await
     }
 
-    pub(crate) async fn write(&mut self, t: &ProbeTarget, name: &'static str, bytes: &[u8]) -> Result<(), ProbeError> {
+    pub(crate) async fn write(&mut self, t: &ProbeTarget, name: Step, bytes: &[u8]) -> Result<(), ProbeError> {
         let io = self.io.get_mut();
         step(t, name, async {
             io.write_all(bytes).await?;
@@ -802,7 +861,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
     }
 
     /// One server line, without its line break.
-    pub(crate) async fn line(&mut self, t: &ProbeTarget, name: &'static str) -> Result<String, ProbeError> {
+    pub(crate) async fn line(&mut self, t: &ProbeTarget, name: Step) -> Result<String, ProbeError> {
         let mut buf = Vec::new();
         step(t, name, (&mut self.io).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf))
             .await?
@@ -1169,6 +1228,55 @@ mod tests {
     }
 
     #[test]
+    fn steps_keep_their_stored_words() {
+        use Step::*;
+        let all = [
+            Connect,
+            Tls,
+            Greeting,
+            Capability,
+            Starttls,
+            Authenticate,
+            Examine,
+            Stat,
+            Logout,
+            Quit,
+            Ehlo,
+            Mail,
+            Rcpt,
+            Data,
+        ];
+        let words: Vec<&str> = all.iter().map(|s| s.as_str()).collect();
+        // Stored in health history and read by the window: these words never change.
+        assert_eq!(
+            words,
+            [
+                "connect",
+                "tls",
+                "greeting",
+                "capability",
+                "starttls",
+                "authenticate",
+                "examine",
+                "stat",
+                "logout",
+                "quit",
+                "ehlo",
+                "mail",
+                "rcpt",
+                "data"
+            ]
+        );
+        for s in all {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        assert_eq!(
+            (Capability.words("POP3"), Capability.words("IMAP"), Starttls.words("POP3")),
+            ("CAPA", "CAPABILITY", "STLS")
+        );
+    }
+
+    #[test]
     fn message_counts_read_well() {
         assert_eq!(
             (count_messages(0), count_messages(1), count_messages(3)),
@@ -1186,10 +1294,10 @@ mod tests {
     #[test]
     fn messages_name_the_step_in_protocol_words() {
         let t = target(Protocol::Pop3, 110, Security::Starttls);
-        let e = unexpected(&t, "starttls", "-ERR not now");
+        let e = unexpected(&t, Step::Starttls, "-ERR not now");
         assert_eq!(e.to_string(), "POP3 server 127.0.0.1:110 answered STLS unexpectedly: -ERR not now");
         assert_eq!((e.code(), e.step(), e.server_words()), ("protocol", "starttls", Some("-ERR not now")));
-        let e = timeout(&target(Protocol::Imap, 143, Security::Starttls), "greeting");
+        let e = timeout(&target(Protocol::Imap, 143, Security::Starttls), Step::Greeting);
         assert_eq!(e.to_string(), "IMAP server 127.0.0.1:143 did not answer within 5s during the greeting");
     }
 }

@@ -25,6 +25,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::sasl::{self, Mechanism};
+use super::Step;
 use super::{connect, count_messages, unexpected, LineConn, ProbeError, ProbeFailure, ProbeReport, ProbeTarget, Tls};
 use crate::mailbox::Security;
 
@@ -52,10 +53,10 @@ async fn dialogue(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, P
             if !caps.is_some_and(|c| c.iter().any(|c| c == "STLS")) {
                 return Err(ProbeError::StarttlsNotOffered { proto: PROTO, addr: t.addr(), command: "STLS" });
             }
-            conn.send(t, "starttls", "STLS").await?;
-            let reply = conn.line(t, "starttls").await?;
+            conn.send(t, Step::Starttls, "STLS").await?;
+            let reply = conn.line(t, Step::Starttls).await?;
             if !reply.starts_with("+OK") {
-                return Err(unexpected(t, "starttls", reply));
+                return Err(unexpected(t, Step::Starttls, reply));
             }
             // Dropping the reader's buffer drops anything the server sent after its +OK in
             // plain text, so nothing injected before the handshake is read as if it came over TLS.
@@ -122,19 +123,19 @@ pub(crate) async fn login_and_stat<S: AsyncRead + AsyncWrite + Unpin>(
     // CAPA implements RFC 5034; without CAPA, the older form is the safe one.
     let ir = SecretString::from(format!("AUTH {} {}", mechanism.name(), response.expose_secret()));
     let line = if caps.is_some() && ir.expose_secret().len() + 2 <= MAX_AUTH_LINE {
-        conn.send_secret(t, "authenticate", &ir).await?;
-        conn.line(t, "authenticate").await?
+        conn.send_secret(t, Step::Authenticate, &ir).await?;
+        conn.line(t, Step::Authenticate).await?
     } else {
-        conn.send(t, "authenticate", &format!("AUTH {}", mechanism.name())).await?;
-        let line = conn.line(t, "authenticate").await?;
+        conn.send(t, Step::Authenticate, &format!("AUTH {}", mechanism.name())).await?;
+        let line = conn.line(t, Step::Authenticate).await?;
         if line.starts_with("-ERR") {
             return Err(rejected(line));
         }
         if !is_continuation(&line) {
-            return Err(unexpected(t, "authenticate", line));
+            return Err(unexpected(t, Step::Authenticate, line));
         }
-        conn.send_secret(t, "authenticate", &response).await?;
-        conn.line(t, "authenticate").await?
+        conn.send_secret(t, Step::Authenticate, &response).await?;
+        conn.line(t, Step::Authenticate).await?
     };
     drop((ir, response));
     if line.starts_with("+OK") {
@@ -142,26 +143,26 @@ pub(crate) async fn login_and_stat<S: AsyncRead + AsyncWrite + Unpin>(
     } else if is_continuation(&line) {
         // A failure challenge: acknowledge it, then the server sends its final -ERR.
         let json = sasl::decode_failure_challenge(&line[1..]);
-        conn.send(t, "authenticate", &sasl::base64_bytes(mechanism.failure_ack())).await?;
-        let last = conn.line(t, "authenticate").await?;
+        conn.send(t, Step::Authenticate, &sasl::base64_bytes(mechanism.failure_ack())).await?;
+        let last = conn.line(t, Step::Authenticate).await?;
         if !last.starts_with("+OK") {
             return Err(rejected(sasl::with_challenge(last, json)));
         }
     } else if line.starts_with("-ERR") {
         return Err(rejected(line));
     } else {
-        return Err(unexpected(t, "authenticate", line));
+        return Err(unexpected(t, Step::Authenticate, line));
     }
 
-    conn.send(t, "stat", "STAT").await?;
-    let stat = conn.line(t, "stat").await?;
+    conn.send(t, Step::Stat, "STAT").await?;
+    let stat = conn.line(t, Step::Stat).await?;
     let Some((count, size)) = parse_stat(&stat) else {
-        return Err(unexpected(t, "stat", stat));
+        return Err(unexpected(t, Step::Stat, stat));
     };
     // QUIT is sent but its reply not awaited: nothing was marked for deletion, so the UPDATE
     // state (RFC 1939 §6) has nothing to do, and a failed QUIT does not undo the proof that
     // the maildrop was read.
-    let _ = conn.send(t, "quit", "QUIT").await;
+    let _ = conn.send(t, Step::Quit, "QUIT").await;
     Ok(ProbeReport {
         mechanism: mechanism.name(),
         messages: count,
@@ -190,23 +191,23 @@ pub(crate) type Conn<S> = LineConn<S>;
 impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
     /// The greeting must be `+OK`; anything else is the server's refusal.
     pub(crate) async fn greeting(&mut self, t: &ProbeTarget) -> Result<(), ProbeError> {
-        let l = self.line(t, "greeting").await?;
+        let l = self.line(t, Step::Greeting).await?;
         if l.starts_with("+OK") {
             Ok(())
         } else {
-            Err(unexpected(t, "greeting", l))
+            Err(unexpected(t, Step::Greeting, l))
         }
     }
 
     /// `CAPA`, one upper-case capability per line; `None` when the server does not support it.
     async fn capa(&mut self, t: &ProbeTarget) -> Result<Option<Vec<String>>, ProbeError> {
-        self.send(t, "capability", "CAPA").await?;
-        if !self.line(t, "capability").await?.starts_with("+OK") {
+        self.send(t, Step::Capability, "CAPA").await?;
+        if !self.line(t, Step::Capability).await?.starts_with("+OK") {
             return Ok(None);
         }
         let mut caps = Vec::new();
         loop {
-            let l = self.line(t, "capability").await?;
+            let l = self.line(t, Step::Capability).await?;
             if l == "." {
                 return Ok(Some(caps));
             }
@@ -214,7 +215,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
             let l = l.strip_prefix('.').unwrap_or(&l);
             caps.push(l.to_ascii_uppercase());
             if caps.len() > MAX_CAPABILITIES {
-                return Err(unexpected(t, "capability", "an endless capability list"));
+                return Err(unexpected(t, Step::Capability, "an endless capability list"));
             }
         }
     }
@@ -576,7 +577,7 @@ mod tests {
             let (got, next) = block_on(async {
                 let mut conn = scripted_conn(wire.into_bytes());
                 let got = conn.capa(&t).await.unwrap();
-                (got, conn.line(&t, "stat").await.unwrap())
+                (got, conn.line(&t, Step::Stat).await.unwrap())
             });
             let want: Vec<String> = caps.iter().map(|c| c.to_ascii_uppercase()).collect();
             proptest::prop_assert_eq!(got, Some(want));

@@ -13,6 +13,7 @@ use oauth2::AccessToken;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::sasl::Mechanism;
+use super::Step;
 use super::{
     connect, invalid_input, sasl, unexpected, LineConn, ProbeError, ProbeFailure, ProbeReport, ProbeTarget, Tls,
 };
@@ -73,13 +74,13 @@ async fn dialogue(t: &ProbeTarget, token: &AccessToken, send: Option<&TestMessag
         Security::Tls => over(t, tls.wrap(t, tcp).await?, token, send).await,
         Security::Starttls => {
             let mut conn = Conn::new(tcp);
-            conn.expect(t, "greeting", 220).await?;
+            conn.expect(t, Step::Greeting, 220).await?;
             let ehlo = conn.ehlo(t).await?;
             if !ehlo.iter().any(|l| l.eq_ignore_ascii_case("STARTTLS")) {
                 return Err(ProbeError::StarttlsNotOffered { proto: PROTO, addr: t.addr(), command: "STARTTLS" });
             }
-            conn.send(t, "starttls", "STARTTLS").await?;
-            conn.expect(t, "starttls", 220).await?;
+            conn.send(t, Step::Starttls, "STARTTLS").await?;
+            conn.expect(t, Step::Starttls, 220).await?;
             let mut conn = Conn::new(tls.wrap(t, conn.into_inner()).await?);
             // The capabilities seen before TLS are not to be trusted (RFC 3207 §4.2).
             let ehlo = conn.ehlo(t).await?;
@@ -96,7 +97,7 @@ pub(crate) async fn over<S: AsyncRead + AsyncWrite + Unpin>(
     send: Option<&TestMessage>,
 ) -> Result<ProbeReport, ProbeError> {
     let mut conn = Conn::new(stream);
-    conn.expect(t, "greeting", 220).await?;
+    conn.expect(t, Step::Greeting, 220).await?;
     let ehlo = conn.ehlo(t).await?;
     session(t, conn, &ehlo, token, send).await
 }
@@ -128,21 +129,21 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         |words: String| ProbeError::AuthRejected { proto: PROTO, command: "AUTH", mechanism, addr: t.addr(), words };
     // `AUTH XOAUTH2`, the server's empty `334`, then the response on its own line: the form
     // Microsoft documents for Exchange Online, and one Gmail and Dovecot accept too.
-    conn.send(t, "authenticate", &format!("AUTH {mechanism}")).await?;
-    let (code, text) = conn.reply(t, "authenticate").await?;
+    conn.send(t, Step::Authenticate, &format!("AUTH {mechanism}")).await?;
+    let (code, text) = conn.reply(t, Step::Authenticate).await?;
     if code != 334 {
         return Err(rejected(format!("{code} {text}")));
     }
-    conn.send_secret(t, "authenticate", &sasl::base64(&raw)).await?;
-    let (code, text) = conn.reply(t, "authenticate").await?;
+    conn.send_secret(t, Step::Authenticate, &sasl::base64(&raw)).await?;
+    let (code, text) = conn.reply(t, Step::Authenticate).await?;
     match code {
         235 => {}
         334 => {
             // A failure challenge (base64 JSON): acknowledge (empty line for XOAUTH2, ^A for
             // OAUTHBEARER, RFC 7628 §3.2.3), then read the final 5xx.
             let json = sasl::decode_failure_challenge(&text);
-            conn.send(t, "authenticate", &sasl::base64_bytes(mech.failure_ack())).await?;
-            let (code, fin) = conn.reply(t, "authenticate").await?;
+            conn.send(t, Step::Authenticate, &sasl::base64_bytes(mech.failure_ack())).await?;
+            let (code, fin) = conn.reply(t, Step::Authenticate).await?;
             return Err(rejected(sasl::with_challenge(format!("{code} {fin}"), json)));
         }
         _ => return Err(rejected(format!("{code} {text}"))),
@@ -150,16 +151,16 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
 
     // AUTH alone does not prove sending is allowed: MAIL FROM is where Exchange says 5.7.57 or
     // refuses a sender the account may not send as.
-    conn.send(t, "mail", &format!("MAIL FROM:<{}>", t.sasl_user)).await?;
-    let (code, text) = conn.reply(t, "mail").await?;
+    conn.send(t, Step::Mail, &format!("MAIL FROM:<{}>", t.sasl_user)).await?;
+    let (code, text) = conn.reply(t, Step::Mail).await?;
     if code != 250 {
-        return Err(unexpected(t, "mail", format!("{code} {text}")));
+        return Err(unexpected(t, Step::Mail, format!("{code} {text}")));
     }
     let detail = match send {
         None => {
             // The transaction is reset and the session ended together, the replies not awaited:
             // MAIL FROM's 250 was the proof, and nothing was sent.
-            let _ = conn.write(t, "quit", b"RSET\r\nQUIT\r\n").await;
+            let _ = conn.write(t, Step::Quit, b"RSET\r\nQUIT\r\n").await;
             return Ok(ProbeReport {
                 mechanism,
                 messages: 0,
@@ -168,27 +169,27 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             });
         }
         Some(m) => {
-            conn.send(t, "rcpt", &format!("RCPT TO:<{}>", m.to)).await?;
-            let (code, text) = conn.reply(t, "rcpt").await?;
+            conn.send(t, Step::Rcpt, &format!("RCPT TO:<{}>", m.to)).await?;
+            let (code, text) = conn.reply(t, Step::Rcpt).await?;
             if code != 250 && code != 251 {
-                return Err(unexpected(t, "rcpt", format!("{code} {text}")));
+                return Err(unexpected(t, Step::Rcpt, format!("{code} {text}")));
             }
-            conn.send(t, "data", "DATA").await?;
-            let (code, text) = conn.reply(t, "data").await?;
+            conn.send(t, Step::Data, "DATA").await?;
+            let (code, text) = conn.reply(t, Step::Data).await?;
             if code != 354 {
-                return Err(unexpected(t, "data", format!("{code} {text}")));
+                return Err(unexpected(t, Step::Data, format!("{code} {text}")));
             }
-            let bytes = format_message(&t.sasl_user, m).map_err(|e| unexpected(t, "data", e))?;
-            conn.write(t, "data", &dot_stuff(&bytes)).await?;
-            let (code, text) = conn.reply(t, "data").await?;
+            let bytes = format_message(&t.sasl_user, m).map_err(|e| unexpected(t, Step::Data, e))?;
+            conn.write(t, Step::Data, &dot_stuff(&bytes)).await?;
+            let (code, text) = conn.reply(t, Step::Data).await?;
             if code != 250 {
-                return Err(unexpected(t, "data", format!("{code} {text}")));
+                return Err(unexpected(t, Step::Data, format!("{code} {text}")));
             }
             format!("test message sent to {} ({code} {text})", m.to)
         }
     };
     // The message was accepted at the 250 above; QUIT's reply is not awaited.
-    let _ = conn.send(t, "quit", "QUIT").await;
+    let _ = conn.send(t, Step::Quit, "QUIT").await;
     Ok(ProbeReport { mechanism, messages: 0, detail, transcript: Default::default() })
 }
 
@@ -227,7 +228,7 @@ type Conn<S> = LineConn<S>;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
     /// One reply (RFC 5321 §4.2): its code and its lines, `250-…` continuing to `250 …`.
-    async fn reply_lines(&mut self, t: &ProbeTarget, name: &'static str) -> Result<(u16, Vec<String>), ProbeError> {
+    async fn reply_lines(&mut self, t: &ProbeTarget, name: Step) -> Result<(u16, Vec<String>), ProbeError> {
         let mut texts = Vec::new();
         for _ in 0..MAX_REPLY_LINES {
             let line = self.line(t, name).await?;
@@ -243,12 +244,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
     }
 
     /// One reply, its lines joined by spaces.
-    async fn reply(&mut self, t: &ProbeTarget, name: &'static str) -> Result<(u16, String), ProbeError> {
+    async fn reply(&mut self, t: &ProbeTarget, name: Step) -> Result<(u16, String), ProbeError> {
         let (code, lines) = self.reply_lines(t, name).await?;
         Ok((code, lines.join(" ")))
     }
 
-    async fn expect(&mut self, t: &ProbeTarget, name: &'static str, want: u16) -> Result<String, ProbeError> {
+    async fn expect(&mut self, t: &ProbeTarget, name: Step, want: u16) -> Result<String, ProbeError> {
         let (code, text) = self.reply(t, name).await?;
         if code == want {
             Ok(text)
@@ -259,10 +260,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
 
     /// `EHLO`; returns the extension lines (without the greeting line).
     async fn ehlo(&mut self, t: &ProbeTarget) -> Result<Vec<String>, ProbeError> {
-        self.send(t, "ehlo", "EHLO mailbox-auth.localdomain").await?;
-        let (code, mut lines) = self.reply_lines(t, "ehlo").await?;
+        self.send(t, Step::Ehlo, "EHLO mailbox-auth.localdomain").await?;
+        let (code, mut lines) = self.reply_lines(t, Step::Ehlo).await?;
         if code != 250 {
-            return Err(unexpected(t, "ehlo", format!("{code} {}", lines.join(" "))));
+            return Err(unexpected(t, Step::Ehlo, format!("{code} {}", lines.join(" "))));
         }
         lines.remove(0);
         Ok(lines)
@@ -334,7 +335,7 @@ mod tests {
         let t = smtp_target(port, Security::Tls);
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         let mut conn = Conn::new(tcp);
-        conn.expect(&t, "greeting", 220).await.unwrap();
+        conn.expect(&t, Step::Greeting, 220).await.unwrap();
         let ehlo = conn.ehlo(&t).await.unwrap();
         let r = session(&t, conn, &ehlo, &AccessToken::new(TOKEN.into()), send_msg.as_ref()).await;
         (r, h.await.unwrap())
@@ -498,8 +499,8 @@ mod tests {
             let t = smtp_target(1, Security::Tls);
             let (reply, next) = block_on(async {
                 let mut conn = scripted_conn(wire.into_bytes());
-                let reply = conn.reply_lines(&t, "ehlo").await.unwrap();
-                (reply, conn.line(&t, "ehlo").await.unwrap())
+                let reply = conn.reply_lines(&t, Step::Ehlo).await.unwrap();
+                (reply, conn.line(&t, Step::Ehlo).await.unwrap())
             });
             proptest::prop_assert_eq!(reply, (code, texts));
             proptest::prop_assert_eq!(next, after);
