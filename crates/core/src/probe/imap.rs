@@ -25,11 +25,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::mutf7::mutf7;
 use super::recorder::{Heard, LineTooLong, Recorder};
 use super::sasl::{self, Mechanism};
-use super::Step;
-use super::{
-    broken, connect, count_messages, step, unexpected, ProbeError, ProbeFailure, ProbeReport, ProbeTarget, Tls,
-};
-use crate::mailbox::Security;
+use super::{broken, count_messages, step, unexpected, ProbeError, ProbeFailure, ProbeReport, ProbeTarget};
+use super::{Step, Upgraded};
 
 const PROTO: &str = "IMAP";
 
@@ -38,32 +35,42 @@ pub async fn probe(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, 
 }
 
 async fn dialogue(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, ProbeError> {
-    let tls = Tls::new(t)?;
-    let heard = Heard::default();
-    let tcp = connect(t).await?;
-    match t.security {
-        Security::Tls => over(t, tls.wrap(t, tcp).await?, token).await,
-        Security::Starttls => {
-            let mut client = Client::new(Recorder::new(tcp, &heard));
-            let caps = match greeting(t, &mut client, &heard).await? {
-                Some(caps) => caps,
-                None => capabilities(t, &mut client, &heard).await?,
-            };
-            // The token must never cross the network in clear: no STARTTLS, no sign-in.
-            if !caps.iter().any(|c| c == "STARTTLS") {
-                return Err(ProbeError::StarttlsNotOffered { proto: PROTO, addr: t.addr(), command: "STARTTLS" });
+    let heard = &Heard::default();
+    super::connected(
+        t,
+        |tcp| starttls(t, tcp, heard),
+        |stream, upgraded| async move {
+            match upgraded {
+                Upgraded::No => over(t, stream, token).await,
+                // The capabilities seen in plain text may have been forged: asked again over TLS.
+                Upgraded::Yes => {
+                    login_and_examine(t, Client::new(Recorder::new(stream, heard)), heard, token, None).await
+                }
             }
-            step(t, Step::Starttls, client.run_command_and_check_ok("STARTTLS", None))
-                .await?
-                .map_err(|e| failure(t, Step::Starttls, e, &heard))?;
-            // Dropping the client also drops anything the server sent after its OK in plain
-            // text, so nothing injected before the handshake is read as if it came over TLS.
-            let tcp = client.into_inner().into_inner();
-            let stream = tls.wrap(t, tcp).await?;
-            // The capabilities seen in plain text may have been forged: asked again over TLS.
-            login_and_examine(t, Client::new(Recorder::new(stream, &heard)), &heard, token, None).await
-        }
+        },
+    )
+    .await
+}
+
+/// The plain-text part before STARTTLS (RFC 9051 §6.2.1): greeting, capabilities (the
+/// greeting's, or `CAPABILITY`), `STARTTLS`, its `OK`.
+async fn starttls<S>(t: &ProbeTarget, tcp: S, heard: &Heard) -> Result<S, ProbeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug,
+{
+    let mut client = Client::new(Recorder::new(tcp, heard));
+    let caps = match greeting(t, &mut client, heard).await? {
+        Some(caps) => caps,
+        None => capabilities(t, &mut client, heard).await?,
+    };
+    // The token must never cross the network in clear: no STARTTLS, no sign-in.
+    if !caps.iter().any(|c| c == "STARTTLS") {
+        return Err(ProbeError::StarttlsNotOffered { proto: PROTO, addr: t.addr(), command: "STARTTLS" });
     }
+    step(t, Step::Starttls, client.run_command_and_check_ok("STARTTLS", None))
+        .await?
+        .map_err(|e| failure(t, Step::Starttls, e, heard))?;
+    Ok(client.into_inner().into_inner())
 }
 
 /// The whole dialogue on an established (TLS) connection, from the greeting on.
@@ -294,6 +301,7 @@ mod tests {
     use super::super::testing::{self, send, Reply, ServerTls};
     use super::*;
     use crate::mailbox::Protocol;
+    use crate::mailbox::Security;
     use std::time::Duration;
 
     const TOKEN: &str = "tok-imap-123";

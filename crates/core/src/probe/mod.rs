@@ -750,6 +750,42 @@ impl ProbeError {
     }
 }
 
+/// Whether the TLS session began after a plain-text upgrade (STARTTLS/STLS), and so without a
+/// greeting of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Upgraded {
+    /// Implicit TLS: the greeting comes over TLS.
+    No,
+    /// After STARTTLS/STLS: the greeting was read in plain text; capabilities must be asked
+    /// again over TLS (RFC 2595 §3.1, RFC 3207 §4.2, RFC 9051 §6.2.1).
+    Yes,
+}
+
+/// The shape every probe shares: TLS set up before connecting (an unusable CA file is reported
+/// without touching the network), connect, then TLS at once — or, with STARTTLS, `upgrade` runs
+/// the protocol's plain-text part (greeting, capabilities, the upgrade command; it refuses a
+/// server that does not offer it, so the token never crosses the network in clear) and hands
+/// back the bare stream. Dropping the plain-text reader drops anything the server sent after its
+/// go-ahead, so nothing injected before the handshake is read as if it came over TLS. `session`
+/// runs the rest over TLS.
+pub(crate) async fn connected<U, UF, D, DF>(t: &ProbeTarget, upgrade: U, session: D) -> Result<ProbeReport, ProbeError>
+where
+    U: FnOnce(Metered<TcpStream>) -> UF,
+    UF: Future<Output = Result<Metered<TcpStream>, ProbeError>>,
+    D: FnOnce(TlsStream<Metered<TcpStream>>, Upgraded) -> DF,
+    DF: Future<Output = Result<ProbeReport, ProbeError>>,
+{
+    let tls = Tls::new(t)?;
+    let tcp = connect(t).await?;
+    match t.security {
+        Security::Tls => session(tls.wrap(t, tcp).await?, Upgraded::No).await,
+        Security::Starttls => {
+            let tcp = upgrade(tcp).await?;
+            session(tls.wrap(t, tcp).await?, Upgraded::Yes).await
+        }
+    }
+}
+
 /// The TLS client for one target, set up before connecting so that an unusable CA file is
 /// reported without touching the network.
 pub(crate) struct Tls {

@@ -25,9 +25,8 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::sasl::{self, Mechanism};
-use super::Step;
-use super::{connect, count_messages, unexpected, LineConn, ProbeError, ProbeFailure, ProbeReport, ProbeTarget, Tls};
-use crate::mailbox::Security;
+use super::{count_messages, unexpected, LineConn, ProbeError, ProbeFailure, ProbeReport, ProbeTarget};
+use super::{Step, Upgraded};
 
 const PROTO: &str = "POP3";
 /// RFC 5034 §4: an `AUTH` command with its initial response is at most 255 octets (CRLF
@@ -41,29 +40,34 @@ pub async fn probe(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, 
 }
 
 async fn dialogue(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, ProbeError> {
-    let tls = Tls::new(t)?;
-    let tcp = connect(t).await?;
-    match t.security {
-        Security::Tls => over(t, tls.wrap(t, tcp).await?, token).await,
-        Security::Starttls => {
-            let mut conn = Conn::new(tcp);
-            conn.greeting(t).await?;
-            let caps = conn.capa(t).await?;
-            // The token must never cross the network in clear: no STLS, no sign-in.
-            if !caps.is_some_and(|c| c.iter().any(|c| c == "STLS")) {
-                return Err(ProbeError::StarttlsNotOffered { proto: PROTO, addr: t.addr(), command: "STLS" });
+    super::connected(
+        t,
+        |tcp| stls(t, tcp),
+        |stream, upgraded| async move {
+            match upgraded {
+                Upgraded::No => over(t, stream, token).await,
+                Upgraded::Yes => login_and_stat(t, Conn::new(stream), token).await,
             }
-            conn.send(t, Step::Starttls, "STLS").await?;
-            let reply = conn.line(t, Step::Starttls).await?;
-            if !reply.starts_with("+OK") {
-                return Err(unexpected(t, Step::Starttls, reply));
-            }
-            // Dropping the reader's buffer drops anything the server sent after its +OK in
-            // plain text, so nothing injected before the handshake is read as if it came over TLS.
-            let tcp = conn.into_inner();
-            login_and_stat(t, Conn::new(tls.wrap(t, tcp).await?), token).await
-        }
+        },
+    )
+    .await
+}
+
+/// The plain-text part before STLS (RFC 2595 §4): greeting, CAPA, `STLS`, `+OK`.
+async fn stls<S: AsyncRead + AsyncWrite + Unpin>(t: &ProbeTarget, tcp: S) -> Result<S, ProbeError> {
+    let mut conn = Conn::new(tcp);
+    conn.greeting(t).await?;
+    let caps = conn.capa(t).await?;
+    // The token must never cross the network in clear: no STLS, no sign-in.
+    if !caps.is_some_and(|c| c.iter().any(|c| c == "STLS")) {
+        return Err(ProbeError::StarttlsNotOffered { proto: PROTO, addr: t.addr(), command: "STLS" });
     }
+    conn.send(t, Step::Starttls, "STLS").await?;
+    let reply = conn.line(t, Step::Starttls).await?;
+    if !reply.starts_with("+OK") {
+        return Err(unexpected(t, Step::Starttls, reply));
+    }
+    Ok(conn.into_inner())
 }
 
 /// The whole dialogue on an established (TLS) connection, from the greeting on.
@@ -226,6 +230,7 @@ mod tests {
     use super::super::testing::{self, send, Reply, ServerTls};
     use super::*;
     use crate::mailbox::Protocol;
+    use crate::mailbox::Security;
     use secrecy::ExposeSecret;
     use std::time::Duration;
 

@@ -13,11 +13,8 @@ use oauth2::AccessToken;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::sasl::Mechanism;
-use super::Step;
-use super::{
-    connect, invalid_input, sasl, unexpected, LineConn, ProbeError, ProbeFailure, ProbeReport, ProbeTarget, Tls,
-};
-use crate::mailbox::Security;
+use super::{invalid_input, sasl, unexpected, LineConn, ProbeError, ProbeFailure, ProbeReport, ProbeTarget};
+use super::{Step, Upgraded};
 
 const PROTO: &str = "SMTP";
 /// A reply of more lines than this is not a mail server. (The probe's deadline and byte budget
@@ -68,25 +65,36 @@ pub fn check_recipient(to: &str) -> Result<(), String> {
 }
 
 async fn dialogue(t: &ProbeTarget, token: &AccessToken, send: Option<&TestMessage>) -> Result<ProbeReport, ProbeError> {
-    let tls = Tls::new(t)?;
-    let tcp = connect(t).await?;
-    match t.security {
-        Security::Tls => over(t, tls.wrap(t, tcp).await?, token, send).await,
-        Security::Starttls => {
-            let mut conn = Conn::new(tcp);
-            conn.expect(t, Step::Greeting, 220).await?;
-            let ehlo = conn.ehlo(t).await?;
-            if !ehlo.iter().any(|l| l.eq_ignore_ascii_case("STARTTLS")) {
-                return Err(ProbeError::StarttlsNotOffered { proto: PROTO, addr: t.addr(), command: "STARTTLS" });
+    super::connected(
+        t,
+        |tcp| starttls(t, tcp),
+        |stream, upgraded| async move {
+            match upgraded {
+                Upgraded::No => over(t, stream, token, send).await,
+                Upgraded::Yes => {
+                    let mut conn = Conn::new(stream);
+                    // The capabilities seen before TLS are not to be trusted (RFC 3207 §4.2).
+                    let ehlo = conn.ehlo(t).await?;
+                    session(t, conn, &ehlo, token, send).await
+                }
             }
-            conn.send(t, Step::Starttls, "STARTTLS").await?;
-            conn.expect(t, Step::Starttls, 220).await?;
-            let mut conn = Conn::new(tls.wrap(t, conn.into_inner()).await?);
-            // The capabilities seen before TLS are not to be trusted (RFC 3207 §4.2).
-            let ehlo = conn.ehlo(t).await?;
-            session(t, conn, &ehlo, token, send).await
-        }
+        },
+    )
+    .await
+}
+
+/// The plain-text part before STARTTLS (RFC 3207): greeting, EHLO, `STARTTLS`, `220`.
+async fn starttls<S: AsyncRead + AsyncWrite + Unpin>(t: &ProbeTarget, tcp: S) -> Result<S, ProbeError> {
+    let mut conn = Conn::new(tcp);
+    conn.expect(t, Step::Greeting, 220).await?;
+    let ehlo = conn.ehlo(t).await?;
+    // The token must never cross the network in clear: no STARTTLS, no sign-in.
+    if !ehlo.iter().any(|l| l.eq_ignore_ascii_case("STARTTLS")) {
+        return Err(ProbeError::StarttlsNotOffered { proto: PROTO, addr: t.addr(), command: "STARTTLS" });
     }
+    conn.send(t, Step::Starttls, "STARTTLS").await?;
+    conn.expect(t, Step::Starttls, 220).await?;
+    Ok(conn.into_inner())
 }
 
 /// The whole dialogue on an established (TLS) connection, from the greeting on.
@@ -274,6 +282,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
 mod tests {
     use super::super::testing::*;
     use super::*;
+    use crate::mailbox::Security;
     use secrecy::ExposeSecret;
 
     const TOKEN: &str = "tok-smtp-789";
