@@ -484,6 +484,33 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn configurations_are_shared_per_process_and_per_ca_file() {
+        let a = test_pki(&["localhost"], false);
+        let b = test_pki(&["localhost"], false);
+        let (_da, pa) = write_ca(&a);
+        let (_db, pb) = write_ca(&b);
+        let first = client_config(Some(&pa)).unwrap();
+        assert!(Arc::ptr_eq(&first, &client_config(Some(&pa)).unwrap()), "the same CA file: the same configuration");
+        let other = client_config(Some(&pb)).unwrap();
+        assert!(!Arc::ptr_eq(&first, &other), "another CA file: another configuration");
+        let system = client_config(None).unwrap();
+        assert!(Arc::ptr_eq(&system, &client_config(None).unwrap()), "no CA file: one configuration");
+        assert!(!Arc::ptr_eq(&system, &first));
+        // The file changed on disk (another CA in it): read again, not served from the cache.
+        std::fs::write(&pa, format!("{}{}", a.ca_pem, b.ca_pem)).unwrap();
+        assert!(!Arc::ptr_eq(&first, &client_config(Some(&pa)).unwrap()));
+        // And a file that became unusable is reported, not served from the cache.
+        std::fs::remove_file(&pb).unwrap();
+        assert_eq!(client_config(Some(&pb)).unwrap_err().code(), "ca_file");
+    }
+
+    #[test]
+    fn the_system_roots_are_read_once() {
+        let first: *const RootCertStore = system_roots();
+        assert!(std::ptr::eq(first, system_roots()));
+    }
+
+    #[test]
     fn system_roots_load() {
         assert!(client_config(None).is_ok());
     }

@@ -29,7 +29,7 @@ use secrecy::zeroize::Zeroizing;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{Redactor, Watch};
+use super::{Redactor, Step, Watch};
 
 /// Lines kept per probe; a probe exchanges a few dozen.
 pub const MAX_LINES: usize = 400;
@@ -278,7 +278,7 @@ impl Scribe {
     }
 
     /// Bytes the client wrote, during `step`.
-    pub(crate) fn client_bytes(&self, bytes: &[u8], step: &str) {
+    pub(crate) fn client_bytes(&self, bytes: &[u8], step: Step) {
         let mut inner = self.lock();
         for &b in bytes {
             if b == b'\n' {
@@ -324,8 +324,8 @@ impl Scribe {
     }
 
     /// A client line with its secrets redacted: by structure in the SASL step, then by value.
-    fn client_text(&self, step: &str, line: &str) -> String {
-        let text = if step == "authenticate" { redact_sasl_line(line) } else { line.to_string() };
+    fn client_text(&self, step: Step, line: &str) -> String {
+        let text = if step == Step::Authenticate { redact_sasl_line(line) } else { line.to_string() };
         match &self.redactor {
             Some(r) => r.apply_sized(&text),
             None => text,
@@ -456,7 +456,7 @@ pub(crate) fn note_chain(end_entity: &CertificateDer<'_>, intermediates: &[Certi
 
 #[cfg(test)]
 mod tests {
-    use super::super::scripted::{self, send, Reply, ServerTls};
+    use super::super::testing::{self, send, Reply, ServerTls};
     use super::super::{probe_traced, sasl, ProbeFailure, ProbeReport, ProbeTarget, Service};
     use super::*;
     use crate::mailbox::Security;
@@ -512,8 +512,8 @@ mod tests {
             Security::Tls => ServerTls::Implicit(pki.server.clone()),
             Security::Starttls => ServerTls::Upgrade(pki.server.clone()),
         };
-        let (port, h) = scripted::serve(greeting, tls, respond).await;
-        let mut t = scripted::target(service, port, security);
+        let (port, h) = testing::serve(greeting, tls, respond).await;
+        let mut t = testing::target(service, port, security);
         t.ca_file = Some(ca);
         let r = probe_traced(&t, &AccessToken::new(token.into())).await;
         let _ = h.await;
@@ -625,14 +625,14 @@ mod tests {
         assert_clean(&t, TOKEN, &f.transcript);
         let last = f.transcript.lines.last().unwrap();
         assert_eq!(last.from, Side::Server);
-        assert!(last.text.starts_with("-ERR you sent [token redacted] with [token redacted]"), "{last:?}");
+        assert_eq!(last.text, "-ERR you sent AUTH XOAUTH2 [token redacted] with [token redacted]");
     }
 
     #[tokio::test]
     async fn an_untrusted_certificate_is_on_record_without_a_session() {
         let pki = crate::tls::tests::test_pki(&["mail.example.com"], false);
-        let (port, _h) = scripted::serve("* OK\r\n", ServerTls::Implicit(pki.server.clone()), |_| Reply::Close).await;
-        let t = scripted::target(Service::Imap, port, Security::Tls);
+        let (port, _h) = testing::serve("* OK\r\n", ServerTls::Implicit(pki.server.clone()), |_| Reply::Close).await;
+        let t = testing::target(Service::Imap, port, Security::Tls);
         let f = probe_traced(&t, &AccessToken::new("tok-untrusted".into())).await.unwrap_err();
         assert_eq!(f.code(), "tls_untrusted");
         let tls = f.transcript.tls.as_ref().expect("the chain was seen");
@@ -677,7 +677,7 @@ mod tests {
     #[test]
     fn an_unfinished_client_line_is_never_shown() {
         let s = Scribe::default();
-        s.client_bytes(b"A1 CAPABILITY\r\ndXNlcj1hbGljZQFhdXRo", "connect");
+        s.client_bytes(b"A1 CAPABILITY\r\ndXNlcj1hbGljZQFhdXRo", Step::Connect);
         let t = s.take();
         assert_eq!(t.client_lines().collect::<Vec<_>>(), ["A1 CAPABILITY", "<redacted, 20 bytes> [no line end]"]);
     }
@@ -687,12 +687,12 @@ mod tests {
         let s = Scribe::default();
         s.note("connected");
         s.server_bytes(b"* OK\r\n");
-        s.client_bytes(b"A1 LOGIN\r\nA2 NOOP\r\n", "x");
+        s.client_bytes(b"A1 LOGIN\r\nA2 NOOP\r\n", Step::Examine);
         s.server_bytes(b"A1 OK\r\nA2 OK\r\n");
-        s.client_bytes(b"A3 EXAMINE INBOX\r\n", "x");
+        s.client_bytes(b"A3 EXAMINE INBOX\r\n", Step::Examine);
         s.server_bytes(b"A3 OK\r\n");
         // Not waited for: no turn.
-        s.client_bytes(b"A4 LOGOUT\r\n", "x");
+        s.client_bytes(b"A4 LOGOUT\r\n", Step::Examine);
         assert_eq!(s.take().turns(), 2);
     }
 
@@ -700,7 +700,7 @@ mod tests {
     fn a_transcript_renders_as_c_and_s_lines() {
         let s = Scribe::default();
         s.server_bytes(b"* OK ready\r\n");
-        s.client_bytes(b"A1 CAPABILITY\r\n", "capability");
+        s.client_bytes(b"A1 CAPABILITY\r\n", Step::Capability);
         let text = s.take().render();
         let lines: Vec<&str> = text.lines().map(|l| l.split_once(" ms ").unwrap().1).collect();
         assert_eq!(lines, ["S: * OK ready", "C: A1 CAPABILITY"]);
@@ -718,7 +718,7 @@ mod tests {
             ir in proptest::bool::ANY,
             split in 1usize..50,
         ) {
-            let t = scripted::target(Service::Imap, 993, Security::Tls);
+            let t = testing::target(Service::Imap, 993, Security::Tls);
             let redactor = Arc::new(Redactor::new(&t, &AccessToken::new(token.clone())));
             let s = Scribe::new(Some(redactor));
             let raw = mech.initial_response(&t.sasl_user, &t.host, t.port, &token).unwrap();
@@ -729,7 +729,7 @@ mod tests {
                 format!("A0001 AUTHENTICATE {}\r\n{}\r\n", mech.name(), b64.expose_secret())
             };
             for chunk in wire.as_bytes().chunks(split) {
-                s.client_bytes(chunk, "authenticate");
+                s.client_bytes(chunk, Step::Authenticate);
             }
             s.server_bytes(format!("A0001 NO you sent {} {}\r\n", b64.expose_secret(), token).as_bytes());
             let tr = s.take();
