@@ -1,0 +1,165 @@
+//! Bulk verify respects the server's per-account connection limit: 100 shared mailboxes opened
+//! by one account (app-only access to bob's mailbox, as Exchange's delegate permission is used)
+//! against a Dovecot that allows that account 10 connections at once
+//! (`mail_max_userip_connections = 10`, the sandbox's `SANDBOX_MAX_USER_CONNECTIONS`).
+//!
+//! The test starts its own sandbox with that limit (the shared one allows 100, so no other test
+//! changes) and counts connections where they are decided: at the server, from Dovecot's log of
+//! logins and their ends.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use mailbox_auth_tests::{Cli, Run, Sandbox};
+use serde_json::Value;
+
+const SERVER_LIMIT: usize = 10;
+const MAILBOXES: usize = 100;
+const BOB: &str = "bob@sandbox.test";
+
+/// A sandbox of the test's own, stopped when dropped.
+struct OwnSandbox {
+    state: tempfile::TempDir,
+}
+
+impl OwnSandbox {
+    fn start(max_user_connections: usize) -> OwnSandbox {
+        let state = tempfile::tempdir().expect("tempdir");
+        let out = Command::new(sandbox_dir().join("up"))
+            .arg(state.path())
+            .env("SANDBOX_MAX_USER_CONNECTIONS", max_user_connections.to_string())
+            .output()
+            .expect("run sandbox/up");
+        assert!(out.status.success(), "sandbox/up failed: {}", String::from_utf8_lossy(&out.stderr));
+        OwnSandbox { state }
+    }
+
+    fn sandbox(&self) -> Sandbox {
+        Sandbox::from_file(self.state.path().join("env").to_str().unwrap())
+    }
+
+    fn dovecot_log(&self) -> String {
+        std::fs::read_to_string(self.state.path().join("dovecot.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for OwnSandbox {
+    fn drop(&mut self) {
+        let _ = Command::new(sandbox_dir().join("down")).arg(self.state.path()).output();
+    }
+}
+
+fn sandbox_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../sandbox")
+}
+
+/// The most IMAP sessions of `user` open at once, from the server's log: each `Login:` opens
+/// one, each `Logged out` or `Disconnected` of that user's IMAP process ends one. Also how
+/// many logins the server refused for the connection limit.
+fn server_side_peak(log: &str, user: &str) -> (usize, usize) {
+    let (mut open, mut peak, mut refused) = (0usize, 0usize, 0usize);
+    let login = format!("imap-login: Info: Login: user=<{user}>");
+    let session = format!("imap({user})");
+    for line in log.lines() {
+        if line.contains(&login) {
+            open += 1;
+            peak = peak.max(open);
+        } else if line.contains(&session) && (line.contains("Logged out") || line.contains("Disconnected")) {
+            open = open.saturating_sub(1);
+        }
+        if line.contains("Maximum number of connections from user+IP exceeded") {
+            refused += 1;
+        }
+    }
+    (peak, refused)
+}
+
+fn app_client(sb: &Sandbox) -> (String, String) {
+    let idp: Value =
+        serde_json::from_slice(&std::fs::read(format!("{}/idp.json", sb.var("SANDBOX_STATE_DIR"))).unwrap()).unwrap();
+    (idp["appClient"]["id"].as_str().unwrap().into(), idp["appClient"]["secret"].as_str().unwrap().into())
+}
+
+fn with_stdin(cli: &Cli, args: &[&str], input: &str) -> Run {
+    let mut child =
+        cli.command(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    Run::from(child.wait_with_output().unwrap())
+}
+
+/// `MAILBOXES` app-only IMAPS mailboxes, all opening bob's mailbox as the app.
+fn shared_mailboxes(cli: &Cli, sb: &Sandbox) {
+    let (app_id, secret) = app_client(sb);
+    let rows: Vec<String> = (0..MAILBOXES)
+        .map(|i| {
+            let row = sb
+                .csv_row(&format!("shared-{i:03}"), BOB, "imap", "SANDBOX_IMAPS_PORT", "tls", "INBOX")
+                .replace(&format!(",{},", sb.var("SANDBOX_CLIENT_ID")), &format!(",{app_id},"));
+            format!("{row},client_credentials")
+        })
+        .collect();
+    cli.import_with(",flow", &rows);
+    for i in 0..MAILBOXES {
+        let r = with_stdin(cli, &["set-secret", &format!("shared-{i:03}")], &format!("{secret}\n"));
+        assert_eq!(r.code, 0, "{r:?}");
+    }
+}
+
+fn verify_all(cli: &Cli, extra: &[&str]) -> (Run, Vec<Value>) {
+    let mut args = vec!["verify", "--all", "--json", "--timeout", "30"];
+    args.extend_from_slice(extra);
+    let r = cli.run(&args, &[]);
+    let records = r.json().as_array().cloned().unwrap_or_default();
+    (r, records)
+}
+
+#[test]
+fn bulk_verify_keeps_one_account_under_its_connection_cap_and_all_green() {
+    let own = OwnSandbox::start(SERVER_LIMIT);
+    let sb = own.sandbox();
+    let cli = Cli::new();
+    shared_mailboxes(&cli, &sb);
+
+    // Without a cap that binds (as before: only the overall concurrency), more connections of
+    // the one account are open at once than the cap allows: the cap below is what keeps them.
+    let before = own.dovecot_log().len();
+    let (_, records) = verify_all(&cli, &["--concurrency", "64", "--per-account", "64"]);
+    assert_eq!(records.len(), MAILBOXES);
+    let (peak, refused) = server_side_peak(&own.dovecot_log()[before..], BOB);
+    assert!(
+        peak > 8 || refused > 0,
+        "64 at once never went past 8 connections of one account (peak {peak}, {refused} refused): the test proves nothing"
+    );
+
+    // The default cap (8 per account), with room for 64 overall: every mailbox green, never more
+    // than the cap open at once at the server, and nothing refused for the limit.
+    let before = own.dovecot_log().len();
+    let (r, records) = verify_all(&cli, &["--concurrency", "64"]);
+    let log = own.dovecot_log()[before..].to_string();
+    let (peak, refused) = server_side_peak(&log, BOB);
+    assert_eq!(records.len(), MAILBOXES, "{r:?}");
+    let red: Vec<&Value> = records.iter().filter(|x| x["ok"] != Value::Bool(true)).collect();
+    assert!(red.is_empty(), "not all green: {red:?}");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(peak <= mailbox_auth_core::app::VERIFY_PER_ACCOUNT, "peak of {peak} connections at the server");
+    assert!(peak >= 2, "the checks did not run in parallel at all (peak {peak})");
+    assert_eq!(refused, 0, "the server refused logins for its connection limit");
+    let logins = log.matches(&format!("imap-login: Info: Login: user=<{BOB}>")).count();
+    assert_eq!(logins, MAILBOXES, "one login per mailbox, no retries needed");
+
+    // A cap of its own: --per-account 3 → at most 3 at once.
+    let before = own.dovecot_log().len();
+    let (r, records) = verify_all(&cli, &["--concurrency", "64", "--per-account", "3"]);
+    assert_eq!((r.code, records.len()), (0, MAILBOXES), "{r:?}");
+    let (peak, _) = server_side_peak(&own.dovecot_log()[before..], BOB);
+    assert!((1..=3).contains(&peak), "peak of {peak} connections with --per-account 3");
+}
+
+#[test]
+fn per_account_must_be_at_least_one() {
+    let cli = Cli::new();
+    let r = cli.run(&["verify", "--all", "--per-account", "0"], &[]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("--per-account"), "{r:?}");
+}
