@@ -156,8 +156,27 @@ class Bench:
             sys.exit(f"the sequential script failed: {r.stdout} {r.stderr[-800:]}")
         return r
 
+    def keyring_ticks(self):
+        pid = getattr(self, "keyring_pid", None)
+        if pid is None:
+            # The Secret Service of this D-Bus session (several sandboxes may run side by side).
+            out = subprocess.run(["dbus-send", "--session", "--print-reply", "--dest=org.freedesktop.DBus", "/",
+                                  "org.freedesktop.DBus.GetConnectionUnixProcessID", "string:org.freedesktop.secrets"],
+                                 capture_output=True, text=True)
+            m = re.search(r"uint32 (\d+)", out.stdout)
+            pid = self.keyring_pid = m.group(1) if m else ""
+        try:
+            return cpu_ticks(int(pid)) if pid else None
+        except (OSError, ValueError):
+            return None
+
     def verify(self, home, c, n):
+        k0 = self.keyring_ticks()
         r = self.cli(home, "verify", "--all", "--json", "--concurrency", str(c), "--per-account", str(c))
+        k1 = self.keyring_ticks()
+        # gnome-keyring's CPU for this run, per mailbox: the Secret Service answers one call at a
+        # time, so its time per mailbox bounds the rate.
+        r.keyring_ms = None if k0 is None or k1 is None else 1000 * (k1 - k0) / os.sysconf("SC_CLK_TCK") / n
         records = json.loads(r.stdout) if r.stdout.strip().startswith("[") else []
         green = sum(1 for x in records if x.get("ok") or x.get("status") == "ok" or x.get("outcome") == "ok")
         if r.rc != 0:
@@ -177,15 +196,24 @@ class Bench:
             self.notes.append(f"ceiling C={c}: {res['failed']} of {n} logins failed")
         return r, res
 
-    def row(self, scenario, n, r, seq_rate=None, floor=None, ceiling=None):
+    def conns(self):
+        """Connections the bulk-run link accepted so far: (to the IdP, to the mail server)."""
+        self.proxy.stdin.write("stats\n")
+        self.proxy.stdin.flush()
+        counts = [int(x) for x in self.proxy.stdout.readline().split()]
+        return counts[0], counts[1]
+
+    def row(self, scenario, n, r, seq_rate=None, floor=None, ceiling=None, conns=None):
         rate = n / r.wall
         self.rows.append({
+            "conns": conns,
             "scenario": scenario,
             "rate": rate,
             "x_seq": rate / seq_rate if seq_rate else None,
             "x_floor": r.wall / floor if floor else None,
             "of_ceiling": rate / ceiling if ceiling else None,
             "cpu_ms": 1000 * r.cpu / n,
+            "keyring_ms": getattr(r, "keyring_ms", None),
             "rss_mb": r.rss_mb,
         })
         log(f"{scenario}: {rate:.1f}/s")
@@ -201,6 +229,7 @@ class Bench:
         proxy = subprocess.Popen([self.tool, "proxy", str(a.delay_ms), idp, imaps, idp, imaps],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         ports = [int(proxy.stdout.readline()) for _ in range(4)]
+        self.proxy = proxy
         # Two links: one for the bulk runs, one with a 40 ms round trip for the monitor.
         wan_token = token._replace(netloc=f"{token.hostname}:{ports[0]}").geturl()
         proxy40 = subprocess.Popen([self.tool, "proxy", "20", idp, imaps], stdin=subprocess.PIPE,
@@ -218,12 +247,18 @@ class Bench:
 
         # Behind the link.
         label = f"{2 * a.delay_ms} ms RTT"
+        c0 = self.conns()
         r = self.sequential("wan", wan_token, ports[1], seq_n)
-        seq_rate = self.row(f"{label}: sequential script ({seq_n} mailboxes)", seq_n, r)
+        c1 = self.conns()
+        seq_rate = self.row(f"{label}: sequential script ({seq_n} mailboxes)", seq_n, r,
+                            conns=(c1[0] - c0[0], c1[1] - c0[1]))
         for c in concurrencies:
+            c0 = self.conns()
             r = self.verify(wan, c, n)
+            c1 = self.conns()
             floor = FLOOR_ROUND_TRIPS * rtt * math.ceil(n / c)
-            self.row(f"{label}: verify --all C={c}", n, r, seq_rate=seq_rate, floor=floor)
+            self.row(f"{label}: verify --all C={c}", n, r, seq_rate=seq_rate, floor=floor,
+                     conns=(c1[0] - c0[0], c1[1] - c0[1]))
             self.rows[-1]["floor_rate"] = n / floor
 
         # Bare loopback.
@@ -301,13 +336,14 @@ class Bench:
         lines.append(f"Machine: {machine()}; N={a.mailboxes}, one-way delay {a.delay_ms} ms "
                      f"({2 * a.delay_ms} ms RTT), floor = {FLOOR_ROUND_TRIPS} round trips × RTT × ⌈N/C⌉")
         lines.append("")
-        lines.append("| scenario | mailboxes/s | × sequential | × floor (time) | floor mailboxes/s | of ceiling | client CPU ms/mailbox | peak RSS MB |")
-        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        lines.append("| scenario | mailboxes/s | × sequential | × floor (time) | floor mailboxes/s | of ceiling | client CPU ms/mailbox | keyring CPU ms/mailbox | peak RSS MB | connections IdP / mail |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         fmt = lambda v, f: "" if v is None else f.format(v)
         for r in self.rows:
             lines.append(f"| {r['scenario']} | {r['rate']:.1f} | {fmt(r['x_seq'], '{:.1f}×')} | "
                          f"{fmt(r['x_floor'], '{:.2f}×')} | {fmt(r.get('floor_rate'), '{:.1f}')} | "
-                         f"{fmt(r['of_ceiling'], '{:.2f}×')} | {r['cpu_ms']:.2f} | {r['rss_mb']:.0f} |")
+                         f"{fmt(r['of_ceiling'], '{:.2f}×')} | {r['cpu_ms']:.2f} | {fmt(r['keyring_ms'], '{:.2f}')} | {r['rss_mb']:.0f} | "
+                         f"{'' if not r['conns'] else '%d / %d' % r['conns']} |")
         e = self.extra
         lines.append("")
         lines.append(f"- `list --json` with {e['list_n']} mailboxes: {e['list_ms']:.0f} ms")

@@ -3,14 +3,14 @@
 //! - `bench-tool proxy ONE_WAY_MS UPSTREAM…` puts a wide-area link in front of each upstream
 //!   (`host:port`): one-way latency each way and the TCP handshake's round trip charged
 //!   ([`Fault::Wan`]). It prints one local port per upstream, a line each, and relays until its
-//!   standard input closes.
+//!   standard input closes; a `stats` line on its standard input prints the connections each
+//!   relay accepted so far.
 //! - `bench-tool ceiling HOST PORT CA_FILE USER COUNT CONCURRENCY` measures what the mail
 //!   stack can serve: COUNT IMAPS logins (`AUTHENTICATE XOAUTH2`, `EXAMINE INBOX`, `LOGOUT`)
 //!   with one access token, no refresh, CONCURRENCY at once. The token comes from the
 //!   environment (`BENCH_ACCESS_TOKEN`), never from the command line, where other users could
 //!   read it. Prints `{"ok":N,"failed":N,"seconds":S}`.
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -61,8 +61,15 @@ fn proxy(args: &[String]) {
             p
         })
         .collect();
-    // Relay until whoever started us closes our standard input (or ends).
-    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    // Relay until whoever started us closes our standard input (or ends); each `stats` line
+    // asks for the connections accepted so far, one count per upstream on one line.
+    for line in std::io::stdin().lines() {
+        let Ok(line) = line else { break };
+        if line.trim() == "stats" {
+            let counts: Vec<String> = proxies.iter().map(|p| p.stats().accepted.to_string()).collect();
+            println!("{}", counts.join(" "));
+        }
+    }
     drop(proxies);
 }
 
