@@ -163,3 +163,58 @@ fn per_account_must_be_at_least_one() {
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("--per-account"), "{r:?}");
 }
+
+/// `list` learns which mailboxes are signed in from one search of the keyring: the answer must
+/// be the same as asking for each mailbox — per kind of secret, per keyring service, and after
+/// an entry was removed behind the app's back.
+#[test]
+fn list_shows_exactly_the_mailboxes_with_a_stored_credential() {
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    let (app_id, _) = app_client(&sb);
+    let app_row = sb
+        .csv_row("app-only", BOB, "imap", "SANDBOX_IMAPS_PORT", "tls", "INBOX")
+        .replace(&format!(",{},", sb.var("SANDBOX_CLIENT_ID")), &format!(",{app_id},"));
+    let rows: Vec<String> = ["signed-in", "other-kind", "never", "removed"]
+        .iter()
+        .map(|n| format!("{},", sb.csv_row(n, BOB, "imap", "SANDBOX_IMAPS_PORT", "tls", "INBOX")))
+        .chain([format!("{app_row},client_credentials")])
+        .collect();
+    cli.import_with(",flow", &rows);
+    cli.store_refresh_token("signed-in", "rt-one");
+    cli.store_refresh_token("removed", "rt-two");
+    // A client secret is not a sign-in for a refresh-token mailbox; app-only needs one.
+    let r = with_stdin(&cli, &["set-secret", "other-kind"], "cs-one\n");
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = with_stdin(&cli, &["set-secret", "app-only"], "cs-two\n");
+    assert_eq!(r.code, 0, "{r:?}");
+    // Another keyring service (another user of the app) with a token for "never".
+    let other = Cli::new();
+    other.store_refresh_token("never", "rt-elsewhere");
+    // Removed behind the app's back.
+    let out = Command::new("secret-tool")
+        .args(["clear", "service", &cli.keyring_service, "username", "refresh_token:removed"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+
+    let r = cli.run(&["list", "--json"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let listed: Vec<(String, bool)> = r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["name"].as_str().unwrap().to_string(), v["authenticated"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("app-only".to_string(), true),
+            ("never".to_string(), false),
+            ("other-kind".to_string(), false),
+            ("removed".to_string(), false),
+            ("signed-in".to_string(), true),
+        ]
+    );
+}
