@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use async_imap::error::Error as ImapError;
-use async_imap::imap_proto::{Capability, Response, Status};
+use async_imap::imap_proto::{Capability, Response, ResponseCode, Status};
 use async_imap::types::UnsolicitedResponse;
 use async_imap::Client;
 use oauth2::AccessToken;
@@ -24,16 +24,16 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::sasl::{self, Mechanism};
-use super::{broken, connect, count_messages, step, unexpected, ProbeError, ProbeReport, ProbeTarget, Tls};
+use super::transcript::Transcribed;
+use super::MAX_LINE;
+use super::{
+    broken, connect, count_messages, step, unexpected, ProbeError, ProbeFailure, ProbeReport, ProbeTarget, Tls,
+};
 use crate::mailbox::Security;
 
 const PROTO: &str = "IMAP";
-/// Longest server line accepted. async-imap alone would buffer up to 512 MiB; none of the
-/// responses a probe reads comes anywhere near this. A literal is not a line: the probe's byte
-/// budget (see [`super::BYTE_BUDGET`]) bounds those.
-const MAX_LINE: usize = 64 * 1024;
 
-pub async fn probe(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, ProbeError> {
+pub async fn probe(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, ProbeFailure> {
     super::guarded(t, token, dialogue(t, token)).await
 }
 
@@ -45,8 +45,10 @@ async fn dialogue(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, P
         Security::Tls => over(t, tls.wrap(t, tcp).await?, token).await,
         Security::Starttls => {
             let mut client = Client::new(Recorder::new(tcp, &heard));
-            greeting(t, &mut client, &heard).await?;
-            let caps = capabilities(t, &mut client, &heard).await?;
+            let caps = match greeting(t, &mut client, &heard).await? {
+                Some(caps) => caps,
+                None => capabilities(t, &mut client, &heard).await?,
+            };
             // The token must never cross the network in clear: no STARTTLS, no sign-in.
             if !caps.iter().any(|c| c == "STARTTLS") {
                 return Err(ProbeError::StarttlsNotOffered { proto: PROTO, addr: t.addr(), command: "STARTTLS" });
@@ -56,9 +58,10 @@ async fn dialogue(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, P
                 .map_err(|e| failure(t, "starttls", e, &heard))?;
             // Dropping the client also drops anything the server sent after its OK in plain
             // text, so nothing injected before the handshake is read as if it came over TLS.
-            let tcp = client.into_inner().inner;
+            let tcp = client.into_inner().into_inner();
             let stream = tls.wrap(t, tcp).await?;
-            login_and_examine(t, Client::new(Recorder::new(stream, &heard)), &heard, token).await
+            // The capabilities seen in plain text may have been forged: asked again over TLS.
+            login_and_examine(t, Client::new(Recorder::new(stream, &heard)), &heard, token, None).await
         }
     }
 }
@@ -70,38 +73,47 @@ where
 {
     let heard = Heard::default();
     let mut client = Client::new(Recorder::new(stream, &heard));
-    greeting(t, &mut client, &heard).await?;
-    login_and_examine(t, client, &heard, token).await
+    let caps = greeting(t, &mut client, &heard).await?;
+    login_and_examine(t, client, &heard, token, caps).await
 }
 
 /// Authenticates on an established (TLS) connection whose greeting was read, opens the
-/// folder read-only, logs out.
+/// folder read-only, logs out. `caps` are the capabilities the greeting announced over this
+/// connection (RFC 9051 §7.1: `* OK [CAPABILITY …]`), saving a `CAPABILITY` round trip; `None`
+/// asks for them.
 pub(crate) async fn login_and_examine<S>(
     t: &ProbeTarget,
     mut client: Client<Recorder<S>>,
     heard: &Heard,
     token: &AccessToken,
+    caps: Option<Vec<String>>,
 ) -> Result<ProbeReport, ProbeError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let caps = capabilities(t, &mut client, heard).await?;
+    let caps = match caps {
+        Some(caps) => caps,
+        None => capabilities(t, &mut client, heard).await?,
+    };
     let offered = caps.iter().filter_map(|c| c.strip_prefix("AUTH="));
     let Some(mechanism) = Mechanism::pick(offered.clone()) else {
         let list: Vec<&str> = offered.collect();
         let offered = if list.is_empty() { "no SASL mechanism".into() } else { list.join(", ") };
         return Err(ProbeError::MechanismNotOffered { proto: PROTO, addr: t.addr(), offered });
     };
+    let initial = mechanism
+        .initial_response(&t.sasl_user, &t.host, t.port, token.secret())
+        .map_err(|e| ProbeError::from_sasl(t, e))?;
+    // SASL-IR (RFC 4959): the initial response on the AUTHENTICATE line itself, one round trip
+    // fewer. Without it, the response follows the server's empty `+` continuation.
+    let sasl_ir = caps.iter().any(|c| c == "SASL-IR");
+    let command: Zeroizing<String> = Zeroizing::new(if sasl_ir {
+        format!("{} {}", mechanism.name(), sasl::base64(&initial).expose_secret())
+    } else {
+        mechanism.name().to_string()
+    });
     let challenge = Arc::new(Mutex::new(None));
-    let auth = Bearer {
-        mechanism,
-        initial: Some(
-            mechanism
-                .initial_response(&t.sasl_user, &t.host, t.port, token.secret())
-                .map_err(|e| ProbeError::from_sasl(t, e))?,
-        ),
-        failure: Arc::clone(&challenge),
-    };
+    let auth = Bearer { mechanism, initial: (!sasl_ir).then_some(initial), failure: Arc::clone(&challenge) };
     let rejected = |words: String| ProbeError::AuthRejected {
         proto: PROTO,
         command: "AUTHENTICATE",
@@ -109,20 +121,23 @@ where
         addr: t.addr(),
         words,
     };
-    let mut session = match step(t, "authenticate", client.authenticate(mechanism.name(), auth)).await? {
+    let mut session = match step(t, "authenticate", client.authenticate(command.as_str(), auth)).await? {
         Ok(s) => s,
         Err((e, _client)) => {
             let json = challenge.lock().unwrap_or_else(|p| p.into_inner()).take();
             return Err(match (e, json) {
-                (e @ (ImapError::No(_) | ImapError::Bad(_)), json) => rejected(with_json(words(&e, heard), json)),
+                (e @ (ImapError::No(_) | ImapError::Bad(_)), json) => {
+                    rejected(sasl::with_challenge(words(&e, heard), json))
+                }
                 // Some servers hang up after the failure challenge instead of saying NO.
                 (ImapError::ConnectionLost, Some(json)) => {
-                    rejected(with_json("the server closed the connection".into(), Some(json)))
+                    rejected(sasl::with_challenge("the server closed the connection".into(), Some(json)))
                 }
                 (e, _) => failure(t, "authenticate", e, heard),
             });
         }
     };
+    drop(command);
     let folder = mutf7(&t.folder);
     let mailbox = match step(t, "examine", session.examine(&folder)).await? {
         Ok(m) => m,
@@ -131,20 +146,16 @@ where
         }
         Err(e) => return Err(failure(t, "examine", e, heard)),
     };
-    // A failed LOGOUT does not undo the proof that the mailbox was read.
-    let _ = step(t, "logout", session.logout()).await;
+    // LOGOUT is sent but its reply not awaited: the mailbox was read, and the server ends the
+    // session on the command (RFC 9051 §6.1.3) whether or not its BYE is read. A failed LOGOUT
+    // does not undo the proof.
+    let _ = step(t, "logout", session.run_command("LOGOUT")).await;
     Ok(ProbeReport {
         mechanism: mechanism.name(),
         messages: mailbox.exists,
         detail: format!("{} opened read-only: {}", t.folder, count_messages(mailbox.exists)),
+        transcript: Default::default(),
     })
-}
-
-fn with_json(line: String, json: Option<String>) -> String {
-    match json {
-        Some(j) => format!("{line} ({j})"),
-        None => line,
-    }
 }
 
 /// Answers the server's continuations: the initial response first, then the mechanism's
@@ -171,14 +182,22 @@ impl async_imap::Authenticator for Bearer {
     }
 }
 
-/// Reads the greeting: `OK` goes on; `BYE` (or anything else) is the server's refusal.
-async fn greeting<S>(t: &ProbeTarget, client: &mut Client<Recorder<S>>, heard: &Heard) -> Result<(), ProbeError>
+/// Reads the greeting: `OK` goes on, with the capabilities it announced if it did; `BYE` (or
+/// anything else) is the server's refusal.
+async fn greeting<S>(
+    t: &ProbeTarget,
+    client: &mut Client<Recorder<S>>,
+    heard: &Heard,
+) -> Result<Option<Vec<String>>, ProbeError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     match step(t, "greeting", client.read_response()).await? {
         Ok(Some(r)) => match r.parsed() {
-            Response::Data { status: Status::Ok, .. } => Ok(()),
+            Response::Data { status: Status::Ok, outcome } => Ok(match &outcome.code {
+                Some(ResponseCode::Capabilities(list)) => Some(list.iter().map(capability).collect()),
+                _ => None,
+            }),
             // Signed in already, as whoever the server chose: the token would prove nothing.
             Response::Data { status: Status::PreAuth, .. } => Err(unexpected(
                 t,
@@ -189,6 +208,15 @@ where
         },
         Ok(None) => Err(unexpected(t, "greeting", "the server closed the connection without a greeting")),
         Err(e) => Err(io_failure(t, "greeting", &e, heard)),
+    }
+}
+
+/// A capability as an upper-case atom (`IMAP4REV1`, `STARTTLS`, `AUTH=XOAUTH2`).
+fn capability(c: &Capability<'_>) -> String {
+    match c {
+        Capability::Imap4rev1 => "IMAP4REV1".to_string(),
+        Capability::Auth(m) => format!("AUTH={}", m.to_ascii_uppercase()),
+        Capability::Atom(a) => a.to_ascii_uppercase(),
     }
 }
 
@@ -209,11 +237,7 @@ where
     while let Ok(u) = rx.try_recv() {
         if let UnsolicitedResponse::Other(r) = u {
             if let Response::Capabilities(list) = r.parsed() {
-                caps.extend(list.iter().map(|c| match c {
-                    Capability::Imap4rev1 => "IMAP4REV1".to_string(),
-                    Capability::Auth(m) => format!("AUTH={}", m.to_ascii_uppercase()),
-                    Capability::Atom(a) => a.to_ascii_uppercase(),
-                }));
+                caps.extend(list.iter().map(capability));
             }
         }
     }
@@ -309,19 +333,24 @@ impl Heard {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("the server sent a line longer than 64 KiB")]
+#[error("{}", super::LINE_TOO_LONG)]
 struct LineTooLong;
 
 /// A stream that notes the server's lines as they are read (only what the server sends: the
 /// client's lines, which carry the token, are not recorded) and caps their length.
 pub(crate) struct Recorder<S> {
-    inner: S,
+    inner: Transcribed<S>,
     heard: Heard,
 }
 
 impl<S> Recorder<S> {
     pub(crate) fn new(inner: S, heard: &Heard) -> Self {
-        Self { inner, heard: heard.clone() }
+        Self { inner: Transcribed::new(inner), heard: heard.clone() }
+    }
+
+    /// The stream beneath (for the STARTTLS upgrade).
+    pub(crate) fn into_inner(self) -> S {
+        self.inner.into_inner()
     }
 }
 
@@ -494,8 +523,9 @@ mod tests {
         let heard = Heard::default();
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         let mut client = Client::new(Recorder::new(tcp, &heard));
-        greeting(&t, &mut client, &heard).await.unwrap();
-        let r = login_and_examine(&t, client, &heard, &AccessToken::new(TOKEN.into())).await;
+        // The greeting names no mechanism: these dialogues ask CAPABILITY.
+        assert_eq!(greeting(&t, &mut client, &heard).await.unwrap(), Some(vec!["IMAP4REV1".to_string()]));
+        let r = login_and_examine(&t, client, &heard, &AccessToken::new(TOKEN.into()), None).await;
         (r, h.await.unwrap(), port)
     }
 
@@ -533,6 +563,87 @@ mod tests {
                 "A0004 LOGOUT".into(),
             ]
         );
+    }
+
+    /// A whole probe over implicit TLS (the test CA trusted) against `respond`.
+    async fn over_tls(
+        greeting: &'static str,
+        respond: impl FnMut(&str) -> Reply + Send + 'static,
+        timeout: Duration,
+    ) -> (Result<ProbeReport, ProbeFailure>, Vec<String>) {
+        let pki = crate::tls::tests::test_pki(&["127.0.0.1"], false);
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, &pki.ca_pem).unwrap();
+        let (port, h) = scripted::serve(greeting, ServerTls::Implicit(pki.server.clone()), respond).await;
+        let mut t = target(port, Security::Tls);
+        t.ca_file = Some(ca);
+        t.timeout = timeout;
+        let r = tokio::time::timeout(Duration::from_secs(20), probe(&t, &AccessToken::new(TOKEN.into())))
+            .await
+            .expect("the probe ends without waiting for LOGOUT's reply");
+        (r, h.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_greetings_capabilities_and_sasl_ir_save_two_round_trips() {
+        // RFC 9051 §7.1 capabilities in the greeting, RFC 4959 SASL-IR; the server never
+        // answers LOGOUT, and the probe does not wait for it (its step timeout is a minute).
+        let (r, seen) = over_tls(
+            "* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2] ready\r\n",
+            |l: &str| {
+                let t = tag(l);
+                if l.contains(" AUTHENTICATE XOAUTH2 ") {
+                    send(format!("{t} OK Logged in\r\n"))
+                } else if l.ends_with(" EXAMINE \"INBOX\"") {
+                    send(format!("* 3 EXISTS\r\n{t} OK [READ-ONLY] done\r\n"))
+                } else if l.ends_with(" LOGOUT") {
+                    Reply::Nothing
+                } else {
+                    send(format!("{t} BAD unexpected\r\n"))
+                }
+            },
+            Duration::from_secs(60),
+        )
+        .await;
+        let report = r.unwrap();
+        assert_eq!(report.messages, 3);
+        assert_eq!(
+            seen,
+            vec![
+                format!("A0001 AUTHENTICATE XOAUTH2 {}", xoauth2_b64()),
+                "A0002 EXAMINE \"INBOX\"".into(),
+                "A0003 LOGOUT".into()
+            ]
+        );
+        assert_eq!(report.transcript.turns(), 2, "{}", report.transcript.render());
+    }
+
+    #[tokio::test]
+    async fn a_failure_challenge_after_sasl_ir_is_acknowledged() {
+        let mut auth_tag = String::new();
+        let (r, seen) = over_tls(
+            "* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2] ready\r\n",
+            move |l: &str| {
+                if l.contains(" AUTHENTICATE ") {
+                    auth_tag = tag(l);
+                    send("+ eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIn0=\r\n")
+                } else {
+                    send(format!("{auth_tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"))
+                }
+            },
+            Duration::from_secs(5),
+        )
+        .await;
+        let e = r.unwrap_err();
+        assert_eq!(
+            e.server_words(),
+            Some(r#"NO [AUTHENTICATIONFAILED] Authentication failed. ({"status":"401","schemes":"bearer"})"#)
+        );
+        assert_eq!(seen[1], "", "an empty line answers the challenge: {seen:?}");
+        let client: Vec<&str> = e.transcript.client_lines().collect();
+        let size = sasl::base64(&sasl::xoauth2("alice@example.com", TOKEN).unwrap()).expose_secret().len();
+        assert_eq!(client, [format!("A0001 AUTHENTICATE XOAUTH2 <redacted, {size} bytes>").as_str(), ""]);
     }
 
     #[tokio::test]

@@ -15,11 +15,19 @@
 //! the token or the SASL response built from it: a server may echo what the client sent, so
 //! the server's words are redacted of the token, its base64 and the SASL responses (raw and
 //! base64) by exact value before they leave the probe (`Redactor`).
+//!
+//! Every probe records a [`Transcript`] ([`transcript`]): each line said and heard with its
+//! time, the TLS version, cipher suite and the server's certificate chain, the client's secrets
+//! replaced by `<redacted, N bytes>`. It comes with the report ([`ProbeReport::transcript`]) and
+//! with a failure ([`probe_traced`] → [`ProbeFailure::transcript`]).
 
 pub mod imap;
 pub mod pop3;
 pub mod sasl;
 pub mod smtp;
+pub mod transcript;
+
+pub use transcript::Transcript;
 
 use std::fmt;
 use std::future::Future;
@@ -42,6 +50,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::mailbox::{Protocol, Security};
 use crate::tls::{self, HandshakeError, TlsError};
+use transcript::{Scribe, Transcribed};
 
 /// The mail service a probe talks to: the mailbox's incoming protocol, or SMTP submission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +140,30 @@ pub struct ProbeReport {
     pub messages: u32,
     /// E.g. `INBOX opened read-only: 3 messages`, `STAT: 2 messages (1234 octets)`.
     pub detail: String,
+    /// What was said, secrets redacted, and the TLS facts.
+    pub transcript: Transcript,
+}
+
+/// A failed probe with its transcript: the [`ProbeError`] (which it dereferences to, so
+/// `failure.code()` works) and what was said up to the failure, secrets redacted.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct ProbeFailure {
+    pub error: ProbeError,
+    pub transcript: Transcript,
+}
+
+impl std::ops::Deref for ProbeFailure {
+    type Target = ProbeError;
+    fn deref(&self) -> &ProbeError {
+        &self.error
+    }
+}
+
+impl From<ProbeFailure> for ProbeError {
+    fn from(f: ProbeFailure) -> Self {
+        f.error
+    }
 }
 
 /// Why a probe failed. Messages name the operation and the server, never the token.
@@ -259,12 +292,17 @@ impl ProbeError {
 
 /// Signs in to the mailbox with `token` and opens it (IMAP `EXAMINE`, POP3 `STAT`; SMTP:
 /// `AUTH` then `MAIL FROM`, reset without sending).
-#[tracing::instrument(skip_all, fields(protocol = %target.protocol, addr = %target.addr()))]
 pub async fn probe(target: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, ProbeError> {
+    probe_traced(target, token).await.map_err(ProbeError::from)
+}
+
+/// [`probe`], keeping the transcript of a failure too ([`ProbeFailure::transcript`]).
+#[tracing::instrument(skip_all, fields(protocol = %target.protocol, addr = %target.addr()))]
+pub async fn probe_traced(target: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, ProbeFailure> {
     let result = match target.protocol {
         Service::Imap => imap::probe(target, token).await,
         Service::Pop3 => pop3::probe(target, token).await,
-        Service::Smtp => smtp::probe(target, token, None).await,
+        Service::Smtp => smtp::probe_traced(target, token, None).await,
     };
     match &result {
         Ok(r) => tracing::debug!(mechanism = r.mechanism, messages = r.messages, "probe succeeded"),
@@ -307,7 +345,7 @@ pub async fn replay(service: Service, replies: &[u8]) -> (Result<ProbeReport, Pr
         counted.store(watch.received.load(Ordering::SeqCst), Ordering::SeqCst);
         outcome
     };
-    let outcome = guarded(&t, &token, dialogue).await;
+    let outcome = guarded(&t, &token, dialogue).await.map_err(ProbeError::from);
     (outcome, read.load(Ordering::SeqCst))
 }
 
@@ -355,7 +393,10 @@ pub(crate) async fn connect(t: &ProbeTarget) -> Result<Metered<TcpStream>, Probe
     let mut last = None;
     for a in addrs {
         match tokio::time::timeout(t.timeout, TcpStream::connect(a)).await {
-            Ok(Ok(s)) => return Ok(Metered::new(s, Watch::current())),
+            Ok(Ok(s)) => {
+                Watch::with_current(|w| w.scribe.note(format!("connected to {a}")));
+                return Ok(Metered::new(s, Watch::current()));
+            }
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                 last = Some(ProbeError::ConnectRefused { proto, addr: addr.clone() })
             }
@@ -381,6 +422,8 @@ pub(crate) struct Watch {
     budget: u64,
     over: std::sync::atomic::AtomicBool,
     step: std::sync::Mutex<&'static str>,
+    /// The transcript being recorded.
+    pub(crate) scribe: Scribe,
 }
 
 impl Default for Watch {
@@ -390,21 +433,27 @@ impl Default for Watch {
             budget: BYTE_BUDGET,
             over: Default::default(),
             step: std::sync::Mutex::new("connect"),
+            scribe: Scribe::default(),
         }
     }
 }
 
 impl Watch {
     /// The probe on this task, or a fresh one (dialogue tests that skip [`guarded`]).
-    fn current() -> Arc<Watch> {
+    pub(crate) fn current() -> Arc<Watch> {
         WATCH.try_with(Arc::clone).unwrap_or_default()
+    }
+
+    /// Runs `f` on the probe of this task, if there is one.
+    pub(crate) fn with_current(f: impl FnOnce(&Watch)) {
+        let _ = WATCH.try_with(|w| f(w));
     }
 
     fn enter(name: &'static str) {
         let _ = WATCH.try_with(|w| *w.step.lock().unwrap_or_else(|p| p.into_inner()) = name);
     }
 
-    fn step(&self) -> &'static str {
+    pub(crate) fn step(&self) -> &'static str {
         *self.step.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -414,17 +463,18 @@ impl Watch {
 }
 
 /// Runs one whole probe: refuses input that cannot go on the wire, bounds it by the deadline
-/// and the byte budget, and redacts the token from whatever the server said.
+/// and the byte budget, redacts the token from whatever the server said, and hands over the
+/// transcript with the outcome.
 pub(crate) async fn guarded(
     t: &ProbeTarget,
     token: &AccessToken,
     dialogue: impl Future<Output = Result<ProbeReport, ProbeError>>,
-) -> Result<ProbeReport, ProbeError> {
-    let redactor = Redactor::new(t, token);
+) -> Result<ProbeReport, ProbeFailure> {
+    let redactor = Arc::new(Redactor::new(t, token));
+    let watch = Arc::new(Watch { scribe: Scribe::new(Some(Arc::clone(&redactor))), ..Watch::default() });
     let outcome = match sasl::check_user(&t.sasl_user) {
         Err(problem) => Err(invalid_input(t, "the sign-in address", problem)),
         Ok(()) => {
-            let watch = Arc::new(Watch::default());
             // One deadline for the whole dialogue, on top of the per-step timeouts: those alone
             // let a server that answers a line every few seconds keep a probe for minutes.
             match WATCH.scope(Arc::clone(&watch), tokio::time::timeout(t.deadline(), dialogue)).await {
@@ -443,12 +493,14 @@ pub(crate) async fn guarded(
             }
         }
     };
+    let transcript = watch.scribe.take();
     match outcome {
         Ok(mut r) => {
             r.detail = redactor.apply(&r.detail);
+            r.transcript = transcript;
             Ok(r)
         }
-        Err(e) => Err(e.redacted(&redactor)),
+        Err(e) => Err(ProbeFailure { error: e.redacted(&redactor), transcript }),
     }
 }
 
@@ -557,17 +609,20 @@ impl Redactor {
     const MIN_LEN: usize = 8;
 
     pub(crate) fn new(t: &ProbeTarget, token: &AccessToken) -> Self {
-        use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+        use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
         use base64::Engine;
         let tok = token.secret();
-        // Unpadded base64 is a prefix of the padded form, so both are caught.
+        // Unpadded base64 is a prefix of the padded form, so both are caught; the padded form
+        // too, so that a redacted client line shows no stray `=`.
         let mut secrets = vec![
             SecretString::from(tok.clone()),
+            SecretString::from(STANDARD.encode(tok)),
             SecretString::from(STANDARD_NO_PAD.encode(tok)),
             SecretString::from(URL_SAFE_NO_PAD.encode(tok)),
         ];
         for m in [sasl::Mechanism::XOAuth2, sasl::Mechanism::OAuthBearer] {
             if let Ok(raw) = m.initial_response(&t.sasl_user, &t.host, t.port, tok) {
+                secrets.push(SecretString::from(STANDARD.encode(raw.expose_secret())));
                 secrets.push(SecretString::from(STANDARD_NO_PAD.encode(raw.expose_secret())));
                 secrets.push(raw);
             }
@@ -584,6 +639,19 @@ impl Redactor {
         for s in &self.secrets {
             if out.contains(s.expose_secret()) {
                 out = out.replace(s.expose_secret(), REDACTED);
+            }
+        }
+        out
+    }
+
+    /// `text` with every secret value replaced by `<redacted, N bytes>` (N its length), as the
+    /// transcript shows the client's lines.
+    pub(crate) fn apply_sized(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for s in &self.secrets {
+            let v = s.expose_secret();
+            if out.contains(v) {
+                out = out.replace(v, &transcript::redacted(v.len()));
             }
         }
         out
@@ -647,7 +715,29 @@ impl Tls {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        step(t, "tls", self.connector.connect(self.name.clone(), stream)).await?.map_err(|e| ProbeError::Tls {
+        let outcome = step(t, "tls", self.connector.connect(self.name.clone(), stream)).await?;
+        Watch::with_current(|w| match &outcome {
+            Ok(s) => {
+                let c = s.get_ref().1;
+                let version = c.protocol_version().and_then(|v| v.as_str()).map(|v| v.replace('_', "."));
+                let cipher = c.negotiated_cipher_suite().and_then(|s| s.suite().as_str()).map(str::to_string);
+                w.scribe.note(format!(
+                    "TLS established with {} ({}, {})",
+                    t.host,
+                    version.as_deref().unwrap_or("?"),
+                    cipher.as_deref().unwrap_or("?")
+                ));
+                w.scribe.tls(|f| {
+                    f.version = version;
+                    f.cipher = cipher;
+                });
+            }
+            Err(e) => {
+                w.scribe.note(format!("TLS handshake failed: {e}"));
+                w.scribe.tls(|_| {});
+            }
+        });
+        outcome.map_err(|e| ProbeError::Tls {
             proto: t.proto(),
             addr: t.addr(),
             step: "tls",
@@ -656,26 +746,31 @@ impl Tls {
     }
 }
 
-/// Longest server line accepted (RFC 2449 and RFC 5321 allow 512 octets): generous, but bounded,
-/// so a hostile server cannot make a probe buffer without end.
+/// Longest server line accepted, by every probe (RFC 2449 and RFC 5321 allow 512 octets; IMAP
+/// lines are longer, and async-imap alone would buffer up to 512 MiB): generous, but bounded, so
+/// a hostile server cannot make a probe buffer without end. A literal is not a line: the byte
+/// budget ([`BYTE_BUDGET`]) bounds those.
 pub(crate) const MAX_LINE: usize = 64 * 1024;
+
+/// The server's words when a line passes [`MAX_LINE`].
+pub(crate) const LINE_TOO_LONG: &str = "the server sent a line longer than 64 KiB";
 
 /// Line-oriented I/O for the hand-written dialogues (POP3, SMTP): bounded line reads, writes,
 /// each under the step timeout. Each protocol adds its own replies in its module.
 #[derive(Debug)]
 pub(crate) struct LineConn<S> {
-    io: BufReader<S>,
+    io: BufReader<Transcribed<S>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
     pub(crate) fn new(stream: S) -> Self {
-        Self { io: BufReader::new(stream) }
+        Self { io: BufReader::new(Transcribed::new(stream)) }
     }
 
     /// The stream, without what was buffered from it. For a STARTTLS/STLS upgrade: the server
     /// sends nothing after its go-ahead until the handshake, so nothing buffered is lost.
     pub(crate) fn into_inner(self) -> S {
-        self.io.into_inner()
+        self.io.into_inner().into_inner()
     }
 
     pub(crate) async fn send(&mut self, t: &ProbeTarget, name: &'static str, line: &str) -> Result<(), ProbeError> {
@@ -714,11 +809,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
             return Err(unexpected(
                 t,
                 name,
-                if buf.len() > MAX_LINE {
-                    "the server sent a line longer than 64 KiB"
-                } else {
-                    "the server closed the connection"
-                },
+                if buf.len() > MAX_LINE { LINE_TOO_LONG } else { "the server closed the connection" },
             ));
         }
         Ok(String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string())
@@ -993,8 +1084,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_pop3_server_echoing_the_sasl_line_gets_it_redacted() {
+        // Without CAPA the response goes on a line of its own, the line echoed here.
         let (r, seen) = over_tls(Service::Pop3, "+OK ready\r\n", |l: &str| match l {
-            "CAPA" => send("+OK\r\nSASL XOAUTH2\r\n.\r\n"),
+            "CAPA" => send("-ERR no CAPA\r\n"),
             "AUTH XOAUTH2" => send("+ \r\n"),
             l => send(format!("-ERR you sent {l} which reads {} and {TOKEN}\r\n", unb64(l))),
         })

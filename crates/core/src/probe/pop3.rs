@@ -7,10 +7,12 @@
 //! needed here is a handful of commands over a generic stream, so the same code runs over TCP,
 //! over TLS and, in the tests, against a scripted server.
 //!
-//! The SASL exchange: `AUTH XOAUTH2` alone, the server's `+ ` continuation, then the base64
-//! response on its own line, the form Dovecot and Exchange Online both accept. The initial
-//! response may not go on the AUTH line: RFC 5034 §4 forbids it when the command would exceed
-//! 255 octets, which a real access token always makes it. A failure is a `+ <base64 JSON>` challenge, answered with an
+//! The SASL exchange: when the server lists SASL in CAPA and `AUTH <mechanism> <response>`
+//! fits RFC 5034 §4's 255 octets, the initial response goes on the AUTH line (one round trip
+//! fewer); otherwise — and a real Microsoft or Google access token is always too long —
+//! `AUTH XOAUTH2` alone, the server's `+ ` continuation, then the base64 response on its own
+//! line, the form Dovecot and Exchange Online both accept. `QUIT` is sent, its reply not
+//! awaited. A failure is a `+ <base64 JSON>` challenge, answered with an
 //! empty line (XOAUTH2) or `^A` (OAUTHBEARER, RFC 7628 §3.2.3), then the final `-ERR`.
 //!
 //! Server lines are capped (64 KiB) so a hostile server cannot make the probe buffer without
@@ -19,17 +21,21 @@
 //! time, or a thousand lines of 64 KiB, ends the probe early.
 
 use oauth2::AccessToken;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::sasl::{self, Mechanism};
-use super::{connect, count_messages, unexpected, LineConn, ProbeError, ProbeReport, ProbeTarget, Tls};
+use super::{connect, count_messages, unexpected, LineConn, ProbeError, ProbeFailure, ProbeReport, ProbeTarget, Tls};
 use crate::mailbox::Security;
 
 const PROTO: &str = "POP3";
+/// RFC 5034 §4: an `AUTH` command with its initial response is at most 255 octets (CRLF
+/// included).
+const MAX_AUTH_LINE: usize = 255;
 /// More capabilities than any server has; past this the list is not a list.
 const MAX_CAPABILITIES: usize = 1000;
 
-pub async fn probe(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, ProbeError> {
+pub async fn probe(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, ProbeFailure> {
     super::guarded(t, token, dialogue(t, token)).await
 }
 
@@ -78,7 +84,8 @@ pub(crate) async fn login_and_stat<S: AsyncRead + AsyncWrite + Unpin>(
     token: &AccessToken,
 ) -> Result<ProbeReport, ProbeError> {
     // After STLS the capabilities are asked again: the plain-text list may have been forged.
-    let mechanism = match conn.capa(t).await? {
+    let caps = conn.capa(t).await?;
+    let mechanism = match &caps {
         Some(caps) => {
             let offered: Vec<&str> = caps
                 .iter()
@@ -105,19 +112,31 @@ pub(crate) async fn login_and_stat<S: AsyncRead + AsyncWrite + Unpin>(
         words,
     };
 
-    conn.send(t, "authenticate", &format!("AUTH {}", mechanism.name())).await?;
-    let line = conn.line(t, "authenticate").await?;
-    if line.starts_with("-ERR") {
-        return Err(rejected(line));
-    }
-    if !is_continuation(&line) {
-        return Err(unexpected(t, "authenticate", line));
-    }
-    let response = mechanism
-        .initial_response(&t.sasl_user, &t.host, t.port, token.secret())
-        .map_err(|e| ProbeError::from_sasl(t, e))?;
-    conn.send_secret(t, "authenticate", &sasl::base64(&response)).await?;
-    let line = conn.line(t, "authenticate").await?;
+    let response = sasl::base64(
+        &mechanism
+            .initial_response(&t.sasl_user, &t.host, t.port, token.secret())
+            .map_err(|e| ProbeError::from_sasl(t, e))?,
+    );
+    // RFC 5034 §4: the initial response may go on the AUTH line, saving a round trip, unless
+    // the command would exceed 255 octets (a long access token). A server that lists SASL in
+    // CAPA implements RFC 5034; without CAPA, the older form is the safe one.
+    let ir = SecretString::from(format!("AUTH {} {}", mechanism.name(), response.expose_secret()));
+    let line = if caps.is_some() && ir.expose_secret().len() + 2 <= MAX_AUTH_LINE {
+        conn.send_secret(t, "authenticate", &ir).await?;
+        conn.line(t, "authenticate").await?
+    } else {
+        conn.send(t, "authenticate", &format!("AUTH {}", mechanism.name())).await?;
+        let line = conn.line(t, "authenticate").await?;
+        if line.starts_with("-ERR") {
+            return Err(rejected(line));
+        }
+        if !is_continuation(&line) {
+            return Err(unexpected(t, "authenticate", line));
+        }
+        conn.send_secret(t, "authenticate", &response).await?;
+        conn.line(t, "authenticate").await?
+    };
+    drop((ir, response));
     if line.starts_with("+OK") {
         // signed in
     } else if is_continuation(&line) {
@@ -126,10 +145,7 @@ pub(crate) async fn login_and_stat<S: AsyncRead + AsyncWrite + Unpin>(
         conn.send(t, "authenticate", &sasl::base64_bytes(mechanism.failure_ack())).await?;
         let last = conn.line(t, "authenticate").await?;
         if !last.starts_with("+OK") {
-            return Err(rejected(match json {
-                Some(j) => format!("{last} ({j})"),
-                None => last,
-            }));
+            return Err(rejected(sasl::with_challenge(last, json)));
         }
     } else if line.starts_with("-ERR") {
         return Err(rejected(line));
@@ -142,14 +158,15 @@ pub(crate) async fn login_and_stat<S: AsyncRead + AsyncWrite + Unpin>(
     let Some((count, size)) = parse_stat(&stat) else {
         return Err(unexpected(t, "stat", stat));
     };
-    // A failed QUIT does not undo the proof that the maildrop was read.
-    if conn.send(t, "quit", "QUIT").await.is_ok() {
-        let _ = conn.line(t, "quit").await;
-    }
+    // QUIT is sent but its reply not awaited: nothing was marked for deletion, so the UPDATE
+    // state (RFC 1939 §6) has nothing to do, and a failed QUIT does not undo the proof that
+    // the maildrop was read.
+    let _ = conn.send(t, "quit", "QUIT").await;
     Ok(ProbeReport {
         mechanism: mechanism.name(),
         messages: count,
         detail: format!("STAT: {} ({size} octets)", count_messages(count)),
+        transcript: Default::default(),
     })
 }
 
@@ -251,6 +268,11 @@ mod tests {
                     in_auth = 1;
                     send("+ \r\n")
                 }
+                // RFC 5034 initial response on the AUTH line.
+                l if l.starts_with("AUTH XOAUTH2 ") || l.starts_with("AUTH OAUTHBEARER ") => {
+                    in_auth = if accept { 0 } else { 2 };
+                    send(if accept { "+OK Logged in.\r\n" } else { CHALLENGE })
+                }
                 "STAT" => send("+OK 2 3456\r\n"),
                 "QUIT" => send("+OK Logging out.\r\n"),
                 _ => send("-ERR ?\r\n"),
@@ -302,7 +324,24 @@ mod tests {
         let rep = r.unwrap();
         assert_eq!((rep.mechanism, rep.messages), ("XOAUTH2", 2));
         assert_eq!(rep.detail, "STAT: 2 messages (3456 octets)");
-        assert_eq!(seen, vec!["CAPA".to_string(), "AUTH XOAUTH2".into(), xoauth2_b64(), "STAT".into(), "QUIT".into()]);
+        assert_eq!(
+            seen,
+            vec!["CAPA".to_string(), format!("AUTH XOAUTH2 {}", xoauth2_b64()), "STAT".into(), "QUIT".into()]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_too_long_for_the_auth_line_goes_after_the_continuation() {
+        // RFC 5034 §4: the AUTH line with its initial response is at most 255 octets.
+        let long = "t".repeat(200);
+        let (port, h) =
+            scripted::serve("+OK POP3 ready\r\n", ServerTls::None, pop3_server(Some("SASL XOAUTH2\r\n"), true)).await;
+        let t = target(port, Security::Tls);
+        let mut conn = Conn::new(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+        conn.greeting(&t).await.unwrap();
+        login_and_stat(&t, conn, &AccessToken::new(long.clone())).await.unwrap();
+        let b64 = sasl::base64(&sasl::xoauth2("bob@example.com", &long).unwrap());
+        assert_eq!(h.await.unwrap()[1..3], ["AUTH XOAUTH2", b64.expose_secret()]);
     }
 
     #[tokio::test]
@@ -317,7 +356,7 @@ mod tests {
         let (r, seen, port) = dialogue(pop3_server(Some("SASL OAUTHBEARER\r\n"), true)).await;
         assert_eq!(r.unwrap().mechanism, "OAUTHBEARER");
         let expected = sasl::base64(&sasl::oauthbearer("bob@example.com", "127.0.0.1", port, TOKEN).unwrap());
-        assert_eq!(seen[1..3], ["AUTH OAUTHBEARER", expected.expose_secret()]);
+        assert_eq!(seen[1], format!("AUTH OAUTHBEARER {}", expected.expose_secret()));
     }
 
     #[tokio::test]
@@ -337,7 +376,7 @@ mod tests {
         );
         assert_eq!(
             seen,
-            vec!["CAPA".to_string(), "AUTH XOAUTH2".into(), xoauth2_b64(), String::new()],
+            vec!["CAPA".to_string(), format!("AUTH XOAUTH2 {}", xoauth2_b64()), String::new()],
             "no STAT after a refusal"
         );
     }
@@ -346,7 +385,7 @@ mod tests {
     async fn oauthbearer_failure_is_acknowledged_with_ctrl_a() {
         let (r, seen, _) = dialogue(pop3_server(Some("SASL OAUTHBEARER\r\n"), false)).await;
         assert_eq!(r.unwrap_err().code(), "auth_rejected");
-        assert_eq!(seen[3], "AQ==", "RFC 7628 §3.2.3: %x01 answers the error");
+        assert_eq!(seen[2], "AQ==", "RFC 7628 §3.2.3: %x01 answers the error");
     }
 
     #[tokio::test]
@@ -369,7 +408,7 @@ mod tests {
         let e = r.unwrap_err();
         assert_eq!(e.code(), "auth_rejected");
         assert_eq!(e.server_words(), Some("-ERR Authentication failure: unknown user name or bad password."));
-        assert_eq!(seen, vec!["CAPA", "AUTH XOAUTH2"], "no credential after -ERR");
+        assert_eq!(seen, vec!["CAPA".to_string(), format!("AUTH XOAUTH2 {}", xoauth2_b64())], "nothing after -ERR");
     }
 
     #[tokio::test]
@@ -472,8 +511,7 @@ mod tests {
                 "STLS".into(),
                 "[tls]".into(),
                 "CAPA".into(),
-                "AUTH XOAUTH2".into(),
-                xoauth2_b64(),
+                format!("AUTH XOAUTH2 {}", xoauth2_b64()),
                 "STAT".into(),
                 "QUIT".into()
             ],

@@ -6,12 +6,16 @@
 //! challenge (`334 <base64 JSON>`, which Gmail sends), so the server's final words — the ones
 //! that say *why* (`535 5.7.139 … SmtpClientAuthentication is disabled`) — would be lost. The
 //! dialogue needed is a handful of commands. The test message itself is formatted by lettre's
-//! message builder (RFC 5322 headers, Date, Message-ID).
+//! message builder (RFC 5322 headers, Date, Message-ID). The closing `RSET`/`QUIT` are sent
+//! without waiting for their replies.
 
 use oauth2::AccessToken;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{connect, invalid_input, sasl, unexpected, LineConn, ProbeError, ProbeReport, ProbeTarget, Tls};
+use super::sasl::Mechanism;
+use super::{
+    connect, invalid_input, sasl, unexpected, LineConn, ProbeError, ProbeFailure, ProbeReport, ProbeTarget, Tls,
+};
 use crate::mailbox::Security;
 
 const PROTO: &str = "SMTP";
@@ -35,8 +39,20 @@ pub async fn probe(
     token: &AccessToken,
     send: Option<&TestMessage>,
 ) -> Result<ProbeReport, ProbeError> {
+    probe_traced(t, token, send).await.map_err(ProbeError::from)
+}
+
+/// [`probe`], keeping the transcript of a failure too.
+pub async fn probe_traced(
+    t: &ProbeTarget,
+    token: &AccessToken,
+    send: Option<&TestMessage>,
+) -> Result<ProbeReport, ProbeFailure> {
     if let Some(m) = send {
-        check_recipient(&m.to).map_err(|problem| invalid_input(t, "the recipient (`to`)", problem))?;
+        check_recipient(&m.to).map_err(|problem| ProbeFailure {
+            error: invalid_input(t, "the recipient (`to`)", problem),
+            transcript: Default::default(),
+        })?;
     }
     super::guarded(t, token, dialogue(t, token, send)).await
 }
@@ -100,19 +116,14 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         })
         .flat_map(|m| m.split_whitespace().map(str::to_string).collect::<Vec<_>>())
         .collect();
-    let mechanism = if offered.iter().any(|m| m == "XOAUTH2") {
-        "XOAUTH2"
-    } else if offered.iter().any(|m| m == "OAUTHBEARER") {
-        "OAUTHBEARER"
-    } else {
+    let Some(mech) = Mechanism::pick(offered.iter().map(String::as_str)) else {
         let offered = if offered.is_empty() { "no SASL mechanism".to_string() } else { offered.join(", ") };
         return Err(ProbeError::MechanismNotOffered { proto: PROTO, addr: t.addr(), offered });
     };
-    let raw = match mechanism {
-        "XOAUTH2" => sasl::xoauth2(&t.sasl_user, token.secret()),
-        _ => sasl::oauthbearer(&t.sasl_user, &t.host, t.port, token.secret()),
-    }
-    .map_err(|e| ProbeError::from_sasl(t, e))?;
+    let mechanism = mech.name();
+    let raw = mech
+        .initial_response(&t.sasl_user, &t.host, t.port, token.secret())
+        .map_err(|e| ProbeError::from_sasl(t, e))?;
     let rejected =
         |words: String| ProbeError::AuthRejected { proto: PROTO, command: "AUTH", mechanism, addr: t.addr(), words };
     // `AUTH XOAUTH2`, the server's empty `334`, then the response on its own line: the form
@@ -130,13 +141,9 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             // A failure challenge (base64 JSON): acknowledge (empty line for XOAUTH2, ^A for
             // OAUTHBEARER, RFC 7628 §3.2.3), then read the final 5xx.
             let json = sasl::decode_failure_challenge(&text);
-            conn.send(t, "authenticate", if mechanism == "XOAUTH2" { "" } else { "AQ==" }).await?;
+            conn.send(t, "authenticate", &sasl::base64_bytes(mech.failure_ack())).await?;
             let (code, fin) = conn.reply(t, "authenticate").await?;
-            let fin = format!("{code} {fin}");
-            return Err(rejected(match json {
-                Some(j) => format!("{fin} ({j})"),
-                None => fin,
-            }));
+            return Err(rejected(sasl::with_challenge(format!("{code} {fin}"), json)));
         }
         _ => return Err(rejected(format!("{code} {text}"))),
     }
@@ -150,9 +157,15 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let detail = match send {
         None => {
-            conn.send(t, "quit", "RSET").await?;
-            let _ = conn.reply(t, "quit").await;
-            format!("signed in; the server accepts mail from {}", t.sasl_user)
+            // The transaction is reset and the session ended together, the replies not awaited:
+            // MAIL FROM's 250 was the proof, and nothing was sent.
+            let _ = conn.write(t, "quit", b"RSET\r\nQUIT\r\n").await;
+            return Ok(ProbeReport {
+                mechanism,
+                messages: 0,
+                detail: format!("signed in; the server accepts mail from {}", t.sasl_user),
+                transcript: Default::default(),
+            });
         }
         Some(m) => {
             conn.send(t, "rcpt", &format!("RCPT TO:<{}>", m.to)).await?;
@@ -174,10 +187,9 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             format!("test message sent to {} ({code} {text})", m.to)
         }
     };
-    if conn.send(t, "quit", "QUIT").await.is_ok() {
-        let _ = conn.reply(t, "quit").await;
-    }
-    Ok(ProbeReport { mechanism, messages: 0, detail })
+    // The message was accepted at the 250 above; QUIT's reply is not awaited.
+    let _ = conn.send(t, "quit", "QUIT").await;
+    Ok(ProbeReport { mechanism, messages: 0, detail, transcript: Default::default() })
 }
 
 /// The test message, formatted as RFC 5322 by lettre's builder.
