@@ -28,7 +28,7 @@ impl Sandbox {
 
     /// Reads the `env` file of a sandbox a test started itself (`sandbox/up STATE_DIR`).
     pub fn from_file(path: &str) -> Sandbox {
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
         let vars = text
             .lines()
             .filter_map(|l| l.split_once('='))
