@@ -94,8 +94,12 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Mailboxes checked at once.
-        #[arg(long, default_value_t = mailbox_auth_core::app::VERIFY_CONCURRENCY)]
+        #[arg(long, default_value_t = mailbox_auth_core::app::VERIFY_CONCURRENCY, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
         concurrency: usize,
+        /// Connections open at once for one account (login) on one server: mailboxes that
+        /// sign in as the same delegate account share its connection limit at the server.
+        #[arg(long, default_value_t = mailbox_auth_core::app::VERIFY_PER_ACCOUNT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+        per_account: usize,
         /// Seconds allowed for each network step; each check as a whole gets three times this.
         #[arg(long, default_value_t = 20)]
         timeout: u64,
@@ -278,7 +282,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let rec = app.authenticate(&name, flow, Duration::from_secs(timeout), &open, &progress).await?;
             report(&[rec], json)
         }
-        Command::Verify { names, all, json, concurrency, timeout } => {
+        Command::Verify { names, all, json, concurrency, per_account, timeout } => {
             app.probe_timeout = Duration::from_secs(timeout);
             let names = if all { app.names()? } else { names };
             for n in &names {
@@ -295,7 +299,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             // Each mailbox's incoming server, and its outbound server when it has one.
-            let recs = app.verify_many(&names, concurrency, &done).await?;
+            let recs = app.verify_many_capped(&names, concurrency, per_account, &done).await?;
             if json {
                 // Each record with its mailbox's sign-in countdown.
                 let mut out = Vec::with_capacity(recs.len());
