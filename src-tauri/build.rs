@@ -30,6 +30,8 @@ const COMMANDS: &[&str] = &[
     "set_monitoring_paused",
     "check_all_now",
     "set_start_at_login",
+    "keyring_doctor",
+    "support_bundle",
 ];
 
 fn main() {

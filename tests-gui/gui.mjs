@@ -711,6 +711,30 @@ async function main() {
     });
     await withApp("handover", display, handoverScenarios);
     await trayGroup(display);
+    await withApp("keyring", display, async (s) => {
+      await scenario("a sign-in missing from the keyring: the board's banner says Sign-in missing — Authenticate again; Authenticate again from it -> Verified, banner gone", async () => {
+        await fillSandboxMailbox(s, "kr-lost");
+        await s.click('[data-testid="authenticate"]');
+        await s.waitFor(async () => (await status(s, '[data-testid="status-badge"]')) === "verified", "Verified", 90000);
+        assert((await s.findAll('[data-testid="keyring-banner"]')).length === 0, "no banner while all is well");
+        // The keyring loses the entry (a reset, or the data directory copied to a new machine).
+        const service = `mailbox-auth-gui-${process.pid}-keyring`;
+        const cleared = spawnSync("secret-tool", ["clear", "service", service, "username", "refresh_token:kr-lost"], { encoding: "utf8" });
+        assert(cleared.status === 0, `secret-tool clear: ${cleared.stderr}`);
+        await s.click('[data-testid="back"]');
+        await s.waitFor(() => s.find('[data-testid="keyring-banner"]'), "the keyring banner");
+        assert((await s.attr('[data-testid="keyring-banner"]', "data-code")) === "signin_missing", "banner code");
+        const title = await s.text('[data-testid="keyring-banner-title"]');
+        assert(title.includes("Sign-in missing — Authenticate again"), `banner title ${title}`);
+        const item = await s.text('[data-testid="keyring-missing-kr-lost"]');
+        assert(item.includes("kr-lost"), `banner item ${item}`);
+        assert((await status(s, '[data-testid="row-kr-lost"]')) === "failed", "the row is red");
+        await s.screenshot(path.join(shots, "keyring-banner.png"));
+        await s.click('[data-testid="keyring-authenticate-again"]');
+        await s.waitFor(async () => (await status(s, '[data-testid="row-kr-lost"]')) === "verified", "kr-lost Verified again", 90000);
+        await s.waitFor(async () => (await s.findAll('[data-testid="keyring-banner"]')).length === 0, "the banner to go", 30000);
+      });
+    });
     await damagedDatabaseAtStart(display);
   } finally {
     stop(x);

@@ -23,6 +23,14 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import Provider, { errors } from 'oidc-provider';
+import MemoryAdapter from 'oidc-provider/lib/adapters/memory_adapter.js';
+import LRU from 'oidc-provider/lib/helpers/lru.js';
+
+// oidc-provider's own in-memory store keeps only the newest 1,000 entries: with a few hundred
+// signed-in mailboxes (the benchmark signs in 1,000), grants and refresh tokens still in use
+// would be dropped. The same adapter over a larger store; entries still expire with their tokens.
+const memoryStore = new LRU({ maxSize: 1_000_000 });
+const memoryAdapter = (model) => new MemoryAdapter(model, memoryStore);
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const configPath = process.argv[2] || process.env.SANDBOX_IDP_CONFIG;
@@ -374,6 +382,7 @@ function buildProvider(issuer) {
       },
     ],
     findAccount,
+    adapter: memoryAdapter,
     scopes: ['openid', 'email', 'offline_access', MAIL_SCOPE],
     claims: { openid: ['sub', 'preferred_username'], email: ['email', 'email_verified'], profile: ['name'] },
     // Like Microsoft's and Google's, the id_token names the account that signed in

@@ -511,3 +511,46 @@ pub async fn set_start_at_login(app: AppHandle, on: bool) -> Result<bool> {
     crate::watch::set_start_at_login(&app, on)
         .map_err(|e| IpcError::new("autostart", e, "Check that ~/.config/autostart can be written, then try again."))
 }
+
+/// The keyring doctor for the banner above the board: is the Secret Service reachable and
+/// unlocked, which mailboxes lost their stored sign-in, and the fixes. The data directory is the
+/// one the shell opened (`default_home`), so its lock files are the ones every program uses.
+#[tauri::command(async)]
+#[instrument(skip(state), err)]
+pub async fn keyring_doctor(state: State<'_, Shell>) -> Result<mailbox_auth_core::doctor::Report> {
+    let locks = mailbox_auth_core::lock::Locks::new(mailbox_auth_core::store::default_home().join("locks"));
+    Ok(mailbox_auth_core::doctor::examine(&state.core, &locks).await?)
+}
+
+/// Writes a support bundle (see `mailbox_auth_core::bundle`) of the named mailboxes to a zip the
+/// admin chooses in the native save dialog. Every name is looked up before the dialog opens.
+/// Returns the path written, `None` when the admin cancels.
+#[tauri::command(async)]
+#[instrument(skip(app, state), err)]
+pub async fn support_bundle<R: Runtime>(
+    app: AppHandle<R>,
+    state: State<'_, Shell>,
+    names: Vec<String>,
+) -> Result<Option<String>> {
+    use mailbox_auth_core::bundle::{self, BundleError};
+    use tauri_plugin_dialog::DialogExt;
+    if names.is_empty() {
+        return Err(IpcError::field("names", "select at least one mailbox for the support bundle"));
+    }
+    for n in &names {
+        state.core.get(n)?;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    app.dialog().file().add_filter("Zip", &["zip"]).set_file_name("mailbox-auth-support.zip").save_file(
+        move |p: Option<tauri_plugin_dialog::FilePath>| {
+            let _ = tx.send(p.and_then(|p| p.into_path().ok()));
+        },
+    );
+    let Some(path) = rx.await.unwrap_or(None) else { return Ok(None) };
+    let locks = mailbox_auth_core::lock::Locks::new(mailbox_auth_core::store::default_home().join("locks"));
+    match bundle::write(&state.core, &locks, &names, &path).await {
+        Ok(s) => Ok(Some(s.path.display().to_string())),
+        Err(BundleError::App(e)) => Err(e.into()),
+        Err(e) => Err(IpcError::new(&e.code(), e.to_string(), "Choose a writable folder and try again.")),
+    }
+}

@@ -152,6 +152,8 @@ pub fn run() {
             commands::set_monitoring_paused,
             commands::check_all_now,
             commands::set_start_at_login,
+            commands::keyring_doctor,
+            commands::support_bundle,
         ])
         .run(tauri::generate_context!())
         .expect("error while running Mailbox Auth");

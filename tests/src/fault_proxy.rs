@@ -58,6 +58,10 @@ pub enum Fault {
     /// One-way latency: each chunk is delivered `up` (client → server) or `down` (server →
     /// client) after it arrived, without limiting throughput.
     Delay { up: Duration, down: Duration },
+    /// A wide-area link: `one_way` latency each way, and the TCP handshake's round trip charged
+    /// too (the relay connects upstream only after `2 × one_way`, so the client's first bytes, or
+    /// the server's greeting, arrive as late as over a real link with that latency).
+    Wan { one_way: Duration },
     /// Instead of the server's greeting, `prefix` and then `len` bytes of `A` without a line end;
     /// then silence.
     Oversize { prefix: Vec<u8>, len: usize },
@@ -366,6 +370,13 @@ async fn serve(shared: &Shared, client: TcpStream, fault: Fault) -> std::io::Res
     if let Fault::Respond { after, bytes } = fault {
         return respond(client, after, &bytes, c).await;
     }
+    let fault = match fault {
+        Fault::Wan { one_way } => {
+            tokio::time::sleep(one_way * 2).await;
+            Fault::Delay { up: one_way, down: one_way }
+        }
+        other => other,
+    };
     let upstream = TcpStream::connect(shared.upstream).await?;
     c.upstream.fetch_add(1, Ordering::SeqCst);
     let upstream: Box<dyn Io> = match &shared.tls {
@@ -805,6 +816,24 @@ mod tests {
         assert_eq!(read_line(&mut s).unwrap(), "a1 NOOP\r\n");
         let rtt = start.elapsed();
         assert!(rtt >= Duration::from_millis(400) && rtt < Duration::from_secs(10), "{rtt:?}");
+    }
+
+    #[test]
+    fn wan_charges_the_connect_round_trip_then_latency_each_way() {
+        let (up, _rx) = line_server();
+        let p = FaultProxy::start(up);
+        p.set_fault(Fault::Wan { one_way: Duration::from_millis(100) });
+        let start = Instant::now();
+        let mut s = connect(&p);
+        // The greeting comes a round trip (the handshake) plus one way after connecting.
+        assert_eq!(read_line(&mut s).unwrap(), "* OK hello\r\n");
+        let greeting = start.elapsed();
+        assert!(greeting >= Duration::from_millis(300) && greeting < Duration::from_secs(10), "{greeting:?}");
+        let start = Instant::now();
+        s.write_all(b"a1 NOOP\r\n").unwrap();
+        assert_eq!(read_line(&mut s).unwrap(), "a1 NOOP\r\n");
+        let rtt = start.elapsed();
+        assert!(rtt >= Duration::from_millis(200) && rtt < Duration::from_secs(10), "{rtt:?}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
 pub mod fault_proxy;
+pub mod private_keyring;
 
 /// The sandbox's `env` file, parsed.
 #[derive(Debug, Clone)]
@@ -23,7 +24,12 @@ impl Sandbox {
     pub fn get() -> Sandbox {
         let path = std::env::var("SANDBOX_ENV_FILE")
             .expect("SANDBOX_ENV_FILE is not set: run the end-to-end tests through scripts/test");
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+        Self::from_file(&path)
+    }
+
+    /// Reads the `env` file of a sandbox a test started itself (`sandbox/up STATE_DIR`).
+    pub fn from_file(path: &str) -> Sandbox {
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
         let vars = text
             .lines()
             .filter_map(|l| l.split_once('='))

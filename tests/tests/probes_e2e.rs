@@ -133,3 +133,89 @@ fn a_line_break_in_the_test_recipient_is_refused_before_connecting() {
         "nothing reached {evil}"
     );
 }
+
+/// The probe's client turns (client lines followed by a wait for the server) against the real
+/// Dovecot, for each protocol and TLS mode, with the transcript of each.
+/// Also returns the access token the probes used.
+fn real_probe_turns() -> (Vec<(String, usize, mailbox_auth_core::probe::Transcript)>, String) {
+    use mailbox_auth_core::mailbox::Security;
+    use mailbox_auth_core::probe::{probe_traced, ProbeTarget, Service};
+    let sb = Sandbox::get();
+    let cli = Cli::new();
+    three_signed_in_mailboxes(&sb, &cli, &[]);
+    let t = cli.run(&["token", "alice-imaps"], &[]);
+    assert_eq!(t.code, 0, "{t:?}");
+    let plain = t.stdout.trim().to_string();
+    let token = oauth2::AccessToken::new(plain.clone());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut out = Vec::new();
+    for (label, service, port_key, security) in [
+        ("imaps", Service::Imap, "SANDBOX_IMAPS_PORT", Security::Tls),
+        ("imap+starttls", Service::Imap, "SANDBOX_IMAP_STARTTLS_PORT", Security::Starttls),
+        ("pop3s", Service::Pop3, "SANDBOX_POP3S_PORT", Security::Tls),
+        ("pop3+stls", Service::Pop3, "SANDBOX_POP3_STLS_PORT", Security::Starttls),
+        ("submission+starttls", Service::Smtp, "SANDBOX_SUBMISSION_PORT", Security::Starttls),
+    ] {
+        let target = ProbeTarget {
+            protocol: service,
+            host: sb.var("SANDBOX_MAIL_HOST").to_string(),
+            port: sb.port(port_key),
+            security,
+            folder: "INBOX".into(),
+            sasl_user: ALICE.0.into(),
+            ca_file: Some(sb.var("SANDBOX_CA_FILE").into()),
+            timeout: std::time::Duration::from_secs(10),
+        };
+        let report = rt.block_on(probe_traced(&target, &token)).unwrap_or_else(|e| panic!("{label}: {e}"));
+        let turns = report.transcript.turns();
+        eprintln!("{label}: {turns} turns\n{}", report.transcript.render());
+        out.push((label.to_string(), turns, report.transcript));
+    }
+    (out, plain)
+}
+
+/// Issue 10's round trips: the greeting's capabilities instead of a second CAPABILITY, SASL-IR
+/// (RFC 4959) and the POP3 initial response (RFC 5034), no wait for the LOGOUT/QUIT reply.
+/// Each count is the protocol minimum: IMAPS `AUTHENTICATE`+IR, `EXAMINE`; with STARTTLS one
+/// more for `STARTTLS` and the `CAPABILITY` that must be asked again over TLS; POP3 `CAPA`,
+/// `AUTH`+IR, `STAT` (+ `STLS` and the second `CAPA`); SMTP `EHLO`, `AUTH`, response,
+/// `MAIL FROM` (+ `STARTTLS`, `EHLO`). Before: 5, 7, 5, 7, 8.
+#[test]
+fn real_probes_take_the_protocol_minimum_of_round_trips() {
+    let got: Vec<(String, usize)> = real_probe_turns().0.into_iter().map(|(l, n, _)| (l, n)).collect();
+    let want: Vec<(String, usize)> =
+        [("imaps", 2), ("imap+starttls", 4), ("pop3s", 3), ("pop3+stls", 5), ("submission+starttls", 6)]
+            .into_iter()
+            .map(|(l, n)| (l.to_string(), n))
+            .collect();
+    assert_eq!(got, want);
+}
+
+/// The transcript of a real probe holds the server's words, the TLS facts of the sandbox's
+/// certificate, and no form of the access token.
+#[test]
+fn real_transcripts_hold_the_dialogue_and_no_token() {
+    let sb = Sandbox::get();
+    let (probes, token) = real_probe_turns();
+    for (label, _, tr) in probes {
+        let tls = tr.tls.as_ref().unwrap_or_else(|| panic!("{label}: no TLS facts"));
+        assert!(tls.version.as_deref().is_some_and(|v| v.starts_with("TLSv1.")), "{label}: {tls:?}");
+        assert!(tls.cipher.is_some(), "{label}: {tls:?}");
+        let host = sb.var("SANDBOX_MAIL_HOST");
+        assert!(
+            tls.chain[0].sans.iter().any(|s| s.ends_with(host)),
+            "{label}: the sandbox certificate names {host}: {tls:?}"
+        );
+        let server = tr.lines.iter().filter(|l| l.from == mailbox_auth_core::probe::transcript::Side::Server).count();
+        assert!(server >= 3, "{label}: the server's lines: {}", tr.render());
+        let json = serde_json::to_string(&tr).unwrap();
+        for engine in [base64::engine::general_purpose::STANDARD, base64::engine::general_purpose::URL_SAFE_NO_PAD] {
+            assert!(!json.contains(engine.encode(&token).trim_end_matches('=')), "{label}: the token's base64");
+        }
+        assert!(!json.contains(&token), "{label}: the token");
+        for (run, bytes) in base64_runs(&json) {
+            assert!(!String::from_utf8_lossy(&bytes).contains("auth=Bearer"), "{label}: a SASL response ({run})");
+        }
+        assert!(json.contains("<redacted, "), "{label}: the SASL response is shown by its size");
+    }
+}

@@ -22,6 +22,7 @@ use secrecy::ExposeSecret;
 
 mod handover_cmd;
 mod monitor_cmd;
+mod support_cmd;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -94,8 +95,12 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Mailboxes checked at once.
-        #[arg(long, default_value_t = mailbox_auth_core::app::VERIFY_CONCURRENCY)]
+        #[arg(long, default_value_t = mailbox_auth_core::app::VERIFY_CONCURRENCY, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
         concurrency: usize,
+        /// Connections open at once for one account (login) on one server: mailboxes that
+        /// sign in as the same delegate account share its connection limit at the server.
+        #[arg(long, default_value_t = mailbox_auth_core::app::VERIFY_PER_ACCOUNT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+        per_account: usize,
         /// Seconds allowed for each network step; each check as a whole gets three times this.
         #[arg(long, default_value_t = 20)]
         timeout: u64,
@@ -147,6 +152,24 @@ enum Command {
     AppCert {
         #[command(subcommand)]
         action: handover_cmd::AppCertAction,
+    },
+    /// Write a support bundle (a zip) for the named mailboxes: settings, recent checks, the
+    /// latest failing transcript, the identity provider's error, the diagnosis, TLS facts; no
+    /// secret. README.txt inside says what is there and what was redacted.
+    Bundle {
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Where to write the zip.
+        #[arg(short = 'o', long = "output", value_name = "FILE.zip")]
+        output: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the OS keyring: reachable, locked, which backend, and which mailboxes lost their
+    /// stored sign-in; with the fix. Exit 0 all well, 1 sign-in missing, 3 no keyring, 4 locked.
+    Doctor {
+        #[arg(long)]
+        json: bool,
     },
     /// Show the mailbox's check history, newest first.
     History {
@@ -260,7 +283,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let rec = app.authenticate(&name, flow, Duration::from_secs(timeout), &open, &progress).await?;
             report(&[rec], json)
         }
-        Command::Verify { names, all, json, concurrency, timeout } => {
+        Command::Verify { names, all, json, concurrency, per_account, timeout } => {
             app.probe_timeout = Duration::from_secs(timeout);
             let names = if all { app.names()? } else { names };
             for n in &names {
@@ -277,7 +300,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             // Each mailbox's incoming server, and its outbound server when it has one.
-            let recs = app.verify_many(&names, concurrency, &done).await?;
+            let recs = app.verify_many_capped(&names, concurrency, per_account, &done).await?;
             if json {
                 // Each record with its mailbox's sign-in countdown.
                 let mut out = Vec::with_capacity(recs.len());
@@ -350,6 +373,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Alerts { action } => monitor_cmd::alerts(app, &home, action).await,
         Command::Export { with_secrets, output, json } => handover_cmd::export(&app, with_secrets, output, json).await,
         Command::AppCert { action } => handover_cmd::app_cert(&app, action).await,
+        Command::Doctor { json } => support_cmd::doctor(&app, &home, json).await,
+        Command::Bundle { names, output, json } => support_cmd::bundle(&app, &home, &names, &output, json).await,
         Command::History { name, limit, json } => {
             let recs = app.history(&name, limit)?;
             if json {

@@ -16,6 +16,7 @@ use crate::diagnose::diagnose;
 use crate::health::{self, HealthRecord, Status};
 use crate::import::{self, ImportError, RowError};
 use crate::mailbox::{FieldError, Flow, Mailbox, Protocol, ProviderKind, Security, Smtp};
+use crate::monitor;
 use crate::oauth::auth_code::{self, AuthStep};
 use crate::oauth::refresh::TokenCache;
 use crate::oauth::{self, OAuthError};
@@ -52,8 +53,15 @@ fn verification_wait(v: &Verification) -> Option<Duration> {
     throttled.into_iter().map(throttle_wait).collect::<Option<Vec<_>>>()?.into_iter().max()
 }
 
-/// Default number of mailboxes verified at once.
-pub const VERIFY_CONCURRENCY: usize = 4;
+/// Default number of mailboxes verified at once (CLI `verify` and the window alike), chosen
+/// from `scripts/bench` (README "Performance"): behind a 40 ms round trip 16 at once verify
+/// about three times as many mailboxes per second as 4, and more gain little on a 2-core client
+/// (the keyring daemon and the CPU, not the network, are then the limit); the per-account cap
+/// keeps what one account opens at a server below its limit whatever this is.
+pub const VERIFY_CONCURRENCY: usize = 16;
+/// Default cap on the connections one account opens to one server at once during bulk work
+/// (the monitor's default too): below Gmail's 15 and Dovecot's default 10 per user and IP.
+pub const VERIFY_PER_ACCOUNT: usize = monitor::DEFAULT_PER_ACCOUNT;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -280,6 +288,10 @@ impl App {
             Some(r) if r.throttled() && status == Status::NeedsAttention => health::THROTTLED_LABEL,
             _ => status.label(),
         };
+        // Signed in once, entry gone (keyring reset, another machine): red, and said so.
+        let lost = !authenticated && crate::doctor::signin_recorded(&self.store, &m);
+        let (status, status_label) =
+            if lost { (Status::Failed, crate::doctor::SIGNIN_MISSING_LABEL) } else { (status, status_label) };
         let incoming_check = newest_since_sign_in(&recent, &[&Service::Imap.to_string(), &Service::Pop3.to_string()]);
         let smtp_check = m.smtp.as_ref().and_then(|_| newest_since_sign_in(&recent, &[&Service::Smtp.to_string()]));
         Ok(MailboxView {
@@ -670,7 +682,7 @@ impl App {
             }
         };
         let target = self.probe_target(&m, m.protocol.into(), &m.host, m.port, m.security);
-        let outcome = probe::probe(&target, &token).await;
+        let outcome = self.keep_transcript(name, &target, probe::probe_traced(&target, &token).await);
         if outcome.as_ref().is_err_and(|e| e.code() == "auth_rejected") {
             // A refused token (revoked, or its grant ended) must not be served from the cache
             // again: the next call refreshes.
@@ -716,7 +728,8 @@ impl App {
                 smtp.port
             ),
         });
-        let outcome = probe::smtp::probe(&target, token, message.as_ref()).await;
+        let outcome =
+            self.keep_transcript(&m.name, &target, probe::smtp::probe_traced(&target, token, message.as_ref()).await);
         if outcome.as_ref().is_err_and(|e| e.code() == "auth_rejected") {
             // As in `verify`: a refused token is not served from the cache again.
             self.tokens.clear(&m.name).await;
@@ -765,20 +778,49 @@ impl App {
         }
     }
 
-    /// Verifies many mailboxes, at most `concurrency` at once; `done` is called as each ends.
-    /// A throttled mailbox is verified again after the back-off its server asked for (at most
-    /// [`THROTTLE_RETRIES`] times, and only for a back-off up to [`THROTTLE_BACKOFF_CAP`]); its
-    /// throttled attempts are recorded as such, never as failures.
+    /// Verifies many mailboxes, at most `concurrency` at once and at most
+    /// [`VERIFY_PER_ACCOUNT`] of one account on one server; `done` is called as each ends.
+    /// See [`App::verify_many_capped`].
     pub async fn verify_many(
         &self,
         names: &[String],
         concurrency: usize,
         done: &(dyn Fn(&HealthRecord) + Send + Sync),
     ) -> Result<Vec<HealthRecord>, AppError> {
+        self.verify_many_capped(names, concurrency, VERIFY_PER_ACCOUNT, done).await
+    }
+
+    /// Verifies many mailboxes, at most `concurrency` at once, and at most `per_account` at
+    /// once that sign in as the same account on the same server ([`monitor::account_key`]):
+    /// many shared mailboxes behind one delegate account share that account's connection
+    /// limit at the server (Dovecot's `mail_max_userip_connections`, Gmail's 15), and going
+    /// past it turns healthy mailboxes red with `NO [LIMIT]`. A mailbox's permit is held for
+    /// its whole check (incoming, then SMTP), never while it waits out a back-off.
+    ///
+    /// A throttled mailbox is verified again after the back-off its server asked for (at most
+    /// [`THROTTLE_RETRIES`] times, and only for a back-off up to [`THROTTLE_BACKOFF_CAP`]); its
+    /// throttled attempts are recorded as such, never as failures.
+    pub async fn verify_many_capped(
+        &self,
+        names: &[String],
+        concurrency: usize,
+        per_account: usize,
+        done: &(dyn Fn(&HealthRecord) + Send + Sync),
+    ) -> Result<Vec<HealthRecord>, AppError> {
+        let limits = monitor::Limits::new(concurrency.max(1), per_account.max(1));
+        let limits = &limits;
         // Owned names and a plain loop keep this future `Send`, so a desktop command can await
         // it directly (closures over borrowed items in `buffer_unordered` are not, rust#102211).
         let verifications = names.iter().cloned().enumerate().map(|(i, n)| async move {
-            let mut r = self.verify(&n).await;
+            let account = match self.store.get(&n) {
+                Ok(m) => monitor::account_key(m.sasl_user(), &m.host),
+                // `verify` records what is wrong with it; it opens no connection.
+                Err(_) => n.clone(),
+            };
+            let mut r = {
+                let _permit = limits.connection(&account).await;
+                self.verify(&n).await
+            };
             for _ in 0..THROTTLE_RETRIES {
                 let wait = match &r {
                     Ok(v) => verification_wait(v),
@@ -786,11 +828,14 @@ impl App {
                 };
                 let Some(wait) = wait else { break };
                 tokio::time::sleep(wait).await;
+                let _permit = limits.connection(&account).await;
                 r = self.verify(&n).await;
             }
             (i, r)
         });
-        let mut pending = futures::stream::iter(verifications).buffer_unordered(concurrency.max(1));
+        // Every mailbox waits for its permits at once: the limits, not the stream, decide what
+        // runs, so mailboxes queued behind a busy account never keep others from starting.
+        let mut pending = futures::stream::iter(verifications).buffer_unordered(names.len().max(1));
         let mut results: Vec<(usize, HealthRecord)> = Vec::with_capacity(names.len());
         while let Some((i, r)) = pending.next().await {
             // Incoming first, then SMTP; the sort below is stable and keeps that order.
@@ -836,8 +881,30 @@ impl App {
     }
 
     fn record(&self, rec: HealthRecord) -> Result<HealthRecord, AppError> {
+        let rec = crate::doctor::name_lost_signin(&self.store, rec);
         self.store.record(&rec)?;
         Ok(rec)
+    }
+}
+
+impl App {
+    /// Keeps the transcript of a failed probe as the mailbox's latest failing one for that
+    /// check (for support bundles), and hands back the outcome. A transcript that cannot be
+    /// stored is logged and dropped: the check's verdict does not depend on it.
+    fn keep_transcript(
+        &self,
+        name: &str,
+        target: &ProbeTarget,
+        outcome: Result<probe::ProbeReport, probe::ProbeFailure>,
+    ) -> Result<probe::ProbeReport, probe::ProbeError> {
+        outcome.map_err(|f| {
+            if let Err(e) =
+                self.store.keep_failing_transcript(name, &target.protocol.to_string(), Utc::now(), &f.transcript)
+            {
+                tracing::warn!(mailbox = name, "cannot keep the failing check's transcript: {e}");
+            }
+            f.error
+        })
     }
 }
 

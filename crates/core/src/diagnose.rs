@@ -138,6 +138,8 @@ const BY_CODE: &[Entry] = &[
      "Install and unlock gnome-keyring or KeePassXC (with Secret Service enabled), then try again."),
     ("keyring_locked", "The OS keyring is locked or refused access.", "Unlock the keyring and try again."),
     ("keyring_failed", "The OS keyring failed.", "Unlock or restart the keyring service and try again."),
+    ("signin_missing", "The mailbox was signed in, but its stored sign-in is no longer in the OS keyring: the keyring was reset or replaced, or the data directory was moved to another machine.",
+     "Click Authenticate and sign in again (run `mailbox-auth doctor` first when many mailboxes show this: the keyring itself may be the problem)."),
     // Mail server probes
     ("dns", "The mail server's host name does not resolve.", "Check the host name for typos; for Microsoft 365 it is outlook.office365.com."),
     ("connect_refused", "Nothing accepts connections at that host and port.",
@@ -381,6 +383,7 @@ mod tests {
         ("nonce_mismatch", "does not carry the nonce", "fixed nonce"),
         ("redirect_port_taken", "fixed redirect port", "redirect_port"),
         ("keyring_failed", "keyring failed", "restart the keyring"),
+        ("signin_missing", "no longer in the OS keyring", "Authenticate"),
         ("store", "data store failed", "writable"),
         ("not_found", "no mailbox with that name", "mailbox-auth list"),
     ];

@@ -6,8 +6,10 @@
 
 pub mod app;
 pub mod appcert;
+pub mod bundle;
 pub mod contract;
 pub mod diagnose;
+pub mod doctor;
 pub mod export;
 pub mod handover;
 pub mod health;

@@ -25,7 +25,7 @@ use crate::health::HealthRecord;
 use crate::mailbox::Mailbox;
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 /// Green checks older than this are pruned unless they mark a change of status.
 pub const ROUTINE_RETENTION_DAYS: i64 = 30;
 /// Pruning also runs every this many new records (a window open for months).
@@ -140,6 +140,21 @@ fn migrate(tx: &rusqlite::Transaction<'_>, from: i64) -> Result<(), StoreError> 
              );",
         )
         .map_err(sql("migrate to schema 3"))?;
+    }
+    // 3 → 4: the transcript of each mailbox's latest failing check, per check (`imap`, `pop3`,
+    // `smtp`), for support bundles. Transcripts carry no secret: the probe redacts the client's
+    // lines before they are recorded (`probe/transcript.rs`).
+    if from < 4 {
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS failing_transcripts (
+                 mailbox TEXT NOT NULL,
+                 check_name TEXT NOT NULL,
+                 at TEXT NOT NULL,
+                 data TEXT NOT NULL,
+                 PRIMARY KEY (mailbox, check_name)
+             );",
+        )
+        .map_err(sql("migrate to schema 4"))?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(sql("set the schema version"))
 }
@@ -327,6 +342,7 @@ impl Store {
         tx.execute("DELETE FROM health WHERE mailbox = ?1", [name]).map_err(sql("remove history"))?;
         tx.execute("DELETE FROM signin WHERE mailbox = ?1", [name]).map_err(sql("remove sign-in dates"))?;
         tx.execute("DELETE FROM monitor_alert_state WHERE mailbox = ?1", [name]).map_err(sql("remove alert state"))?;
+        tx.execute("DELETE FROM failing_transcripts WHERE mailbox = ?1", [name]).map_err(sql("remove transcripts"))?;
         tx.commit().map_err(sql("commit"))
     }
 
@@ -497,6 +513,53 @@ impl Store {
         self.conn()
             .execute("DELETE FROM monitor_alert_state WHERE mailbox NOT IN (SELECT name FROM mailboxes)", [])
             .map_err(sql("prune alert state"))
+    }
+}
+
+/// The transcript of a mailbox's latest failing check (schema 4).
+impl Store {
+    /// Keeps `transcript` as the latest failing one of the mailbox's `check`, replacing the
+    /// previous one.
+    pub fn keep_failing_transcript(
+        &self,
+        mailbox: &str,
+        check: &str,
+        at: chrono::DateTime<chrono::Utc>,
+        transcript: &crate::probe::Transcript,
+    ) -> Result<(), StoreError> {
+        let data = serde_json::to_string(transcript)
+            .map_err(|source| StoreError::Corrupt { name: mailbox.to_string(), source })?;
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO failing_transcripts (mailbox, check_name, at, data) VALUES (?1, ?2, ?3, ?4)",
+                params![mailbox, check, at.to_rfc3339(), data],
+            )
+            .map_err(sql("keep the failing transcript"))?;
+        Ok(())
+    }
+
+    /// The latest failing transcripts of a mailbox, newest first: `(check, at, transcript)`. One
+    /// that cannot be read is left out.
+    pub fn failing_transcripts(
+        &self,
+        mailbox: &str,
+    ) -> Result<Vec<(String, chrono::DateTime<chrono::Utc>, crate::probe::Transcript)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT check_name, at, data FROM failing_transcripts WHERE mailbox = ?1 ORDER BY at DESC")
+            .map_err(sql("read the failing transcripts"))?;
+        let rows = stmt
+            .query_map([mailbox], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+            .map_err(sql("read the failing transcripts"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql("read the failing transcripts"))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(check, at, data)| {
+                let at = chrono::DateTime::parse_from_rfc3339(&at).ok()?.with_timezone(&chrono::Utc);
+                Some((check, at, serde_json::from_str(&data).ok()?))
+            })
+            .collect())
     }
 }
 
@@ -700,7 +763,7 @@ mod tests {
         drop(conn);
         let s = Store::open(dir.path()).unwrap();
         let v: i64 = s.conn().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-        assert_eq!(v, 3);
+        assert_eq!(v, SCHEMA_VERSION);
         assert_eq!(s.list().unwrap(), vec![sample()]);
         assert_eq!(s.history("support", 10).unwrap().iter().map(|r| r.message.as_str()).collect::<Vec<_>>(), ["r7"]);
         assert_eq!(s.signin("support").unwrap().unwrap().idle_lifetime, Some(std::time::Duration::from_secs(1800)));
@@ -746,6 +809,27 @@ mod tests {
         assert_eq!(s.prune_alert_states().unwrap(), 1, "only the state of a mailbox that is not stored goes");
         s.remove("other").unwrap();
         assert_eq!(s.alert_states().unwrap(), [("support".to_string(), "verified".to_string())]);
+    }
+
+    #[test]
+    fn the_latest_failing_transcript_per_check_is_kept_and_goes_with_the_mailbox() {
+        use crate::probe::transcript::{Line, Side};
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.save(&sample()).unwrap();
+        let t = |text: &str| crate::probe::Transcript {
+            lines: vec![Line { ms: 3, from: Side::Server, text: text.into() }],
+            ..Default::default()
+        };
+        let t0 = chrono::Utc::now() - chrono::Duration::minutes(5);
+        s.keep_failing_transcript("support", "imap", t0, &t("first")).unwrap();
+        s.keep_failing_transcript("support", "smtp", t0 + chrono::Duration::minutes(1), &t("smtp")).unwrap();
+        s.keep_failing_transcript("support", "imap", t0 + chrono::Duration::minutes(2), &t("second")).unwrap();
+        let kept = s.failing_transcripts("support").unwrap();
+        let texts: Vec<(&str, &str)> = kept.iter().map(|(c, _, t)| (c.as_str(), t.lines[0].text.as_str())).collect();
+        assert_eq!(texts, [("imap", "second"), ("smtp", "smtp")], "one per check, the newest first");
+        s.remove("support").unwrap();
+        assert!(s.failing_transcripts("support").unwrap().is_empty());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! TLS for talking to mail servers (IMAP, POP3, later SMTP): rustls (TLS 1.2, RFC 5246, and
+//! TLS for talking to mail servers (IMAP, POP3, SMTP): rustls (TLS 1.2, RFC 5246, and
 //! TLS 1.3, RFC 8446) with the `ring` provider, certificates verified against the system roots
 //! plus the mailbox's optional extra CA (PEM, RFC 7468), and the server identity checked
 //! against the host name or IP address (RFC 9525, webpki).
@@ -8,13 +8,16 @@
 //! `ca_file` instead. Handshake failures are classified (untrusted issuer, wrong host name,
 //! expired, other) so the admin is told which of them it was.
 
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 /// Setting up TLS failed before any byte was sent.
 #[derive(Debug, thiserror::Error)]
@@ -38,18 +41,64 @@ impl TlsError {
 }
 
 /// A client configuration trusting the system roots and every certificate in `ca_file`.
+///
+/// Built once per process and per `ca_file` (as it is on disk: a file that changed is read
+/// again) and shared: reading the system store means opening and decoding every root
+/// certificate, which for a bulk check of hundreds of mailboxes used to dominate the client's
+/// CPU. A file that cannot be used is reported every time, never cached.
 pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
-    let mut roots = RootCertStore::empty();
-    // Some system stores hold files or certificates that cannot be read or parsed; the rest are
-    // still good, and a private CA may come from `ca_file` anyway.
-    let native = rustls_native_certs::load_native_certs();
-    if !native.errors.is_empty() {
-        tracing::debug!(errors = native.errors.len(), "some system root certificates could not be loaded");
+    let key = match ca_file {
+        None => None,
+        Some(path) => {
+            // The same checks as reading it, so a FIFO or device is refused before any open.
+            if let Some(p) = ca_file_problem(path) {
+                return Err(TlsError::CaFile { path: path.to_path_buf(), detail: p });
+            }
+            let md = std::fs::metadata(path)
+                .map_err(|e| TlsError::CaFile { path: path.to_path_buf(), detail: e.to_string() })?;
+            Some((path.to_path_buf(), md.modified().ok(), md.len()))
+        }
+    };
+    let cache = CONFIGS.get_or_init(Default::default);
+    if let Some(c) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return Ok(Arc::clone(c));
     }
-    let (_added, ignored) = roots.add_parsable_certificates(native.certs);
-    if ignored > 0 {
-        tracing::debug!(ignored, "some system root certificates could not be parsed");
+    let config = build_config(ca_file)?;
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    // A handful of CA files in practice; a bound all the same (files edited again and again).
+    if cache.len() >= MAX_CACHED_CONFIGS {
+        cache.clear();
     }
+    Ok(Arc::clone(cache.entry(key).or_insert(config)))
+}
+
+/// A `ca_file` as it is on disk (path, modification time, size), or none.
+type ConfigKey = Option<(PathBuf, Option<std::time::SystemTime>, u64)>;
+
+static CONFIGS: OnceLock<Mutex<HashMap<ConfigKey, Arc<ClientConfig>>>> = OnceLock::new();
+const MAX_CACHED_CONFIGS: usize = 64;
+
+/// The system's root certificates, read once per process.
+fn system_roots() -> &'static RootCertStore {
+    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let mut roots = RootCertStore::empty();
+        // Some system stores hold files or certificates that cannot be read or parsed; the rest
+        // are still good, and a private CA may come from `ca_file` anyway.
+        let native = rustls_native_certs::load_native_certs();
+        if !native.errors.is_empty() {
+            tracing::debug!(errors = native.errors.len(), "some system root certificates could not be loaded");
+        }
+        let (_added, ignored) = roots.add_parsable_certificates(native.certs);
+        if ignored > 0 {
+            tracing::debug!(ignored, "some system root certificates could not be parsed");
+        }
+        roots
+    })
+}
+
+fn build_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut roots = system_roots().clone();
     if let Some(path) = ca_file {
         for cert in read_ca_file(path)? {
             roots.add(cert).map_err(|e| TlsError::CaFile {
@@ -59,12 +108,67 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsErr
         }
     }
     // `ring` explicitly: the process-wide default provider is not set (and aws-lc is not built).
-    let config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_root_certificates(roots)
+        // Not a weaker verifier: webpki's own, which judges every chain exactly as
+        // `with_root_certificates` would; the wrapper only notes the chain for the transcript.
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Noting { webpki }))
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// webpki's server verifier, noting the presented chain in the running probe's transcript
+/// before judging it (so an untrusted or expired chain is on record too). Every decision is
+/// webpki's: verification is never relaxed.
+#[derive(Debug)]
+struct Noting {
+    webpki: Arc<WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for Noting {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        crate::probe::transcript::note_chain(end_entity, intermediates);
+        self.webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+
+    fn root_hint_subjects(&self) -> Option<&[rustls::DistinguishedName]> {
+        self.webpki.root_hint_subjects()
+    }
 }
 
 /// [`client_config`] on a blocking thread: reading `ca_file` (and the system roots) is file I/O
@@ -377,6 +481,33 @@ pub(crate) mod tests {
         assert!(client_config_off_runtime(Some(path)).await.is_ok());
         let e = client_config_off_runtime(Some("/dev/zero".into())).await.unwrap_err();
         assert_eq!(e.code(), "ca_file");
+    }
+
+    #[test]
+    fn configurations_are_shared_per_process_and_per_ca_file() {
+        let a = test_pki(&["localhost"], false);
+        let b = test_pki(&["localhost"], false);
+        let (_da, pa) = write_ca(&a);
+        let (_db, pb) = write_ca(&b);
+        let first = client_config(Some(&pa)).unwrap();
+        assert!(Arc::ptr_eq(&first, &client_config(Some(&pa)).unwrap()), "the same CA file: the same configuration");
+        let other = client_config(Some(&pb)).unwrap();
+        assert!(!Arc::ptr_eq(&first, &other), "another CA file: another configuration");
+        let system = client_config(None).unwrap();
+        assert!(Arc::ptr_eq(&system, &client_config(None).unwrap()), "no CA file: one configuration");
+        assert!(!Arc::ptr_eq(&system, &first));
+        // The file changed on disk (another CA in it): read again, not served from the cache.
+        std::fs::write(&pa, format!("{}{}", a.ca_pem, b.ca_pem)).unwrap();
+        assert!(!Arc::ptr_eq(&first, &client_config(Some(&pa)).unwrap()));
+        // And a file that became unusable is reported, not served from the cache.
+        std::fs::remove_file(&pb).unwrap();
+        assert_eq!(client_config(Some(&pb)).unwrap_err().code(), "ca_file");
+    }
+
+    #[test]
+    fn the_system_roots_are_read_once() {
+        let first: *const RootCertStore = system_roots();
+        assert!(std::ptr::eq(first, system_roots()));
     }
 
     #[test]

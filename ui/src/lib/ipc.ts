@@ -123,3 +123,9 @@ export const setStartAtLogin = (on: boolean) => call<boolean>("set_start_at_logi
 export function onMonitorPass(f: (s: MonitorState) => void): Promise<() => void> {
   return listen<MonitorState>("monitor-pass", (e) => f(e.payload));
 }
+
+/** The keyring doctor: reachable, locked, backend, mailboxes whose sign-in is missing. */
+export const keyringDoctor = () => call<import("./doctor").DoctorReport>("keyring_doctor");
+/** Asks where to save a support bundle of these mailboxes and writes it; the path, or `null`
+ * when the admin cancels. */
+export const supportBundle = (names: string[]) => call<string | null>("support_bundle", { names });

@@ -5,12 +5,14 @@
 //! always waits for a greeting when it is created, and a server sends none after the STLS
 //! upgrade — and a mailbox on port 110 with STLS must be probed like one on 995. The dialogue
 //! needed here is a handful of commands over a generic stream, so the same code runs over TCP,
-//! over TLS and, in the tests, against a scripted server.
+//! over TLS and, in the tests, against a testing server.
 //!
-//! The SASL exchange: `AUTH XOAUTH2` alone, the server's `+ ` continuation, then the base64
-//! response on its own line, the form Dovecot and Exchange Online both accept. The initial
-//! response may not go on the AUTH line: RFC 5034 §4 forbids it when the command would exceed
-//! 255 octets, which a real access token always makes it. A failure is a `+ <base64 JSON>` challenge, answered with an
+//! The SASL exchange: when the server lists SASL in CAPA and `AUTH <mechanism> <response>`
+//! fits RFC 5034 §4's 255 octets, the initial response goes on the AUTH line (one round trip
+//! fewer); otherwise — and a real Microsoft or Google access token is always too long —
+//! `AUTH XOAUTH2` alone, the server's `+ ` continuation, then the base64 response on its own
+//! line, the form Dovecot and Exchange Online both accept. `QUIT` is sent, its reply not
+//! awaited. A failure is a `+ <base64 JSON>` challenge, answered with an
 //! empty line (XOAUTH2) or `^A` (OAUTHBEARER, RFC 7628 §3.2.3), then the final `-ERR`.
 //!
 //! Server lines are capped (64 KiB) so a hostile server cannot make the probe buffer without
@@ -19,44 +21,53 @@
 //! time, or a thousand lines of 64 KiB, ends the probe early.
 
 use oauth2::AccessToken;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::sasl::{self, Mechanism};
-use super::{connect, count_messages, unexpected, LineConn, ProbeError, ProbeReport, ProbeTarget, Tls};
-use crate::mailbox::Security;
+use super::{count_messages, unexpected, LineConn, ProbeError, ProbeFailure, ProbeReport, ProbeTarget};
+use super::{Step, Upgraded};
 
 const PROTO: &str = "POP3";
+/// RFC 5034 §4: an `AUTH` command with its initial response is at most 255 octets (CRLF
+/// included).
+const MAX_AUTH_LINE: usize = 255;
 /// More capabilities than any server has; past this the list is not a list.
 const MAX_CAPABILITIES: usize = 1000;
 
-pub async fn probe(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, ProbeError> {
+pub async fn probe(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, ProbeFailure> {
     super::guarded(t, token, dialogue(t, token)).await
 }
 
 async fn dialogue(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, ProbeError> {
-    let tls = Tls::new(t)?;
-    let tcp = connect(t).await?;
-    match t.security {
-        Security::Tls => over(t, tls.wrap(t, tcp).await?, token).await,
-        Security::Starttls => {
-            let mut conn = Conn::new(tcp);
-            conn.greeting(t).await?;
-            let caps = conn.capa(t).await?;
-            // The token must never cross the network in clear: no STLS, no sign-in.
-            if !caps.is_some_and(|c| c.iter().any(|c| c == "STLS")) {
-                return Err(ProbeError::StarttlsNotOffered { proto: PROTO, addr: t.addr(), command: "STLS" });
+    super::connected(
+        t,
+        |tcp| stls(t, tcp),
+        |stream, upgraded| async move {
+            match upgraded {
+                Upgraded::No => over(t, stream, token).await,
+                Upgraded::Yes => login_and_stat(t, Conn::new(stream), token).await,
             }
-            conn.send(t, "starttls", "STLS").await?;
-            let reply = conn.line(t, "starttls").await?;
-            if !reply.starts_with("+OK") {
-                return Err(unexpected(t, "starttls", reply));
-            }
-            // Dropping the reader's buffer drops anything the server sent after its +OK in
-            // plain text, so nothing injected before the handshake is read as if it came over TLS.
-            let tcp = conn.into_inner();
-            login_and_stat(t, Conn::new(tls.wrap(t, tcp).await?), token).await
-        }
+        },
+    )
+    .await
+}
+
+/// The plain-text part before STLS (RFC 2595 §4): greeting, CAPA, `STLS`, `+OK`.
+async fn stls<S: AsyncRead + AsyncWrite + Unpin>(t: &ProbeTarget, tcp: S) -> Result<S, ProbeError> {
+    let mut conn = Conn::new(tcp);
+    conn.greeting(t).await?;
+    let caps = conn.capa(t).await?;
+    // The token must never cross the network in clear: no STLS, no sign-in.
+    if !caps.is_some_and(|c| c.iter().any(|c| c == "STLS")) {
+        return Err(ProbeError::StarttlsNotOffered { proto: PROTO, addr: t.addr(), command: "STLS" });
     }
+    conn.send(t, Step::Starttls, "STLS").await?;
+    let reply = conn.line(t, Step::Starttls).await?;
+    if !reply.starts_with("+OK") {
+        return Err(unexpected(t, Step::Starttls, reply));
+    }
+    Ok(conn.into_inner())
 }
 
 /// The whole dialogue on an established (TLS) connection, from the greeting on.
@@ -78,7 +89,8 @@ pub(crate) async fn login_and_stat<S: AsyncRead + AsyncWrite + Unpin>(
     token: &AccessToken,
 ) -> Result<ProbeReport, ProbeError> {
     // After STLS the capabilities are asked again: the plain-text list may have been forged.
-    let mechanism = match conn.capa(t).await? {
+    let caps = conn.capa(t).await?;
+    let mechanism = match &caps {
         Some(caps) => {
             let offered: Vec<&str> = caps
                 .iter()
@@ -105,51 +117,61 @@ pub(crate) async fn login_and_stat<S: AsyncRead + AsyncWrite + Unpin>(
         words,
     };
 
-    conn.send(t, "authenticate", &format!("AUTH {}", mechanism.name())).await?;
-    let line = conn.line(t, "authenticate").await?;
-    if line.starts_with("-ERR") {
-        return Err(rejected(line));
-    }
-    if !is_continuation(&line) {
-        return Err(unexpected(t, "authenticate", line));
-    }
-    let response = mechanism
-        .initial_response(&t.sasl_user, &t.host, t.port, token.secret())
-        .map_err(|e| ProbeError::from_sasl(t, e))?;
-    conn.send_secret(t, "authenticate", &sasl::base64(&response)).await?;
-    let line = conn.line(t, "authenticate").await?;
+    let response = sasl::base64(
+        &mechanism
+            .initial_response(&t.sasl_user, &t.host, t.port, token.secret())
+            .map_err(|e| ProbeError::from_sasl(t, e))?,
+    );
+    // RFC 5034 §4: the initial response may go on the AUTH line, saving a round trip, unless
+    // the command would exceed 255 octets (a long access token). A server that lists SASL in
+    // CAPA implements RFC 5034; without CAPA, the older form is the safe one.
+    let ir = SecretString::from(format!("AUTH {} {}", mechanism.name(), response.expose_secret()));
+    let line = if caps.is_some() && ir.expose_secret().len() + 2 <= MAX_AUTH_LINE {
+        conn.send_secret(t, Step::Authenticate, &ir).await?;
+        conn.line(t, Step::Authenticate).await?
+    } else {
+        conn.send(t, Step::Authenticate, &format!("AUTH {}", mechanism.name())).await?;
+        let line = conn.line(t, Step::Authenticate).await?;
+        if line.starts_with("-ERR") {
+            return Err(rejected(line));
+        }
+        if !is_continuation(&line) {
+            return Err(unexpected(t, Step::Authenticate, line));
+        }
+        conn.send_secret(t, Step::Authenticate, &response).await?;
+        conn.line(t, Step::Authenticate).await?
+    };
+    drop((ir, response));
     if line.starts_with("+OK") {
         // signed in
     } else if is_continuation(&line) {
         // A failure challenge: acknowledge it, then the server sends its final -ERR.
         let json = sasl::decode_failure_challenge(&line[1..]);
-        conn.send(t, "authenticate", &sasl::base64_bytes(mechanism.failure_ack())).await?;
-        let last = conn.line(t, "authenticate").await?;
+        conn.send(t, Step::Authenticate, &sasl::base64_bytes(mechanism.failure_ack())).await?;
+        let last = conn.line(t, Step::Authenticate).await?;
         if !last.starts_with("+OK") {
-            return Err(rejected(match json {
-                Some(j) => format!("{last} ({j})"),
-                None => last,
-            }));
+            return Err(rejected(sasl::with_challenge(last, json)));
         }
     } else if line.starts_with("-ERR") {
         return Err(rejected(line));
     } else {
-        return Err(unexpected(t, "authenticate", line));
+        return Err(unexpected(t, Step::Authenticate, line));
     }
 
-    conn.send(t, "stat", "STAT").await?;
-    let stat = conn.line(t, "stat").await?;
+    conn.send(t, Step::Stat, "STAT").await?;
+    let stat = conn.line(t, Step::Stat).await?;
     let Some((count, size)) = parse_stat(&stat) else {
-        return Err(unexpected(t, "stat", stat));
+        return Err(unexpected(t, Step::Stat, stat));
     };
-    // A failed QUIT does not undo the proof that the maildrop was read.
-    if conn.send(t, "quit", "QUIT").await.is_ok() {
-        let _ = conn.line(t, "quit").await;
-    }
+    // QUIT is sent but its reply not awaited: nothing was marked for deletion, so the UPDATE
+    // state (RFC 1939 §6) has nothing to do, and a failed QUIT does not undo the proof that
+    // the maildrop was read.
+    let _ = conn.send(t, Step::Quit, "QUIT").await;
     Ok(ProbeReport {
         mechanism: mechanism.name(),
         messages: count,
         detail: format!("STAT: {} ({size} octets)", count_messages(count)),
+        transcript: Default::default(),
     })
 }
 
@@ -173,23 +195,23 @@ pub(crate) type Conn<S> = LineConn<S>;
 impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
     /// The greeting must be `+OK`; anything else is the server's refusal.
     pub(crate) async fn greeting(&mut self, t: &ProbeTarget) -> Result<(), ProbeError> {
-        let l = self.line(t, "greeting").await?;
+        let l = self.line(t, Step::Greeting).await?;
         if l.starts_with("+OK") {
             Ok(())
         } else {
-            Err(unexpected(t, "greeting", l))
+            Err(unexpected(t, Step::Greeting, l))
         }
     }
 
     /// `CAPA`, one upper-case capability per line; `None` when the server does not support it.
     async fn capa(&mut self, t: &ProbeTarget) -> Result<Option<Vec<String>>, ProbeError> {
-        self.send(t, "capability", "CAPA").await?;
-        if !self.line(t, "capability").await?.starts_with("+OK") {
+        self.send(t, Step::Capability, "CAPA").await?;
+        if !self.line(t, Step::Capability).await?.starts_with("+OK") {
             return Ok(None);
         }
         let mut caps = Vec::new();
         loop {
-            let l = self.line(t, "capability").await?;
+            let l = self.line(t, Step::Capability).await?;
             if l == "." {
                 return Ok(Some(caps));
             }
@@ -197,7 +219,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
             let l = l.strip_prefix('.').unwrap_or(&l);
             caps.push(l.to_ascii_uppercase());
             if caps.len() > MAX_CAPABILITIES {
-                return Err(unexpected(t, "capability", "an endless capability list"));
+                return Err(unexpected(t, Step::Capability, "an endless capability list"));
             }
         }
     }
@@ -205,9 +227,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::scripted::{self, send, Reply, ServerTls};
+    use super::super::testing::{self, send, Reply, ServerTls};
     use super::*;
     use crate::mailbox::Protocol;
+    use crate::mailbox::Security;
     use secrecy::ExposeSecret;
     use std::time::Duration;
 
@@ -215,7 +238,7 @@ mod tests {
     const CHALLENGE: &str = "+ eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIn0=\r\n"; // {"status":"401","schemes":"bearer"}
 
     fn target(port: u16, security: Security) -> ProbeTarget {
-        let mut t = scripted::target(Protocol::Pop3, port, security);
+        let mut t = testing::target(Protocol::Pop3, port, security);
         t.sasl_user = "bob@example.com".into();
         t
     }
@@ -251,6 +274,11 @@ mod tests {
                     in_auth = 1;
                     send("+ \r\n")
                 }
+                // RFC 5034 initial response on the AUTH line.
+                l if l.starts_with("AUTH XOAUTH2 ") || l.starts_with("AUTH OAUTHBEARER ") => {
+                    in_auth = if accept { 0 } else { 2 };
+                    send(if accept { "+OK Logged in.\r\n" } else { CHALLENGE })
+                }
                 "STAT" => send("+OK 2 3456\r\n"),
                 "QUIT" => send("+OK Logging out.\r\n"),
                 _ => send("-ERR ?\r\n"),
@@ -262,7 +290,7 @@ mod tests {
     async fn dialogue(
         respond: impl FnMut(&str) -> Reply + Send + 'static,
     ) -> (Result<ProbeReport, ProbeError>, Vec<String>, u16) {
-        let (port, h) = scripted::serve("+OK POP3 ready\r\n", ServerTls::None, respond).await;
+        let (port, h) = testing::serve("+OK POP3 ready\r\n", ServerTls::None, respond).await;
         let t = target(port, Security::Tls);
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         let mut conn = Conn::new(tcp);
@@ -272,8 +300,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn conversation_with_the_initial_response_on_the_auth_line() {
+        let expected = testing::script(
+            "
+            S: +OK POP3 ready
+            C: CAPA
+            S: +OK
+            S: SASL PLAIN XOAUTH2
+            S: .
+            C: AUTH XOAUTH2 <redacted, 80 bytes>
+            S: +OK Logged in.
+            C: STAT
+            S: +OK 2 3456
+            C: QUIT
+            ",
+        );
+        let (r, heard) = testing::converse(super::super::Service::Pop3, &expected).await;
+        assert_eq!(heard, expected);
+        assert_eq!(r.unwrap().detail, "STAT: 2 messages (3456 octets)");
+    }
+
+    #[tokio::test]
     async fn stls_not_offered_sends_no_credential() {
-        let (port, h) = scripted::serve(
+        let (port, h) = testing::serve(
             "+OK POP3 ready\r\n",
             ServerTls::None,
             pop3_server(Some("USER\r\nSASL XOAUTH2 OAUTHBEARER\r\n"), true),
@@ -290,7 +339,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_capa_means_no_stls() {
-        let (port, h) = scripted::serve("+OK POP3 ready\r\n", ServerTls::None, pop3_server(None, true)).await;
+        let (port, h) = testing::serve("+OK POP3 ready\r\n", ServerTls::None, pop3_server(None, true)).await;
         let e = probe(&target(port, Security::Starttls), &token()).await.unwrap_err();
         assert_eq!(e.code(), "starttls_not_offered", "{e}");
         assert_eq!(h.await.unwrap(), vec!["CAPA"]);
@@ -302,7 +351,24 @@ mod tests {
         let rep = r.unwrap();
         assert_eq!((rep.mechanism, rep.messages), ("XOAUTH2", 2));
         assert_eq!(rep.detail, "STAT: 2 messages (3456 octets)");
-        assert_eq!(seen, vec!["CAPA".to_string(), "AUTH XOAUTH2".into(), xoauth2_b64(), "STAT".into(), "QUIT".into()]);
+        assert_eq!(
+            seen,
+            vec!["CAPA".to_string(), format!("AUTH XOAUTH2 {}", xoauth2_b64()), "STAT".into(), "QUIT".into()]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_too_long_for_the_auth_line_goes_after_the_continuation() {
+        // RFC 5034 §4: the AUTH line with its initial response is at most 255 octets.
+        let long = "t".repeat(200);
+        let (port, h) =
+            testing::serve("+OK POP3 ready\r\n", ServerTls::None, pop3_server(Some("SASL XOAUTH2\r\n"), true)).await;
+        let t = target(port, Security::Tls);
+        let mut conn = Conn::new(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+        conn.greeting(&t).await.unwrap();
+        login_and_stat(&t, conn, &AccessToken::new(long.clone())).await.unwrap();
+        let b64 = sasl::base64(&sasl::xoauth2("bob@example.com", &long).unwrap());
+        assert_eq!(h.await.unwrap()[1..3], ["AUTH XOAUTH2", b64.expose_secret()]);
     }
 
     #[tokio::test]
@@ -317,7 +383,7 @@ mod tests {
         let (r, seen, port) = dialogue(pop3_server(Some("SASL OAUTHBEARER\r\n"), true)).await;
         assert_eq!(r.unwrap().mechanism, "OAUTHBEARER");
         let expected = sasl::base64(&sasl::oauthbearer("bob@example.com", "127.0.0.1", port, TOKEN).unwrap());
-        assert_eq!(seen[1..3], ["AUTH OAUTHBEARER", expected.expose_secret()]);
+        assert_eq!(seen[1], format!("AUTH OAUTHBEARER {}", expected.expose_secret()));
     }
 
     #[tokio::test]
@@ -337,7 +403,7 @@ mod tests {
         );
         assert_eq!(
             seen,
-            vec!["CAPA".to_string(), "AUTH XOAUTH2".into(), xoauth2_b64(), String::new()],
+            vec!["CAPA".to_string(), format!("AUTH XOAUTH2 {}", xoauth2_b64()), String::new()],
             "no STAT after a refusal"
         );
     }
@@ -346,7 +412,7 @@ mod tests {
     async fn oauthbearer_failure_is_acknowledged_with_ctrl_a() {
         let (r, seen, _) = dialogue(pop3_server(Some("SASL OAUTHBEARER\r\n"), false)).await;
         assert_eq!(r.unwrap_err().code(), "auth_rejected");
-        assert_eq!(seen[3], "AQ==", "RFC 7628 §3.2.3: %x01 answers the error");
+        assert_eq!(seen[2], "AQ==", "RFC 7628 §3.2.3: %x01 answers the error");
     }
 
     #[tokio::test]
@@ -369,7 +435,7 @@ mod tests {
         let e = r.unwrap_err();
         assert_eq!(e.code(), "auth_rejected");
         assert_eq!(e.server_words(), Some("-ERR Authentication failure: unknown user name or bad password."));
-        assert_eq!(seen, vec!["CAPA", "AUTH XOAUTH2"], "no credential after -ERR");
+        assert_eq!(seen, vec!["CAPA".to_string(), format!("AUTH XOAUTH2 {}", xoauth2_b64())], "nothing after -ERR");
     }
 
     #[tokio::test]
@@ -413,21 +479,21 @@ mod tests {
 
     #[tokio::test]
     async fn connection_refused() {
-        let e = probe(&target(scripted::closed_port(), Security::Starttls), &token()).await.unwrap_err();
+        let e = probe(&target(testing::closed_port(), Security::Starttls), &token()).await.unwrap_err();
         assert_eq!((e.code(), e.step()), ("connect_refused", "connect"), "{e}");
         assert!(e.to_string().starts_with("POP3 server 127.0.0.1:"), "{e}");
     }
 
     #[tokio::test]
     async fn silent_server_times_out_naming_the_step() {
-        let (port, _h) = scripted::silent().await;
+        let (port, _h) = testing::silent().await;
         let mut t = target(port, Security::Starttls);
         t.timeout = Duration::from_millis(300);
         let e = probe(&t, &token()).await.unwrap_err();
         assert_eq!((e.code(), e.step()), ("timeout", "greeting"), "{e}");
 
         // A server that goes quiet after sign-in: the timeout names STAT.
-        let (port, _h) = scripted::serve("+OK ready\r\n", ServerTls::None, |l: &str| match l {
+        let (port, _h) = testing::serve("+OK ready\r\n", ServerTls::None, |l: &str| match l {
             "CAPA" => send("+OK\r\nSASL XOAUTH2\r\n.\r\n"),
             "AUTH XOAUTH2" => send("+ \r\n"),
             "STAT" => Reply::Nothing,
@@ -454,13 +520,13 @@ mod tests {
 
         // Untrusted: the handshake fails after STLS, before any credential.
         let (port, h) =
-            scripted::serve("+OK ready\r\n", ServerTls::Upgrade(pki.server.clone()), pop3_server(capa, true)).await;
+            testing::serve("+OK ready\r\n", ServerTls::Upgrade(pki.server.clone()), pop3_server(capa, true)).await;
         let e = probe(&target(port, Security::Starttls), &token()).await.unwrap_err();
         assert_eq!((e.code(), e.step()), ("tls_untrusted", "tls"), "{e}");
         assert_eq!(h.await.unwrap(), vec!["CAPA", "STLS"]);
 
         let (port, h) =
-            scripted::serve("+OK ready\r\n", ServerTls::Upgrade(pki.server.clone()), pop3_server(capa, true)).await;
+            testing::serve("+OK ready\r\n", ServerTls::Upgrade(pki.server.clone()), pop3_server(capa, true)).await;
         let mut t = target(port, Security::Starttls);
         t.ca_file = Some(ca);
         let rep = probe(&t, &token()).await.unwrap();
@@ -472,8 +538,7 @@ mod tests {
                 "STLS".into(),
                 "[tls]".into(),
                 "CAPA".into(),
-                "AUTH XOAUTH2".into(),
-                xoauth2_b64(),
+                format!("AUTH XOAUTH2 {}", xoauth2_b64()),
                 "STAT".into(),
                 "QUIT".into()
             ],
@@ -517,7 +582,7 @@ mod tests {
             let (got, next) = block_on(async {
                 let mut conn = scripted_conn(wire.into_bytes());
                 let got = conn.capa(&t).await.unwrap();
-                (got, conn.line(&t, "stat").await.unwrap())
+                (got, conn.line(&t, Step::Stat).await.unwrap())
             });
             let want: Vec<String> = caps.iter().map(|c| c.to_ascii_uppercase()).collect();
             proptest::prop_assert_eq!(got, Some(want));

@@ -128,6 +128,15 @@ pub fn decode_failure_challenge(challenge: &str) -> Option<String> {
     challenge_text(&bytes)
 }
 
+/// The server's final words with the decoded failure challenge in parentheses, the form every
+/// probe reports a refused sign-in in: `NO [AUTHENTICATIONFAILED] … ({"status":"401",…})`.
+pub fn with_challenge(words: String, challenge: Option<String>) -> String {
+    match challenge {
+        Some(c) => format!("{words} ({c})"),
+        None => words,
+    }
+}
+
 /// The text of an already-decoded failure challenge, if it has any.
 pub fn challenge_text(bytes: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(bytes).ok()?.trim();

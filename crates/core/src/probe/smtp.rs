@@ -6,13 +6,15 @@
 //! challenge (`334 <base64 JSON>`, which Gmail sends), so the server's final words — the ones
 //! that say *why* (`535 5.7.139 … SmtpClientAuthentication is disabled`) — would be lost. The
 //! dialogue needed is a handful of commands. The test message itself is formatted by lettre's
-//! message builder (RFC 5322 headers, Date, Message-ID).
+//! message builder (RFC 5322 headers, Date, Message-ID). The closing `RSET`/`QUIT` are sent
+//! without waiting for their replies.
 
 use oauth2::AccessToken;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{connect, invalid_input, sasl, unexpected, LineConn, ProbeError, ProbeReport, ProbeTarget, Tls};
-use crate::mailbox::Security;
+use super::sasl::Mechanism;
+use super::{invalid_input, sasl, unexpected, LineConn, ProbeError, ProbeFailure, ProbeReport, ProbeTarget};
+use super::{Step, Upgraded};
 
 const PROTO: &str = "SMTP";
 /// A reply of more lines than this is not a mail server. (The probe's deadline and byte budget
@@ -35,8 +37,20 @@ pub async fn probe(
     token: &AccessToken,
     send: Option<&TestMessage>,
 ) -> Result<ProbeReport, ProbeError> {
+    probe_traced(t, token, send).await.map_err(ProbeError::from)
+}
+
+/// [`probe`], keeping the transcript of a failure too.
+pub async fn probe_traced(
+    t: &ProbeTarget,
+    token: &AccessToken,
+    send: Option<&TestMessage>,
+) -> Result<ProbeReport, ProbeFailure> {
     if let Some(m) = send {
-        check_recipient(&m.to).map_err(|problem| invalid_input(t, "the recipient (`to`)", problem))?;
+        check_recipient(&m.to).map_err(|problem| ProbeFailure {
+            error: invalid_input(t, "the recipient (`to`)", problem),
+            transcript: Default::default(),
+        })?;
     }
     super::guarded(t, token, dialogue(t, token, send)).await
 }
@@ -51,25 +65,36 @@ pub fn check_recipient(to: &str) -> Result<(), String> {
 }
 
 async fn dialogue(t: &ProbeTarget, token: &AccessToken, send: Option<&TestMessage>) -> Result<ProbeReport, ProbeError> {
-    let tls = Tls::new(t)?;
-    let tcp = connect(t).await?;
-    match t.security {
-        Security::Tls => over(t, tls.wrap(t, tcp).await?, token, send).await,
-        Security::Starttls => {
-            let mut conn = Conn::new(tcp);
-            conn.expect(t, "greeting", 220).await?;
-            let ehlo = conn.ehlo(t).await?;
-            if !ehlo.iter().any(|l| l.eq_ignore_ascii_case("STARTTLS")) {
-                return Err(ProbeError::StarttlsNotOffered { proto: PROTO, addr: t.addr(), command: "STARTTLS" });
+    super::connected(
+        t,
+        |tcp| starttls(t, tcp),
+        |stream, upgraded| async move {
+            match upgraded {
+                Upgraded::No => over(t, stream, token, send).await,
+                Upgraded::Yes => {
+                    let mut conn = Conn::new(stream);
+                    // The capabilities seen before TLS are not to be trusted (RFC 3207 §4.2).
+                    let ehlo = conn.ehlo(t).await?;
+                    session(t, conn, &ehlo, token, send).await
+                }
             }
-            conn.send(t, "starttls", "STARTTLS").await?;
-            conn.expect(t, "starttls", 220).await?;
-            let mut conn = Conn::new(tls.wrap(t, conn.into_inner()).await?);
-            // The capabilities seen before TLS are not to be trusted (RFC 3207 §4.2).
-            let ehlo = conn.ehlo(t).await?;
-            session(t, conn, &ehlo, token, send).await
-        }
+        },
+    )
+    .await
+}
+
+/// The plain-text part before STARTTLS (RFC 3207): greeting, EHLO, `STARTTLS`, `220`.
+async fn starttls<S: AsyncRead + AsyncWrite + Unpin>(t: &ProbeTarget, tcp: S) -> Result<S, ProbeError> {
+    let mut conn = Conn::new(tcp);
+    conn.expect(t, Step::Greeting, 220).await?;
+    let ehlo = conn.ehlo(t).await?;
+    // The token must never cross the network in clear: no STARTTLS, no sign-in.
+    if !ehlo.iter().any(|l| l.eq_ignore_ascii_case("STARTTLS")) {
+        return Err(ProbeError::StarttlsNotOffered { proto: PROTO, addr: t.addr(), command: "STARTTLS" });
     }
+    conn.send(t, Step::Starttls, "STARTTLS").await?;
+    conn.expect(t, Step::Starttls, 220).await?;
+    Ok(conn.into_inner())
 }
 
 /// The whole dialogue on an established (TLS) connection, from the greeting on.
@@ -80,7 +105,7 @@ pub(crate) async fn over<S: AsyncRead + AsyncWrite + Unpin>(
     send: Option<&TestMessage>,
 ) -> Result<ProbeReport, ProbeError> {
     let mut conn = Conn::new(stream);
-    conn.expect(t, "greeting", 220).await?;
+    conn.expect(t, Step::Greeting, 220).await?;
     let ehlo = conn.ehlo(t).await?;
     session(t, conn, &ehlo, token, send).await
 }
@@ -100,84 +125,80 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         })
         .flat_map(|m| m.split_whitespace().map(str::to_string).collect::<Vec<_>>())
         .collect();
-    let mechanism = if offered.iter().any(|m| m == "XOAUTH2") {
-        "XOAUTH2"
-    } else if offered.iter().any(|m| m == "OAUTHBEARER") {
-        "OAUTHBEARER"
-    } else {
+    let Some(mech) = Mechanism::pick(offered.iter().map(String::as_str)) else {
         let offered = if offered.is_empty() { "no SASL mechanism".to_string() } else { offered.join(", ") };
         return Err(ProbeError::MechanismNotOffered { proto: PROTO, addr: t.addr(), offered });
     };
-    let raw = match mechanism {
-        "XOAUTH2" => sasl::xoauth2(&t.sasl_user, token.secret()),
-        _ => sasl::oauthbearer(&t.sasl_user, &t.host, t.port, token.secret()),
-    }
-    .map_err(|e| ProbeError::from_sasl(t, e))?;
+    let mechanism = mech.name();
+    let raw = mech
+        .initial_response(&t.sasl_user, &t.host, t.port, token.secret())
+        .map_err(|e| ProbeError::from_sasl(t, e))?;
     let rejected =
         |words: String| ProbeError::AuthRejected { proto: PROTO, command: "AUTH", mechanism, addr: t.addr(), words };
     // `AUTH XOAUTH2`, the server's empty `334`, then the response on its own line: the form
     // Microsoft documents for Exchange Online, and one Gmail and Dovecot accept too.
-    conn.send(t, "authenticate", &format!("AUTH {mechanism}")).await?;
-    let (code, text) = conn.reply(t, "authenticate").await?;
+    conn.send(t, Step::Authenticate, &format!("AUTH {mechanism}")).await?;
+    let (code, text) = conn.reply(t, Step::Authenticate).await?;
     if code != 334 {
         return Err(rejected(format!("{code} {text}")));
     }
-    conn.send_secret(t, "authenticate", &sasl::base64(&raw)).await?;
-    let (code, text) = conn.reply(t, "authenticate").await?;
+    conn.send_secret(t, Step::Authenticate, &sasl::base64(&raw)).await?;
+    let (code, text) = conn.reply(t, Step::Authenticate).await?;
     match code {
         235 => {}
         334 => {
             // A failure challenge (base64 JSON): acknowledge (empty line for XOAUTH2, ^A for
             // OAUTHBEARER, RFC 7628 §3.2.3), then read the final 5xx.
             let json = sasl::decode_failure_challenge(&text);
-            conn.send(t, "authenticate", if mechanism == "XOAUTH2" { "" } else { "AQ==" }).await?;
-            let (code, fin) = conn.reply(t, "authenticate").await?;
-            let fin = format!("{code} {fin}");
-            return Err(rejected(match json {
-                Some(j) => format!("{fin} ({j})"),
-                None => fin,
-            }));
+            conn.send(t, Step::Authenticate, &sasl::base64_bytes(mech.failure_ack())).await?;
+            let (code, fin) = conn.reply(t, Step::Authenticate).await?;
+            return Err(rejected(sasl::with_challenge(format!("{code} {fin}"), json)));
         }
         _ => return Err(rejected(format!("{code} {text}"))),
     }
 
     // AUTH alone does not prove sending is allowed: MAIL FROM is where Exchange says 5.7.57 or
     // refuses a sender the account may not send as.
-    conn.send(t, "mail", &format!("MAIL FROM:<{}>", t.sasl_user)).await?;
-    let (code, text) = conn.reply(t, "mail").await?;
+    conn.send(t, Step::Mail, &format!("MAIL FROM:<{}>", t.sasl_user)).await?;
+    let (code, text) = conn.reply(t, Step::Mail).await?;
     if code != 250 {
-        return Err(unexpected(t, "mail", format!("{code} {text}")));
+        return Err(unexpected(t, Step::Mail, format!("{code} {text}")));
     }
     let detail = match send {
         None => {
-            conn.send(t, "quit", "RSET").await?;
-            let _ = conn.reply(t, "quit").await;
-            format!("signed in; the server accepts mail from {}", t.sasl_user)
+            // The transaction is reset and the session ended together, the replies not awaited:
+            // MAIL FROM's 250 was the proof, and nothing was sent.
+            let _ = conn.write(t, Step::Quit, b"RSET\r\nQUIT\r\n").await;
+            return Ok(ProbeReport {
+                mechanism,
+                messages: 0,
+                detail: format!("signed in; the server accepts mail from {}", t.sasl_user),
+                transcript: Default::default(),
+            });
         }
         Some(m) => {
-            conn.send(t, "rcpt", &format!("RCPT TO:<{}>", m.to)).await?;
-            let (code, text) = conn.reply(t, "rcpt").await?;
+            conn.send(t, Step::Rcpt, &format!("RCPT TO:<{}>", m.to)).await?;
+            let (code, text) = conn.reply(t, Step::Rcpt).await?;
             if code != 250 && code != 251 {
-                return Err(unexpected(t, "rcpt", format!("{code} {text}")));
+                return Err(unexpected(t, Step::Rcpt, format!("{code} {text}")));
             }
-            conn.send(t, "data", "DATA").await?;
-            let (code, text) = conn.reply(t, "data").await?;
+            conn.send(t, Step::Data, "DATA").await?;
+            let (code, text) = conn.reply(t, Step::Data).await?;
             if code != 354 {
-                return Err(unexpected(t, "data", format!("{code} {text}")));
+                return Err(unexpected(t, Step::Data, format!("{code} {text}")));
             }
-            let bytes = format_message(&t.sasl_user, m).map_err(|e| unexpected(t, "data", e))?;
-            conn.write(t, "data", &dot_stuff(&bytes)).await?;
-            let (code, text) = conn.reply(t, "data").await?;
+            let bytes = format_message(&t.sasl_user, m).map_err(|e| unexpected(t, Step::Data, e))?;
+            conn.write(t, Step::Data, &dot_stuff(&bytes)).await?;
+            let (code, text) = conn.reply(t, Step::Data).await?;
             if code != 250 {
-                return Err(unexpected(t, "data", format!("{code} {text}")));
+                return Err(unexpected(t, Step::Data, format!("{code} {text}")));
             }
             format!("test message sent to {} ({code} {text})", m.to)
         }
     };
-    if conn.send(t, "quit", "QUIT").await.is_ok() {
-        let _ = conn.reply(t, "quit").await;
-    }
-    Ok(ProbeReport { mechanism, messages: 0, detail })
+    // The message was accepted at the 250 above; QUIT's reply is not awaited.
+    let _ = conn.send(t, Step::Quit, "QUIT").await;
+    Ok(ProbeReport { mechanism, messages: 0, detail, transcript: Default::default() })
 }
 
 /// The test message, formatted as RFC 5322 by lettre's builder.
@@ -215,7 +236,7 @@ type Conn<S> = LineConn<S>;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
     /// One reply (RFC 5321 §4.2): its code and its lines, `250-…` continuing to `250 …`.
-    async fn reply_lines(&mut self, t: &ProbeTarget, name: &'static str) -> Result<(u16, Vec<String>), ProbeError> {
+    async fn reply_lines(&mut self, t: &ProbeTarget, name: Step) -> Result<(u16, Vec<String>), ProbeError> {
         let mut texts = Vec::new();
         for _ in 0..MAX_REPLY_LINES {
             let line = self.line(t, name).await?;
@@ -231,12 +252,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
     }
 
     /// One reply, its lines joined by spaces.
-    async fn reply(&mut self, t: &ProbeTarget, name: &'static str) -> Result<(u16, String), ProbeError> {
+    async fn reply(&mut self, t: &ProbeTarget, name: Step) -> Result<(u16, String), ProbeError> {
         let (code, lines) = self.reply_lines(t, name).await?;
         Ok((code, lines.join(" ")))
     }
 
-    async fn expect(&mut self, t: &ProbeTarget, name: &'static str, want: u16) -> Result<String, ProbeError> {
+    async fn expect(&mut self, t: &ProbeTarget, name: Step, want: u16) -> Result<String, ProbeError> {
         let (code, text) = self.reply(t, name).await?;
         if code == want {
             Ok(text)
@@ -247,10 +268,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
 
     /// `EHLO`; returns the extension lines (without the greeting line).
     async fn ehlo(&mut self, t: &ProbeTarget) -> Result<Vec<String>, ProbeError> {
-        self.send(t, "ehlo", "EHLO mailbox-auth.localdomain").await?;
-        let (code, mut lines) = self.reply_lines(t, "ehlo").await?;
+        self.send(t, Step::Ehlo, "EHLO mailbox-auth.localdomain").await?;
+        let (code, mut lines) = self.reply_lines(t, Step::Ehlo).await?;
         if code != 250 {
-            return Err(unexpected(t, "ehlo", format!("{code} {}", lines.join(" "))));
+            return Err(unexpected(t, Step::Ehlo, format!("{code} {}", lines.join(" "))));
         }
         lines.remove(0);
         Ok(lines)
@@ -259,8 +280,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::scripted::*;
+    use super::super::testing::*;
     use super::*;
+    use crate::mailbox::Security;
     use secrecy::ExposeSecret;
 
     const TOKEN: &str = "tok-smtp-789";
@@ -271,6 +293,29 @@ mod tests {
 
     fn xoauth2_payload() -> String {
         sasl::base64(&sasl::xoauth2("alice@example.com", TOKEN).unwrap()).expose_secret().to_string()
+    }
+
+    #[tokio::test]
+    async fn conversation_signs_in_and_proves_mail_from() {
+        let expected = script(
+            "
+            S: 220 mx ESMTP
+            C: EHLO mailbox-auth.localdomain
+            S: 250-mx.example
+            S: 250 AUTH LOGIN OAUTHBEARER XOAUTH2
+            C: AUTH XOAUTH2
+            S: 334 
+            C: <redacted, 80 bytes>
+            S: 235 2.7.0 Authentication successful
+            C: MAIL FROM:<alice@example.com>
+            S: 250 2.1.0 Sender OK
+            C: RSET
+            C: QUIT
+            ",
+        );
+        let (r, heard) = converse(super::super::Service::Smtp, &expected).await;
+        assert_eq!(heard, expected);
+        assert_eq!(r.unwrap().mechanism, "XOAUTH2");
     }
 
     #[tokio::test]
@@ -299,7 +344,7 @@ mod tests {
         let t = smtp_target(port, Security::Tls);
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         let mut conn = Conn::new(tcp);
-        conn.expect(&t, "greeting", 220).await.unwrap();
+        conn.expect(&t, Step::Greeting, 220).await.unwrap();
         let ehlo = conn.ehlo(&t).await.unwrap();
         let r = session(&t, conn, &ehlo, &AccessToken::new(TOKEN.into()), send_msg.as_ref()).await;
         (r, h.await.unwrap())
@@ -463,8 +508,8 @@ mod tests {
             let t = smtp_target(1, Security::Tls);
             let (reply, next) = block_on(async {
                 let mut conn = scripted_conn(wire.into_bytes());
-                let reply = conn.reply_lines(&t, "ehlo").await.unwrap();
-                (reply, conn.line(&t, "ehlo").await.unwrap())
+                let reply = conn.reply_lines(&t, Step::Ehlo).await.unwrap();
+                (reply, conn.line(&t, Step::Ehlo).await.unwrap())
             });
             proptest::prop_assert_eq!(reply, (code, texts));
             proptest::prop_assert_eq!(next, after);
