@@ -229,7 +229,7 @@ async function withApp(label, display, fn, extraEnv = {}) {
     }
     current = s;
     await s.waitFor(() => s.find("#board"), "the board to render", 30000);
-    await fn(s, { home, log: path.join(work, `${label}-driver.log`) });
+    await fn(s, { home, display, log: path.join(work, `${label}-driver.log`) });
   } catch (e) {
     if (s) await s.screenshot(path.join(work, `${label}-failure.png`)).catch(() => {});
     e.message += `\n--- tauri-driver/app log (last lines):\n${driver.logTail()}`;
@@ -302,6 +302,30 @@ async function clickInView(s, css) {
   await s.waitFor(() => s.find(css), `${css} to appear`);
   await s.script("document.querySelector(arguments[0]).scrollIntoView({ block: 'center' })", css);
   await s.click(css);
+}
+
+/** Answers the app's native file dialog (the GTK FileChooser titled `title`, "Save File" or
+ *  "Open File") at the keyboard: `tests-gui/file-dialog.py` waits for its X window, focuses it,
+ *  types `file` and presses Return (XTest key events). Resolves once the dialog is gone. */
+function answerFileDialog(display, title, file) {
+  return new Promise((resolve, reject) => {
+    const p = spawn("python3", [path.join(root, "tests-gui", "file-dialog.py"), title, file, "40"], {
+      env: { ...process.env, DISPLAY: display },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    p.stdout.on("data", (d) => (out += d));
+    p.stderr.on("data", (d) => (out += d));
+    p.on("error", reject);
+    p.on("close", (code) => (code === 0 ? resolve() : reject(new Error(`the ${title} dialog: ${out.trim()}`))));
+  });
+}
+
+/** A zip's entries as { name: text } (python3's zipfile: also proves the file is a valid zip). */
+function zipEntries(file) {
+  const r = spawnSync("python3", ["-c", "import base64, json, sys, zipfile\nz = zipfile.ZipFile(sys.argv[1])\nprint(json.dumps({n: base64.b64encode(z.read(n)).decode() for n in z.namelist()}))", file], { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`${file} is not a zip: ${r.stderr}`);
+  return Object.fromEntries(Object.entries(JSON.parse(r.stdout)).map(([n, b]) => [n, Buffer.from(b, "base64").toString("latin1")]));
 }
 
 /** Every file under `dir` (recursively) with its bytes. */
@@ -734,6 +758,43 @@ async function main() {
         await s.waitFor(async () => (await status(s, '[data-testid="row-kr-lost"]')) === "verified", "kr-lost Verified again", 90000);
         await s.waitFor(async () => (await s.findAll('[data-testid="keyring-banner"]')).length === 0, "the banner to go", 30000);
       });
+      await scenario("Export support bundle… from the editor of a failing mailbox, the native save dialog answered at the keyboard -> a zip with README.txt and the failing transcript and none of the stored secrets", async () => {
+        const service = `mailbox-auth-gui-${process.pid}-keyring`;
+        await fillSandboxMailbox(s, "kr-bundle", { folder: "NoSuchFolder" });
+        await s.click('[data-testid="authenticate"]');
+        await s.waitFor(async () => (await status(s, '[data-testid="status-badge"]')) === "failed", "Failed (wrong folder)", 90000);
+        // A client secret typed into the window goes to the keyring; the bundle must not carry it.
+        const typed = `bundle-secret-${process.pid}-${Date.now()}`;
+        await s.type("#field-client_secret", typed);
+        await clickInView(s, '[data-testid="store-secret"]');
+        await s.waitFor(async () => (await s.script("return [...document.querySelectorAll('[data-testid=toast]')].map(t => t.innerText).join('|')")).includes("Client secret stored in the OS keyring"), "the stored toast");
+        const stored = ["refresh_token", "client_secret"].map((kind) => {
+          const r = spawnSync("secret-tool", ["lookup", "service", service, "username", `${kind}:kr-bundle`], { encoding: "utf8" });
+          assert(r.status === 0 && r.stdout.trim(), `secret-tool lookup ${kind}:kr-bundle: ${r.stderr}`);
+          return [kind, r.stdout.replace(/\n$/, "")];
+        });
+        assert(stored[1][1] === typed, "the keyring holds the typed client secret");
+        const zip = path.join(mkdtempSync(path.join(work, "bundle.")), "kr-bundle-support.zip");
+        await clickInView(s, '[data-testid="support-bundle"]');
+        await answerFileDialog(display, "Save File", zip);
+        await s.waitFor(async () => (await s.script("return [...document.querySelectorAll('[data-testid=toast]')].map(t => t.innerText).join('|')")).includes(`Support bundle of kr-bundle written to ${zip}`), "the written toast", 30000);
+        assert(existsSync(zip), `${zip} exists`);
+        const entries = zipEntries(zip);
+        const names = Object.keys(entries);
+        log("support bundle:", names.join(", "));
+        assert(entries["README.txt"]?.length > 0, `README.txt in ${names.join(", ")}`);
+        const transcript = names.find((n) => /^mailboxes\/\d+-kr-bundle\/transcript-imap\.txt$/.test(n));
+        assert(transcript, `the IMAP transcript of kr-bundle in ${names.join(", ")}`);
+        assert(entries[transcript].includes("NoSuchFolder"), `the transcript shows the failing SELECT: ${entries[transcript].slice(0, 400)}`);
+        const raw = readFileSync(zip).toString("latin1");
+        for (const [kind, value] of stored) {
+          for (const form of [value, Buffer.from(value).toString("base64")]) {
+            assert(!raw.includes(form), `the zip file holds the stored ${kind}`);
+            const held = names.filter((n) => entries[n].includes(form));
+            assert(held.length === 0, `the stored ${kind} is in ${held.join(", ")}`);
+          }
+        }
+      });
     });
     await damagedDatabaseAtStart(display);
   } finally {
@@ -741,11 +802,11 @@ async function main() {
   }
 }
 
-/** Certificate credentials and the hand-over dialog. The native file dialogs cannot be driven
- *  over WebDriver, so the certificate is made with the CLI on the same data directory and keyring
- *  (what the window's "Make certificate…" calls), and the dialog's checks that come before any
- *  file dialog are tested here. */
-async function handoverScenarios(s, { home }) {
+/** Certificate credentials and the hand-over dialog. The certificate is made with the CLI on the
+ *  same data directory and keyring (what the window's "Make certificate…" calls); the hand-over's
+ *  Export… and Import file… go through the native file dialogs, answered at the keyboard
+ *  (`answerFileDialog`). */
+async function handoverScenarios(s, { home, display }) {
   const cli = path.join(path.dirname(bin), "mailbox-auth");
   const cliEnv = { ...process.env, MAILBOX_AUTH_HOME: home, MAILBOX_AUTH_KEYRING_SERVICE: `mailbox-auth-gui-${process.pid}-handover` };
   await scenario("an app-only mailbox with a certificate shows its thumbprint and signs in with it in the window (amber: it ends within 30 days)", async () => {
@@ -786,6 +847,53 @@ async function handoverScenarios(s, { home }) {
     await s.type("#field-handover-again", "another long passphrase");
     await s.click('[data-testid="handover-export"]');
     await s.waitFor(async () => (await s.text('[data-testid="error-handover"]')).includes("differ"), "the mismatch error");
+    await s.script("document.querySelector('[data-testid=handover-dialog]').dispatchEvent(new KeyboardEvent('keydown', { key: 'Escape', bubbles: true }))");
+    await s.waitFor(async () => (await s.findAll('[data-testid="handover-dialog"]')).length === 0, "the dialog to close");
+  });
+
+  await scenario("hand-over Export… from the window, the native save dialog answered at the keyboard -> an age file that `mailbox-auth import` opens with the passphrase into another data directory, the certificate with it; Import file… through the native open dialog refuses a wrong passphrase and replaces the mailbox with the right one", async () => {
+    const pass = "a long enough passphrase for the move";
+    await s.click('[data-testid="handover"]');
+    await s.waitFor(() => s.find('[data-testid="handover-dialog"]'), "the hand-over dialog");
+    await s.type("#field-handover-passphrase", pass);
+    await s.type("#field-handover-again", pass);
+    const file = path.join(mkdtempSync(path.join(work, "handover.")), "mailboxes.age");
+    await s.click('[data-testid="handover-export"]');
+    await answerFileDialog(display, "Save File", file);
+    await s.waitFor(async () => (await s.script("return [...document.querySelectorAll('[data-testid=toast]')].map(t => t.innerText).join('|')")).includes(`Hand-over written to ${file}`), "the written toast", 30000);
+    await s.waitFor(async () => (await s.findAll('[data-testid="handover-dialog"]')).length === 0, "the dialog to close after the export");
+    assert(existsSync(file), `${file} exists`);
+    const bytes = readFileSync(file);
+    assert(bytes.subarray(0, 21).toString() === "age-encryption.org/v1", "an age file");
+    assert((statSync(file).mode & 0o077) === 0, `written 0600, not ${(statSync(file).mode & 0o777).toString(8)}`);
+    const secretOf = (service, kind) => spawnSync("secret-tool", ["lookup", "service", service, "username", `${kind}:cert-bob`], { encoding: "utf8" }).stdout;
+    const key = secretOf(cliEnv.MAILBOX_AUTH_KEYRING_SERVICE, "client_certificate");
+    assert(key, "cert-bob's certificate is in this app's keyring");
+    assert(!bytes.toString("latin1").includes("cert-bob"), "the mailbox names are encrypted too");
+    // Another machine: a fresh data directory and keyring service; the passphrase on stdin.
+    const other = { ...process.env, MAILBOX_AUTH_HOME: mkdtempSync(path.join(work, "handover-other.")), MAILBOX_AUTH_KEYRING_SERVICE: `mailbox-auth-gui-${process.pid}-handover-other` };
+    const wrong = spawnSync(cli, ["import", file, "--json"], { env: other, input: "not the passphrase at all\n", encoding: "utf8" });
+    assert(wrong.status !== 0 && /passphrase/.test(wrong.stderr), `a wrong passphrase is refused: ${wrong.status} ${wrong.stderr}`);
+    const r = spawnSync(cli, ["import", file, "--json"], { env: other, input: `${pass}\n`, encoding: "utf8" });
+    assert(r.status === 0, `mailbox-auth import: ${r.stderr}`);
+    const done = JSON.parse(r.stdout);
+    const bob = done.find((d) => d.name === "cert-bob");
+    assert(bob && bob.secrets.includes("client_certificate"), `imported: ${r.stdout}`);
+    assert(secretOf(other.MAILBOX_AUTH_KEYRING_SERVICE, "client_certificate") === key, "the other keyring holds the same certificate");
+    // Back in the window: Import file… through the native open dialog, a wrong passphrase first.
+    await s.click('[data-testid="handover"]');
+    await s.waitFor(() => s.find('[data-testid="handover-dialog"]'), "the hand-over dialog");
+    await s.type("#field-handover-passphrase", "not the passphrase at all");
+    await s.click('[data-testid="handover-import"]');
+    await answerFileDialog(display, "Open File", file);
+    const refused = await s.waitFor(() => s.text('[data-testid="error-handover"]'), "the wrong-passphrase error", 30000);
+    assert(refused.includes("does not open") && refused.includes(file), `error: ${refused}`);
+    await s.type("#field-handover-passphrase", pass);
+    await s.click('[data-testid="handover-import"]');
+    await answerFileDialog(display, "Open File", file);
+    const list = await s.waitFor(() => s.text('[data-testid="handover-imported"]'), "what the import did", 30000);
+    assert(/cert-bob: replaced the existing mailbox; .*client certificate/.test(list), `imported: ${list}`);
+    assert(secretOf(cliEnv.MAILBOX_AUTH_KEYRING_SERVICE, "client_certificate") === key, "the certificate is the same after the import");
     await s.script("document.querySelector('[data-testid=handover-dialog]').dispatchEvent(new KeyboardEvent('keydown', { key: 'Escape', bubbles: true }))");
     await s.waitFor(async () => (await s.findAll('[data-testid="handover-dialog"]')).length === 0, "the dialog to close");
   });

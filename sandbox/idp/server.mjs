@@ -28,9 +28,12 @@ import LRU from 'oidc-provider/lib/helpers/lru.js';
 
 // oidc-provider's own in-memory store keeps only the newest 1,000 entries: with a few hundred
 // signed-in mailboxes (the benchmark signs in 1,000), grants and refresh tokens still in use
-// would be dropped. The same adapter over a larger store; entries still expire with their tokens.
+// would be dropped. The same adapter over a larger store; entries still expire with their tokens,
+// kept for oidc-provider's default clock tolerance (15 s) past it as its own adapter keeps them, so
+// an expired device code is still found and answered `expired_token`, not `invalid_grant`.
+const CLOCK_TOLERANCE_SECS = 15;
 const memoryStore = new LRU({ maxSize: 1_000_000 });
-const memoryAdapter = (model) => new MemoryAdapter(model, memoryStore);
+const memoryAdapter = (model) => new MemoryAdapter(model, memoryStore, CLOCK_TOLERANCE_SECS);
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const configPath = process.argv[2] || process.env.SANDBOX_IDP_CONFIG;
