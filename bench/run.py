@@ -404,14 +404,17 @@ def measure_window(binary, env, idle_secs):
     try:
         e = dict(env, DISPLAY=disp, MAILBOX_AUTH_LOG="info")
         start = time.monotonic()
-        p = subprocess.Popen([binary], env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        p = subprocess.Popen([binary], env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         ready = None
         deadline = start + 30
         os.set_blocking(p.stdout.fileno(), False)
         buf = ""
         while time.monotonic() < deadline and ready is None:
-            chunk = p.stdout.read() or ""
-            buf += chunk
+            try:
+                chunk = os.read(p.stdout.fileno(), 65536)
+            except BlockingIOError:
+                chunk = b""
+            buf += chunk.decode("utf-8", "replace")
             if re.search(r"board ready|interactive", buf):
                 ready = time.monotonic() - start
             time.sleep(0.01)
