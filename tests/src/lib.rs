@@ -42,6 +42,14 @@ impl Sandbox {
         self.vars.get(key).unwrap_or_else(|| panic!("sandbox env has no {key}"))
     }
 
+    /// The sandbox's app-only client (id, secret), as the IdP wrote them to its state folder.
+    pub fn app_client(&self) -> (String, String) {
+        let path = format!("{}/idp.json", self.var("SANDBOX_STATE_DIR"));
+        let idp: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("idp.json")).expect("idp.json");
+        (idp["appClient"]["id"].as_str().unwrap().into(), idp["appClient"]["secret"].as_str().unwrap().into())
+    }
+
     pub fn port(&self, key: &str) -> u16 {
         self.var(key).parse().unwrap_or_else(|_| panic!("{key} is not a port"))
     }
@@ -162,6 +170,23 @@ impl Cli {
             c.env(k, v);
         }
         let run = Run::from(c.output().expect("run mailbox-auth"));
+        let mut t = self.transcript.lock().unwrap();
+        t.push_str(&format!("$ mailbox-auth {}\n{}\n{}\n", args.join(" "), run.stdout, run.stderr));
+        run
+    }
+
+    /// Like [`Cli::run`], with `input` on its standard input (a pipe, not a terminal).
+    pub fn run_with_input(&self, args: &[&str], env: &[(&str, &str)], input: &str) -> Run {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut c = self.command(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let mut child =
+            c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run mailbox-auth");
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let run = Run::from(child.wait_with_output().unwrap());
         let mut t = self.transcript.lock().unwrap();
         t.push_str(&format!("$ mailbox-auth {}\n{}\n{}\n", args.join(" "), run.stdout, run.stderr));
         run

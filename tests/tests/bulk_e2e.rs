@@ -7,9 +7,8 @@
 //! changes) and counts connections where they are decided: at the server, from Dovecot's log of
 //! logins and their ends.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use mailbox_auth_tests::fault_proxy::{Fault, FaultProxy};
 use mailbox_auth_tests::{Cli, Run, Sandbox};
@@ -76,23 +75,10 @@ fn server_side_peak(log: &str, user: &str) -> (usize, usize) {
     (peak, refused)
 }
 
-fn app_client(sb: &Sandbox) -> (String, String) {
-    let idp: Value =
-        serde_json::from_slice(&std::fs::read(format!("{}/idp.json", sb.var("SANDBOX_STATE_DIR"))).unwrap()).unwrap();
-    (idp["appClient"]["id"].as_str().unwrap().into(), idp["appClient"]["secret"].as_str().unwrap().into())
-}
-
-fn with_stdin(cli: &Cli, args: &[&str], input: &str) -> Run {
-    let mut child =
-        cli.command(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    Run::from(child.wait_with_output().unwrap())
-}
-
 /// `MAILBOXES` app-only IMAPS mailboxes, all opening bob's mailbox as the app, through
 /// `mail_port` (a relay in front of the server).
 fn shared_mailboxes(cli: &Cli, sb: &Sandbox, prefix: &str, mail_port: u16) -> Vec<String> {
-    let (app_id, secret) = app_client(sb);
+    let (app_id, secret) = sb.app_client();
     let names: Vec<String> = (0..MAILBOXES).map(|i| format!("{prefix}-{i:03}")).collect();
     let rows: Vec<String> = names
         .iter()
@@ -106,7 +92,7 @@ fn shared_mailboxes(cli: &Cli, sb: &Sandbox, prefix: &str, mail_port: u16) -> Ve
         .collect();
     cli.import_with(",flow", &rows);
     for name in &names {
-        let r = with_stdin(cli, &["set-secret", name], &format!("{secret}\n"));
+        let r = cli.run_with_input(&["set-secret", name], &[], &format!("{secret}\n"));
         assert_eq!(r.code, 0, "{r:?}");
     }
     names
@@ -188,7 +174,7 @@ fn per_account_must_be_at_least_one() {
 fn list_shows_exactly_the_mailboxes_with_a_stored_credential() {
     let sb = Sandbox::get();
     let cli = Cli::new();
-    let (app_id, _) = app_client(&sb);
+    let (app_id, _) = sb.app_client();
     let app_row = sb
         .csv_row("app-only", BOB, "imap", "SANDBOX_IMAPS_PORT", "tls", "INBOX")
         .replace(&format!(",{},", sb.var("SANDBOX_CLIENT_ID")), &format!(",{app_id},"));
@@ -201,9 +187,9 @@ fn list_shows_exactly_the_mailboxes_with_a_stored_credential() {
     cli.store_refresh_token("signed-in", "rt-one");
     cli.store_refresh_token("removed", "rt-two");
     // A client secret is not a sign-in for a refresh-token mailbox; app-only needs one.
-    let r = with_stdin(&cli, &["set-secret", "other-kind"], "cs-one\n");
+    let r = cli.run_with_input(&["set-secret", "other-kind"], &[], "cs-one\n");
     assert_eq!(r.code, 0, "{r:?}");
-    let r = with_stdin(&cli, &["set-secret", "app-only"], "cs-two\n");
+    let r = cli.run_with_input(&["set-secret", "app-only"], &[], "cs-two\n");
     assert_eq!(r.code, 0, "{r:?}");
     // Another keyring service (another user of the app) with a token for "never".
     let other = Cli::new();

@@ -22,25 +22,6 @@ fn record(r: &Run) -> Value {
     arr[0].clone()
 }
 
-/// Runs the CLI with `input` on its standard input (a pipe, not a terminal).
-fn run_with_input(cli: &Cli, args: &[&str], env: &[(&str, &str)], input: &str) -> Run {
-    let mut c = cli.command(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let mut child =
-        c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run mailbox-auth");
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let run = Run::from(child.wait_with_output().unwrap());
-    cli.transcript.lock().unwrap().push_str(&format!(
-        "$ mailbox-auth {}\n{}\n{}\n",
-        args.join(" "),
-        run.stdout,
-        run.stderr
-    ));
-    run
-}
-
 /// A mailbox row for one of the sandbox's app-only clients.
 fn app_row(sb: &Sandbox, client_id: &str, name: &str, email: &str, protocol: &str, port_key: &str) -> String {
     let row = sb
@@ -301,7 +282,7 @@ fn the_encrypted_hand_over_moves_every_mailbox_and_its_sign_in_to_a_fresh_keyrin
         ],
     );
     assert_eq!(old.authenticate(&sb, "alice", ALICE.0, ALICE.1, &[]).code, 0);
-    assert_eq!(run_with_input(&old, &["set-secret", "bob-secret"], &[], &format!("{app_secret}\n")).code, 0);
+    assert_eq!(old.run_with_input(&["set-secret", "bob-secret"], &[], &format!("{app_secret}\n")).code, 0);
     let cer = old.home.path().join("bob-cert.cer");
     assert_eq!(old.run(&["app-cert", "create", "bob-cert", "-o", cer.to_str().unwrap()], &[]).code, 0);
     upload_certificate(&sb, &std::fs::read(&cer).unwrap());
@@ -311,11 +292,10 @@ fn the_encrypted_hand_over_moves_every_mailbox_and_its_sign_in_to_a_fresh_keyrin
 
     // Export, the passphrase on standard input (not a terminal). A short one is refused.
     let file = old.home.path().join("handover.age");
-    let short = run_with_input(&old, &["export", "--with-secrets", "-o", file.to_str().unwrap()], &[], "short\n");
+    let short = old.run_with_input(&["export", "--with-secrets", "-o", file.to_str().unwrap()], &[], "short\n");
     assert_eq!(short.code, 2, "{short:?}");
     assert!(short.stderr.contains("at least 12 characters") && !file.exists(), "{short:?}");
-    let r = run_with_input(
-        &old,
+    let r = old.run_with_input(
         &["export", "--with-secrets", "-o", file.to_str().unwrap(), "--json"],
         &[],
         &format!("{PASSPHRASE}\n"),
@@ -350,19 +330,19 @@ fn the_encrypted_hand_over_moves_every_mailbox_and_its_sign_in_to_a_fresh_keyrin
     let file_arg = file.to_str().unwrap();
 
     // A wrong passphrase and a truncated file are clear errors that change nothing.
-    let r = run_with_input(&new, &["import", file_arg], &k.env(), "not the passphrase at all\n");
+    let r = new.run_with_input(&["import", file_arg], &k.env(), "not the passphrase at all\n");
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("passphrase does not open") && r.stderr.contains("nothing was imported"), "{r:?}");
     let cut = new.home.path().join("cut.age");
     std::fs::write(&cut, &bytes[..bytes.len() - 40]).unwrap();
-    let r = run_with_input(&new, &["import", cut.to_str().unwrap()], &k.env(), &format!("{PASSPHRASE}\n"));
+    let r = new.run_with_input(&["import", cut.to_str().unwrap()], &k.env(), &format!("{PASSPHRASE}\n"));
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("is damaged or incomplete") && r.stderr.contains("nothing was imported"), "{r:?}");
     assert_eq!(new.run(&["list", "--json"], &k.env()).json(), serde_json::json!([]), "nothing imported");
     assert_eq!(lookup(&new, "refresh_token:alice", &k.env()), None, "nothing in the new keyring");
 
     // The right passphrase: every mailbox, new, with its secrets in the new keyring.
-    let r = run_with_input(&new, &["import", file_arg, "--json"], &k.env(), &format!("{PASSPHRASE}\n"));
+    let r = new.run_with_input(&["import", file_arg, "--json"], &k.env(), &format!("{PASSPHRASE}\n"));
     assert_eq!(r.code, 0, "{r:?}");
     let done = r.json();
     assert_eq!(done.as_array().unwrap().len(), 3, "{done}");
@@ -382,9 +362,9 @@ fn the_encrypted_hand_over_moves_every_mailbox_and_its_sign_in_to_a_fresh_keyrin
     }
 
     // Importing over existing mailboxes says what it replaces, and replaces their secrets.
-    assert_eq!(run_with_input(&new, &["set-secret", "bob-secret"], &k.env(), "a-wrong-secret\n").code, 0);
+    assert_eq!(new.run_with_input(&["set-secret", "bob-secret"], &k.env(), "a-wrong-secret\n").code, 0);
     assert_eq!(new.run(&["verify", "bob-secret"], &k.env()).code, 1, "the wrong secret is refused");
-    let r = run_with_input(&new, &["import", file_arg], &k.env(), &format!("{PASSPHRASE}\n"));
+    let r = new.run_with_input(&["import", file_arg], &k.env(), &format!("{PASSPHRASE}\n"));
     assert_eq!(r.code, 0, "{r:?}");
     for name in ["alice", "bob-secret", "bob-cert"] {
         assert!(r.stdout.contains(&format!("{name}: replaced the existing mailbox")), "{r:?}");
@@ -413,7 +393,7 @@ fn the_passphrase_is_asked_on_the_terminal_without_echo() {
     let old = Cli::new();
     old.import_with(",flow", &[app_row(&sb, "tty-app", "tty-app", BOB.0, "imap", "SANDBOX_IMAPS_PORT")]);
     let secret = "tty-client-secret-value-123";
-    assert_eq!(run_with_input(&old, &["set-secret", "tty-app"], &[], &format!("{secret}\n")).code, 0);
+    assert_eq!(old.run_with_input(&["set-secret", "tty-app"], &[], &format!("{secret}\n")).code, 0);
     let file = old.home.path().join("tty.age");
     // `script` gives the program a terminal (a pseudo-terminal) as its standard input; what we
     // type goes in only once the prompt is shown, as a person would.
@@ -453,7 +433,7 @@ fn the_passphrase_is_asked_on_the_terminal_without_echo() {
 
     // The passphrase typed on the terminal opens the file (given on a pipe this time).
     let new = Cli::new();
-    let r = run_with_input(&new, &["import", file.to_str().unwrap()], &[], &format!("{PASSPHRASE}\n"));
+    let r = new.run_with_input(&["import", file.to_str().unwrap()], &[], &format!("{PASSPHRASE}\n"));
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(lookup(&new, "client_secret:tty-app", &[]).as_deref(), Some(secret));
 }

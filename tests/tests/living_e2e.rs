@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mailbox_auth_tests::{Cli, Run, Sandbox};
+use mailbox_auth_tests::{Cli, Sandbox};
 use serde_json::Value;
 
 const BOB: &str = "bob@sandbox.test";
@@ -121,29 +121,16 @@ impl BusyIdp {
     }
 }
 
-fn app_client(sb: &Sandbox) -> (String, String) {
-    let idp: Value =
-        serde_json::from_slice(&std::fs::read(format!("{}/idp.json", sb.var("SANDBOX_STATE_DIR"))).unwrap()).unwrap();
-    (idp["appClient"]["id"].as_str().unwrap().into(), idp["appClient"]["secret"].as_str().unwrap().into())
-}
-
-fn with_stdin(cli: &Cli, args: &[&str], input: &str) -> Run {
-    let mut child =
-        cli.command(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    Run::from(child.wait_with_output().unwrap())
-}
-
 /// An app-only IMAP + STARTTLS mailbox of bob's, through the relay on `port`, signed in (and
 /// so verified green once, through the relay passing traffic).
 fn app_mailbox(cli: &Cli, sb: &Sandbox, name: &str, port: u16) {
-    let (app_id, secret) = app_client(sb);
+    let (app_id, secret) = sb.app_client();
     let row = sb
         .csv_row(name, BOB, "imap", "SANDBOX_IMAP_STARTTLS_PORT", "starttls", "INBOX")
         .replace(&format!(",{},", sb.var("SANDBOX_CLIENT_ID")), &format!(",{app_id},"))
         .replace(&format!(",{},starttls,", sb.port("SANDBOX_IMAP_STARTTLS_PORT")), &format!(",{port},starttls,"));
     cli.import_with(",flow", &[format!("{row},client_credentials")]);
-    let r = with_stdin(cli, &["set-secret", name], &format!("{secret}\n"));
+    let r = cli.run_with_input(&["set-secret", name], &[], &format!("{secret}\n"));
     assert_eq!(r.code, 0, "{r:?}");
     let r = cli.run(&["authenticate", name, "--json"], &[]);
     assert_eq!((r.code, r.json()[0]["ok"].as_bool()), (0, Some(true)), "{r:?}");

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mailbox_auth_tests::{contains, files_under, Cli, Run, Sandbox};
+use mailbox_auth_tests::{contains, files_under, Cli, Sandbox};
 use serde_json::Value;
 
 const BOB: &str = "bob@sandbox.test";
@@ -159,16 +159,10 @@ impl Drop for Running {
     }
 }
 
-fn app_client(sb: &Sandbox) -> (String, String) {
-    let idp: Value =
-        serde_json::from_slice(&std::fs::read(format!("{}/idp.json", sb.var("SANDBOX_STATE_DIR"))).unwrap()).unwrap();
-    (idp["appClient"]["id"].as_str().unwrap().into(), idp["appClient"]["secret"].as_str().unwrap().into())
-}
-
 /// An app-only (client credentials) POP3S row for `email`, optionally through relays for the
 /// mail server (`mail_port`) and the token endpoint (`token_url`).
 fn app_row(sb: &Sandbox, name: &str, email: &str, mail_port: Option<u16>, token_url: Option<&str>) -> String {
-    let (app_id, _) = app_client(sb);
+    let (app_id, _) = sb.app_client();
     let mut row = sb
         .csv_row(name, email, "pop3", "SANDBOX_POP3S_PORT", "tls", "INBOX")
         .replace(&format!(",{},", sb.var("SANDBOX_CLIENT_ID")), &format!(",{app_id},"));
@@ -181,27 +175,17 @@ fn app_row(sb: &Sandbox, name: &str, email: &str, mail_port: Option<u16>, token_
     format!("{row},client_credentials")
 }
 
-fn with_stdin(cli: &Cli, args: &[&str], input: &str, env: &[(&str, &str)]) -> Run {
-    let mut c = cli.command(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    Run::from(child.wait_with_output().unwrap())
-}
-
 /// Imports app-only mailboxes, stores the app's secret for each and signs them in.
 fn app_mailboxes(cli: &Cli, sb: &Sandbox, rows: &[(String, Option<&str>)]) {
     cli.import_with(",flow", &rows.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>());
-    let (_, secret) = app_client(sb);
+    let (_, secret) = sb.app_client();
     for (row, expires) in rows {
         let name = row.split(',').next().unwrap();
         let mut args = vec!["set-secret", name];
         if let Some(e) = expires {
             args.extend(["--expires", e]);
         }
-        let r = with_stdin(cli, &args, &format!("{secret}\n"), &[]);
+        let r = cli.run_with_input(&args, &[], &format!("{secret}\n"));
         assert_eq!(r.code, 0, "{r:?}");
         let r = cli.run(&["authenticate", name, "--json"], &[]);
         let ok = r.json()[0]["ok"].as_bool();
@@ -210,7 +194,7 @@ fn app_mailboxes(cli: &Cli, sb: &Sandbox, rows: &[(String, Option<&str>)]) {
 }
 
 fn store_webhook(cli: &Cli, url: &str) {
-    let r = with_stdin(cli, &["alerts", "webhook"], &format!("{url}\n"), &[]);
+    let r = cli.run_with_input(&["alerts", "webhook"], &[], &format!("{url}\n"));
     assert_eq!(r.code, 0, "{r:?}");
     assert!(!format!("{r:?}").contains(url), "the webhook URL is echoed: {r:?}");
 }
@@ -505,7 +489,7 @@ fn nagios_check_exit_codes_and_lines_for_green_amber_red_and_unknown() {
 #[test]
 fn alert_webhook_lives_in_the_keyring_test_alerts_retry_boundedly_and_off_removes_it() {
     let cli = Cli::new();
-    let r = with_stdin(&cli, &["alerts", "webhook"], "ftp://hooks.example/T0SECRET-bad\n", &[]);
+    let r = cli.run_with_input(&["alerts", "webhook"], &[], "ftp://hooks.example/T0SECRET-bad\n");
     assert_eq!(r.code, 2, "{r:?}");
     assert!(
         r.stderr.contains("webhook URL") && !r.stderr.contains("T0SECRET"),
@@ -788,8 +772,8 @@ fn a_mailbox_check_interval_is_validated_listed_and_honoured_by_the_monitor() {
 
     app_mailboxes(&cli, &sb, &[(app_row(&sb, "often", BOB, None, None), None)]);
     cli.import_with(",flow,check_interval_minutes", &[format!("{},1", app_row(&sb, "minutely", BOB, None, None))]);
-    let (_, secret) = app_client(&sb);
-    let r = with_stdin(&cli, &["set-secret", "minutely"], &format!("{secret}\n"), &[]);
+    let (_, secret) = sb.app_client();
+    let r = cli.run_with_input(&["set-secret", "minutely"], &[], &format!("{secret}\n"));
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(cli.run(&["authenticate", "minutely", "--json"], &[]).code, 0);
     let listed = cli.run(&["list", "--json"], &[]).json();
