@@ -817,9 +817,12 @@ impl App {
                 // `verify` records what is wrong with it; it opens no connection.
                 Err(_) => n.clone(),
             };
+            // Boxed once the permit is held: every mailbox's future waits here at once, and an
+            // unboxed verification would make each of them as large as a whole check (see
+            // `monitor::check_one`).
             let mut r = {
                 let _permit = limits.connection(&account).await;
-                self.verify(&n).await
+                Box::pin(self.verify(&n)).await
             };
             for _ in 0..THROTTLE_RETRIES {
                 let wait = match &r {
@@ -829,7 +832,7 @@ impl App {
                 let Some(wait) = wait else { break };
                 tokio::time::sleep(wait).await;
                 let _permit = limits.connection(&account).await;
-                r = self.verify(&n).await;
+                r = Box::pin(self.verify(&n)).await;
             }
             (i, r)
         });
