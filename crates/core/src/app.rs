@@ -12,8 +12,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use url::Url;
 
-use crate::diagnose::diagnose;
-use crate::health::{self, HealthRecord, Status};
+use crate::diagnose::{diagnose, Fix};
+use crate::health::{self, Check, HealthRecord, Status};
 use crate::import::{self, ImportError, RowError};
 use crate::mailbox::{FieldError, Flow, Mailbox, Protocol, ProviderKind, Security, Smtp};
 use crate::monitor;
@@ -21,7 +21,7 @@ use crate::oauth::auth_code::{self, AuthStep};
 use crate::oauth::refresh::TokenCache;
 use crate::oauth::{self, OAuthError};
 use crate::oauth::{client_credentials, device, discovery};
-use crate::probe::{self, ProbeTarget, Service};
+use crate::probe::{self, ProbeTarget};
 use crate::secret::{self, SecretError, SecretKind, SecretStore};
 use crate::store::{Store, StoreError};
 
@@ -292,8 +292,8 @@ impl App {
         let lost = !authenticated && crate::doctor::signin_recorded(&self.store, &m);
         let (status, status_label) =
             if lost { (Status::Failed, crate::doctor::SIGNIN_MISSING_LABEL) } else { (status, status_label) };
-        let incoming_check = newest_since_sign_in(&recent, &[&Service::Imap.to_string(), &Service::Pop3.to_string()]);
-        let smtp_check = m.smtp.as_ref().and_then(|_| newest_since_sign_in(&recent, &[&Service::Smtp.to_string()]));
+        let incoming_check = newest_since_sign_in(&recent, &[Check::Imap, Check::Pop3]);
+        let smtp_check = m.smtp.as_ref().and_then(|_| newest_since_sign_in(&recent, &[Check::Smtp]));
         Ok(MailboxView {
             mailbox: m,
             status,
@@ -596,7 +596,7 @@ impl App {
                     message =
                         format!("{message}; signed in as {a}, which is not the mailbox's login {}", m.sasl_user());
                 }
-                self.record(ok_record(name, "authenticate", message, None))?;
+                self.record(ok_record(name, Check::Authenticate, message, None))?;
                 progress(AuthStep::Verifying);
                 let mut rec = self.verify(name).await?.deciding().clone();
                 if let (Some(a), false) = (&other, rec.ok) {
@@ -607,7 +607,7 @@ impl App {
                 }
                 Ok(rec)
             }
-            Err(e) => self.record(oauth_failure(name, "authenticate", &e)),
+            Err(e) => self.record(oauth_failure(name, Check::Authenticate, &e)),
         }
     }
 
@@ -678,7 +678,7 @@ impl App {
             // A failed refresh fails the SMTP check the same way: one request to a failing token
             // endpoint per mailbox is enough, and one record says it.
             Err(e) => {
-                return Ok(Verification { incoming: self.record(oauth_failure(name, "refresh", &e))?, smtp: None })
+                return Ok(Verification { incoming: self.record(oauth_failure(name, Check::Refresh, &e))?, smtp: None })
             }
         };
         let target = self.probe_target(&m, m.protocol.into(), &m.host, m.port, m.security);
@@ -705,7 +705,7 @@ impl App {
         let Some(smtp) = m.smtp.clone() else { return Ok(None) };
         let token = match self.fresh_token(&m).await {
             Ok(t) => t,
-            Err(e) => return self.record(oauth_failure(name, "refresh", &e)).map(Some),
+            Err(e) => return self.record(oauth_failure(name, Check::Refresh, &e)).map(Some),
         };
         self.smtp_check(&m, &smtp, &token, send_to).await.map(Some)
     }
@@ -751,7 +751,7 @@ impl App {
         };
         let token = match self.fresh_token(&m).await {
             Ok(t) => t,
-            Err(e) => return Ok(oauth_failure(name, "refresh", &e)),
+            Err(e) => return Ok(oauth_failure(name, Check::Refresh, &e)),
         };
         let target = self.probe_target(&m, probe::Service::Smtp, &smtp.host, smtp.port, smtp.security);
         Ok(probe_record(&m, &target, probe::smtp::probe(&target, &token, Some(message)).await))
@@ -914,7 +914,7 @@ fn unreadable_view(name: String, error: String) -> MailboxView {
     let record = HealthRecord {
         mailbox: name.clone(),
         at: Utc::now(),
-        check: "store".into(),
+        check: Check::Store,
         ok: false,
         code: Some("store".into()),
         message: format!("The stored settings of `{name}` cannot be read ({error})"),
@@ -922,6 +922,7 @@ fn unreadable_view(name: String, error: String) -> MailboxView {
             "Import the mailbox again from a CSV with the same name `{name}` (its stored sign-in is \
              deleted, so authenticate it afterwards); the other mailboxes are not affected."
         )),
+        fix: None,
         server_words: None,
         messages: None,
     };
@@ -940,8 +941,8 @@ fn unreadable_view(name: String, error: String) -> MailboxView {
 
 /// The newest record of one of `checks` in a history (newest first), not older than the newest
 /// sign-in (older ones belong to an earlier authorisation, as in [`health::deciding`]).
-fn newest_since_sign_in(history: &[HealthRecord], checks: &[&str]) -> Option<HealthRecord> {
-    history.iter().take_while(|r| r.check != "authenticate").find(|r| checks.contains(&r.check.as_str())).cloned()
+fn newest_since_sign_in(history: &[HealthRecord], checks: &[Check]) -> Option<HealthRecord> {
+    history.iter().take_while(|r| r.check != Check::Authenticate).find(|r| checks.contains(&r.check)).cloned()
 }
 
 /// The account named in an id_token (`preferred_username`, else `email`), for telling the
@@ -955,30 +956,32 @@ pub fn signed_in_account(id_token: &str) -> Option<String> {
     ["preferred_username", "email", "upn"].iter().find_map(|k| claims[*k].as_str().map(str::to_string))
 }
 
-fn ok_record(name: &str, check: &str, message: String, messages: Option<u32>) -> HealthRecord {
+fn ok_record(name: &str, check: Check, message: String, messages: Option<u32>) -> HealthRecord {
     HealthRecord {
         mailbox: name.into(),
         at: Utc::now(),
-        check: check.into(),
+        check,
         ok: true,
         code: None,
         message,
         hint: None,
+        fix: None,
         server_words: None,
         messages,
     }
 }
 
-fn failure_record(name: &str, check: &str, code: &str, message: String, server_words: Option<String>) -> HealthRecord {
+fn failure_record(name: &str, check: Check, code: &str, message: String, server_words: Option<String>) -> HealthRecord {
     let d = diagnose(code, server_words.as_deref());
     HealthRecord {
         mailbox: name.into(),
         at: Utc::now(),
-        check: check.into(),
+        check,
         ok: false,
         code: Some(code.into()),
         message: format!("{message}. {}", d.cause),
         hint: Some(d.fix.into()),
+        fix: d.action.map(|f| f.for_check(check)),
         server_words,
         messages: None,
     }
@@ -990,12 +993,12 @@ fn probe_record(
     target: &ProbeTarget,
     outcome: Result<probe::ProbeReport, probe::ProbeError>,
 ) -> HealthRecord {
-    let check = target.protocol.to_string();
+    let check = Check::from(target.protocol);
     match outcome {
         Ok(r) => {
             // SMTP opens no maildrop, so it has no message count.
             let messages = (target.protocol != probe::Service::Smtp).then_some(r.messages);
-            ok_record(&m.name, &check, format!("{} (signed in with {})", r.detail, r.mechanism), messages)
+            ok_record(&m.name, check, format!("{} (signed in with {})", r.detail, r.mechanism), messages)
         }
         Err(e) => {
             // Same failure code for app-only access, but its fix is in Exchange (service
@@ -1007,16 +1010,21 @@ fn probe_record(
             };
             let words = e.server_words().map(str::to_string);
             if words.as_deref().is_some_and(crate::diagnose::is_throttling) {
-                return throttled_record(&m.name, &check, e.to_string(), words);
+                return throttled_record(&m.name, check, e.to_string(), words);
             }
-            let mut rec = failure_record(&m.name, &check, diagnosis, e.to_string(), words);
+            let mut rec = failure_record(&m.name, check, diagnosis, e.to_string(), words);
             rec.code = Some(e.code().to_string());
+            // The Exchange script is for app-only mailboxes (their service principal and its
+            // permission); a delegated mailbox's Exchange refusal is fixed by who signs in.
+            if rec.fix == Some(Fix::ExchangeScript) && m.flow != Flow::ClientCredentials {
+                rec.fix = None;
+            }
             rec
         }
     }
 }
 
-fn oauth_failure(name: &str, check: &str, e: &OAuthError) -> HealthRecord {
+fn oauth_failure(name: &str, check: Check, e: &OAuthError) -> HealthRecord {
     // HTTP 429 is the identity provider throttling; 5xx stays `token_endpoint_unavailable`.
     if matches!(e, OAuthError::Unavailable { status: 429, .. }) {
         return throttled_record(name, check, e.to_string(), e.server_words());
@@ -1026,7 +1034,7 @@ fn oauth_failure(name: &str, check: &str, e: &OAuthError) -> HealthRecord {
 
 /// The record of a check the other side throttled: code `throttled`, the server's words kept,
 /// and the back-off it asked for in the message. Not a verdict (see [`health::deciding`]).
-fn throttled_record(name: &str, check: &str, message: String, server_words: Option<String>) -> HealthRecord {
+fn throttled_record(name: &str, check: Check, message: String, server_words: Option<String>) -> HealthRecord {
     let d = diagnose("throttled", None);
     let backoff =
         server_words.as_deref().and_then(crate::diagnose::backoff).or_else(|| crate::diagnose::backoff(&message));
@@ -1034,11 +1042,12 @@ fn throttled_record(name: &str, check: &str, message: String, server_words: Opti
     HealthRecord {
         mailbox: name.into(),
         at: Utc::now(),
-        check: check.into(),
+        check,
         ok: false,
         code: Some("throttled".into()),
         message: format!("{message}{wait}. {}", d.cause),
         hint: Some(d.fix.into()),
+        fix: None,
         server_words,
         messages: None,
     }
@@ -1080,14 +1089,14 @@ mod tests {
     fn a_429_from_the_token_endpoint_is_throttled_and_a_503_is_not() {
         let e =
             |status| OAuthError::Unavailable { url: "https://idp.example/token".into(), status, retry_after: Some(7) };
-        let r = oauth_failure("m", "refresh", &e(429));
+        let r = oauth_failure("m", Check::Refresh, &e(429));
         assert!(r.throttled(), "{r:?}");
         assert_eq!(throttle_wait(&r), Some(Duration::from_secs(7)), "Retry-After is honoured");
         assert!(r.message.contains("HTTP 429"), "the provider's status is kept: {}", r.message);
-        let r = oauth_failure("m", "refresh", &e(503));
+        let r = oauth_failure("m", Check::Refresh, &e(503));
         assert!(!r.throttled() && r.code.as_deref() == Some("token_endpoint_unavailable"), "{r:?}");
         let long = OAuthError::Unavailable { url: "u".into(), status: 429, retry_after: Some(3600) };
-        assert_eq!(throttle_wait(&oauth_failure("m", "refresh", &long)), None, "an hour is not waited for");
+        assert_eq!(throttle_wait(&oauth_failure("m", Check::Refresh, &long)), None, "an hour is not waited for");
     }
 
     #[test]
@@ -1321,12 +1330,59 @@ mod tests {
 
     fn rec(check: &str, ok: bool, secs_ago: i64) -> HealthRecord {
         let mut r = if ok {
-            ok_record("support", check, format!("{check} fine"), None)
+            ok_record("support", check.parse().unwrap(), format!("{check} fine"), None)
         } else {
-            failure_record("support", check, "connect_refused", format!("{check} refused"), None)
+            failure_record("support", check.parse().unwrap(), "connect_refused", format!("{check} refused"), None)
         };
         r.at = Utc::now() - chrono::Duration::seconds(secs_ago);
         r
+    }
+
+    /// The action a record offers is decided here, from the diagnosis, the mailbox's flow and
+    /// the check: the window only shows it.
+    #[test]
+    fn a_probe_failure_carries_its_typed_fix() {
+        let target = |protocol: probe::Service| ProbeTarget {
+            protocol,
+            host: "mail.example.com".into(),
+            port: 993,
+            security: Security::Tls,
+            folder: "INBOX".into(),
+            sasl_user: "support@example.com".into(),
+            ca_file: None,
+            timeout: Duration::from_secs(5),
+        };
+        let refused = |words: &str| -> Result<probe::ProbeReport, probe::ProbeError> {
+            Err(probe::ProbeError::AuthRejected {
+                proto: "IMAP",
+                command: "AUTHENTICATE",
+                mechanism: "XOAUTH2",
+                addr: "mail.example.com:993".into(),
+                words: words.into(),
+            })
+        };
+        let delegated = crate::mailbox::sample();
+        let app_only = Mailbox { flow: Flow::ClientCredentials, ..delegated.clone() };
+        let imap = target(probe::Service::Imap);
+        for words in ["a1 NO [AUTHENTICATIONFAILED] Authentication failed.", "A1 NO AUTHENTICATE failed."] {
+            let r = probe_record(&app_only, &imap, refused(words));
+            assert_eq!(
+                (r.code.as_deref(), r.fix.clone()),
+                (Some("auth_rejected"), Some(Fix::ExchangeScript)),
+                "{words}"
+            );
+            let r = probe_record(&delegated, &imap, refused(words));
+            assert_eq!(r.fix, None, "the script is for app-only mailboxes: {words}");
+        }
+        let smtp_refused = || -> Result<probe::ProbeReport, probe::ProbeError> {
+            Err(probe::ProbeError::ConnectRefused { proto: "SMTP", addr: "smtp.example.com:587".into() })
+        };
+        let r = probe_record(&delegated, &target(probe::Service::Smtp), smtp_refused());
+        assert_eq!((r.check, r.fix), (Check::Smtp, Some(Fix::EditField { field: "smtp_port".into() })));
+        let r = probe_record(&delegated, &imap, smtp_refused());
+        assert_eq!((r.check, r.fix), (Check::Imap, Some(Fix::EditField { field: "port".into() })));
+        let r = oauth_failure("support", Check::Refresh, &OAuthError::NotAuthenticated("support".into()));
+        assert_eq!(r.fix, Some(Fix::SignInAgain));
     }
 
     #[test]
@@ -1335,12 +1391,12 @@ mod tests {
             incoming: rec("imap", incoming, 1),
             smtp: smtp.map(|ok| rec("smtp", ok, 0)),
         };
-        assert_eq!(v(true, Some(false)).deciding().check, "smtp");
-        assert_eq!(v(false, Some(false)).deciding().check, "imap");
-        assert_eq!(v(true, Some(true)).deciding().check, "imap");
-        assert_eq!(v(true, None).deciding().check, "imap");
-        let checks: Vec<String> = v(true, Some(false)).into_records().into_iter().map(|r| r.check).collect();
-        assert_eq!(checks, ["imap", "smtp"], "incoming first");
+        assert_eq!(v(true, Some(false)).deciding().check, Check::Smtp);
+        assert_eq!(v(false, Some(false)).deciding().check, Check::Imap);
+        assert_eq!(v(true, Some(true)).deciding().check, Check::Imap);
+        assert_eq!(v(true, None).deciding().check, Check::Imap);
+        let checks: Vec<Check> = v(true, Some(false)).into_records().into_iter().map(|r| r.check).collect();
+        assert_eq!(checks, [Check::Imap, Check::Smtp], "incoming first");
         assert_eq!(v(true, None).into_records().len(), 1);
     }
 
@@ -1375,7 +1431,7 @@ mod tests {
     }
 
     fn rec_at(app: &App, check: &str) -> chrono::DateTime<Utc> {
-        app.store.history("support", 20).unwrap().into_iter().find(|r| r.check == check).unwrap().at
+        app.store.history("support", 20).unwrap().into_iter().find(|r| r.check.as_str() == check).unwrap().at
     }
 
     #[tokio::test]
