@@ -189,11 +189,16 @@ pub enum ImportAction {
     Refused,
 }
 
-/// One row of an import preview or report.
+/// One row of an import preview or report: its line, its cells as the file has them, and the
+/// mailbox it becomes (`action` new, update or unchanged) or its errors (`refused`).
 #[derive(Debug, Clone, Serialize)]
 pub struct ImportRow {
     pub line: u64,
+    /// The `name` cell (the mailbox's name when it is imported).
     pub name: String,
+    /// The row's cells by column, as typed (trimmed): what the preview table shows, also for
+    /// a refused row.
+    pub cells: std::collections::BTreeMap<String, String>,
     pub action: ImportAction,
     /// The columns whose value differs from the stored mailbox (update only).
     pub changed_fields: Vec<&'static str>,
@@ -203,9 +208,23 @@ pub struct ImportRow {
     /// The stored sign-in (refresh token, client secret) is deleted: the mailbox must sign in
     /// again.
     pub signs_out: bool,
+    /// Each naming the row's line and a field (a column, or `row` for the row as a whole).
     pub errors: Vec<RowError>,
     /// The mailbox the row becomes (none when refused).
     pub mailbox: Option<Mailbox>,
+}
+
+/// The counts the preview's summary line and its Import button show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct ImportSummary {
+    /// Rows that are imported (new, update or unchanged).
+    pub ready: usize,
+    /// Rows with errors, not imported.
+    pub refused: usize,
+    /// Rows that change an existing mailbox.
+    pub updates: usize,
+    /// Of those, rows whose mailbox is signed out because where its secrets go changes.
+    pub sign_outs: usize,
 }
 
 /// What saving a mailbox did.
@@ -221,7 +240,9 @@ pub struct SaveOutcome {
 #[derive(Debug, Clone, Serialize)]
 pub struct ImportPreview {
     pub rows: Vec<ImportRow>,
+    /// Every row's errors, in file order (each belongs to one of `rows`).
     pub errors: Vec<RowError>,
+    pub summary: ImportSummary,
 }
 
 #[derive(Debug)]
@@ -393,47 +414,49 @@ impl App {
     /// row's errors.
     pub fn import_preview(&self, text: &str, base: Option<&Path>) -> Result<ImportPreview, AppError> {
         let parsed = import::parse(text, base)?;
-        let mut rows = Vec::new();
-        for (m, line) in parsed.mailboxes.into_iter().zip(parsed.lines) {
-            let (action, changed_fields, routing_changes) = match self.store.get(&m.name) {
-                Ok(old) => {
-                    let changed = old.changed_fields(&m);
-                    let action = if changed.is_empty() { ImportAction::Unchanged } else { ImportAction::Update };
-                    (action, changed, old.secret_routing_changes(&m))
+        let mut rows = Vec::with_capacity(parsed.rows.len());
+        for row in parsed.rows {
+            let name = row.name().to_string();
+            let (action, changed_fields, routing_changes, mailbox, errors) = match row.outcome {
+                Ok(m) => {
+                    let (action, changed, routing) = match self.store.get(&m.name) {
+                        Ok(old) => {
+                            let changed = old.changed_fields(&m);
+                            let action =
+                                if changed.is_empty() { ImportAction::Unchanged } else { ImportAction::Update };
+                            (action, changed, old.secret_routing_changes(&m))
+                        }
+                        Err(StoreError::NotFound(_)) => (ImportAction::New, vec![], vec![]),
+                        Err(StoreError::Corrupt { .. }) => {
+                            (ImportAction::Update, vec![], crate::mailbox::SECRET_ROUTING_FIELDS.to_vec())
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
+                    (action, changed, routing, Some(m), vec![])
                 }
-                Err(StoreError::NotFound(_)) => (ImportAction::New, vec![], vec![]),
-                Err(StoreError::Corrupt { .. }) => {
-                    (ImportAction::Update, vec![], crate::mailbox::SECRET_ROUTING_FIELDS.to_vec())
-                }
-                Err(e) => return Err(e.into()),
+                Err(errors) => (ImportAction::Refused, vec![], vec![], None, errors),
             };
-            let signs_out = !routing_changes.is_empty();
             rows.push(ImportRow {
-                line,
-                name: m.name.clone(),
+                line: row.line,
+                name,
+                cells: row.cells,
                 action,
+                signs_out: !routing_changes.is_empty(),
                 changed_fields,
                 routing_changes,
-                signs_out,
-                errors: vec![],
-                mailbox: Some(m),
-            });
-        }
-        for (line, name) in parsed.refused {
-            let errors: Vec<RowError> = parsed.errors.iter().filter(|e| e.line == line).cloned().collect();
-            rows.push(ImportRow {
-                line,
-                name,
-                action: ImportAction::Refused,
-                changed_fields: vec![],
-                routing_changes: vec![],
-                signs_out: false,
                 errors,
-                mailbox: None,
+                mailbox,
             });
         }
-        rows.sort_by_key(|r| r.line);
-        Ok(ImportPreview { rows, errors: parsed.errors })
+        let count = |f: &dyn Fn(&ImportRow) -> bool| rows.iter().filter(|r| f(r)).count();
+        let summary = ImportSummary {
+            ready: count(&|r| r.mailbox.is_some()),
+            refused: count(&|r| r.mailbox.is_none()),
+            updates: count(&|r| r.action == ImportAction::Update),
+            sign_outs: count(&|r| r.signs_out),
+        };
+        let errors = rows.iter().flat_map(|r| r.errors.iter().cloned()).collect();
+        Ok(ImportPreview { rows, errors, summary })
     }
 
     /// Imports a CSV: bad rows are reported, good rows saved together. A row that changes where
@@ -1225,6 +1248,10 @@ mod tests {
         assert_eq!((r[1].action, r[1].signs_out), (ImportAction::New, false));
         assert_eq!((r[2].line, r[2].name.as_str(), r[2].action), (4, "bad", ImportAction::Refused));
         assert_eq!(r[2].errors[0].field, "email");
+        assert_eq!((r[2].cells["email"].as_str(), r[2].cells["folder"].as_str()), ("not-an-address", "INBOX"));
+        assert!(r[2].mailbox.is_none() && r[0].errors.is_empty() && r[0].mailbox.is_some(), "a mailbox or errors");
+        assert_eq!(p.summary, ImportSummary { ready: 2, refused: 1, updates: 1, sign_outs: 1 });
+        assert_eq!(p.errors, r[2].errors, "every error is a row's");
         assert_eq!(stored(&secrets).await, (true, true), "a preview changes nothing");
         assert_eq!(app.get("support").unwrap().folder, "INBOX");
 
@@ -1456,6 +1483,6 @@ mod tests {
         app.store().save(&m).unwrap();
         let text = app.export_csv().unwrap();
         assert!(text.lines().nth(1).unwrap().starts_with("'=cmd"), "{text}");
-        assert_eq!(import::parse(&text, None).unwrap().mailboxes, vec![m]);
+        assert_eq!(import::parse(&text, None).unwrap().mailboxes(), vec![m]);
     }
 }
