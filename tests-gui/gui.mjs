@@ -415,6 +415,10 @@ async function main() {
         assert(badge.includes("Failed"), `badge ${badge}`);
         const hint = await s.text('[data-testid="last-hint"]');
         assert(/folder name/i.test(hint), `hint ${hint}`);
+        // The core's typed fix names the field; its button takes the focus there.
+        assert((await s.attr('[data-testid="hint-edit-field"]', "data-field")) === "folder", "the fix edits the folder");
+        await s.click('[data-testid="hint-edit-field"]');
+        await s.waitFor(async () => (await s.script("return document.activeElement?.id")) === "field-folder", "the focus on the folder field");
         const words = await s.text('[data-testid="server-words"]').catch(() => "");
         log("server words:", words);
         await s.click('[data-testid="back"]');
@@ -468,6 +472,7 @@ async function main() {
         await s.waitFor(async () => (await status(s, '[data-testid="status-badge"]')) === "failed", "Failed without a secret", 30000);
         const noSecret = await s.text('[data-testid="last-hint"]');
         assert(/store the client secret/i.test(noSecret), `hint without a secret: ${noSecret}`);
+        assert((await s.attr('[data-testid="hint-edit-field"]', "data-field")) === "client_secret", "the fix edits the client secret");
 
         // The secret is typed into the window and goes only to the keyring (set_client_secret).
         await s.type("#field-client_secret", secret);
@@ -485,7 +490,7 @@ async function main() {
         assert(/service principal/i.test(fix) && fix.includes("New-ServicePrincipal"), `app-only fix ${fix}`);
         const words = await s.text('[data-testid="server-words"]');
         assert(/AUTHENTICATIONFAILED/.test(words), `server words ${words}`);
-        await s.find('[data-testid="hint-exchange-script"]');
+        assert((await s.attr('[data-testid="hint-exchange-script"]', "data-fix")) === "exchange_script", "the Exchange fix from the record's typed fix");
         const held = holdersOf(secret, [app.home], [app.log]);
         assert(held.length === 0, `the client secret is in ${held.join(", ")}`);
 
@@ -593,6 +598,10 @@ async function main() {
         assert(valid === "10" && invalid === "1", `preview valid=${valid} invalid=${invalid}`);
         const errs = await s.text('[data-testid="row-errors-7"]');
         assert(errs.includes("email") && errs.includes("must be an address"), `row 7 errors: ${errs}`);
+        // The refused row shows what line 7 says, from the core's cells (the window parses no CSV).
+        assert((await s.attr('tr[data-line="7"]', "data-ok")) === "false", "line 7 is refused");
+        const typed = await s.text('[data-testid="row-email-7"]');
+        assert(typed === "not-an-address", `line 7's email cell: ${typed}`);
         await s.click('[data-testid="import"]');
         const res = await s.waitFor(() => s.text('[data-testid="import-result"]'), "the import result");
         assert(res.includes("Imported 10 mailboxes"), `import result ${res}`);
