@@ -30,6 +30,21 @@ pub enum Check {
 }
 
 impl Check {
+    pub const ALL: [Check; 6] =
+        [Check::Authenticate, Check::Refresh, Check::Imap, Check::Pop3, Check::Smtp, Check::Store];
+
+    /// The check's name in the window's history and uptime transitions.
+    pub fn label(self) -> &'static str {
+        match self {
+            Check::Authenticate => "Sign-in",
+            Check::Refresh => "Token refresh",
+            Check::Imap => "IMAP login",
+            Check::Pop3 => "POP3 login",
+            Check::Smtp => "SMTP login",
+            Check::Store => "Stored settings",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Check::Authenticate => "authenticate",
