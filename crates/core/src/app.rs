@@ -315,6 +315,8 @@ impl App {
             if lost { (Status::Failed, crate::doctor::SIGNIN_MISSING_LABEL) } else { (status, status_label) };
         let incoming_check = newest_since_sign_in(&recent, &[Check::Imap, Check::Pop3]);
         let smtp_check = m.smtp.as_ref().and_then(|_| newest_since_sign_in(&recent, &[Check::Smtp]));
+        let [last_check, incoming_check, smtp_check] =
+            [last_check, incoming_check, smtp_check].map(|r| r.map(|r| with_fix(&m, r)));
         Ok(MailboxView {
             mailbox: m,
             status,
@@ -994,6 +996,37 @@ fn ok_record(name: &str, check: Check, message: String, messages: Option<u32>) -
     }
 }
 
+/// The diagnosis code of a probe failure: a refused token has its own fix for app-only access
+/// (the service principal and its mailbox permission, in Exchange), not in who signed in.
+fn probe_diagnosis_code<'a>(m: &Mailbox, code: &'a str) -> &'a str {
+    if m.flow == Flow::ClientCredentials && code == "auth_rejected" {
+        "auth_rejected_app_only"
+    } else {
+        code
+    }
+}
+
+/// The action a failure of `check` offers for mailbox `m`: the diagnosis's, for the check's own
+/// fields (see [`Fix::for_check`]); the Exchange script only for app-only mailboxes (it sets
+/// up their service principal; a delegated mailbox's refusal is fixed by who signs in).
+fn fix_for(m: &Mailbox, check: Check, code: &str, server_words: Option<&str>) -> Option<Fix> {
+    let code =
+        if matches!(check, Check::Imap | Check::Pop3 | Check::Smtp) { probe_diagnosis_code(m, code) } else { code };
+    let fix = diagnose(code, server_words).action?.for_check(check);
+    (fix != Fix::ExchangeScript || m.flow == Flow::ClientCredentials).then_some(fix)
+}
+
+/// A record as the window shows it: one stored before records carried their fix gets the one a
+/// new record of the same failure would carry.
+fn with_fix(m: &Mailbox, mut r: HealthRecord) -> HealthRecord {
+    if !r.ok && r.fix.is_none() && !r.throttled() {
+        if let Some(code) = r.code.as_deref() {
+            r.fix = fix_for(m, r.check, code, r.server_words.as_deref());
+        }
+    }
+    r
+}
+
 fn failure_record(name: &str, check: Check, code: &str, message: String, server_words: Option<String>) -> HealthRecord {
     let d = diagnose(code, server_words.as_deref());
     HealthRecord {
@@ -1026,22 +1059,14 @@ fn probe_record(
         Err(e) => {
             // Same failure code for app-only access, but its fix is in Exchange (service
             // principal, mailbox permission), not in who signed in.
-            let diagnosis = if m.flow == Flow::ClientCredentials && e.code() == "auth_rejected" {
-                "auth_rejected_app_only"
-            } else {
-                e.code()
-            };
+            let diagnosis = probe_diagnosis_code(m, e.code());
             let words = e.server_words().map(str::to_string);
             if words.as_deref().is_some_and(crate::diagnose::is_throttling) {
                 return throttled_record(&m.name, check, e.to_string(), words);
             }
             let mut rec = failure_record(&m.name, check, diagnosis, e.to_string(), words);
             rec.code = Some(e.code().to_string());
-            // The Exchange script is for app-only mailboxes (their service principal and its
-            // permission); a delegated mailbox's Exchange refusal is fixed by who signs in.
-            if rec.fix == Some(Fix::ExchangeScript) && m.flow != Flow::ClientCredentials {
-                rec.fix = None;
-            }
+            rec.fix = fix_for(m, check, e.code(), rec.server_words.as_deref());
             rec
         }
     }
@@ -1363,6 +1388,41 @@ mod tests {
         };
         r.at = Utc::now() - chrono::Duration::seconds(secs_ago);
         r
+    }
+
+    /// A failure stored before records carried their fix shows the one a new record would
+    /// carry (the window offered it from the code before): an upgrade loses no button.
+    #[tokio::test]
+    async fn records_stored_without_a_fix_get_it_in_the_view() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = App::open(dir.path(), Arc::new(crate::secret::MemoryStore::default())).unwrap();
+        let delegated = crate::mailbox::sample();
+        let app_only = Mailbox { name: "app".into(), flow: Flow::ClientCredentials, ..delegated.clone() };
+        app.save(&delegated).await.unwrap();
+        app.save(&app_only).await.unwrap();
+        let old = |name: &str, code: &str, words: &str| {
+            format!(
+                r#"{{"mailbox":"{name}","at":"2026-01-01T00:00:00Z","check":"imap","ok":false,"code":"{code}","message":"m","hint":"h","server_words":"{words}","messages":null}}"#
+            )
+        };
+        let conn = rusqlite::Connection::open(dir.path().join("mailbox-auth.sqlite3")).unwrap();
+        for (name, code, words) in [
+            ("app", "auth_rejected", "a1 NO [AUTHENTICATIONFAILED] Authentication failed."),
+            ("support", "auth_rejected", "A1 NO AUTHENTICATE failed."),
+        ] {
+            conn.execute("INSERT INTO health (mailbox, data) VALUES (?1, ?2)", [name, &old(name, code, words)])
+                .unwrap();
+        }
+        let fix = |v: MailboxView| v.last_check.and_then(|r| r.fix);
+        assert_eq!(fix(app.view(app_only.clone()).await.unwrap()), Some(Fix::ExchangeScript));
+        assert_eq!(fix(app.view(delegated.clone()).await.unwrap()), None, "delegated: the script is not its fix");
+        conn.execute(
+            "INSERT INTO health (mailbox, data) VALUES ('support', ?1)",
+            [old("support", "folder_missing", "a2 NO Mailbox doesn't exist: Archive")],
+        )
+        .unwrap();
+        let v = app.view(delegated).await.unwrap();
+        assert_eq!(v.incoming_check.and_then(|r| r.fix), Some(Fix::EditField { field: "folder".into() }));
     }
 
     /// The action a record offers is decided here, from the diagnosis, the mailbox's flow and
