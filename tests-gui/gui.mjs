@@ -691,6 +691,10 @@ async function main() {
         assert(msg.includes("SMTP") && msg.includes(closedPort), `the deciding message names the SMTP server: ${msg}`);
         const hint = await s.text('[data-testid="last-hint"]');
         assert(/check the port/i.test(hint), `SMTP hint ${hint}`);
+        // The core's fix for a refused SMTP server is the SMTP port, not the IMAP one.
+        assert((await s.attr('[data-testid="hint-edit-field"]', "data-field")) === "smtp_port", "the fix edits the SMTP port");
+        await s.click('[data-testid="hint-edit-field"]');
+        await s.waitFor(async () => (await s.script("return document.activeElement?.id")) === "field-smtp_port", "the focus on the SMTP port");
         assert((await s.attr('[data-testid="check-incoming"]', "data-ok")) === "true", "IMAP stays fine");
         assert(/3 messages/.test(await s.text('[data-testid="check-incoming"]')), "the IMAP line says what it opened");
         assert((await s.attr('[data-testid="check-smtp"]', "data-ok")) === "false", "the SMTP line is red");
@@ -715,6 +719,8 @@ async function main() {
         const before = await smtpChecks();
         await s.click('[data-testid="verify"]');
         await s.waitFor(async () => (await smtpChecks()) === before + 1, "one more SMTP check in the history after Verify", 60000);
+        const named = await s.text('[data-testid="history"] li[data-check="smtp"] strong');
+        assert(named === "SMTP login", `the SMTP check's name from the core: ${named}`);
         assert((await status(s, '[data-testid="status-badge"]')) === "verified", "still Verified");
       });
 
