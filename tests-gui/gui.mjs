@@ -415,6 +415,10 @@ async function main() {
         assert(badge.includes("Failed"), `badge ${badge}`);
         const hint = await s.text('[data-testid="last-hint"]');
         assert(/folder name/i.test(hint), `hint ${hint}`);
+        // The core's typed fix names the field; its button takes the focus there.
+        assert((await s.attr('[data-testid="hint-edit-field"]', "data-field")) === "folder", "the fix edits the folder");
+        await s.click('[data-testid="hint-edit-field"]');
+        await s.waitFor(async () => (await s.script("return document.activeElement?.id")) === "field-folder", "the focus on the folder field");
         const words = await s.text('[data-testid="server-words"]').catch(() => "");
         log("server words:", words);
         await s.click('[data-testid="back"]');
@@ -468,6 +472,7 @@ async function main() {
         await s.waitFor(async () => (await status(s, '[data-testid="status-badge"]')) === "failed", "Failed without a secret", 30000);
         const noSecret = await s.text('[data-testid="last-hint"]');
         assert(/store the client secret/i.test(noSecret), `hint without a secret: ${noSecret}`);
+        assert((await s.attr('[data-testid="hint-edit-field"]', "data-field")) === "client_secret", "the fix edits the client secret");
 
         // The secret is typed into the window and goes only to the keyring (set_client_secret).
         await s.type("#field-client_secret", secret);
@@ -485,7 +490,7 @@ async function main() {
         assert(/service principal/i.test(fix) && fix.includes("New-ServicePrincipal"), `app-only fix ${fix}`);
         const words = await s.text('[data-testid="server-words"]');
         assert(/AUTHENTICATIONFAILED/.test(words), `server words ${words}`);
-        await s.find('[data-testid="hint-exchange-script"]');
+        assert((await s.attr('[data-testid="hint-exchange-script"]', "data-fix")) === "exchange_script", "the Exchange fix from the record's typed fix");
         const held = holdersOf(secret, [app.home], [app.log]);
         assert(held.length === 0, `the client secret is in ${held.join(", ")}`);
 
@@ -593,6 +598,10 @@ async function main() {
         assert(valid === "10" && invalid === "1", `preview valid=${valid} invalid=${invalid}`);
         const errs = await s.text('[data-testid="row-errors-7"]');
         assert(errs.includes("email") && errs.includes("must be an address"), `row 7 errors: ${errs}`);
+        // The refused row shows what line 7 says, from the core's cells (the window parses no CSV).
+        assert((await s.attr('tr[data-line="7"]', "data-ok")) === "false", "line 7 is refused");
+        const typed = await s.text('[data-testid="row-email-7"]');
+        assert(typed === "not-an-address", `line 7's email cell: ${typed}`);
         await s.click('[data-testid="import"]');
         const res = await s.waitFor(() => s.text('[data-testid="import-result"]'), "the import result");
         assert(res.includes("Imported 10 mailboxes"), `import result ${res}`);
@@ -682,6 +691,10 @@ async function main() {
         assert(msg.includes("SMTP") && msg.includes(closedPort), `the deciding message names the SMTP server: ${msg}`);
         const hint = await s.text('[data-testid="last-hint"]');
         assert(/check the port/i.test(hint), `SMTP hint ${hint}`);
+        // The core's fix for a refused SMTP server is the SMTP port, not the IMAP one.
+        assert((await s.attr('[data-testid="hint-edit-field"]', "data-field")) === "smtp_port", "the fix edits the SMTP port");
+        await s.click('[data-testid="hint-edit-field"]');
+        await s.waitFor(async () => (await s.script("return document.activeElement?.id")) === "field-smtp_port", "the focus on the SMTP port");
         assert((await s.attr('[data-testid="check-incoming"]', "data-ok")) === "true", "IMAP stays fine");
         assert(/3 messages/.test(await s.text('[data-testid="check-incoming"]')), "the IMAP line says what it opened");
         assert((await s.attr('[data-testid="check-smtp"]', "data-ok")) === "false", "the SMTP line is red");
@@ -706,6 +719,8 @@ async function main() {
         const before = await smtpChecks();
         await s.click('[data-testid="verify"]');
         await s.waitFor(async () => (await smtpChecks()) === before + 1, "one more SMTP check in the history after Verify", 60000);
+        const named = await s.text('[data-testid="history"] li[data-check="smtp"] strong');
+        assert(named === "SMTP login", `the SMTP check's name from the core: ${named}`);
         assert((await status(s, '[data-testid="status-badge"]')) === "verified", "still Verified");
       });
 

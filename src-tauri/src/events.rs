@@ -48,11 +48,12 @@ mod tests {
         let record = HealthRecord {
             mailbox: "m".into(),
             at: chrono::Utc::now(),
-            check: "imap".into(),
+            check: mailbox_auth_core::health::Check::Imap,
             ok: true,
             code: None,
             message: "INBOX opened".into(),
             hint: None,
+            fix: None,
             server_words: None,
             messages: Some(3),
         };

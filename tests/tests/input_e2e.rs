@@ -199,4 +199,12 @@ fn import_refuses_a_ca_file_that_is_a_device_or_a_fifo_without_hanging() {
     assert_eq!(errors.len(), 2, "{report}");
     assert!(errors.iter().all(|e| e["field"] == "ca_file"), "{report}");
     assert_eq!(report["imported"], serde_json::json!([]), "{report}");
+    // Each refused row comes back with its line, its cells as typed and no mailbox.
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{report}");
+    for (row, e) in rows.iter().zip(errors) {
+        assert_eq!((&row["line"], &row["action"]), (&e["line"], &Value::from("refused")), "{report}");
+        assert!(row["mailbox"].is_null() && row["cells"]["name"] == row["name"], "{report}");
+        assert!(row["cells"]["ca_file"].as_str().is_some_and(|p| p.starts_with('/')), "{report}");
+    }
 }

@@ -470,7 +470,7 @@ fn record_text(r: &HealthRecord) -> String {
             (false, false) => "FAIL",
         },
         shown(&r.mailbox),
-        shown(&r.check),
+        shown(r.check.as_str()),
         r.at.format("%Y-%m-%d %H:%M:%S"),
         shown(&r.message)
     );
@@ -558,11 +558,12 @@ mod tests {
         let r = HealthRecord {
             mailbox: "box\x1b[1A".into(),
             at: chrono::Utc::now(),
-            check: "imap".into(),
+            check: mailbox_auth_core::health::Check::Imap,
             ok: false,
             code: Some("auth_rejected".into()),
             message: "refused\r".into(),
             hint: Some("sign in".into()),
+            fix: None,
             server_words: Some("NO \x1b[2J cleared".into()),
             messages: None,
         };

@@ -12,8 +12,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use url::Url;
 
-use crate::diagnose::diagnose;
-use crate::health::{self, HealthRecord, Status};
+use crate::diagnose::{diagnose, Fix};
+use crate::health::{self, Check, HealthRecord, Status};
 use crate::import::{self, ImportError, RowError};
 use crate::mailbox::{FieldError, Flow, Mailbox, Protocol, ProviderKind, Security, Smtp};
 use crate::monitor;
@@ -21,7 +21,7 @@ use crate::oauth::auth_code::{self, AuthStep};
 use crate::oauth::refresh::TokenCache;
 use crate::oauth::{self, OAuthError};
 use crate::oauth::{client_credentials, device, discovery};
-use crate::probe::{self, ProbeTarget, Service};
+use crate::probe::{self, ProbeTarget};
 use crate::secret::{self, SecretError, SecretKind, SecretStore};
 use crate::store::{Store, StoreError};
 
@@ -189,11 +189,16 @@ pub enum ImportAction {
     Refused,
 }
 
-/// One row of an import preview or report.
+/// One row of an import preview or report: its line, its cells as the file has them, and the
+/// mailbox it becomes (`action` new, update or unchanged) or its errors (`refused`).
 #[derive(Debug, Clone, Serialize)]
 pub struct ImportRow {
     pub line: u64,
+    /// The `name` cell (the mailbox's name when it is imported).
     pub name: String,
+    /// The row's cells by column, as typed (trimmed): what the preview table shows, also for
+    /// a refused row.
+    pub cells: std::collections::BTreeMap<String, String>,
     pub action: ImportAction,
     /// The columns whose value differs from the stored mailbox (update only).
     pub changed_fields: Vec<&'static str>,
@@ -203,9 +208,23 @@ pub struct ImportRow {
     /// The stored sign-in (refresh token, client secret) is deleted: the mailbox must sign in
     /// again.
     pub signs_out: bool,
+    /// Each naming the row's line and a field (a column, or `row` for the row as a whole).
     pub errors: Vec<RowError>,
     /// The mailbox the row becomes (none when refused).
     pub mailbox: Option<Mailbox>,
+}
+
+/// The counts the preview's summary line and its Import button show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct ImportSummary {
+    /// Rows that are imported (new, update or unchanged).
+    pub ready: usize,
+    /// Rows with errors, not imported.
+    pub refused: usize,
+    /// Rows that change an existing mailbox.
+    pub updates: usize,
+    /// Of those, rows whose mailbox is signed out because where its secrets go changes.
+    pub sign_outs: usize,
 }
 
 /// What saving a mailbox did.
@@ -221,7 +240,9 @@ pub struct SaveOutcome {
 #[derive(Debug, Clone, Serialize)]
 pub struct ImportPreview {
     pub rows: Vec<ImportRow>,
+    /// Every row's errors, in file order (each belongs to one of `rows`).
     pub errors: Vec<RowError>,
+    pub summary: ImportSummary,
 }
 
 #[derive(Debug)]
@@ -292,8 +313,10 @@ impl App {
         let lost = !authenticated && crate::doctor::signin_recorded(&self.store, &m);
         let (status, status_label) =
             if lost { (Status::Failed, crate::doctor::SIGNIN_MISSING_LABEL) } else { (status, status_label) };
-        let incoming_check = newest_since_sign_in(&recent, &[&Service::Imap.to_string(), &Service::Pop3.to_string()]);
-        let smtp_check = m.smtp.as_ref().and_then(|_| newest_since_sign_in(&recent, &[&Service::Smtp.to_string()]));
+        let incoming_check = newest_since_sign_in(&recent, &[Check::Imap, Check::Pop3]);
+        let smtp_check = m.smtp.as_ref().and_then(|_| newest_since_sign_in(&recent, &[Check::Smtp]));
+        let [last_check, incoming_check, smtp_check] =
+            [last_check, incoming_check, smtp_check].map(|r| r.map(|r| with_fix(&m, r)));
         Ok(MailboxView {
             mailbox: m,
             status,
@@ -393,47 +416,49 @@ impl App {
     /// row's errors.
     pub fn import_preview(&self, text: &str, base: Option<&Path>) -> Result<ImportPreview, AppError> {
         let parsed = import::parse(text, base)?;
-        let mut rows = Vec::new();
-        for (m, line) in parsed.mailboxes.into_iter().zip(parsed.lines) {
-            let (action, changed_fields, routing_changes) = match self.store.get(&m.name) {
-                Ok(old) => {
-                    let changed = old.changed_fields(&m);
-                    let action = if changed.is_empty() { ImportAction::Unchanged } else { ImportAction::Update };
-                    (action, changed, old.secret_routing_changes(&m))
+        let mut rows = Vec::with_capacity(parsed.rows.len());
+        for row in parsed.rows {
+            let name = row.name().to_string();
+            let (action, changed_fields, routing_changes, mailbox, errors) = match row.outcome {
+                Ok(m) => {
+                    let (action, changed, routing) = match self.store.get(&m.name) {
+                        Ok(old) => {
+                            let changed = old.changed_fields(&m);
+                            let action =
+                                if changed.is_empty() { ImportAction::Unchanged } else { ImportAction::Update };
+                            (action, changed, old.secret_routing_changes(&m))
+                        }
+                        Err(StoreError::NotFound(_)) => (ImportAction::New, vec![], vec![]),
+                        Err(StoreError::Corrupt { .. }) => {
+                            (ImportAction::Update, vec![], crate::mailbox::SECRET_ROUTING_FIELDS.to_vec())
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
+                    (action, changed, routing, Some(m), vec![])
                 }
-                Err(StoreError::NotFound(_)) => (ImportAction::New, vec![], vec![]),
-                Err(StoreError::Corrupt { .. }) => {
-                    (ImportAction::Update, vec![], crate::mailbox::SECRET_ROUTING_FIELDS.to_vec())
-                }
-                Err(e) => return Err(e.into()),
+                Err(errors) => (ImportAction::Refused, vec![], vec![], None, errors),
             };
-            let signs_out = !routing_changes.is_empty();
             rows.push(ImportRow {
-                line,
-                name: m.name.clone(),
+                line: row.line,
+                name,
+                cells: row.cells,
                 action,
+                signs_out: !routing_changes.is_empty(),
                 changed_fields,
                 routing_changes,
-                signs_out,
-                errors: vec![],
-                mailbox: Some(m),
-            });
-        }
-        for (line, name) in parsed.refused {
-            let errors: Vec<RowError> = parsed.errors.iter().filter(|e| e.line == line).cloned().collect();
-            rows.push(ImportRow {
-                line,
-                name,
-                action: ImportAction::Refused,
-                changed_fields: vec![],
-                routing_changes: vec![],
-                signs_out: false,
                 errors,
-                mailbox: None,
+                mailbox,
             });
         }
-        rows.sort_by_key(|r| r.line);
-        Ok(ImportPreview { rows, errors: parsed.errors })
+        let count = |f: &dyn Fn(&ImportRow) -> bool| rows.iter().filter(|r| f(r)).count();
+        let summary = ImportSummary {
+            ready: count(&|r| r.mailbox.is_some()),
+            refused: count(&|r| r.mailbox.is_none()),
+            updates: count(&|r| r.action == ImportAction::Update),
+            sign_outs: count(&|r| r.signs_out),
+        };
+        let errors = rows.iter().flat_map(|r| r.errors.iter().cloned()).collect();
+        Ok(ImportPreview { rows, errors, summary })
     }
 
     /// Imports a CSV: bad rows are reported, good rows saved together. A row that changes where
@@ -596,7 +621,7 @@ impl App {
                     message =
                         format!("{message}; signed in as {a}, which is not the mailbox's login {}", m.sasl_user());
                 }
-                self.record(ok_record(name, "authenticate", message, None))?;
+                self.record(ok_record(name, Check::Authenticate, message, None))?;
                 progress(AuthStep::Verifying);
                 let mut rec = self.verify(name).await?.deciding().clone();
                 if let (Some(a), false) = (&other, rec.ok) {
@@ -607,7 +632,7 @@ impl App {
                 }
                 Ok(rec)
             }
-            Err(e) => self.record(oauth_failure(name, "authenticate", &e)),
+            Err(e) => self.record(oauth_failure(name, Check::Authenticate, &e)),
         }
     }
 
@@ -678,7 +703,7 @@ impl App {
             // A failed refresh fails the SMTP check the same way: one request to a failing token
             // endpoint per mailbox is enough, and one record says it.
             Err(e) => {
-                return Ok(Verification { incoming: self.record(oauth_failure(name, "refresh", &e))?, smtp: None })
+                return Ok(Verification { incoming: self.record(oauth_failure(name, Check::Refresh, &e))?, smtp: None })
             }
         };
         let target = self.probe_target(&m, m.protocol.into(), &m.host, m.port, m.security);
@@ -705,7 +730,7 @@ impl App {
         let Some(smtp) = m.smtp.clone() else { return Ok(None) };
         let token = match self.fresh_token(&m).await {
             Ok(t) => t,
-            Err(e) => return self.record(oauth_failure(name, "refresh", &e)).map(Some),
+            Err(e) => return self.record(oauth_failure(name, Check::Refresh, &e)).map(Some),
         };
         self.smtp_check(&m, &smtp, &token, send_to).await.map(Some)
     }
@@ -751,7 +776,7 @@ impl App {
         };
         let token = match self.fresh_token(&m).await {
             Ok(t) => t,
-            Err(e) => return Ok(oauth_failure(name, "refresh", &e)),
+            Err(e) => return Ok(oauth_failure(name, Check::Refresh, &e)),
         };
         let target = self.probe_target(&m, probe::Service::Smtp, &smtp.host, smtp.port, smtp.security);
         Ok(probe_record(&m, &target, probe::smtp::probe(&target, &token, Some(message)).await))
@@ -917,7 +942,7 @@ fn unreadable_view(name: String, error: String) -> MailboxView {
     let record = HealthRecord {
         mailbox: name.clone(),
         at: Utc::now(),
-        check: "store".into(),
+        check: Check::Store,
         ok: false,
         code: Some("store".into()),
         message: format!("The stored settings of `{name}` cannot be read ({error})"),
@@ -925,6 +950,7 @@ fn unreadable_view(name: String, error: String) -> MailboxView {
             "Import the mailbox again from a CSV with the same name `{name}` (its stored sign-in is \
              deleted, so authenticate it afterwards); the other mailboxes are not affected."
         )),
+        fix: None,
         server_words: None,
         messages: None,
     };
@@ -943,8 +969,8 @@ fn unreadable_view(name: String, error: String) -> MailboxView {
 
 /// The newest record of one of `checks` in a history (newest first), not older than the newest
 /// sign-in (older ones belong to an earlier authorisation, as in [`health::deciding`]).
-fn newest_since_sign_in(history: &[HealthRecord], checks: &[&str]) -> Option<HealthRecord> {
-    history.iter().take_while(|r| r.check != "authenticate").find(|r| checks.contains(&r.check.as_str())).cloned()
+fn newest_since_sign_in(history: &[HealthRecord], checks: &[Check]) -> Option<HealthRecord> {
+    history.iter().take_while(|r| r.check != Check::Authenticate).find(|r| checks.contains(&r.check)).cloned()
 }
 
 /// The account named in an id_token (`preferred_username`, else `email`), for telling the
@@ -958,30 +984,63 @@ pub fn signed_in_account(id_token: &str) -> Option<String> {
     ["preferred_username", "email", "upn"].iter().find_map(|k| claims[*k].as_str().map(str::to_string))
 }
 
-fn ok_record(name: &str, check: &str, message: String, messages: Option<u32>) -> HealthRecord {
+fn ok_record(name: &str, check: Check, message: String, messages: Option<u32>) -> HealthRecord {
     HealthRecord {
         mailbox: name.into(),
         at: Utc::now(),
-        check: check.into(),
+        check,
         ok: true,
         code: None,
         message,
         hint: None,
+        fix: None,
         server_words: None,
         messages,
     }
 }
 
-fn failure_record(name: &str, check: &str, code: &str, message: String, server_words: Option<String>) -> HealthRecord {
+/// The diagnosis code of a probe failure: a refused token has its own fix for app-only access
+/// (the service principal and its mailbox permission, in Exchange), not in who signed in.
+fn probe_diagnosis_code<'a>(m: &Mailbox, code: &'a str) -> &'a str {
+    if m.flow == Flow::ClientCredentials && code == "auth_rejected" {
+        "auth_rejected_app_only"
+    } else {
+        code
+    }
+}
+
+/// The action a failure of `check` offers for mailbox `m`: the diagnosis's, for the check's own
+/// fields (see [`Fix::for_check`]); the Exchange script only for app-only mailboxes (it sets
+/// up their service principal; a delegated mailbox's refusal is fixed by who signs in).
+fn fix_for(m: &Mailbox, check: Check, code: &str, server_words: Option<&str>) -> Option<Fix> {
+    let code =
+        if matches!(check, Check::Imap | Check::Pop3 | Check::Smtp) { probe_diagnosis_code(m, code) } else { code };
+    let fix = diagnose(code, server_words).action?.for_check(check);
+    (fix != Fix::ExchangeScript || m.flow == Flow::ClientCredentials).then_some(fix)
+}
+
+/// A record as the window shows it: one stored before records carried their fix gets the one a
+/// new record of the same failure would carry.
+fn with_fix(m: &Mailbox, mut r: HealthRecord) -> HealthRecord {
+    if !r.ok && r.fix.is_none() && !r.throttled() {
+        if let Some(code) = r.code.as_deref() {
+            r.fix = fix_for(m, r.check, code, r.server_words.as_deref());
+        }
+    }
+    r
+}
+
+fn failure_record(name: &str, check: Check, code: &str, message: String, server_words: Option<String>) -> HealthRecord {
     let d = diagnose(code, server_words.as_deref());
     HealthRecord {
         mailbox: name.into(),
         at: Utc::now(),
-        check: check.into(),
+        check,
         ok: false,
         code: Some(code.into()),
         message: format!("{message}. {}", d.cause),
         hint: Some(d.fix.into()),
+        fix: d.action.map(|f| f.for_check(check)),
         server_words,
         messages: None,
     }
@@ -993,33 +1052,30 @@ fn probe_record(
     target: &ProbeTarget,
     outcome: Result<probe::ProbeReport, probe::ProbeError>,
 ) -> HealthRecord {
-    let check = target.protocol.to_string();
+    let check = Check::from(target.protocol);
     match outcome {
         Ok(r) => {
             // SMTP opens no maildrop, so it has no message count.
             let messages = (target.protocol != probe::Service::Smtp).then_some(r.messages);
-            ok_record(&m.name, &check, format!("{} (signed in with {})", r.detail, r.mechanism), messages)
+            ok_record(&m.name, check, format!("{} (signed in with {})", r.detail, r.mechanism), messages)
         }
         Err(e) => {
             // Same failure code for app-only access, but its fix is in Exchange (service
             // principal, mailbox permission), not in who signed in.
-            let diagnosis = if m.flow == Flow::ClientCredentials && e.code() == "auth_rejected" {
-                "auth_rejected_app_only"
-            } else {
-                e.code()
-            };
+            let diagnosis = probe_diagnosis_code(m, e.code());
             let words = e.server_words().map(str::to_string);
             if words.as_deref().is_some_and(crate::diagnose::is_throttling) {
-                return throttled_record(&m.name, &check, e.to_string(), words);
+                return throttled_record(&m.name, check, e.to_string(), words);
             }
-            let mut rec = failure_record(&m.name, &check, diagnosis, e.to_string(), words);
+            let mut rec = failure_record(&m.name, check, diagnosis, e.to_string(), words);
             rec.code = Some(e.code().to_string());
+            rec.fix = fix_for(m, check, e.code(), rec.server_words.as_deref());
             rec
         }
     }
 }
 
-fn oauth_failure(name: &str, check: &str, e: &OAuthError) -> HealthRecord {
+fn oauth_failure(name: &str, check: Check, e: &OAuthError) -> HealthRecord {
     // HTTP 429 is the identity provider throttling; 5xx stays `token_endpoint_unavailable`.
     if matches!(e, OAuthError::Unavailable { status: 429, .. }) {
         return throttled_record(name, check, e.to_string(), e.server_words());
@@ -1029,7 +1085,7 @@ fn oauth_failure(name: &str, check: &str, e: &OAuthError) -> HealthRecord {
 
 /// The record of a check the other side throttled: code `throttled`, the server's words kept,
 /// and the back-off it asked for in the message. Not a verdict (see [`health::deciding`]).
-fn throttled_record(name: &str, check: &str, message: String, server_words: Option<String>) -> HealthRecord {
+fn throttled_record(name: &str, check: Check, message: String, server_words: Option<String>) -> HealthRecord {
     let d = diagnose("throttled", None);
     let backoff =
         server_words.as_deref().and_then(crate::diagnose::backoff).or_else(|| crate::diagnose::backoff(&message));
@@ -1037,11 +1093,12 @@ fn throttled_record(name: &str, check: &str, message: String, server_words: Opti
     HealthRecord {
         mailbox: name.into(),
         at: Utc::now(),
-        check: check.into(),
+        check,
         ok: false,
         code: Some("throttled".into()),
         message: format!("{message}{wait}. {}", d.cause),
         hint: Some(d.fix.into()),
+        fix: None,
         server_words,
         messages: None,
     }
@@ -1083,14 +1140,14 @@ mod tests {
     fn a_429_from_the_token_endpoint_is_throttled_and_a_503_is_not() {
         let e =
             |status| OAuthError::Unavailable { url: "https://idp.example/token".into(), status, retry_after: Some(7) };
-        let r = oauth_failure("m", "refresh", &e(429));
+        let r = oauth_failure("m", Check::Refresh, &e(429));
         assert!(r.throttled(), "{r:?}");
         assert_eq!(throttle_wait(&r), Some(Duration::from_secs(7)), "Retry-After is honoured");
         assert!(r.message.contains("HTTP 429"), "the provider's status is kept: {}", r.message);
-        let r = oauth_failure("m", "refresh", &e(503));
+        let r = oauth_failure("m", Check::Refresh, &e(503));
         assert!(!r.throttled() && r.code.as_deref() == Some("token_endpoint_unavailable"), "{r:?}");
         let long = OAuthError::Unavailable { url: "u".into(), status: 429, retry_after: Some(3600) };
-        assert_eq!(throttle_wait(&oauth_failure("m", "refresh", &long)), None, "an hour is not waited for");
+        assert_eq!(throttle_wait(&oauth_failure("m", Check::Refresh, &long)), None, "an hour is not waited for");
     }
 
     #[test]
@@ -1219,6 +1276,10 @@ mod tests {
         assert_eq!((r[1].action, r[1].signs_out), (ImportAction::New, false));
         assert_eq!((r[2].line, r[2].name.as_str(), r[2].action), (4, "bad", ImportAction::Refused));
         assert_eq!(r[2].errors[0].field, "email");
+        assert_eq!((r[2].cells["email"].as_str(), r[2].cells["folder"].as_str()), ("not-an-address", "INBOX"));
+        assert!(r[2].mailbox.is_none() && r[0].errors.is_empty() && r[0].mailbox.is_some(), "a mailbox or errors");
+        assert_eq!(p.summary, ImportSummary { ready: 2, refused: 1, updates: 1, sign_outs: 1 });
+        assert_eq!(p.errors, r[2].errors, "every error is a row's");
         assert_eq!(stored(&secrets).await, (true, true), "a preview changes nothing");
         assert_eq!(app.get("support").unwrap().folder, "INBOX");
 
@@ -1324,12 +1385,94 @@ mod tests {
 
     fn rec(check: &str, ok: bool, secs_ago: i64) -> HealthRecord {
         let mut r = if ok {
-            ok_record("support", check, format!("{check} fine"), None)
+            ok_record("support", check.parse().unwrap(), format!("{check} fine"), None)
         } else {
-            failure_record("support", check, "connect_refused", format!("{check} refused"), None)
+            failure_record("support", check.parse().unwrap(), "connect_refused", format!("{check} refused"), None)
         };
         r.at = Utc::now() - chrono::Duration::seconds(secs_ago);
         r
+    }
+
+    /// A failure stored before records carried their fix shows the one a new record would
+    /// carry (the window offered it from the code before): an upgrade loses no button.
+    #[tokio::test]
+    async fn records_stored_without_a_fix_get_it_in_the_view() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = App::open(dir.path(), Arc::new(crate::secret::MemoryStore::default())).unwrap();
+        let delegated = crate::mailbox::sample();
+        let app_only = Mailbox { name: "app".into(), flow: Flow::ClientCredentials, ..delegated.clone() };
+        app.save(&delegated).await.unwrap();
+        app.save(&app_only).await.unwrap();
+        let old = |name: &str, code: &str, words: &str| {
+            format!(
+                r#"{{"mailbox":"{name}","at":"2026-01-01T00:00:00Z","check":"imap","ok":false,"code":"{code}","message":"m","hint":"h","server_words":"{words}","messages":null}}"#
+            )
+        };
+        let conn = rusqlite::Connection::open(dir.path().join("mailbox-auth.sqlite3")).unwrap();
+        for (name, code, words) in [
+            ("app", "auth_rejected", "a1 NO [AUTHENTICATIONFAILED] Authentication failed."),
+            ("support", "auth_rejected", "A1 NO AUTHENTICATE failed."),
+        ] {
+            conn.execute("INSERT INTO health (mailbox, data) VALUES (?1, ?2)", [name, &old(name, code, words)])
+                .unwrap();
+        }
+        let fix = |v: MailboxView| v.last_check.and_then(|r| r.fix);
+        assert_eq!(fix(app.view(app_only.clone()).await.unwrap()), Some(Fix::ExchangeScript));
+        assert_eq!(fix(app.view(delegated.clone()).await.unwrap()), None, "delegated: the script is not its fix");
+        conn.execute(
+            "INSERT INTO health (mailbox, data) VALUES ('support', ?1)",
+            [old("support", "folder_missing", "a2 NO Mailbox doesn't exist: Archive")],
+        )
+        .unwrap();
+        let v = app.view(delegated).await.unwrap();
+        assert_eq!(v.incoming_check.and_then(|r| r.fix), Some(Fix::EditField { field: "folder".into() }));
+    }
+
+    /// The action a record offers is decided here, from the diagnosis, the mailbox's flow and
+    /// the check: the window only shows it.
+    #[test]
+    fn a_probe_failure_carries_its_typed_fix() {
+        let target = |protocol: probe::Service| ProbeTarget {
+            protocol,
+            host: "mail.example.com".into(),
+            port: 993,
+            security: Security::Tls,
+            folder: "INBOX".into(),
+            sasl_user: "support@example.com".into(),
+            ca_file: None,
+            timeout: Duration::from_secs(5),
+        };
+        let refused = |words: &str| -> Result<probe::ProbeReport, probe::ProbeError> {
+            Err(probe::ProbeError::AuthRejected {
+                proto: "IMAP",
+                command: "AUTHENTICATE",
+                mechanism: "XOAUTH2",
+                addr: "mail.example.com:993".into(),
+                words: words.into(),
+            })
+        };
+        let delegated = crate::mailbox::sample();
+        let app_only = Mailbox { flow: Flow::ClientCredentials, ..delegated.clone() };
+        let imap = target(probe::Service::Imap);
+        for words in ["a1 NO [AUTHENTICATIONFAILED] Authentication failed.", "A1 NO AUTHENTICATE failed."] {
+            let r = probe_record(&app_only, &imap, refused(words));
+            assert_eq!(
+                (r.code.as_deref(), r.fix.clone()),
+                (Some("auth_rejected"), Some(Fix::ExchangeScript)),
+                "{words}"
+            );
+            let r = probe_record(&delegated, &imap, refused(words));
+            assert_eq!(r.fix, None, "the script is for app-only mailboxes: {words}");
+        }
+        let smtp_refused = || -> Result<probe::ProbeReport, probe::ProbeError> {
+            Err(probe::ProbeError::ConnectRefused { proto: "SMTP", addr: "smtp.example.com:587".into() })
+        };
+        let r = probe_record(&delegated, &target(probe::Service::Smtp), smtp_refused());
+        assert_eq!((r.check, r.fix), (Check::Smtp, Some(Fix::EditField { field: "smtp_port".into() })));
+        let r = probe_record(&delegated, &imap, smtp_refused());
+        assert_eq!((r.check, r.fix), (Check::Imap, Some(Fix::EditField { field: "port".into() })));
+        let r = oauth_failure("support", Check::Refresh, &OAuthError::NotAuthenticated("support".into()));
+        assert_eq!(r.fix, Some(Fix::SignInAgain));
     }
 
     #[test]
@@ -1338,12 +1481,12 @@ mod tests {
             incoming: rec("imap", incoming, 1),
             smtp: smtp.map(|ok| rec("smtp", ok, 0)),
         };
-        assert_eq!(v(true, Some(false)).deciding().check, "smtp");
-        assert_eq!(v(false, Some(false)).deciding().check, "imap");
-        assert_eq!(v(true, Some(true)).deciding().check, "imap");
-        assert_eq!(v(true, None).deciding().check, "imap");
-        let checks: Vec<String> = v(true, Some(false)).into_records().into_iter().map(|r| r.check).collect();
-        assert_eq!(checks, ["imap", "smtp"], "incoming first");
+        assert_eq!(v(true, Some(false)).deciding().check, Check::Smtp);
+        assert_eq!(v(false, Some(false)).deciding().check, Check::Imap);
+        assert_eq!(v(true, Some(true)).deciding().check, Check::Imap);
+        assert_eq!(v(true, None).deciding().check, Check::Imap);
+        let checks: Vec<Check> = v(true, Some(false)).into_records().into_iter().map(|r| r.check).collect();
+        assert_eq!(checks, [Check::Imap, Check::Smtp], "incoming first");
         assert_eq!(v(true, None).into_records().len(), 1);
     }
 
@@ -1378,7 +1521,7 @@ mod tests {
     }
 
     fn rec_at(app: &App, check: &str) -> chrono::DateTime<Utc> {
-        app.store.history("support", 20).unwrap().into_iter().find(|r| r.check == check).unwrap().at
+        app.store.history("support", 20).unwrap().into_iter().find(|r| r.check.as_str() == check).unwrap().at
     }
 
     #[tokio::test]
@@ -1403,6 +1546,6 @@ mod tests {
         app.store().save(&m).unwrap();
         let text = app.export_csv().unwrap();
         assert!(text.lines().nth(1).unwrap().starts_with("'=cmd"), "{text}");
-        assert_eq!(import::parse(&text, None).unwrap().mailboxes, vec![m]);
+        assert_eq!(import::parse(&text, None).unwrap().mailboxes(), vec![m]);
     }
 }

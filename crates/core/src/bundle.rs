@@ -75,7 +75,7 @@ pub struct BundleSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Transition {
     pub at: DateTime<Utc>,
-    pub check: String,
+    pub check: crate::health::Check,
     /// `failed → ok`, `ok → failed`, or `→ failed`/`→ ok` for the first record of a check.
     pub change: String,
     pub code: Option<String>,
@@ -84,16 +84,16 @@ pub struct Transition {
 /// The changes between green and red in a history (newest first in, oldest first out), per
 /// check; throttled records are no verdict and are skipped.
 pub fn transitions(history: &[HealthRecord]) -> Vec<Transition> {
-    let mut last: std::collections::HashMap<&str, bool> = Default::default();
+    let mut last: std::collections::HashMap<crate::health::Check, bool> = Default::default();
     let mut out = Vec::new();
     for r in history.iter().rev().filter(|r| !r.throttled()) {
         let word = |ok: bool| if ok { "ok" } else { "failed" };
-        let change = match last.insert(r.check.as_str(), r.ok) {
+        let change = match last.insert(r.check, r.ok) {
             Some(prev) if prev == r.ok => continue,
             Some(prev) => format!("{} → {}", word(prev), word(r.ok)),
             None => format!("→ {}", word(r.ok)),
         };
-        out.push(Transition { at: r.at, check: r.check.clone(), change, code: r.code.clone() });
+        out.push(Transition { at: r.at, check: r.check, change, code: r.code.clone() });
     }
     out
 }
@@ -172,7 +172,7 @@ fn mailbox_files(
     files.push((format!("{dir}/diagnosis.txt"), d));
 
     // The identity provider's words: the newest failed sign-in or refresh.
-    let idp = recent.iter().find(|r| !r.ok && (r.check == "authenticate" || r.check == "refresh"));
+    let idp = recent.iter().find(|r| !r.ok && r.check.is_signin());
     let idp_text = match idp {
         None => "No sign-in or refresh of this mailbox failed in the recorded history.\n".to_string(),
         Some(r) => format!(
@@ -398,11 +398,12 @@ mod tests {
         HealthRecord {
             mailbox: "m".into(),
             at: DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap(),
-            check: check.into(),
+            check: check.parse().unwrap(),
             ok,
             code: code.map(str::to_string),
             message: String::new(),
             hint: None,
+            fix: None,
             server_words: None,
             messages: None,
         }
@@ -419,7 +420,7 @@ mod tests {
             rec("imap", false, 15, Some("auth_rejected")),
             rec("imap", true, 10, None),
         ];
-        let t: Vec<(String, String)> = transitions(&h).into_iter().map(|t| (t.check, t.change)).collect();
+        let t: Vec<(String, String)> = transitions(&h).into_iter().map(|t| (t.check.to_string(), t.change)).collect();
         let want = [("imap", "→ ok"), ("imap", "ok → failed"), ("smtp", "→ failed"), ("imap", "failed → ok")];
         assert_eq!(t, want.map(|(a, b)| (a.to_string(), b.to_string())));
     }

@@ -1,5 +1,5 @@
 //! The values the window shows that the core decides (the Microsoft tenant default, the SMTP
-//! submission ports, the badge's words), written for the UI to import:
+//! submission ports, the badge's words, the checks' names), written for the UI to import:
 //! `ui/src/lib/core.json`. Why a generated file: the UI must not keep a hand copy of a default
 //! or a label (a copy drifts silently); a JSON import is there before the first command
 //! returns (the empty editor needs the tenant default synchronously), and the test below fails
@@ -12,7 +12,7 @@
 
 use serde_json::{json, Value};
 
-use crate::health::Status;
+use crate::health::{Check, Status};
 use crate::mailbox::{ProviderKind, Security};
 use crate::provider;
 
@@ -35,7 +35,10 @@ pub fn ui_contract() -> Value {
             )
         })
         .collect();
+    let check_labels: serde_json::Map<String, Value> =
+        Check::ALL.iter().map(|c| (c.as_str().to_string(), c.label().into())).collect();
     json!({
+        "check_labels": check_labels,
         "default_tenant": provider::default_tenant(ProviderKind::Microsoft),
         "smtp_ports": smtp_ports,
         "status_labels": labels,
@@ -75,5 +78,7 @@ mod tests {
         assert_eq!(c["status_labels"]["needs_attention"], "Needs attention");
         assert_eq!(c["status_labels"].as_object().unwrap().len(), 4);
         assert_eq!(c["throttled_label"], "Throttled");
+        assert_eq!(c["check_labels"]["smtp"], "SMTP login");
+        assert_eq!(c["check_labels"].as_object().unwrap().len(), Check::ALL.len());
     }
 }

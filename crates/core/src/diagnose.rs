@@ -5,13 +5,120 @@
 //! admin should change. Provider-specific codes found in the server's words (Microsoft's
 //! `AADSTS…`) take precedence over the generic code, because they are more precise.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What went wrong and what to do, in the admin's words.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Diagnosis {
     pub cause: &'static str,
     pub fix: &'static str,
+    /// The action a front end offers for `fix`, when this program can take it (see [`FIXES`]).
+    pub action: Option<Fix>,
+}
+
+/// An action that carries out a diagnosis's fix, decided here so that no front end derives it
+/// from codes. On the wire `{"kind": "exchange_script"}`, `{"kind": "sign_in_again"}`,
+/// `{"kind": "edit_field", "field": "folder"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Fix {
+    /// Run the Exchange Online PowerShell for the (app-only) mailbox: its service principal,
+    /// FullAccess permission and IMAP/POP enabled (`exchange_script`).
+    ExchangeScript,
+    /// Sign in again (Authenticate): the stored sign-in is gone, expired or not the right one.
+    SignInAgain,
+    /// Correct one field of the mailbox: a column of [`crate::import::COLUMNS`], or
+    /// `client_secret` (the secret kept in the keyring for app-only access and confidential
+    /// apps).
+    EditField { field: String },
+}
+
+impl Fix {
+    fn edit(field: &str) -> Self {
+        Fix::EditField { field: field.into() }
+    }
+
+    /// The fix for a record of `check`: a server field of the outgoing server names its
+    /// `smtp_*` counterpart (a refused SMTP port is fixed in `smtp_port`, not `port`).
+    pub fn for_check(self, check: crate::health::Check) -> Self {
+        match self {
+            Fix::EditField { field } if check == crate::health::Check::Smtp => match field.as_str() {
+                "host" | "port" | "security" => Fix::EditField { field: format!("smtp_{field}") },
+                _ => Fix::EditField { field },
+            },
+            other => other,
+        }
+    }
+}
+
+/// The action of each catalogue entry (code or marker) that has one. Entries whose fix is
+/// outside this program (an admin portal, the network, the server's certificate) have none.
+const FIXES: &[(&str, FixKind)] = &[
+    // Exchange Online: the script sets the service principal, FullAccess and IMAP/POP.
+    ("auth_rejected_app_only", FixKind::ExchangeScript),
+    ("User is authenticated but not connected", FixKind::ExchangeScript),
+    ("AUTHENTICATE failed", FixKind::ExchangeScript),
+    ("-ERR Authentication failure", FixKind::ExchangeScript),
+    // The stored sign-in is gone or no longer accepted.
+    ("invalid_grant", FixKind::SignInAgain),
+    ("refresh_rejected", FixKind::SignInAgain),
+    ("not_authenticated", FixKind::SignInAgain),
+    ("signin_missing", FixKind::SignInAgain),
+    ("signin_expiring", FixKind::SignInAgain),
+    ("signin_timeout", FixKind::SignInAgain),
+    ("expired_token", FixKind::SignInAgain),
+    ("interaction_required", FixKind::SignInAgain),
+    ("consent_required", FixKind::SignInAgain),
+    ("access_denied", FixKind::SignInAgain),
+    ("cancelled", FixKind::SignInAgain),
+    ("nonce_mismatch", FixKind::SignInAgain),
+    ("AADSTS50076", FixKind::SignInAgain),
+    ("AADSTS70008", FixKind::SignInAgain),
+    ("AADSTS700082", FixKind::SignInAgain),
+    ("AADSTS50173", FixKind::SignInAgain),
+    ("AADSTS70043", FixKind::SignInAgain),
+    ("Token has been expired or revoked", FixKind::SignInAgain),
+    // A field of the mailbox is wrong.
+    ("folder_missing", FixKind::Edit("folder")),
+    ("dns", FixKind::Edit("host")),
+    ("tls_hostname", FixKind::Edit("host")),
+    ("connect_refused", FixKind::Edit("port")),
+    ("protocol", FixKind::Edit("port")),
+    ("tls", FixKind::Edit("security")),
+    ("starttls_not_offered", FixKind::Edit("security")),
+    ("tls_untrusted", FixKind::Edit("ca_file")),
+    ("ca_file", FixKind::Edit("ca_file")),
+    ("redirect_port_taken", FixKind::Edit("redirect_port")),
+    ("discovery_failed", FixKind::Edit("issuer")),
+    ("token_endpoint_unreachable", FixKind::Edit("token_url")),
+    ("token_response_invalid", FixKind::Edit("token_url")),
+    ("invalid_scope", FixKind::Edit("scopes")),
+    ("invalid_client", FixKind::Edit("client_id")),
+    ("signed_in_as_other", FixKind::Edit("login")),
+    ("AADSTS50194", FixKind::Edit("tenant")),
+    ("AADSTS90002", FixKind::Edit("tenant")),
+    ("AADSTS700016", FixKind::Edit("client_id")),
+    ("AADSTS7000215", FixKind::Edit("client_secret")),
+    ("AADSTS7000222", FixKind::Edit("client_secret")),
+    ("no_client_secret", FixKind::Edit("client_secret")),
+    ("client_secret_expired", FixKind::Edit("client_secret")),
+    ("client_secret_expiring", FixKind::Edit("client_secret")),
+];
+
+/// [`Fix`] in a constant table (a `String` cannot be built in a `const`).
+#[derive(Debug, Clone, Copy)]
+enum FixKind {
+    ExchangeScript,
+    SignInAgain,
+    Edit(&'static str),
+}
+
+fn action(key: &str) -> Option<Fix> {
+    FIXES.iter().find(|(k, _)| *k == key).map(|(_, f)| match f {
+        FixKind::ExchangeScript => Fix::ExchangeScript,
+        FixKind::SignInAgain => Fix::SignInAgain,
+        FixKind::Edit(field) => Fix::edit(field),
+    })
 }
 
 /// `(code or marker, cause, fix)`.
@@ -178,16 +285,21 @@ const BY_CODE: &[Entry] = &[
 const UNKNOWN: Diagnosis = Diagnosis {
     cause: "An unexpected failure.",
     fix: "Read the server's words above; if they do not help, check the mailbox settings and try again.",
+    action: None,
 };
 
 /// The diagnosis for a failure code and the server's words.
 pub fn diagnose(code: &str, server_words: Option<&str>) -> Diagnosis {
     if let Some(words) = server_words {
-        if let Some((_, cause, fix)) = BY_WORDS.iter().find(|(marker, ..)| has_marker(words, marker)) {
-            return Diagnosis { cause, fix };
+        if let Some((marker, cause, fix)) = BY_WORDS.iter().find(|(marker, ..)| has_marker(words, marker)) {
+            return Diagnosis { cause, fix, action: action(marker) };
         }
     }
-    BY_CODE.iter().find(|(c, ..)| *c == code).map(|(_, cause, fix)| Diagnosis { cause, fix }).unwrap_or(UNKNOWN)
+    BY_CODE
+        .iter()
+        .find(|(c, ..)| *c == code)
+        .map(|(c, cause, fix)| Diagnosis { cause, fix, action: action(c) })
+        .unwrap_or(UNKNOWN)
 }
 
 /// Whether `marker` occurs in `words` as a whole code: `AADSTS70008` must not match inside
@@ -431,5 +543,149 @@ mod tests {
             assert!(seen.insert(*c), "duplicate {c}");
             assert!(!cause.is_empty() && !fix.is_empty(), "{c}");
         }
+    }
+
+    /// `(code or the server's words, the action its fix offers)`, one line per entry of
+    /// [`FIXES`]: reached through [`diagnose`], as the records get it.
+    const FIX_CASES: &[(&str, Option<&str>, &str)] = &[
+        ("auth_rejected_app_only", None, r#"{"kind":"exchange_script"}"#),
+        ("auth_rejected", Some("A1 NO User is authenticated but not connected."), r#"{"kind":"exchange_script"}"#),
+        ("auth_rejected", Some("A1 NO AUTHENTICATE failed."), r#"{"kind":"exchange_script"}"#),
+        (
+            "auth_rejected",
+            Some("-ERR Authentication failure: unknown user name or bad password."),
+            r#"{"kind":"exchange_script"}"#,
+        ),
+        ("invalid_grant", None, r#"{"kind":"sign_in_again"}"#),
+        ("refresh_rejected", None, r#"{"kind":"sign_in_again"}"#),
+        ("not_authenticated", None, r#"{"kind":"sign_in_again"}"#),
+        ("signin_missing", None, r#"{"kind":"sign_in_again"}"#),
+        ("signin_expiring", None, r#"{"kind":"sign_in_again"}"#),
+        ("signin_timeout", None, r#"{"kind":"sign_in_again"}"#),
+        ("expired_token", None, r#"{"kind":"sign_in_again"}"#),
+        ("interaction_required", None, r#"{"kind":"sign_in_again"}"#),
+        ("consent_required", None, r#"{"kind":"sign_in_again"}"#),
+        ("access_denied", None, r#"{"kind":"sign_in_again"}"#),
+        ("cancelled", None, r#"{"kind":"sign_in_again"}"#),
+        ("nonce_mismatch", None, r#"{"kind":"sign_in_again"}"#),
+        (
+            "invalid_grant",
+            Some("invalid_grant: AADSTS50076: Due to a configuration change"),
+            r#"{"kind":"sign_in_again"}"#,
+        ),
+        (
+            "invalid_grant",
+            Some("invalid_grant: AADSTS70008: The provided authorization code or refresh token has expired"),
+            r#"{"kind":"sign_in_again"}"#,
+        ),
+        (
+            "invalid_grant",
+            Some("invalid_grant: AADSTS700082: The refresh token has expired due to inactivity."),
+            r#"{"kind":"sign_in_again"}"#,
+        ),
+        (
+            "invalid_grant",
+            Some("invalid_grant: AADSTS50173: The provided grant has expired"),
+            r#"{"kind":"sign_in_again"}"#,
+        ),
+        (
+            "invalid_grant",
+            Some("invalid_grant: AADSTS70043: The refresh token has expired or is invalid"),
+            r#"{"kind":"sign_in_again"}"#,
+        ),
+        ("invalid_grant", Some("invalid_grant: Token has been expired or revoked."), r#"{"kind":"sign_in_again"}"#),
+        ("folder_missing", None, r#"{"kind":"edit_field","field":"folder"}"#),
+        ("dns", None, r#"{"kind":"edit_field","field":"host"}"#),
+        ("tls_hostname", None, r#"{"kind":"edit_field","field":"host"}"#),
+        ("connect_refused", None, r#"{"kind":"edit_field","field":"port"}"#),
+        ("protocol", None, r#"{"kind":"edit_field","field":"port"}"#),
+        ("tls", None, r#"{"kind":"edit_field","field":"security"}"#),
+        ("starttls_not_offered", None, r#"{"kind":"edit_field","field":"security"}"#),
+        ("tls_untrusted", None, r#"{"kind":"edit_field","field":"ca_file"}"#),
+        ("ca_file", None, r#"{"kind":"edit_field","field":"ca_file"}"#),
+        ("redirect_port_taken", None, r#"{"kind":"edit_field","field":"redirect_port"}"#),
+        ("discovery_failed", None, r#"{"kind":"edit_field","field":"issuer"}"#),
+        ("token_endpoint_unreachable", None, r#"{"kind":"edit_field","field":"token_url"}"#),
+        ("token_response_invalid", None, r#"{"kind":"edit_field","field":"token_url"}"#),
+        ("invalid_scope", None, r#"{"kind":"edit_field","field":"scopes"}"#),
+        ("invalid_client", None, r#"{"kind":"edit_field","field":"client_id"}"#),
+        ("signed_in_as_other", None, r#"{"kind":"edit_field","field":"login"}"#),
+        (
+            "invalid_request",
+            Some("invalid_request: AADSTS50194: Application is not configured as a multi-tenant application."),
+            r#"{"kind":"edit_field","field":"tenant"}"#,
+        ),
+        (
+            "invalid_request",
+            Some("invalid_request: AADSTS90002: Tenant 'contoso.example' not found."),
+            r#"{"kind":"edit_field","field":"tenant"}"#,
+        ),
+        (
+            "unauthorized_client",
+            Some("unauthorized_client: AADSTS700016: Application with identifier 'x' was not found"),
+            r#"{"kind":"edit_field","field":"client_id"}"#,
+        ),
+        (
+            "invalid_client",
+            Some("invalid_client: AADSTS7000215: Invalid client secret provided."),
+            r#"{"kind":"edit_field","field":"client_secret"}"#,
+        ),
+        (
+            "invalid_client",
+            Some("invalid_client: AADSTS7000222: The provided client secret keys are expired."),
+            r#"{"kind":"edit_field","field":"client_secret"}"#,
+        ),
+        ("no_client_secret", None, r#"{"kind":"edit_field","field":"client_secret"}"#),
+        ("client_secret_expired", None, r#"{"kind":"edit_field","field":"client_secret"}"#),
+        ("client_secret_expiring", None, r#"{"kind":"edit_field","field":"client_secret"}"#),
+    ];
+
+    #[test]
+    fn each_fix_reaches_its_diagnosis_on_the_wire() {
+        for (code, words, wire) in FIX_CASES {
+            let d = diagnose(code, *words);
+            let got = serde_json::to_string(&d.action).unwrap();
+            assert_eq!(&got, wire, "{code} {words:?}");
+            let back: Fix = serde_json::from_str(wire).unwrap();
+            assert_eq!(Some(back), d.action, "{wire} reads back");
+        }
+        // Words beat codes for the action too; no entry, no action.
+        assert_eq!(diagnose("auth_rejected", None).action, None, "a delegated refusal: the fix is in who signed in");
+        assert_eq!(diagnose("5.7.139", Some("535 5.7.139 Authentication unsuccessful")).action, None);
+        assert_eq!(diagnose("something-new", None).action, None);
+        assert_eq!(diagnose("throttled", None).action, None, "nothing to change");
+    }
+
+    #[test]
+    fn every_fix_has_a_case_and_names_a_catalogue_entry_and_a_real_field() {
+        let keys: Vec<&str> = BY_CODE.iter().chain(BY_WORDS).map(|(k, ..)| *k).collect();
+        for (key, kind) in FIXES {
+            assert!(keys.contains(key), "{key} is in no catalogue entry");
+            let d = FIX_CASES.iter().map(|(c, w, _)| diagnose(c, *w)).find(|d| {
+                let entry = keys.iter().position(|k| k == key).unwrap();
+                let (_, cause, fix) = BY_CODE.iter().chain(BY_WORDS).nth(entry).unwrap();
+                d.cause == *cause && d.fix == *fix
+            });
+            assert!(d.is_some(), "{key} has a fix but no case in FIX_CASES");
+            if let FixKind::Edit(field) = kind {
+                assert!(
+                    *field == "client_secret" || crate::import::COLUMNS.contains(field),
+                    "{key}: `{field}` is not a mailbox field"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_server_field_of_the_smtp_check_names_its_smtp_field() {
+        use crate::health::Check;
+        let port = diagnose("connect_refused", None).action.unwrap();
+        assert_eq!(port.clone().for_check(Check::Smtp), Fix::EditField { field: "smtp_port".into() });
+        assert_eq!(port.for_check(Check::Imap), Fix::EditField { field: "port".into() });
+        let host = diagnose("dns", None).action.unwrap().for_check(Check::Smtp);
+        assert_eq!(host, Fix::EditField { field: "smtp_host".into() });
+        let folder = diagnose("folder_missing", None).action.unwrap().for_check(Check::Smtp);
+        assert_eq!(folder, Fix::EditField { field: "folder".into() });
+        assert_eq!(Fix::SignInAgain.for_check(Check::Smtp), Fix::SignInAgain);
     }
 }

@@ -193,6 +193,7 @@ pub fn name_lost_signin(store: &Store, mut rec: HealthRecord) -> HealthRecord {
         d.cause
     );
     rec.hint = Some(d.fix.into());
+    rec.fix = d.action;
     rec
 }
 

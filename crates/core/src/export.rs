@@ -84,8 +84,8 @@ mod tests {
                    helpdesk,helpdesk@contoso.com,microsoft,contoso.onmicrosoft.com,00000000-1111-2222-3333-444444444444,pop3,prompt=consent,2027-03-31\n\
                    gen,\"a,b@x.test\",generic,,cid,imap,,\n";
         let first = parse(src, None).unwrap();
-        assert_eq!(first.mailboxes.len(), 1, "{:?}", first.errors);
-        let mut m = first.mailboxes;
+        assert_eq!(first.mailboxes().len(), 1, "{:?}", first.errors());
+        let mut m = first.mailboxes();
         let mut generic = m[0].clone();
         generic.name = "with, comma".into();
         generic.provider = ProviderKind::Generic;
@@ -99,8 +99,8 @@ mod tests {
         m.push(generic);
         let text = to_csv(&m).unwrap();
         let again = parse(&text, None).unwrap();
-        assert!(again.errors.is_empty(), "{:?}\n{text}", again.errors);
-        assert_eq!(again.mailboxes, m);
+        assert!(again.errors().is_empty(), "{:?}\n{text}", again.errors());
+        assert_eq!(again.mailboxes(), m);
     }
 
     #[test]
@@ -116,7 +116,7 @@ mod tests {
         assert!(row.contains(",'+1@example.com,"), "{row}");
         assert!(row.contains(",'@SUM(A1),"), "{row}");
         assert!(row.contains(",'-2+3,"), "{row}");
-        assert_eq!(parse(&text, None).unwrap().mailboxes, vec![m]);
+        assert_eq!(parse(&text, None).unwrap().mailboxes(), vec![m]);
     }
 
     /// A printable value without surrounding spaces (the import trims cells), often beginning
@@ -158,8 +158,8 @@ mod tests {
                 }
             }
             let back = parse(&text, None).unwrap();
-            prop_assert!(back.errors.is_empty(), "{:?}\n{}", back.errors, text);
-            prop_assert_eq!(back.mailboxes, ms);
+            prop_assert!(back.errors().is_empty(), "{:?}\n{}", back.errors(), text);
+            prop_assert_eq!(back.mailboxes(), ms);
         }
     }
 }

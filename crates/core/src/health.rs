@@ -7,14 +7,92 @@
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::diagnose::Fix;
+
+/// Which check a record is of. Serialised as the strings stored since the first schema
+/// (`authenticate`, `refresh`, `imap`, `pop3`, `smtp`), so rows written before the type existed
+/// read unchanged (the store keeps each record as JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Check {
+    /// A sign-in (browser, device code or app-only token): a new authorisation.
+    Authenticate,
+    /// Getting an access token from the stored sign-in before a login.
+    Refresh,
+    /// Logging in to the incoming server over IMAP (RFC 9051) and opening the folder.
+    Imap,
+    /// Logging in to the incoming server over POP3 (RFC 1939) and reading the maildrop.
+    Pop3,
+    /// Authenticating to the outgoing server (SMTP submission, RFC 6409), optionally sending.
+    Smtp,
+    /// The stored settings could not be read (never stored: only shown).
+    Store,
+}
+
+impl Check {
+    pub const ALL: [Check; 6] =
+        [Check::Authenticate, Check::Refresh, Check::Imap, Check::Pop3, Check::Smtp, Check::Store];
+
+    /// The check's name in the window's history and uptime transitions.
+    pub fn label(self) -> &'static str {
+        match self {
+            Check::Authenticate => "Sign-in",
+            Check::Refresh => "Token refresh",
+            Check::Imap => "IMAP login",
+            Check::Pop3 => "POP3 login",
+            Check::Smtp => "SMTP login",
+            Check::Store => "Stored settings",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Check::Authenticate => "authenticate",
+            Check::Refresh => "refresh",
+            Check::Imap => "imap",
+            Check::Pop3 => "pop3",
+            Check::Smtp => "smtp",
+            Check::Store => "store",
+        }
+    }
+
+    /// A sign-in step (no mail server was reached).
+    pub fn is_signin(self) -> bool {
+        matches!(self, Check::Authenticate | Check::Refresh)
+    }
+}
+
+impl std::str::FromStr for Check {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        serde_json::from_value(serde_json::Value::String(s.into())).map_err(|_| format!("`{s}` is not a check"))
+    }
+}
+
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<crate::probe::Service> for Check {
+    fn from(s: crate::probe::Service) -> Self {
+        match s {
+            crate::probe::Service::Imap => Check::Imap,
+            crate::probe::Service::Pop3 => Check::Pop3,
+            crate::probe::Service::Smtp => Check::Smtp,
+        }
+    }
+}
+
 /// One check's outcome. Serialised with a derived `throttled` field (see
 /// [`HealthRecord::throttled`]).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct HealthRecord {
     pub mailbox: String,
     pub at: DateTime<Utc>,
-    /// `authenticate`, `refresh`, `imap`, `pop3`.
-    pub check: String,
+    pub check: Check,
     pub ok: bool,
     /// Stable failure code (see [`crate::diagnose`]); `None` when ok.
     pub code: Option<String>,
@@ -22,6 +100,10 @@ pub struct HealthRecord {
     pub message: String,
     /// What the admin should change; `None` when ok.
     pub hint: Option<String>,
+    /// The action that makes that change, for a front end to offer (see [`Fix`]); `None` when
+    /// ok, when the fix is outside this program, and in records stored before it existed.
+    #[serde(default)]
+    pub fix: Option<Fix>,
     /// The server's or provider's own words, when it said something.
     pub server_words: Option<String>,
     /// Messages seen in the folder (IMAP) or maildrop (POP3).
@@ -48,7 +130,7 @@ impl HealthRecord {
 impl Serialize for HealthRecord {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("HealthRecord", 11)?;
+        let mut st = s.serialize_struct("HealthRecord", 12)?;
         st.serialize_field("mailbox", &self.mailbox)?;
         st.serialize_field("at", &self.at)?;
         st.serialize_field("check", &self.check)?;
@@ -56,6 +138,7 @@ impl Serialize for HealthRecord {
         st.serialize_field("code", &self.code)?;
         st.serialize_field("message", &self.message)?;
         st.serialize_field("hint", &self.hint)?;
+        st.serialize_field("fix", &self.fix)?;
         st.serialize_field("server_words", &self.server_words)?;
         st.serialize_field("messages", &self.messages)?;
         st.serialize_field("throttled", &self.throttled())?;
@@ -103,17 +186,17 @@ pub const STALE_AFTER: Duration = Duration::hours(24);
 pub fn deciding(history: &[HealthRecord]) -> Option<&HealthRecord> {
     let newest = history.first()?;
     // Records older than the newest sign-in belong to an earlier authorisation.
-    let since = history.iter().position(|r| r.check == "authenticate").map_or(history.len(), |i| i + 1);
+    let since = history.iter().position(|r| r.check == Check::Authenticate).map_or(history.len(), |i| i + 1);
     let mut seen = std::collections::HashSet::new();
     let verdicts = &history[..since];
     verdicts
         .iter()
         .enumerate()
         .filter(|(_, r)| !r.throttled())
-        .filter(|(_, r)| seen.insert(r.check.as_str()))
+        .filter(|(_, r)| seen.insert(r.check))
         // A failed token refresh is over once any newer check passed: that check got a token.
         // (A successful refresh leaves no record of its own, so nothing else would clear it.)
-        .filter(|(i, r)| !(r.check == "refresh" && history[..*i].iter().any(|n| n.ok)))
+        .filter(|(i, r)| !(r.check == Check::Refresh && history[..*i].iter().any(|n| n.ok)))
         .map(|(_, r)| r)
         .find(|r| !r.ok)
         .or_else(|| verdicts.iter().find(|r| !r.throttled()))
@@ -123,20 +206,20 @@ pub fn deciding(history: &[HealthRecord]) -> Option<&HealthRecord> {
 /// Whether the newest record of some check (since the newest sign-in) is throttled: that
 /// check is waiting for its back-off.
 pub fn throttled(history: &[HealthRecord]) -> bool {
-    let since = history.iter().position(|r| r.check == "authenticate").map_or(history.len(), |i| i + 1);
+    let since = history.iter().position(|r| r.check == Check::Authenticate).map_or(history.len(), |i| i + 1);
     let mut seen = std::collections::HashSet::new();
-    history[..since].iter().filter(|r| seen.insert(r.check.as_str())).any(HealthRecord::throttled)
+    history[..since].iter().filter(|r| seen.insert(r.check)).any(HealthRecord::throttled)
 }
 
 /// When a throttled check may be tried again: the latest of "when it was throttled plus the
 /// back-off it asked for" over the checks whose newest record is throttled. `None` when no
 /// check waits (or none named a back-off: then the next scheduled check retries).
 pub fn retry_at(history: &[HealthRecord]) -> Option<DateTime<Utc>> {
-    let since = history.iter().position(|r| r.check == "authenticate").map_or(history.len(), |i| i + 1);
+    let since = history.iter().position(|r| r.check == Check::Authenticate).map_or(history.len(), |i| i + 1);
     let mut seen = std::collections::HashSet::new();
     history[..since]
         .iter()
-        .filter(|r| seen.insert(r.check.as_str()))
+        .filter(|r| seen.insert(r.check))
         .filter(|r| r.throttled())
         .filter_map(|r| Some(r.at + Duration::from_std(r.backoff()?).ok()?))
         .max()
@@ -258,7 +341,7 @@ fn base_status(latest: Option<&HealthRecord>, has_refresh_token: bool, now: Date
         // Only when nothing earlier is known (see `deciding`): amber, never red.
         Some(r) if r.throttled() => Status::NeedsAttention,
         Some(r) if !r.ok => Status::Failed,
-        Some(r) if r.check == "authenticate" || r.check == "refresh" => {
+        Some(r) if r.check.is_signin() => {
             // Signed in, but the mailbox itself was not reached yet.
             if has_refresh_token {
                 Status::NeedsAttention
@@ -281,11 +364,12 @@ mod tests {
         HealthRecord {
             mailbox: "m".into(),
             at,
-            check: check.into(),
+            check: check.parse().unwrap(),
             ok,
             code: None,
             message: String::new(),
             hint: None,
+            fix: None,
             server_words: None,
             messages: None,
         }
@@ -366,6 +450,29 @@ mod tests {
         )
         .unwrap();
         assert!(!old.throttled(), "rows stored before the field read");
+    }
+
+    #[test]
+    fn checks_serialise_to_the_strings_stored_before_the_type() {
+        for (check, word) in [
+            (Check::Authenticate, "authenticate"),
+            (Check::Refresh, "refresh"),
+            (Check::Imap, "imap"),
+            (Check::Pop3, "pop3"),
+            (Check::Smtp, "smtp"),
+            (Check::Store, "store"),
+        ] {
+            assert_eq!(serde_json::to_value(check).unwrap(), word);
+            assert_eq!(word.parse::<Check>(), Ok(check));
+            assert_eq!(check.to_string(), word);
+        }
+        assert!("IMAP4".parse::<Check>().is_err());
+        let json =
+            serde_json::to_value(HealthRecord { fix: Some(Fix::ExchangeScript), ..rec("pop3", false, Utc::now()) })
+                .unwrap();
+        assert_eq!((json["check"].as_str(), json["fix"]["kind"].as_str()), (Some("pop3"), Some("exchange_script")));
+        let back: HealthRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(back.fix, Some(Fix::ExchangeScript));
     }
 
     #[test]

@@ -4,8 +4,12 @@
 //! are an error for the whole file (a typo must not silently drop a setting). Each data row is
 //! validated on its own; bad rows are reported with their line number and field, good rows are
 //! imported together in one transaction. Importing a name that exists updates it.
+//!
+//! The file is parsed here only (RFC 4180 through the `csv` crate): every row comes back with its
+//! line, its cells by column and the mailbox or the errors, so the window's preview table shows
+//! what this parser read rather than parsing the text a second time.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use serde::Serialize;
@@ -61,15 +65,41 @@ pub enum ImportError {
     Header(RowError),
 }
 
-/// The outcome of parsing a CSV: the valid mailboxes and the rejected rows.
+/// One data row of the file, as the preview shows it: its line, its cells by column (as typed,
+/// trimmed) and the mailbox it becomes or its errors.
+#[derive(Debug, Clone)]
+pub struct ParsedRow {
+    pub line: u64,
+    pub cells: BTreeMap<String, String>,
+    pub outcome: Result<Mailbox, Vec<RowError>>,
+}
+
+impl ParsedRow {
+    /// The row's `name` cell (may be empty, or a name used earlier in the file).
+    pub fn name(&self) -> &str {
+        match &self.outcome {
+            Ok(m) => &m.name,
+            Err(_) => self.cells.get("name").map(|n| unescape_cell(n)).unwrap_or_default(),
+        }
+    }
+}
+
+/// The outcome of parsing a CSV: every non-blank data row, in file order.
 #[derive(Debug, Default)]
 pub struct Parsed {
-    pub mailboxes: Vec<Mailbox>,
-    /// The line of each of `mailboxes`, in the same order.
-    pub lines: Vec<u64>,
-    pub errors: Vec<RowError>,
-    /// The line and `name` cell of each refused row (the name may be empty or a duplicate).
-    pub refused: Vec<(u64, String)>,
+    pub rows: Vec<ParsedRow>,
+}
+
+impl Parsed {
+    /// The valid mailboxes, in file order.
+    pub fn mailboxes(&self) -> Vec<Mailbox> {
+        self.rows.iter().filter_map(|r| r.outcome.as_ref().ok().cloned()).collect()
+    }
+
+    /// Every refused row's errors, in file order.
+    pub fn errors(&self) -> Vec<RowError> {
+        self.rows.iter().filter_map(|r| r.outcome.as_ref().err()).flatten().cloned().collect()
+    }
 }
 
 /// Undoes the export's formula neutralisation (see [`crate::export`]): a cell the export
@@ -108,58 +138,76 @@ pub fn parse(text: &str, base: Option<&Path>) -> Result<Parsed, ImportError> {
     }
     let mut out = Parsed::default();
     let mut names = HashSet::new();
+    let mut lines = Lines { text: text.as_bytes(), at: 0, line: 1 };
     for rec in rdr.records() {
         let rec = match rec {
             Ok(r) => r,
             Err(e) => {
-                let line = e.position().map(|p| p.line()).unwrap_or(0);
-                out.errors.push(RowError { line, field: "row".into(), message: e.to_string() });
-                out.refused.push((line, String::new()));
+                let line = e.position().map(|p| lines.of(p.byte())).unwrap_or(0);
+                let errors = vec![RowError { line, field: "row".into(), message: e.to_string() }];
+                out.rows.push(ParsedRow { line, cells: BTreeMap::new(), outcome: Err(errors) });
                 continue;
             }
         };
-        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        let line = rec.position().map(|p| lines.of(p.byte())).unwrap_or(0);
         if rec.iter().all(str::is_empty) {
             continue;
         }
+        let cells: BTreeMap<String, String> = headers.iter().cloned().zip(rec.iter().map(str::to_string)).collect();
         if rec.len() != headers.len() {
-            out.errors.push(RowError {
+            let errors = vec![RowError {
                 line,
                 field: "row".into(),
                 message: format!("has {} values but the header has {} columns", rec.len(), headers.len()),
-            });
-            let name = headers.iter().position(|h| h == "name").and_then(|i| rec.get(i)).unwrap_or_default();
-            out.refused.push((line, name.to_string()));
+            }];
+            out.rows.push(ParsedRow { line, cells, outcome: Err(errors) });
             continue;
         }
-        let get = |col: &str| {
-            headers.iter().position(|h| h == col).map(|i| unescape_cell(&rec[i]).to_string()).filter(|v| !v.is_empty())
-        };
-        match build(&get, base) {
-            Ok(m) => {
-                if !names.insert(m.name.clone()) {
-                    out.errors.push(RowError {
-                        line,
-                        field: "name".into(),
-                        message: format!("`{}` appears earlier in the file", m.name),
-                    });
-                    out.refused.push((line, m.name));
-                } else {
-                    out.mailboxes.push(m);
-                    out.lines.push(line);
-                }
-            }
+        let get = |col: &str| cells.get(col).map(|v| unescape_cell(v).to_string()).filter(|v| !v.is_empty());
+        let outcome = match build(&get, base) {
+            Ok(m) if !names.insert(m.name.clone()) => Err(vec![RowError {
+                line,
+                field: "name".into(),
+                message: format!("`{}` appears earlier in the file", m.name),
+            }]),
+            Ok(m) => Ok(m),
             Err(errs) => {
-                out.errors.extend(errs.into_iter().map(|e| RowError {
-                    line,
-                    field: e.field.into(),
-                    message: e.message,
-                }));
-                out.refused.push((line, get("name").unwrap_or_default()));
+                Err(errs.into_iter().map(|e| RowError { line, field: e.field.into(), message: e.message }).collect())
             }
-        }
+        };
+        out.rows.push(ParsedRow { line, cells, outcome });
     }
     Ok(out)
+}
+
+/// The line a record starts on, as an editor numbers it. Why not the `csv` crate's own
+/// `Position::line`: it names the first blank line before a record rather than the record's
+/// line, and counts no lone CR (old Mac line ends) as a line end, so errors would point at the
+/// wrong line. Lines are counted forward from the last record (records come in order).
+struct Lines<'a> {
+    text: &'a [u8],
+    at: usize,
+    line: u64,
+}
+
+impl Lines<'_> {
+    fn of(&mut self, start: u64) -> u64 {
+        let t = self.text;
+        // The record begins after any blank lines the reader skipped from `start`.
+        let mut start = usize::try_from(start).unwrap_or(usize::MAX).min(t.len());
+        while start < t.len() && matches!(t[start], b'\r' | b'\n') {
+            start += 1;
+        }
+        let from = self.at.min(start);
+        let ends = t[from..start]
+            .iter()
+            .enumerate()
+            .filter(|&(i, b)| *b == b'\n' || (*b == b'\r' && t.get(from + i + 1) != Some(&b'\n')))
+            .count();
+        self.line += ends as u64;
+        self.at = start;
+        self.line
+    }
 }
 
 /// Builds and validates one mailbox from column values, filling provider defaults.
@@ -331,6 +379,19 @@ fn smtp_columns(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A parse as the tests read it: the valid mailboxes, the errors and the rows.
+    #[derive(Debug)]
+    struct P {
+        mailboxes: Vec<Mailbox>,
+        errors: Vec<RowError>,
+        rows: Vec<ParsedRow>,
+    }
+
+    fn parse(text: &str, base: Option<&Path>) -> Result<P, ImportError> {
+        let p = super::parse(text, base)?;
+        Ok(P { mailboxes: p.mailboxes(), errors: p.errors(), rows: p.rows })
+    }
 
     const GOOD: &str = "name,email,host,client_id,auth_url,token_url,scopes\n\
         a,a@example.com,imap.example.com,cid,https://idp/auth,https://idp/token,openid mail\n";
@@ -522,10 +583,157 @@ mod tests {
     }
 
     #[test]
-    fn refused_rows_keep_their_line_and_name() {
-        let text = format!("{GOOD}b,not-an-address,imap.example.com,cid,https://idp/auth,https://idp/token,x\n");
+    fn every_row_keeps_its_line_cells_and_name() {
+        let text = format!(
+            "{GOOD}b,not-an-address,imap.example.com,cid,https://idp/auth,https://idp/token,x\n\n\
+             c,c@example.com\n\
+             '=d,d@example.com,imap.example.com,cid,https://idp/auth,https://idp/token, x y \n"
+        );
         let p = parse(&text, None).unwrap();
-        assert_eq!(p.lines, vec![2]);
-        assert_eq!(p.refused, vec![(3, "b".to_string())]);
+        let rows: Vec<(u64, &str, bool)> = p.rows.iter().map(|r| (r.line, r.name(), r.outcome.is_ok())).collect();
+        assert_eq!(
+            rows,
+            [(2, "a", true), (3, "b", false), (5, "c", false), (6, "=d", true)],
+            "the blank line 4 is no row"
+        );
+        let bad = &p.rows[1];
+        assert_eq!(bad.cells["email"], "not-an-address", "what the file says, for the preview");
+        assert_eq!(bad.cells.len(), 7);
+        let short = &p.rows[2];
+        assert_eq!(short.cells.keys().collect::<Vec<_>>(), ["email", "name"], "the cells there are");
+        assert_eq!(
+            short.outcome.as_ref().unwrap_err()[0].to_string(),
+            "line 5: row: has 2 values but the header has 7 columns"
+        );
+        let formula = &p.rows[3];
+        assert_eq!(
+            (formula.cells["name"].as_str(), formula.cells["scopes"].as_str()),
+            ("'=d", "x y"),
+            "as typed, trimmed"
+        );
+    }
+
+    /// Lines as an editor numbers them: after blank lines, with CR, LF or CRLF line ends, and
+    /// after a quoted cell that spans lines.
+    #[test]
+    fn errors_name_the_line_an_editor_shows() {
+        let head = "name,email,host,client_id,auth_url,token_url,scopes";
+        let good = "a,a@example.com,imap.example.com,cid,https://idp/auth,https://idp/token,x";
+        let bad = "b,not-an-address,imap.example.com,cid,https://idp/auth,https://idp/token,x";
+        for eol in ["\n", "\r\n", "\r"] {
+            let text = [head, good, "", "", bad].join(eol);
+            let p = parse(&text, None).unwrap();
+            let lines: Vec<u64> = p.errors.iter().map(|e| e.line).collect();
+            assert_eq!(lines, [5], "line ends {eol:?}");
+        }
+        let text = format!("{head}\na,a@example.com,h.example.com,c,https://i/a,https://i/t,\"openid\nmail\"\n{bad}\n");
+        let p = parse(&text, None).unwrap();
+        assert_eq!((p.mailboxes.len(), p.errors[0].line), (1, 4), "{:?}", p.errors);
+    }
+
+    mod props {
+        use super::super::{parse, ParsedRow, COLUMNS, REQUIRED};
+        use proptest::prelude::*;
+
+        /// A cell: empty, a plausible value for some column, or something awkward (quotes,
+        /// commas, a formula character, spaces around, non-ASCII).
+        fn cell() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just(String::new()),
+                Just("imap".to_string()),
+                Just("pop3".to_string()),
+                Just("starttls".to_string()),
+                Just("microsoft".to_string()),
+                Just("993".to_string()),
+                Just("a@example.com".to_string()),
+                Just("https://idp.example.com/token".to_string()),
+                Just("'=1+1".to_string()),
+                "[a-z0-9@.,\"' =+-]{1,16}",
+                "\\PC{1,8}",
+            ]
+        }
+
+        /// A header (the required columns and some others, in any order) and rows of cells.
+        fn table() -> impl Strategy<Value = (Vec<&'static str>, Vec<Vec<String>>)> {
+            proptest::sample::subsequence(COLUMNS.to_vec(), 0..8)
+                .prop_map(|mut cols| {
+                    for r in REQUIRED {
+                        if !cols.contains(r) {
+                            cols.push(r);
+                        }
+                    }
+                    cols
+                })
+                .prop_shuffle()
+                .prop_flat_map(|cols| {
+                    let n = cols.len();
+                    (Just(cols), proptest::collection::vec(proptest::collection::vec(cell(), n), 0..6))
+                })
+        }
+
+        fn row_is_consistent(r: &ParsedRow, header: &[&str]) -> Result<(), TestCaseError> {
+            prop_assert!(r.cells.keys().all(|k| header.contains(&k.as_str())), "{r:?}");
+            match &r.outcome {
+                Ok(m) => prop_assert!(m.validate().is_ok(), "an accepted row does not validate: {r:?}"),
+                Err(errors) => {
+                    prop_assert!(!errors.is_empty(), "refused without a reason: {r:?}");
+                    for e in errors {
+                        prop_assert_eq!(e.line, r.line);
+                        prop_assert!(e.field == "row" || COLUMNS.contains(&e.field.as_str()), "field {:?}", e.field);
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Every written row comes back once, at its line, with its cells as written
+            /// (trimmed), and either a valid mailbox or errors naming its line and a column.
+            #[test]
+            fn each_row_comes_back_with_its_line_cells_and_mailbox_or_errors((header, rows) in table()) {
+                let mut w = csv::Writer::from_writer(vec![]);
+                w.write_record(&header).unwrap();
+                for r in &rows {
+                    w.write_record(r).unwrap();
+                }
+                let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
+                let parsed = parse(&text, None).unwrap();
+                let written: Vec<(u64, &Vec<String>)> = rows
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.iter().any(|c| !c.trim().is_empty()))
+                    .map(|(i, r)| (i as u64 + 2, r))
+                    .collect();
+                prop_assert_eq!(parsed.rows.len(), written.len(), "{}", text);
+                let mut names = std::collections::HashSet::new();
+                for (row, (line, cells)) in parsed.rows.iter().zip(&written) {
+                    prop_assert_eq!(row.line, *line);
+                    for (col, value) in header.iter().zip(cells.iter()) {
+                        prop_assert_eq!(row.cells.get(*col).map(String::as_str), Some(value.trim()));
+                    }
+                    row_is_consistent(row, &header)?;
+                    if let Ok(m) = &row.outcome {
+                        prop_assert!(names.insert(m.name.clone()), "`{}` imported twice", m.name);
+                    }
+                }
+            }
+
+            /// Any text: no panic; a header error or rows that are each consistent, in line order.
+            #[test]
+            fn any_text_gives_consistent_rows(text in "[a-z_,\"'\n\r =@.0-9]{0,200}") {
+                let text = format!("name,email,client_id,host\n{text}");
+                if let Ok(parsed) = parse(&text, None) {
+                    let header = ["name", "email", "client_id", "host"];
+                    for w in parsed.rows.windows(2) {
+                        prop_assert!(w[0].line < w[1].line, "lines in order");
+                    }
+                    for r in &parsed.rows {
+                        row_is_consistent(r, &header)?;
+                    }
+                }
+            }
+        }
     }
 }

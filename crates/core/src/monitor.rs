@@ -47,7 +47,7 @@ use serde_json::{json, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::app::{App, AppError};
-use crate::health::{self, HealthRecord, SecretExpiry, Status};
+use crate::health::{self, Check, HealthRecord, SecretExpiry, Status};
 use crate::mailbox::{Mailbox, ProviderKind};
 use crate::secret::{self, SecretKind, ALERT_WEBHOOK};
 use crate::store::StoreError;
@@ -551,12 +551,12 @@ fn reason(
             code: r.code.clone(),
             message: r.message.clone(),
             hint: r.hint.clone(),
-            cause: (!r.ok).then(|| match r.check.as_str() {
-                "refresh" | "authenticate" => match token_endpoint(m) {
+            cause: (!r.ok).then(|| match r.check {
+                Check::Refresh | Check::Authenticate => match token_endpoint(m) {
                     Some(u) => format!("the token endpoint {u}"),
                     None => "the identity provider".to_string(),
                 },
-                "smtp" => match &m.smtp {
+                Check::Smtp => match &m.smtp {
                     Some(s) => format!("the SMTP server {}:{}", s.host, s.port),
                     None => "the SMTP server".into(),
                 },
@@ -1568,11 +1568,12 @@ mod tests {
         let throttled = HealthRecord {
             mailbox: "green".into(),
             at: Utc::now(),
-            check: "imap".into(),
+            check: Check::Imap,
             ok: false,
             code: Some("throttled".into()),
             message: "throttled".into(),
             hint: None,
+            fix: None,
             server_words: Some("NO [LIMIT] Maximum number of connections from user+IP exceeded".into()),
             messages: None,
         };

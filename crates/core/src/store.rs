@@ -618,11 +618,12 @@ mod tests {
             s.record(&HealthRecord {
                 mailbox: "support".into(),
                 at: chrono::Utc::now(),
-                check: "imap".into(),
+                check: crate::health::Check::Imap,
                 ok,
                 code: None,
                 message: format!("run {i}"),
                 hint: None,
+                fix: None,
                 server_words: None,
                 messages: Some(i as u32),
             })
@@ -636,11 +637,12 @@ mod tests {
         HealthRecord {
             mailbox: mailbox.into(),
             at: chrono::Utc::now() - chrono::Duration::days(days_ago),
-            check: check.into(),
+            check: check.parse().unwrap(),
             ok,
             code: None,
             message: format!("r{n}"),
             hint: None,
+            fix: None,
             server_words: None,
             messages: None,
         }
@@ -787,6 +789,34 @@ mod tests {
         s.set_settings(&[("a", Some("1")), ("b", Some("2"))]).unwrap();
         s.set_settings(&[("a", Some("3")), ("b", None)]).unwrap();
         assert_eq!((s.setting("a").unwrap(), s.setting("b").unwrap()), (Some("3".into()), None));
+    }
+
+    /// Health rows as every earlier version wrote them (the check a plain string, no `fix`)
+    /// read back as the typed [`crate::health::Check`], and a new record writes the same string.
+    #[test]
+    fn health_rows_written_with_check_strings_read_as_typed_checks() {
+        use crate::health::Check;
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.save(&sample()).unwrap();
+        let old = |check: &str| {
+            format!(
+                r#"{{"mailbox":"support","at":"2026-01-01T00:00:00Z","check":"{check}","ok":false,"code":"connect_refused","message":"m","hint":"h","server_words":null,"messages":null}}"#
+            )
+        };
+        for check in ["authenticate", "refresh", "imap", "pop3", "smtp"] {
+            s.conn().execute("INSERT INTO health (mailbox, data) VALUES ('support', ?1)", [old(check)]).unwrap();
+        }
+        let h = s.history("support", 10).unwrap();
+        let checks: Vec<Check> = h.iter().map(|r| r.check).collect();
+        assert_eq!(checks, [Check::Smtp, Check::Pop3, Check::Imap, Check::Refresh, Check::Authenticate]);
+        assert!(h.iter().all(|r| r.fix.is_none()), "no fix in rows stored before it existed");
+
+        s.record(&HealthRecord { fix: Some(crate::diagnose::Fix::SignInAgain), ..h[0].clone() }).unwrap();
+        let data: String =
+            s.conn().query_row("SELECT data FROM health ORDER BY id DESC LIMIT 1", [], |r| r.get(0)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&data).unwrap();
+        assert_eq!((v["check"].as_str(), v["fix"]["kind"].as_str()), (Some("smtp"), Some("sign_in_again")));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
-use crate::health::HealthRecord;
+use crate::health::{Check, HealthRecord};
 
 /// Up or down at some moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -33,7 +33,7 @@ pub struct StateChange {
     /// `None` for the first known state.
     pub from: Option<State>,
     pub to: State,
-    pub check: String,
+    pub check: Check,
     pub code: Option<String>,
     pub message: String,
 }
@@ -52,24 +52,24 @@ pub struct Uptime {
 pub fn state_changes(history: &[HealthRecord]) -> Vec<StateChange> {
     let mut records: Vec<&HealthRecord> = history.iter().filter(|r| !r.throttled()).collect();
     records.sort_by_key(|r| r.at);
-    let mut checks: BTreeMap<&str, bool> = BTreeMap::new();
+    let mut checks: BTreeMap<Check, bool> = BTreeMap::new();
     let mut state: Option<State> = None;
     let mut out = Vec::new();
     for r in records {
-        if r.check == "authenticate" {
+        if r.check == Check::Authenticate {
             checks.clear();
         }
         if r.ok {
-            checks.remove("refresh");
+            checks.remove(&Check::Refresh);
         }
-        checks.insert(r.check.as_str(), r.ok);
+        checks.insert(r.check, r.ok);
         let now = if checks.values().all(|ok| *ok) { State::Up } else { State::Down };
         if state != Some(now) {
             out.push(StateChange {
                 at: r.at,
                 from: state,
                 to: now,
-                check: r.check.clone(),
+                check: r.check,
                 code: r.code.clone(),
                 message: r.message.clone(),
             });
@@ -115,11 +115,12 @@ mod tests {
         HealthRecord {
             mailbox: "support".into(),
             at,
-            check: check.into(),
+            check: check.parse().unwrap(),
             ok,
             code: (!ok).then(|| "connect".to_string()),
             message: if ok { "INBOX opened".into() } else { "connection refused".into() },
             hint: None,
+            fix: None,
             server_words: None,
             messages: None,
         }
@@ -163,7 +164,7 @@ mod tests {
             .chain([rec("imap", true, n - Duration::days(10))])
             .collect();
         let pruned: Vec<HealthRecord> =
-            state_changes(&full).iter().map(|c| rec(&c.check, c.to == State::Up, c.at)).collect();
+            state_changes(&full).iter().map(|c| rec(c.check.as_str(), c.to == State::Up, c.at)).collect();
         assert_eq!(summarise(&full, n).days_7, summarise(&pruned, n).days_7);
         assert!(summarise(&full, n).days_7.unwrap() < 1.0);
     }
@@ -190,7 +191,7 @@ mod tests {
         // Up for 3 of the 4 known days: the IMAP success does not hide the SMTP failure.
         assert!((u.days_7.unwrap() - 0.75).abs() < 1e-9, "{:?}", u.days_7);
         assert_eq!(u.transitions.len(), 2);
-        assert_eq!(u.transitions[0].check, "smtp");
+        assert_eq!(u.transitions[0].check, Check::Smtp);
     }
 
     #[test]

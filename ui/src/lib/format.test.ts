@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { checkLabel, percent, relativeTime, signinCountdown } from "./format";
+import coreContract from "./core.json";
 
 describe("format", () => {
   const now = new Date("2026-11-22T12:00:00Z");
@@ -14,7 +15,9 @@ describe("format", () => {
   it("check labels", () => {
     expect(checkLabel("imap")).toBe("IMAP login");
     expect(checkLabel("authenticate")).toBe("Sign-in");
-    expect(checkLabel("smtp")).toBe("smtp");
+    expect(checkLabel("smtp")).toBe(coreContract.check_labels.smtp);
+    expect(checkLabel("smtp")).toBe("SMTP login");
+    expect(checkLabel("later")).toBe("later");
   });
 });
 

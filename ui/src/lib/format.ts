@@ -1,3 +1,5 @@
+import { CHECK_LABELS } from "./core";
+
 /** "just now", "5 min ago", "3 h ago", "2 days ago", else the date. */
 export function relativeTime(iso: string | null | undefined, now: Date = new Date()): string {
   if (!iso) return "—";
@@ -20,15 +22,9 @@ export function fullTime(iso: string | null | undefined): string {
   return Number.isNaN(t.getTime()) ? "" : t.toLocaleString();
 }
 
-export const CHECK_LABELS: Record<string, string> = {
-  authenticate: "Sign-in",
-  refresh: "Token refresh",
-  imap: "IMAP login",
-  pop3: "POP3 login",
-};
-
+/** A check's name, as the core names it (`Check::label`, through core.json). */
 export function checkLabel(check: string): string {
-  return CHECK_LABELS[check] ?? check;
+  return (CHECK_LABELS as Record<string, string>)[check] ?? check;
 }
 
 export const PROVIDER_LABELS: Record<string, string> = {

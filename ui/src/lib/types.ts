@@ -41,14 +41,22 @@ export interface Mailbox {
   check_interval_minutes?: number | null;
 }
 
+/** Which check a record is of (`health::Check`). */
+export type Check = "authenticate" | "refresh" | "imap" | "pop3" | "smtp" | "store";
+
+/** The action that carries out a record's fix, decided by the core (`diagnose::Fix`). */
+export type Fix = { kind: "exchange_script" } | { kind: "sign_in_again" } | { kind: "edit_field"; field: string };
+
 export interface HealthRecord {
   mailbox: string;
   at: string;
-  check: string;
+  check: Check;
   ok: boolean;
   code: string | null;
   message: string;
   hint: string | null;
+  /** What the window offers for the hint; null when ok or when the fix is outside the app. */
+  fix: Fix | null;
   server_words: string | null;
   messages: number | null;
 }
@@ -73,7 +81,7 @@ export interface StateChange {
   at: string;
   from: "up" | "down" | null;
   to: "up" | "down";
-  check: string;
+  check: Check;
   code: string | null;
   message: string;
 }
@@ -122,9 +130,12 @@ export interface RowError {
 /** What an import does with one row (decided by the core). */
 export type ImportAction = "new" | "update" | "unchanged" | "refused";
 
+/** One row of the file as the core read it: its cells, and the mailbox or the errors. */
 export interface ImportRow {
   line: number;
   name: string;
+  /** The row's cells by column, as typed (trimmed). */
+  cells: Record<string, string>;
   action: ImportAction;
   /** Columns whose value differs from the stored mailbox (update only). */
   changed_fields: string[];
@@ -136,9 +147,18 @@ export interface ImportRow {
   mailbox: Mailbox | null;
 }
 
+/** The counts the preview shows (decided by the core). */
+export interface ImportSummary {
+  ready: number;
+  refused: number;
+  updates: number;
+  sign_outs: number;
+}
+
 export interface ImportPreview {
   rows: ImportRow[];
   errors: RowError[];
+  summary: ImportSummary;
 }
 
 export interface ImportReport {
