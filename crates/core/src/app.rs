@@ -108,6 +108,7 @@ impl AppError {
 
 /// What crosses to the UI or the CLI's JSON for an error.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct Failure {
     pub code: String,
     pub message: String,
@@ -116,6 +117,7 @@ pub struct Failure {
 
 /// A mailbox with its badge and newest record.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct MailboxView {
     #[serde(flatten)]
     pub mailbox: Mailbox,
@@ -140,6 +142,7 @@ pub struct MailboxView {
 /// What one verification proved: the incoming server (IMAP or POP3), and the outbound SMTP
 /// server when the mailbox has one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct Verification {
     /// The incoming server's record (or the failed refresh's, or the unreadable settings').
     pub incoming: HealthRecord,
@@ -166,6 +169,7 @@ impl Verification {
 
 /// The result of an import: what was saved and what was refused.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct ImportReport {
     pub imported: Vec<String>,
     pub errors: Vec<RowError>,
@@ -177,6 +181,7 @@ pub struct ImportReport {
 
 /// What an import does with one row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "lowercase")]
 pub enum ImportAction {
     /// A mailbox of that name does not exist yet.
@@ -191,6 +196,7 @@ pub enum ImportAction {
 
 /// One row of an import preview or report.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct ImportRow {
     pub line: u64,
     pub name: String,
@@ -219,6 +225,7 @@ pub struct SaveOutcome {
 
 /// The whole preview of an import: every row, in file order.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct ImportPreview {
     pub rows: Vec<ImportRow>,
     pub errors: Vec<RowError>,

@@ -66,7 +66,8 @@ export function draftFrom(m: Mailbox): Draft {
     token_url: m.token_url ?? "",
     auth_params: m.auth_params.map(([key, value]) => ({ key, value })),
     ca_file: m.ca_file ?? "",
-    flow: m.flow,
+    // Always sent by the core; optional in the type because a saved mailbox may leave it out.
+    flow: m.flow ?? "auth_code",
     device_url: m.device_url ?? "",
     issuer: m.issuer ?? "",
     smtp_host: m.smtp?.host ?? "",
