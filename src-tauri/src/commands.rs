@@ -306,8 +306,8 @@ pub async fn provider_preset(
 }
 
 /// Stores the app's client secret in the keyring. The value only goes in: nothing returns it.
-/// Why [`Secret`] (a `SecretString`) as the argument: the value is redacted in `Debug` and zeroized when
-/// dropped from the moment the IPC message is read, never a plain `String` on the way.
+/// Why [`Secret`] (a `SecretString`) as the argument: the value is redacted in `Debug` and
+/// zeroized when dropped from the moment the IPC message is read, never a plain `String`.
 #[tauri::command(async)]
 #[specta::specta]
 #[instrument(skip(state, secret), err)]
@@ -321,12 +321,17 @@ pub async fn set_client_secret(
     if secret.expose_secret().trim().is_empty() {
         return Err(IpcError::field("client_secret", "is empty"));
     }
-    let expires = expires
+    Ok(state.core.set_client_secret(&name, secret, expiry(expires)?).await?)
+}
+
+/// The client secret's expiry as the window sends it (its date input, or nothing), read by the
+/// core's one date parser; a bad date is a field error on `client_secret_expires`.
+fn expiry(expires: Option<String>) -> Result<Option<chrono::NaiveDate>> {
+    expires
         .filter(|e| !e.trim().is_empty())
         .map(|d| mailbox_auth_core::mailbox::parse_date("client_secret_expires", &d))
         .transpose()
-        .map_err(|e| IpcError::field(e.field, e.message))?;
-    Ok(state.core.set_client_secret(&name, secret, expires).await?)
+        .map_err(|e| IpcError::field(e.field, e.message))
 }
 
 /// The Exchange Online PowerShell that grants the app of the named (app-only) mailboxes access to
@@ -598,5 +603,21 @@ pub async fn support_bundle<R: Runtime>(
         Ok(s) => Ok(Some(s.path.display().to_string())),
         Err(BundleError::App(e)) => Err(e.into()),
         Err(e) => Err(IpcError::new(&e.code(), e.to_string(), "Choose a writable folder and try again.")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_expiry_date_is_read_by_the_core_and_a_bad_one_names_its_field() {
+        assert_eq!(expiry(None).unwrap(), None);
+        assert_eq!(expiry(Some(" ".into())).unwrap(), None);
+        assert_eq!(expiry(Some("2027-03-31".into())).unwrap(), chrono::NaiveDate::from_ymd_opt(2027, 3, 31));
+        let e = expiry(Some("31/03/2027".into())).unwrap_err();
+        assert_eq!(e.code, "invalid");
+        assert_eq!(e.fields[0].field, "client_secret_expires");
+        assert!(e.fields[0].message.contains("is not a date like 2027-03-31"), "{}", e.fields[0].message);
     }
 }

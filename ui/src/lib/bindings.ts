@@ -43,8 +43,8 @@ export const commands = {
 	providerPreset: (provider: ProviderKind, protocol: Protocol, security: Security, tenant: string | null, smtpSecurity: Security | null) => __TAURI_INVOKE<PresetView>("provider_preset", { provider, protocol, security, tenant, smtpSecurity }),
 	/**
 	 *  Stores the app's client secret in the keyring. The value only goes in: nothing returns it.
-	 *  Why `SecretString` as the argument: the value is redacted in `Debug` and zeroized when
-	 *  dropped from the moment the IPC message is read, never a plain `String` on the way.
+	 *  Why [`Secret`] (a `SecretString`) as the argument: the value is redacted in `Debug` and
+	 *  zeroized when dropped from the moment the IPC message is read, never a plain `String`.
 	 */
 	setClientSecret: (name: string, secret: string, expires: string | null) => __TAURI_INVOKE<null>("set_client_secret", { name, secret, expires }),
 	/**  Deletes the mailbox's keyring entries (signs it out). */
