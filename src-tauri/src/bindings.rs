@@ -70,7 +70,10 @@ pub fn builder() -> Builder<tauri::Wry> {
 /// import is pointed at `./ipc` instead, so `ipc.ts` stays the one module that reaches Tauri
 /// (the UI's boundary test) and re-exports both for this file.
 pub fn typescript() -> String {
-    let dir = std::env::temp_dir().join(format!("mailbox-auth-bindings-{}", std::process::id()));
+    // The exporter writes a file: a folder of its own per call (tests call this concurrently).
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("mailbox-auth-bindings-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a temporary folder");
     let path = dir.join("bindings.ts");
     builder()
@@ -100,9 +103,20 @@ mod tests {
             std::fs::write(&path, &want).expect("write the bindings");
         }
         let have = std::fs::read_to_string(&path).unwrap_or_default();
+        let first = have.lines().zip(want.lines()).position(|(h, w)| h != w).map_or_else(
+            || format!("the files differ in length ({} and {} lines)", have.lines().count(), want.lines().count()),
+            |i| {
+                format!(
+                    "line {}: the file has\n  {}\nthe code makes\n  {}",
+                    i + 1,
+                    have.lines().nth(i).unwrap_or_default(),
+                    want.lines().nth(i).unwrap_or_default()
+                )
+            },
+        );
         assert!(
             have == want,
-            "{UI_FILE} does not match the Rust commands and types; regenerate it with \
+            "{UI_FILE} does not match the Rust commands and types ({first}); regenerate it with \
              MAILBOX_AUTH_WRITE_BINDINGS=1 cargo test -p mailbox-auth-desktop bindings"
         );
     }

@@ -610,6 +610,18 @@ pub async fn support_bundle<R: Runtime>(
 mod tests {
     use super::*;
 
+    /// A secret from the window is a `SecretString` from the first byte: never printed, and
+    /// typed as the plain `string` the window sends.
+    #[test]
+    fn a_secret_argument_is_read_into_a_secret_string_and_never_printed() {
+        let s: Secret = serde_json::from_str("\"hunter2-value\"").unwrap();
+        assert_eq!(s.0.expose_secret(), "hunter2-value");
+        assert!(!format!("{s:?}").contains("hunter2"), "{s:?}");
+        let ts = crate::bindings::typescript();
+        assert!(ts.contains("setClientSecret: (name: string, secret: string, expires: string | null)"));
+        assert!(ts.contains("exportHandover: (passphrase: string)"));
+    }
+
     #[test]
     fn the_expiry_date_is_read_by_the_core_and_a_bad_one_names_its_field() {
         assert_eq!(expiry(None).unwrap(), None);
