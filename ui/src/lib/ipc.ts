@@ -8,7 +8,7 @@
 import { Channel, invoke } from "@tauri-apps/api/core";
 import { listen } from "@tauri-apps/api/event";
 import { commands } from "./bindings";
-import type { HealthRecord, IpcError, MonitorState, Security, SignInEvent } from "./bindings";
+import type { HealthRecord, IpcError, MonitorState, Protocol, ProviderKind, Security, SignInEvent } from "./bindings";
 
 /** For `bindings.ts` only: the rest of the UI calls the functions below. */
 export { Channel, invoke };
@@ -66,8 +66,8 @@ export const importCommit = call(commands.importCommit);
 
 /** The provider's defaults; `smtpSecurity` picks the SMTP port for that security (else the usual one). */
 export const providerPreset = (
-  provider: Parameters<typeof commands.providerPreset>[0],
-  protocol: Parameters<typeof commands.providerPreset>[1],
+  provider: ProviderKind,
+  protocol: Protocol,
   security: Security,
   tenant: string | null,
   smtpSecurity: Security | null = null,
