@@ -706,7 +706,9 @@ async function main() {
 
         // The right submission port (a new server for the token: the mailbox signs in again).
         await s.click('[data-testid="open-alice-out"]');
-        await s.waitFor(() => s.find("#field-smtp_port"), "the editor");
+        // The inputs are there before the mailbox has loaded into them: wait for its port, or the
+        // load would overwrite the one typed.
+        await s.waitFor(async () => (await s.script("return document.querySelector('#field-smtp_port')?.value")) === closedPort, "the editor with the mailbox's SMTP port");
         await s.set("#field-smtp_port", sandbox.SANDBOX_SUBMISSION_PORT);
         await s.click('[data-testid="authenticate"]');
         await s.waitFor(async () => (await status(s, '[data-testid="status-badge"]')) === "verified", "Verified with SMTP", 90000);

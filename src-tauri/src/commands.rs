@@ -23,6 +23,19 @@ use crate::{browser, Shell};
 
 type Result<T> = std::result::Result<T, IpcError>;
 
+/// A secret typed in the window (a client secret, a passphrase). Why a type of its own: it is
+/// read straight into a `SecretString` (redacted in `Debug`, zeroized on drop), never a plain
+/// `String` on the way, while the bindings type it as the `string` the window sends.
+#[derive(Debug, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub SecretString);
+
+impl specta::Type for Secret {
+    fn definition(types: &mut specta::Types) -> specta::datatype::DataType {
+        <String as specta::Type>::definition(types)
+    }
+}
+
 /// Mailboxes verified at once by Verify selected / Verify all.
 const VERIFY_CONCURRENCY: usize = mailbox_auth_core::app::VERIFY_CONCURRENCY;
 
@@ -30,12 +43,14 @@ const VERIFY_CONCURRENCY: usize = mailbox_auth_core::app::VERIFY_CONCURRENCY;
 const MAX_CSV_BYTES: u64 = 4 * 1024 * 1024;
 
 #[tauri::command(async)]
+#[specta::specta]
 #[instrument(skip(state), err)]
 pub async fn list_mailboxes(state: State<'_, Shell>) -> Result<Vec<MailboxView>> {
     Ok(state.core.list().await?)
 }
 
 #[tauri::command(async)]
+#[specta::specta]
 #[instrument(skip(state), err)]
 pub async fn get_mailbox(state: State<'_, Shell>, name: String) -> Result<MailboxView> {
     let m = state.core.get(&name)?;
@@ -45,6 +60,7 @@ pub async fn get_mailbox(state: State<'_, Shell>, name: String) -> Result<Mailbo
 /// Saves a mailbox. `is_new` refuses to overwrite an existing one of the same name (the name is
 /// the key of its keyring entries and history, so the editor does not rename).
 #[tauri::command(async)]
+#[specta::specta]
 #[instrument(skip(state, mailbox), fields(name = %mailbox.name), err)]
 pub async fn save_mailbox(state: State<'_, Shell>, mailbox: Mailbox, is_new: bool) -> Result<MailboxView> {
     if is_new {
@@ -56,6 +72,7 @@ pub async fn save_mailbox(state: State<'_, Shell>, mailbox: Mailbox, is_new: boo
 }
 
 #[tauri::command(async)]
+#[specta::specta]
 #[instrument(skip(state), err)]
 pub async fn delete_mailbox(state: State<'_, Shell>, name: String) -> Result<()> {
     Ok(state.core.remove(&name).await?)
@@ -64,6 +81,7 @@ pub async fn delete_mailbox(state: State<'_, Shell>, name: String) -> Result<()>
 /// Signs in (browser, device code or app-only, as the mailbox says) and verifies. Progress goes
 /// over `on_progress`; the final record is both sent (`done`) and returned.
 #[tauri::command(async)]
+#[specta::specta]
 #[instrument(skip(state, app, on_progress), err)]
 pub async fn authenticate<R: Runtime>(
     app: AppHandle<R>,
@@ -100,6 +118,7 @@ pub async fn authenticate<R: Runtime>(
 
 /// Cancels a running sign-in of `name` (no-op when none runs).
 #[tauri::command(async)]
+#[specta::specta]
 #[instrument(skip(state), err)]
 pub async fn cancel_authentication(state: State<'_, Shell>, name: String) -> Result<bool> {
     let handle = state.sign_ins.lock().expect("sign-in table").remove(&name);
@@ -107,6 +126,7 @@ pub async fn cancel_authentication(state: State<'_, Shell>, name: String) -> Res
 }
 
 #[tauri::command(async)]
+#[specta::specta]
 #[instrument(skip(state), err)]
 pub async fn verify(state: State<'_, Shell>, name: String) -> Result<Verification> {
     Ok(state.core.verify(&name).await?)
@@ -115,6 +135,7 @@ pub async fn verify(state: State<'_, Shell>, name: String) -> Result<Verificatio
 /// Sends a real test message through the mailbox's SMTP server to `to` (Send test message…).
 /// The recipient is checked first: a line break in it would start an SMTP command of its own.
 #[tauri::command(async)]
+#[specta::specta]
 #[instrument(skip(state, to), err)]
 pub async fn send_test_message(state: State<'_, Shell>, name: String, to: String) -> Result<HealthRecord> {
     let to = to.trim();
@@ -130,6 +151,7 @@ pub async fn send_test_message(state: State<'_, Shell>, name: String, to: String
 
 /// Verifies several mailboxes at once; each record is sent over `on_record` as it arrives.
 #[tauri::command(async)]
+#[specta::specta]
 #[instrument(skip(state, on_record), err)]
 pub async fn verify_many(
     state: State<'_, Shell>,
@@ -146,6 +168,7 @@ pub async fn verify_many(
 /// update with the changed fields and whether the mailbox is signed out, unchanged, refused).
 /// `base` must be the folder of the file the admin chose in this session, if any.
 #[tauri::command(async)]
+#[specta::specta]
 #[instrument(skip(state, text), err)]
 pub async fn import_preview(state: State<'_, Shell>, text: String, base: Option<PathBuf>) -> Result<ImportPreview> {
     let base = state.chosen_base(base)?;
@@ -153,6 +176,7 @@ pub async fn import_preview(state: State<'_, Shell>, text: String, base: Option<
 }
 
 #[tauri::command(async)]
+#[specta::specta]
 #[instrument(skip(state, text), err)]
 pub async fn import_commit(state: State<'_, Shell>, text: String, base: Option<PathBuf>) -> Result<ImportReport> {
     let base = state.chosen_base(base)?;
@@ -161,7 +185,7 @@ pub async fn import_commit(state: State<'_, Shell>, text: String, base: Option<P
 
 /// A CSV file the admin chose in the open dialog, with its folder (relative `ca_file` paths
 /// resolve against it).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, specta::Type)]
 pub struct CsvFile {
     pub text: String,
     pub base: Option<PathBuf>,
@@ -187,6 +211,7 @@ async fn ask_path<R: Runtime>(app: &AppHandle<R>, save: bool) -> Result<Option<P
 
 /// Asks for a CSV file in the native dialog and reads it; `None` when the admin cancels.
 #[tauri::command(async)]
+#[specta::specta]
 #[instrument(skip(app, state), err)]
 pub async fn read_csv_file<R: Runtime>(app: AppHandle<R>, state: State<'_, Shell>) -> Result<Option<CsvFile>> {
     let Some(path) = ask_path(&app, false).await? else { return Ok(None) };
@@ -217,6 +242,7 @@ pub async fn read_csv_file<R: Runtime>(app: AppHandle<R>, state: State<'_, Shell
 /// to a file the admin chooses in the native save dialog. Returns the path written, `None`
 /// when the admin cancels.
 #[tauri::command(async)]
+#[specta::specta]
 #[instrument(skip(app, state), err)]
 pub async fn export_csv<R: Runtime>(app: AppHandle<R>, state: State<'_, Shell>) -> Result<Option<String>> {
     let text = state.core.export_csv()?;
@@ -228,13 +254,14 @@ pub async fn export_csv<R: Runtime>(app: AppHandle<R>, state: State<'_, Shell>) 
 }
 
 #[tauri::command(async)]
+#[specta::specta]
 #[instrument(skip(state), err)]
 pub async fn history(state: State<'_, Shell>, name: String, limit: Option<usize>) -> Result<Vec<HealthRecord>> {
     Ok(state.core.history(&name, limit.unwrap_or(50))?)
 }
 
 /// A provider's defaults for the editor to fill in.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, specta::Type)]
 pub struct PresetView {
     pub host: Option<String>,
     pub port: u16,
@@ -252,6 +279,7 @@ pub struct PresetView {
 }
 
 #[tauri::command(async)]
+#[specta::specta]
 pub async fn provider_preset(
     provider: ProviderKind,
     protocol: Protocol,
@@ -278,25 +306,32 @@ pub async fn provider_preset(
 }
 
 /// Stores the app's client secret in the keyring. The value only goes in: nothing returns it.
-/// Why `SecretString` as the argument: the value is redacted in `Debug` and zeroized when
-/// dropped from the moment the IPC message is read, never a plain `String` on the way.
+/// Why [`Secret`] (a `SecretString`) as the argument: the value is redacted in `Debug` and
+/// zeroized when dropped from the moment the IPC message is read, never a plain `String`.
 #[tauri::command(async)]
+#[specta::specta]
 #[instrument(skip(state, secret), err)]
 pub async fn set_client_secret(
     state: State<'_, Shell>,
     name: String,
-    secret: SecretString,
+    secret: Secret,
     expires: Option<String>,
 ) -> Result<()> {
+    let secret = secret.0;
     if secret.expose_secret().trim().is_empty() {
         return Err(IpcError::field("client_secret", "is empty"));
     }
-    let expires = expires
+    Ok(state.core.set_client_secret(&name, secret, expiry(expires)?).await?)
+}
+
+/// The client secret's expiry as the window sends it (its date input, or nothing), read by the
+/// core's one date parser; a bad date is a field error on `client_secret_expires`.
+fn expiry(expires: Option<String>) -> Result<Option<chrono::NaiveDate>> {
+    expires
         .filter(|e| !e.trim().is_empty())
         .map(|d| mailbox_auth_core::mailbox::parse_date("client_secret_expires", &d))
         .transpose()
-        .map_err(|e| IpcError::field(e.field, e.message))?;
-    Ok(state.core.set_client_secret(&name, secret, expires).await?)
+        .map_err(|e| IpcError::field(e.field, e.message))
 }
 
 /// The Exchange Online PowerShell that grants the app of the named (app-only) mailboxes access to
@@ -304,6 +339,7 @@ pub async fn set_client_secret(
 /// `Add-MailboxPermission … FullAccess` per mailbox. Field errors name `mailboxes`, `object_id`,
 /// `display_name` or `client_id` (mailboxes of different apps).
 #[tauri::command(async)]
+#[specta::specta]
 #[instrument(skip(state), err)]
 pub async fn exchange_script(
     state: State<'_, Shell>,
@@ -316,6 +352,7 @@ pub async fn exchange_script(
 
 /// Deletes the mailbox's keyring entries (signs it out).
 #[tauri::command(async)]
+#[specta::specta]
 #[instrument(skip(state), err)]
 pub async fn forget(state: State<'_, Shell>, name: String) -> Result<()> {
     Ok(state.core.forget(&name).await?)
@@ -323,6 +360,7 @@ pub async fn forget(state: State<'_, Shell>, name: String) -> Result<()> {
 
 /// Opens a sign-in address again (the "Open browser" button), http/https only.
 #[tauri::command(async)]
+#[specta::specta]
 #[instrument(skip(app), err)]
 pub async fn open_sign_in_url<R: Runtime>(app: AppHandle<R>, url: String) -> Result<()> {
     let url = Url::parse(&url).map_err(|e| IpcError::field("url", e.to_string()))?;
@@ -368,7 +406,7 @@ fn handover_error(e: mailbox_auth_core::handover::HandoverError) -> IpcError {
 }
 
 /// What creating a certificate did, for the window.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, specta::Type)]
 pub struct CreatedCertView {
     pub thumbprint: String,
     pub not_after: String,
@@ -380,6 +418,7 @@ pub struct CreatedCertView {
 /// (nothing is made when the admin cancels), then stores the key in the keyring and writes the
 /// certificate there. `None` when cancelled.
 #[tauri::command(async)]
+#[specta::specta]
 #[instrument(skip(app, state), err)]
 pub async fn create_app_cert<R: Runtime>(
     app: AppHandle<R>,
@@ -413,6 +452,7 @@ pub async fn create_app_cert<R: Runtime>(
 
 /// The stored certificate's thumbprint, last day and subject; `None` when there is none.
 #[tauri::command(async)]
+#[specta::specta]
 #[instrument(skip(state), err)]
 pub async fn app_cert(
     state: State<'_, Shell>,
@@ -424,12 +464,14 @@ pub async fn app_cert(
 /// Exports everything, secrets included, encrypted with the passphrase, to a file chosen in the
 /// save dialog (written `0600`). The passphrase only goes in. `None` when cancelled.
 #[tauri::command(async)]
+#[specta::specta]
 #[instrument(skip(app, state, passphrase), err)]
 pub async fn export_handover<R: Runtime>(
     app: AppHandle<R>,
     state: State<'_, Shell>,
-    passphrase: SecretString,
+    passphrase: Secret,
 ) -> Result<Option<String>> {
+    let passphrase = passphrase.0;
     mailbox_auth_core::handover::check_new_passphrase(&passphrase).map_err(handover_error)?;
     let Some(path) = ask_file(&app, Some("mailboxes.age"), "Encrypted hand-over", &["age"]).await? else {
         return Ok(None);
@@ -454,12 +496,14 @@ pub async fn export_handover<R: Runtime>(
 /// Imports a hand-over file chosen in the open dialog with its passphrase; what each mailbox
 /// became (new or replaced). `None` when cancelled.
 #[tauri::command(async)]
+#[specta::specta]
 #[instrument(skip(app, state, passphrase), err)]
 pub async fn import_handover<R: Runtime>(
     app: AppHandle<R>,
     state: State<'_, Shell>,
-    passphrase: SecretString,
+    passphrase: Secret,
 ) -> Result<Option<Vec<mailbox_auth_core::handover::Imported>>> {
+    let passphrase = passphrase.0;
     let Some(path) = ask_file(&app, None, "Encrypted hand-over", &["age"]).await? else { return Ok(None) };
     let bytes = mailbox_auth_core::handover::read_file(&path).map_err(handover_error)?;
     let done =
@@ -469,6 +513,7 @@ pub async fn import_handover<R: Runtime>(
 
 /// Uptime over 7 and 30 days and the up/down transitions of one mailbox.
 #[tauri::command(async)]
+#[specta::specta]
 #[instrument(skip(state), err)]
 pub async fn uptime(state: State<'_, Shell>, name: String) -> Result<mailbox_auth_core::uptime::Uptime> {
     Ok(state.core.uptime(&name)?)
@@ -477,6 +522,7 @@ pub async fn uptime(state: State<'_, Shell>, name: String) -> Result<mailbox_aut
 /// The background monitor's state (paused, worst badge, interval, last pass, start at login),
 /// with the worst badge (and so the tray icon) brought up to date with the window's own checks.
 #[tauri::command(async)]
+#[specta::specta]
 pub async fn monitor_state(
     app: AppHandle,
     state: State<'_, Shell>,
@@ -489,6 +535,7 @@ pub async fn monitor_state(
 
 /// Pauses or resumes the background monitor (the tray's Pause/Resume monitoring).
 #[tauri::command(async)]
+#[specta::specta]
 pub async fn set_monitoring_paused(
     app: AppHandle,
     watch: State<'_, std::sync::Arc<crate::watch::Watch>>,
@@ -500,6 +547,7 @@ pub async fn set_monitoring_paused(
 
 /// Starts a monitor pass now (the tray's Check all now).
 #[tauri::command(async)]
+#[specta::specta]
 pub async fn check_all_now(app: AppHandle) -> Result<()> {
     crate::watch::check_now(&app);
     Ok(())
@@ -507,6 +555,7 @@ pub async fn check_all_now(app: AppHandle) -> Result<()> {
 
 /// Turns "start at login" on or off; returns whether it is on.
 #[tauri::command(async)]
+#[specta::specta]
 pub async fn set_start_at_login(app: AppHandle, on: bool) -> Result<bool> {
     crate::watch::set_start_at_login(&app, on)
         .map_err(|e| IpcError::new("autostart", e, "Check that ~/.config/autostart can be written, then try again."))
@@ -516,6 +565,7 @@ pub async fn set_start_at_login(app: AppHandle, on: bool) -> Result<bool> {
 /// unlocked, which mailboxes lost their stored sign-in, and the fixes. The data directory is the
 /// one the shell opened (`default_home`), so its lock files are the ones every program uses.
 #[tauri::command(async)]
+#[specta::specta]
 #[instrument(skip(state), err)]
 pub async fn keyring_doctor(state: State<'_, Shell>) -> Result<mailbox_auth_core::doctor::Report> {
     let locks = mailbox_auth_core::lock::Locks::new(mailbox_auth_core::store::default_home().join("locks"));
@@ -526,6 +576,7 @@ pub async fn keyring_doctor(state: State<'_, Shell>) -> Result<mailbox_auth_core
 /// admin chooses in the native save dialog. Every name is looked up before the dialog opens.
 /// Returns the path written, `None` when the admin cancels.
 #[tauri::command(async)]
+#[specta::specta]
 #[instrument(skip(app, state), err)]
 pub async fn support_bundle<R: Runtime>(
     app: AppHandle<R>,
@@ -552,5 +603,33 @@ pub async fn support_bundle<R: Runtime>(
         Ok(s) => Ok(Some(s.path.display().to_string())),
         Err(BundleError::App(e)) => Err(e.into()),
         Err(e) => Err(IpcError::new(&e.code(), e.to_string(), "Choose a writable folder and try again.")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A secret from the window is a `SecretString` from the first byte: never printed, and
+    /// typed as the plain `string` the window sends.
+    #[test]
+    fn a_secret_argument_is_read_into_a_secret_string_and_never_printed() {
+        let s: Secret = serde_json::from_str("\"hunter2-value\"").unwrap();
+        assert_eq!(s.0.expose_secret(), "hunter2-value");
+        assert!(!format!("{s:?}").contains("hunter2"), "{s:?}");
+        let ts = crate::bindings::typescript();
+        assert!(ts.contains("setClientSecret: (name: string, secret: string, expires: string | null)"));
+        assert!(ts.contains("exportHandover: (passphrase: string)"));
+    }
+
+    #[test]
+    fn the_expiry_date_is_read_by_the_core_and_a_bad_one_names_its_field() {
+        assert_eq!(expiry(None).unwrap(), None);
+        assert_eq!(expiry(Some(" ".into())).unwrap(), None);
+        assert_eq!(expiry(Some("2027-03-31".into())).unwrap(), chrono::NaiveDate::from_ymd_opt(2027, 3, 31));
+        let e = expiry(Some("31/03/2027".into())).unwrap_err();
+        assert_eq!(e.code, "invalid");
+        assert_eq!(e.fields[0].field, "client_secret_expires");
+        assert!(e.fields[0].message.contains("is not a date like 2027-03-31"), "{}", e.fields[0].message);
     }
 }

@@ -6,13 +6,13 @@ use mailbox_auth_core::AppError;
 use serde::Serialize;
 
 /// One field's problem, named like the core's `FieldError.field` (or a CSV column).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, specta::Type)]
 pub struct FieldProblem {
     pub field: String,
     pub message: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error, specta::Type)]
 #[error("{code}: {message}")]
 pub struct IpcError {
     pub code: String,

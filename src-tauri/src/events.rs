@@ -8,7 +8,7 @@ use serde::Serialize;
 /// (`{"step": "browser_opened", "url": …}`, `waiting_for_sign_in`, `device_code`, `exchanging`,
 /// `verifying`), then `{"step": "done", "record": …}`. The window shows the sign-in address
 /// of `browser_opened` too, to copy when no browser opened.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum SignInEvent {
     /// The newest health record: a verification's, or the sign-in failure's.
@@ -25,7 +25,7 @@ impl From<AuthStep> for SignInEvent {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -43,9 +43,9 @@ mod tests {
         assert_eq!(v["url"], "https://idp/auth");
     }
 
-    #[test]
-    fn done_carries_the_record() {
-        let record = HealthRecord {
+    /// A passed IMAP check with three messages.
+    pub(crate) fn record() -> HealthRecord {
+        HealthRecord {
             mailbox: "m".into(),
             at: chrono::Utc::now(),
             check: mailbox_auth_core::health::Check::Imap,
@@ -56,7 +56,12 @@ mod tests {
             fix: None,
             server_words: None,
             messages: Some(3),
-        };
+        }
+    }
+
+    #[test]
+    fn done_carries_the_record() {
+        let record = record();
         let v = serde_json::to_value(SignInEvent::Done { record }).unwrap();
         assert_eq!((v["step"].as_str(), v["record"]["messages"].as_u64()), (Some("done"), Some(3)));
     }

@@ -38,7 +38,7 @@ pub const TRAY: &str = "main";
 pub const PASS_EVENT: &str = "monitor-pass";
 
 /// The worst badge over the mailboxes the monitor checks, as the tray shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, specta::Type)]
 #[serde(rename_all = "snake_case")]
 pub enum Worst {
     /// Nothing is monitored (no signed-in mailbox), or monitoring is paused.
@@ -140,7 +140,7 @@ pub struct Watch {
 }
 
 /// What the window's settings menu shows.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, specta::Type)]
 pub struct MonitorState {
     pub paused: bool,
     pub worst: Worst,

@@ -108,6 +108,7 @@ impl AppError {
 
 /// What crosses to the UI or the CLI's JSON for an error.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct Failure {
     pub code: String,
     pub message: String,
@@ -116,6 +117,7 @@ pub struct Failure {
 
 /// A mailbox with its badge and newest record.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct MailboxView {
     #[serde(flatten)]
     pub mailbox: Mailbox,
@@ -140,6 +142,7 @@ pub struct MailboxView {
 /// What one verification proved: the incoming server (IMAP or POP3), and the outbound SMTP
 /// server when the mailbox has one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct Verification {
     /// The incoming server's record (or the failed refresh's, or the unreadable settings').
     pub incoming: HealthRecord,
@@ -166,6 +169,7 @@ impl Verification {
 
 /// The result of an import: what was saved and what was refused.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct ImportReport {
     pub imported: Vec<String>,
     pub errors: Vec<RowError>,
@@ -177,6 +181,7 @@ pub struct ImportReport {
 
 /// What an import does with one row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "lowercase")]
 pub enum ImportAction {
     /// A mailbox of that name does not exist yet.
@@ -192,6 +197,7 @@ pub enum ImportAction {
 /// One row of an import preview or report: its line, its cells as the file has them, and the
 /// mailbox it becomes (`action` new, update or unchanged) or its errors (`refused`).
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct ImportRow {
     pub line: u64,
     /// The `name` cell (the mailbox's name when it is imported).
@@ -216,6 +222,7 @@ pub struct ImportRow {
 
 /// The counts the preview's summary line and its Import button show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct ImportSummary {
     /// Rows that are imported (new, update or unchanged).
     pub ready: usize,
@@ -238,6 +245,7 @@ pub struct SaveOutcome {
 
 /// The whole preview of an import: every row, in file order.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct ImportPreview {
     pub rows: Vec<ImportRow>,
     /// Every row's errors, in file order (each belongs to one of `rows`).

@@ -55,6 +55,7 @@ pub enum CertError {
 
 /// The public part of a certificate credential, as the admin needs it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct Certificate {
     /// DER bytes: what a `.cer` file holds.
     #[serde(skip)]

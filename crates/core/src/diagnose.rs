@@ -20,7 +20,10 @@ pub struct Diagnosis {
 /// from codes. On the wire `{"kind": "exchange_script"}`, `{"kind": "sign_in_again"}`,
 /// `{"kind": "edit_field", "field": "folder"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+// `doctor::Fix` (a keyring fix) takes the plain name in the window's bindings; a container's
+// name does not change its JSON.
+#[serde(rename = "FixAction", tag = "kind", rename_all = "snake_case")]
 pub enum Fix {
     /// Run the Exchange Online PowerShell for the (app-only) mailbox: its service principal,
     /// FullAccess permission and IMAP/POP enabled (`exchange_script`).

@@ -39,6 +39,7 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(30);
 
 /// What the doctor found out about the Secret Service.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct ServiceState {
     /// A Secret Service answered.
     pub reachable: bool,
@@ -54,6 +55,7 @@ pub struct ServiceState {
 
 /// One mailbox's keyring entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct MailboxEntry {
     pub name: String,
     /// `ok`, `signin_missing`, `not_signed_in`, `no_client_secret`, `unchecked` (the keyring
@@ -65,6 +67,7 @@ pub struct MailboxEntry {
 
 /// A problem and its fix.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct Problem {
     pub code: String,
     pub message: String,
@@ -73,6 +76,7 @@ pub struct Problem {
 
 /// How to get a working keyring, per desktop, in the admin's words.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct Fix {
     pub setting: &'static str,
     pub steps: &'static [&'static str],
@@ -80,6 +84,7 @@ pub struct Fix {
 
 /// The doctor's whole answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct Report {
     /// No problem found.
     pub ok: bool,

@@ -151,6 +151,7 @@ pub struct Exported {
 
 /// What importing one mailbox did.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct Imported {
     pub name: String,
     /// A mailbox of that name existed: its settings, sign-in dates and secrets were replaced.

@@ -13,6 +13,7 @@ use crate::diagnose::Fix;
 /// (`authenticate`, `refresh`, `imap`, `pop3`, `smtp`), so rows written before the type existed
 /// read unchanged (the store keeps each record as JSON).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "lowercase")]
 pub enum Check {
     /// A sign-in (browser, device code or app-only token): a new authorisation.
@@ -146,8 +147,31 @@ impl Serialize for HealthRecord {
     }
 }
 
+// The IPC shape of a record is what `Serialize` above writes (with `throttled`), not the struct's
+// fields: keep the two in step (the desktop shell's bindings test compares them).
+#[cfg(feature = "specta")]
+const _: () = {
+    #[derive(specta::Type)]
+    #[specta(remote = crate::health::HealthRecord)]
+    #[allow(dead_code)]
+    struct HealthRecord {
+        mailbox: String,
+        at: DateTime<Utc>,
+        check: Check,
+        ok: bool,
+        code: Option<String>,
+        message: String,
+        hint: Option<String>,
+        fix: Option<Fix>,
+        server_words: Option<String>,
+        messages: Option<u32>,
+        throttled: bool,
+    }
+};
+
 /// The badge of a mailbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// The newest verification reached the mailbox, recently.

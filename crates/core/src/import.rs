@@ -49,6 +49,7 @@ const REQUIRED: &[&str] = &["name", "email", "client_id"];
 
 /// A problem with one row (or, with line 1, the header).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[error("line {line}: {field}: {message}")]
 pub struct RowError {
     pub line: u64,

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 /// Incoming mail protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Imap,
@@ -23,6 +24,7 @@ pub enum Protocol {
 /// How the connection is secured. There is deliberately no plaintext option: a bearer token must
 /// never cross the network in clear.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "lowercase")]
 pub enum Security {
     /// Implicit TLS from the first byte (IMAPS 993, POP3S 995).
@@ -33,6 +35,7 @@ pub enum Security {
 
 /// Who issues the tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     Microsoft,
@@ -42,6 +45,7 @@ pub enum ProviderKind {
 
 /// How the mailbox obtains its tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "snake_case")]
 pub enum Flow {
     /// Authorization code + PKCE through the system browser (RFC 6749 §4.1, RFC 7636, RFC 8252).
@@ -55,6 +59,7 @@ pub enum Flow {
 
 /// Optional outbound mail server (SMTP submission).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct Smtp {
     pub host: String,
     pub port: u16,
@@ -114,6 +119,7 @@ pub fn parse_date(field: &'static str, text: &str) -> Result<chrono::NaiveDate, 
 
 /// A configured mailbox. Holds no secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct Mailbox {
     /// Unique, admin-chosen name (the key in the store and the keyring).
     pub name: String,

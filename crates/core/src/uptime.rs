@@ -20,6 +20,7 @@ use crate::health::{Check, HealthRecord};
 
 /// Up or down at some moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     Up,
@@ -28,6 +29,7 @@ pub enum State {
 
 /// One change of state: when, to what, and the record that made it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct StateChange {
     pub at: DateTime<Utc>,
     /// `None` for the first known state.
@@ -40,6 +42,7 @@ pub struct StateChange {
 
 /// Uptime over the last 7 and 30 days and the transitions, newest first.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct Uptime {
     /// Fraction of the known time in the window that the mailbox was up, 0.0–1.0; `None` when
     /// nothing is known about the window.

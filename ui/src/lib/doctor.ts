@@ -1,39 +1,9 @@
-// The keyring doctor's report (mailbox_auth_core::doctor::Report) and what the banner shows.
+// What the banner shows for the keyring doctor's report.
 
-export interface DoctorService {
-  reachable: boolean;
-  locked: boolean | null;
-  backend: string | null;
-  collection: string | null;
-  detail: string | null;
-}
+import type { Report } from "./bindings";
 
-export interface DoctorMailbox {
-  name: string;
-  state: string;
-  label: string;
-}
-
-export interface DoctorProblem {
-  code: string;
-  message: string;
-  fix: string;
-}
-
-export interface DoctorFix {
-  setting: string;
-  steps: string[];
-}
-
-export interface DoctorReport {
-  ok: boolean;
-  code: string | null;
-  service: DoctorService;
-  desktop: string | null;
-  mailboxes: DoctorMailbox[];
-  problems: DoctorProblem[];
-  fixes: DoctorFix[];
-}
+/** The doctor's report, generated from `mailbox_auth_core::doctor::Report`. */
+export type DoctorReport = Report;
 
 export interface Banner {
   title: string;

@@ -66,7 +66,8 @@ export function draftFrom(m: Mailbox): Draft {
     token_url: m.token_url ?? "",
     auth_params: m.auth_params.map(([key, value]) => ({ key, value })),
     ca_file: m.ca_file ?? "",
-    flow: m.flow,
+    // Always sent by the core; optional in the type because a saved mailbox may leave it out.
+    flow: m.flow ?? "auth_code",
     device_url: m.device_url ?? "",
     issuer: m.issuer ?? "",
     smtp_host: m.smtp?.host ?? "",
@@ -89,7 +90,7 @@ function parsePort(s: string): number | null {
 
 /**
  * Converts the form to a Mailbox. Problems the core cannot even receive (a port that is not a
- * number, a malformed date) are reported here, with the core's wording; everything else is
+ * number) are reported here, with the core's wording; everything else is
  * left to the core's validation so there is one source of truth.
  */
 export function toMailbox(d: Draft): { mailbox: Mailbox | null; problems: FieldProblem[] } {
@@ -114,10 +115,9 @@ export function toMailbox(d: Draft): { mailbox: Mailbox | null; problems: FieldP
       message: "must be a number of minutes from 1 to 10080 (a week), or empty for the monitor's interval",
     });
   }
+  // Not checked here: this is the date the core sent (the editor's date input goes to
+  // `setClientSecret`, where the core's `mailbox::parse_date` reads it and names the field).
   const expires = opt(d.client_secret_expires);
-  if (expires && !/^\d{4}-\d{2}-\d{2}$/.test(expires)) {
-    problems.push({ field: "client_secret_expires", message: `\`${expires}\` is not a date like 2027-03-31` });
-  }
   const params = d.auth_params.filter((p) => p.key.trim() !== "" || p.value.trim() !== "");
   for (const p of params) {
     if (p.key.trim() === "") problems.push({ field: "auth_params", message: `a value (\`${p.value}\`) has no parameter name` });

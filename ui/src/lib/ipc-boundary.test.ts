@@ -20,4 +20,14 @@ describe("IPC boundary", () => {
       .map(([file]) => file);
     expect(offenders).toEqual(["./ipc.ts"]);
   });
+
+  it("the generated bindings reach Tauri only through ipc.ts, and only ipc.ts calls them", () => {
+    expect(sources["./bindings.ts"]).toMatch(/^\/\/ Generated from the Rust commands and types/);
+    expect(sources["./bindings.ts"]).toMatch(/import \{ invoke as __TAURI_INVOKE, Channel \} from "\.\/ipc";/);
+    // Elsewhere only types come from the bindings (`import type`): every call goes through ipc.ts.
+    const callers = Object.entries(sources)
+      .filter(([file, text]) => file !== "./ipc.ts" && /^\s*import\s+(?!type\b)[^;]*from\s+["'](\.\.?\/)+(lib\/)?bindings["']/m.test(text))
+      .map(([file]) => file);
+    expect(callers).toEqual([]);
+  });
 });

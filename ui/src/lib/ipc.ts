@@ -1,27 +1,17 @@
 // The only module that talks to the Tauri shell. Everything else calls these typed functions,
 // so the rest of the UI (and its unit tests) never imports @tauri-apps/api.
+//
+// The commands and their argument and result types are generated from the Rust code into
+// `bindings.ts` (see src-tauri/src/bindings.rs); this module gives them the window's names and
+// turns every rejection into one `IpcError`. `bindings.ts` reaches Tauri through the `invoke`
+// and `Channel` re-exported here, so this stays the one module that imports @tauri-apps.
 import { Channel, invoke } from "@tauri-apps/api/core";
 import { listen } from "@tauri-apps/api/event";
-import type {
-  AppCertificate,
-  CreatedCert,
-  CsvFile,
-  HandoverImported,
-  HealthRecord,
-  ImportPreview,
-  ImportReport,
-  IpcError,
-  Mailbox,
-  MailboxView,
-  MonitorState,
-  Preset,
-  ProviderKind,
-  Protocol,
-  Security,
-  SignInEvent,
-  Uptime,
-  Verification,
-} from "./types";
+import { commands } from "./bindings";
+import type { HealthRecord, IpcError, MonitorState, Protocol, ProviderKind, Security, SignInEvent } from "./bindings";
+
+/** For `bindings.ts` only: the rest of the UI calls the functions below. */
+export { Channel, invoke };
 
 /** Turns whatever a rejected invoke carried into an IpcError. */
 export function toIpcError(e: unknown): IpcError {
@@ -33,42 +23,46 @@ export function toIpcError(e: unknown): IpcError {
   return { code: "ipc", message: String(e), hint: "Check the values entered and try again.", fields: [] };
 }
 
-async function call<T>(cmd: string, args?: Record<string, unknown>): Promise<T> {
-  try {
-    return await invoke<T>(cmd, args);
-  } catch (e) {
-    throw toIpcError(e);
-  }
+/** A generated command whose rejection is always an IpcError. */
+function call<A extends unknown[], T>(command: (...args: A) => Promise<T>): (...args: A) => Promise<T> {
+  return async (...args: A) => {
+    try {
+      return await command(...args);
+    } catch (e) {
+      throw toIpcError(e);
+    }
+  };
 }
 
-export const listMailboxes = () => call<MailboxView[]>("list_mailboxes");
-export const getMailbox = (name: string) => call<MailboxView>("get_mailbox", { name });
-export const saveMailbox = (mailbox: Mailbox, isNew: boolean) => call<MailboxView>("save_mailbox", { mailbox, isNew });
-export const deleteMailbox = (name: string) => call<void>("delete_mailbox", { name });
-export const forget = (name: string) => call<void>("forget", { name });
-export const history = (name: string, limit = 50) => call<HealthRecord[]>("history", { name, limit });
+export const listMailboxes = call(commands.listMailboxes);
+export const getMailbox = call(commands.getMailbox);
+export const saveMailbox = call(commands.saveMailbox);
+export const deleteMailbox = call(commands.deleteMailbox);
+export const forget = call(commands.forget);
+export const history = (name: string, limit = 50) => call(commands.history)(name, limit);
 /** Checks the incoming server and, when the mailbox has one, the SMTP server. */
-export const verify = (name: string) => call<Verification>("verify", { name });
+export const verify = call(commands.verify);
 /** Sends a real test message through the mailbox's SMTP server. Field errors: `to`, `smtp_host`. */
-export const sendTestMessage = (name: string, to: string) => call<HealthRecord>("send_test_message", { name, to });
+export const sendTestMessage = call(commands.sendTestMessage);
 
 export function verifyMany(names: string[], onRecord: (r: HealthRecord) => void): Promise<HealthRecord[]> {
   const ch = new Channel<HealthRecord>();
   ch.onmessage = onRecord;
-  return call<HealthRecord[]>("verify_many", { names, onRecord: ch });
+  return call(commands.verifyMany)(names, ch);
 }
 
 export function authenticate(name: string, onStep: (e: SignInEvent) => void): Promise<HealthRecord> {
   const ch = new Channel<SignInEvent>();
   ch.onmessage = onStep;
-  return call<HealthRecord>("authenticate", { name, onProgress: ch });
+  // No timeout given: the core's default.
+  return call(commands.authenticate)(name, null, ch);
 }
 
-export const cancelAuthentication = (name: string) => call<boolean>("cancel_authentication", { name });
-export const openSignInUrl = (url: string) => call<void>("open_sign_in_url", { url });
+export const cancelAuthentication = call(commands.cancelAuthentication);
+export const openSignInUrl = call(commands.openSignInUrl);
 
-export const importPreview = (text: string, base: string | null) => call<ImportPreview>("import_preview", { text, base });
-export const importCommit = (text: string, base: string | null) => call<ImportReport>("import_commit", { text, base });
+export const importPreview = call(commands.importPreview);
+export const importCommit = call(commands.importCommit);
 
 /** The provider's defaults; `smtpSecurity` picks the SMTP port for that security (else the usual one). */
 export const providerPreset = (
@@ -77,47 +71,43 @@ export const providerPreset = (
   security: Security,
   tenant: string | null,
   smtpSecurity: Security | null = null,
-) => call<Preset>("provider_preset", { provider, protocol, security, tenant, smtpSecurity });
+) => call(commands.providerPreset)(provider, protocol, security, tenant, smtpSecurity);
 
 /** Sends a client secret to the keyring. Nothing ever sends one back. */
-export const setClientSecret = (name: string, secret: string, expires: string | null) =>
-  call<void>("set_client_secret", { name, secret, expires });
+export const setClientSecret = call(commands.setClientSecret);
 
 /** The Exchange Online PowerShell granting the app of these app-only mailboxes access to them.
  * Field errors: `mailboxes`, `object_id`, `display_name`, `client_id`. */
-export const exchangeScript = (names: string[], objectId: string, displayName: string) =>
-  call<string>("exchange_script", { names, objectId, displayName });
+export const exchangeScript = call(commands.exchangeScript);
 
 /** Asks for a CSV file (the shell opens the dialog and reads only the file chosen there); null
  * when the admin cancels. */
-export const chooseCsvFile = () => call<CsvFile | null>("read_csv_file");
+export const chooseCsvFile = call(commands.readCsvFile);
 
 /** Asks where to save the export (the shell opens the dialog and writes only there); the path
  * written, or null when the admin cancels. */
-export const exportCsvToFile = () => call<string | null>("export_csv");
+export const exportCsvToFile = call(commands.exportCsv);
 
 /** Makes a certificate credential for an app-only mailbox; the shell asks where to save the
  * .cer first. Null when the admin cancels. Field errors: `flow`, `certificate`. */
-export const createAppCert = (name: string, days: number) =>
-  call<CreatedCert | null>("create_app_cert", { name, days });
+export const createAppCert = call(commands.createAppCert);
 /** The stored certificate's thumbprint and last day, or null. */
-export const appCert = (name: string) => call<AppCertificate | null>("app_cert", { name });
+export const appCert = call(commands.appCert);
 /** Exports everything, secrets included, encrypted with the passphrase, to a file the shell asks
  * for. The path written, or null when cancelled. Field error: `passphrase`. */
-export const exportHandover = (passphrase: string) => call<string | null>("export_handover", { passphrase });
+export const exportHandover = call(commands.exportHandover);
 /** Imports a hand-over file the shell asks for. Null when cancelled. */
-export const importHandover = (passphrase: string) =>
-  call<HandoverImported[] | null>("import_handover", { passphrase });
+export const importHandover = call(commands.importHandover);
 
 /** Uptime over 7 and 30 days and the up/down transitions of one mailbox. */
-export const uptime = (name: string) => call<Uptime>("uptime", { name });
+export const uptime = call(commands.uptime);
 
 /** The background monitor (it runs while the app runs, also with the window closed to the tray). */
-export const monitorState = () => call<MonitorState>("monitor_state");
-export const setMonitoringPaused = (paused: boolean) => call<MonitorState>("set_monitoring_paused", { paused });
-export const checkAllNow = () => call<void>("check_all_now");
+export const monitorState = call(commands.monitorState);
+export const setMonitoringPaused = call(commands.setMonitoringPaused);
+export const checkAllNow = call(commands.checkAllNow);
 /** Turns "start at login" on or off; whether it is on. */
-export const setStartAtLogin = (on: boolean) => call<boolean>("set_start_at_login", { on });
+export const setStartAtLogin = call(commands.setStartAtLogin);
 
 /** Calls `f` after every monitor pass (and pause/resume); returns the unsubscribe function. */
 export function onMonitorPass(f: (s: MonitorState) => void): Promise<() => void> {
@@ -125,7 +115,7 @@ export function onMonitorPass(f: (s: MonitorState) => void): Promise<() => void>
 }
 
 /** The keyring doctor: reachable, locked, backend, mailboxes whose sign-in is missing. */
-export const keyringDoctor = () => call<import("./doctor").DoctorReport>("keyring_doctor");
+export const keyringDoctor = call(commands.keyringDoctor);
 /** Asks where to save a support bundle of these mailboxes and writes it; the path, or `null`
  * when the admin cancels. */
-export const supportBundle = (names: string[]) => call<string | null>("support_bundle", { names });
+export const supportBundle = call(commands.supportBundle);

@@ -16,7 +16,7 @@ describe("sign-in steps", () => {
     s = applySignInEvent(s, { step: "exchanging" });
     expect(states(s)).toBe("browser:done waiting:done exchanging:active verifying:pending");
     s = applySignInEvent(s, { step: "verifying" });
-    const rec: HealthRecord = { mailbox: "desk", at: "", check: "imap", ok: true, code: null, message: "", hint: null, fix: null, server_words: null, messages: 3 };
+    const rec: HealthRecord = { mailbox: "desk", at: "", check: "imap", ok: true, code: null, message: "", hint: null, fix: null, server_words: null, messages: 3, throttled: false };
     s = applySignInEvent(s, { step: "done", record: rec });
     expect(states(s)).toBe("browser:done waiting:done exchanging:done verifying:done");
     expect(s.position).toEqual({ index: 2, total: 10 });

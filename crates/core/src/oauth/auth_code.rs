@@ -29,6 +29,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Steps of a sign-in, for progress display.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum AuthStep {
     /// The authorization URL is ready; `opened` says whether a browser was started.
