@@ -24,6 +24,7 @@
 pub mod imap;
 mod mutf7;
 pub mod pop3;
+mod pop3_wire;
 mod recorder;
 pub mod sasl;
 pub mod smtp;
