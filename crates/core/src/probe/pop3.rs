@@ -20,6 +20,8 @@
 //!   replies handed whole (`async_pop_waits_forever_after_a_reply_in_two_reads_so_replies_are_handed_whole`),
 //!   the failure of a `CAPA` the crate swallows
 //!   (`async_pop_swallows_a_capability_list_it_cannot_read_so_an_empty_list_is_checked`),
+//!   ASCII for the crate, which panics on other bytes when `trace` logging is on
+//!   (`async_pop_panics_on_a_reply_that_is_not_utf8_when_trace_logging_is_on_so_it_reads_ascii`),
 //!   the line cap, the step timeouts, the transcript and the server's own words.
 //!
 //! A capability list async-pop cannot read (a capability with parameters it does not know, a
@@ -888,6 +890,38 @@ mod tests {
         let mut pop = async_pop::new(Wire::new(client, Duration::from_secs(2), &seen)).await.unwrap();
         assert!(pop.has_auth_mechanism("XOAUTH2"));
         assert_eq!(pop.stat().await.unwrap().counter().value().unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn async_pop_panics_on_a_reply_that_is_not_utf8_when_trace_logging_is_on_so_it_reads_ascii() {
+        // A user's `trace` directive sets the `log` crate's level to trace; async-pop then
+        // formats what it read with `str::from_utf8(..).unwrap()`. A Latin-1 greeting:
+        const GREETING: &[u8] = b"+OK Willkommen, J\xfcrgen\r\n";
+        let before = log::max_level();
+        log::set_max_level(log::LevelFilter::Trace);
+        let greeted = |greeting: &'static [u8]| {
+            let (client, mut server) = tokio::io::duplex(4096);
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                server.write_all(greeting).await.unwrap();
+                let mut sink = [0u8; 64];
+                // Refuse CAPA, then hold the connection until the client leaves.
+                if server.read(&mut sink).await.unwrap_or(0) > 0 {
+                    let _ = server.write_all(b"-ERR no CAPA\r\n").await;
+                }
+                while server.read(&mut sink).await.unwrap_or(0) > 0 {}
+            });
+            client
+        };
+        let raw = tokio::spawn(async_pop::new(greeted(GREETING))).await;
+        let seen = Seen::default();
+        let through_the_wire =
+            tokio::spawn(async_pop::new(Wire::new(greeted(GREETING), Duration::from_secs(2), &seen))).await;
+        log::set_max_level(before);
+        assert!(raw.is_err_and(|e| e.is_panic()), "async-pop now takes bytes that are not UTF-8");
+        let pop = through_the_wire.expect("no panic through the wire").expect("greeted");
+        assert_eq!(pop.greeting().map(|g| g.to_string()).as_deref(), Some("Willkommen, J?rgen"));
+        assert_eq!(seen.line(), "-ERR no CAPA");
     }
 
     /// A connection that reads `wire` and then the end of the stream, and discards writes.

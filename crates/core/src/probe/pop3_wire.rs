@@ -5,17 +5,21 @@
 //! re-parses from its start, and trusts what it reads. Its weak spots, each with a test in
 //! `pop3.rs` against the crate itself, and what this stream does about them:
 //! - `async_pop::new` waits for a greeting, and after STLS (RFC 2595 §4) there is none: the
-//!   stream hands over [`AFTER_STLS`] first, a synthetic `+OK` that is never sent by the server
-//!   and so is never in the transcript or in an error;
-//! - at the end of the stream it polls again and again without ever failing: here the end is an
+//!   stream hands over [`AFTER_STLS`] first, a synthetic `+OK` that the server never sent and
+//!   so is never in the transcript or in an error;
+//! - at the end of the stream it reads again and again and never fails: here the end is an
 //!   error (`the server closed the connection`);
 //! - `new` swallows any failure of its `CAPA`: the first failure is kept ([`Seen::failure`]),
-//!   and once failed the stream fails every read and write, so the crate cannot go on on a
+//!   and once failed the stream fails every read and write, so the crate cannot go on over a
 //!   broken stream;
-//! - its buffer panics when more than 2 KiB follow a reply in one read: the stream hands the
-//!   crate at most one line per read, so nothing ever follows a reply;
-//! - with `trace` logging on, it formats what it read with `from_utf8(..).unwrap()`: the crate
-//!   sees bytes above 0x7F as `?` (the transcript and the server's words keep them);
+//! - after a reply that came in two reads it keeps waiting for as many bytes as that reply had
+//!   (a size it asked for and never forgets), so a shorter next reply is never read: the stream
+//!   hands the crate each reply whole, one at a time — a capability list longer than the
+//!   crate's first read ([`CRATE_READ`]) is refused by name; a single long line may come in
+//!   pieces, which the crate reads without asking for a size;
+//! - with `trace` logging on it formats what it read with `str::from_utf8(..).unwrap()`, and
+//!   panics on a reply that is not UTF-8: the crate sees bytes above 0x7F as `?` (the
+//!   transcript and the server's words keep them);
 //! - its buffer grows to 20 MiB for one reply: lines are capped at [`MAX_LINE`] and replies at
 //!   [`MAX_REPLY_LINES`] lines (the byte budget, below, bounds the rest).
 //!
@@ -361,5 +365,116 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Wire<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A wire over `bytes` (then the end of the stream), the client's writes discarded.
+    fn over(
+        bytes: &'static [u8],
+        seen: &Seen,
+    ) -> Wire<tokio::io::Join<std::io::Cursor<&'static [u8]>, tokio::io::Sink>> {
+        Wire::new(tokio::io::join(std::io::Cursor::new(bytes), tokio::io::sink()), Duration::from_secs(2), seen)
+    }
+
+    #[tokio::test]
+    async fn replies_are_handed_one_at_a_time_and_the_end_is_an_error() {
+        let seen = Seen::default();
+        let mut w = over(b"+OK a\r\n+OK b\r\n-ERR c", &seen);
+        let mut buf = [0u8; 100];
+        let n = w.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"+OK a\r\n");
+        let n = w.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"+OK b\r\n");
+        let e = w.read(&mut buf).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(seen.failure(), Some(Failure::Closed(Step::Greeting)));
+        assert_eq!(seen.words(), "-ERR c", "the line the server did not finish");
+        assert!(w.read(&mut buf).await.is_err(), "once failed, always failed");
+    }
+
+    #[tokio::test]
+    async fn the_crate_sees_ascii_and_the_words_keep_the_text() {
+        let seen = Seen::default();
+        let mut w = over("-ERR [IN-USE] Müller\r\n".as_bytes(), &seen);
+        let mut buf = [0u8; 100];
+        let n = w.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"-ERR [IN-USE] M??ller\r\n");
+        assert_eq!(seen.line(), "-ERR [IN-USE] Müller");
+    }
+
+    #[tokio::test]
+    async fn a_long_line_is_handed_in_pieces_and_a_longer_one_refused() {
+        static LONG: std::sync::LazyLock<Vec<u8>> =
+            std::sync::LazyLock::new(|| [b"+OK ".as_slice(), &[b'x'; 5000], b"\r\n"].concat());
+        let seen = Seen::default();
+        let mut w = over(LONG.as_slice(), &seen);
+        let mut buf = [0u8; 2048];
+        let mut got = Vec::new();
+        while !got.ends_with(b"\n") {
+            let n = w.read(&mut buf).await.unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, *LONG);
+
+        static TOO_LONG: std::sync::LazyLock<Vec<u8>> =
+            std::sync::LazyLock::new(|| [b"+OK ".as_slice(), &vec![b'x'; MAX_LINE + 1], b"\r\n"].concat());
+        let seen = Seen::default();
+        let mut w = over(TOO_LONG.as_slice(), &seen);
+        assert!(w.read(&mut buf).await.is_err());
+        assert_eq!(seen.failure(), Some(Failure::LineTooLong(Step::Greeting)));
+    }
+
+    #[test]
+    fn steps_are_the_commands_written() {
+        assert_eq!(step_of(b"CAPA"), Some(Step::Capability));
+        assert_eq!(step_of(b"AUTH XOAUTH2 dXNlcj1h"), Some(Step::Authenticate));
+        assert_eq!(step_of(b"STAT"), Some(Step::Stat));
+        assert_eq!(step_of(b"QUIT"), Some(Step::Quit));
+        // SASL responses stay in the step of their AUTH.
+        assert_eq!(step_of(b"dXNlcj1hbGljZQ=="), None);
+        assert_eq!(step_of(b"AQ=="), None);
+        assert_eq!(step_of(b"\r\n"), None);
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_times_out_in_the_step_of_its_command() {
+        let (client, _server) = tokio::io::duplex(1024);
+        let seen = Seen::default();
+        let mut w = Wire::new(client, Duration::from_millis(200), &seen);
+        let mut buf = [0u8; 16];
+        let e = w.read(&mut buf).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(seen.failure(), Some(Failure::TimedOut(Step::Greeting)));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+        /// Whatever the server sends: the crate is handed only ASCII, never more than one line
+        /// per read, and every byte of what it is handed, in order, up to the first failure.
+        #[test]
+        fn the_crate_is_handed_ascii_a_line_at_a_time(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000)) {
+            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            let handed = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+                let seen = Seen::default();
+                let mut w = over(bytes, &seen);
+                let mut handed = Vec::new();
+                let mut buf = [0u8; 2048];
+                while let Ok(n) = w.read(&mut buf).await {
+                    proptest::prop_assert!(n > 0);
+                    proptest::prop_assert!(buf[..n].is_ascii());
+                    proptest::prop_assert!(!buf[..n.saturating_sub(1)].contains(&b'\n'), "one line per read");
+                    handed.extend_from_slice(&buf[..n]);
+                }
+                Ok(handed)
+            })?;
+            let expected: Vec<u8> = bytes[..handed.len()].iter().map(|b| if b.is_ascii() { *b } else { b'?' }).collect();
+            proptest::prop_assert_eq!(handed, expected);
+        }
     }
 }
