@@ -255,6 +255,13 @@ fn capabilities(t: &ProbeTarget, seen: &Seen, caps: &[Capability]) -> Result<Opt
     match (seen.lines(), seen.line().as_str()) {
         (1, l) if l.starts_with("-ERR") => Ok(None),
         (2, ".") => Ok(Some(Vec::new())),
+        // The list came, and async-pop could not read it (a capability it does not know the
+        // form of): the server's list, so the admin sees which.
+        (n, ".") if n > 2 => Err(unexpected(
+            t,
+            Step::Capability,
+            format!("a capability list async-pop cannot read: {}", seen.reply().join(" | ")),
+        )),
         _ => Err(unexpected(t, Step::Capability, seen.words())),
     }
 }
@@ -745,6 +752,10 @@ mod tests {
         .await;
         let e = r.unwrap_err();
         assert_eq!((e.code(), e.step()), ("protocol", "capability"), "{e}");
+        assert_eq!(
+            e.server_words(),
+            Some("a capability list async-pop cannot read: +OK | X-EXTENSION with parameters | SASL XOAUTH2 | .")
+        );
         assert_eq!(seen, ["CAPA"]);
     }
 

@@ -52,6 +52,9 @@ pub(crate) const MAX_REPLY_LINES: usize = 1000;
 /// What async-pop reads at most at once at the start of a reply (its buffer's first chunk).
 pub(crate) const CRATE_READ: usize = 2048;
 
+/// Bytes of a reply's lines kept for an error about it.
+pub(crate) const KEPT_REPLY: usize = 4096;
+
 /// How the stream failed, and in which step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Failure {
@@ -105,6 +108,8 @@ struct SeenState {
     partial: Vec<u8>,
     /// Complete lines since the client last spoke.
     lines: usize,
+    /// Those lines, up to [`KEPT_REPLY`] bytes.
+    reply: Vec<String>,
     failure: Option<Failure>,
 }
 
@@ -132,6 +137,12 @@ impl Seen {
     /// Complete lines the server sent since the client's last command.
     pub(crate) fn lines(&self) -> usize {
         self.lock().lines
+    }
+
+    /// The lines the server sent since the client's last command (the first [`KEPT_REPLY`]
+    /// bytes of them).
+    pub(crate) fn reply(&self) -> Vec<String> {
+        self.lock().reply.clone()
     }
 
     /// The first failure of the stream, if it failed.
@@ -210,6 +221,10 @@ impl<S> Wire<S> {
                     let raw = std::mem::take(&mut s.partial);
                     s.line = String::from_utf8_lossy(&raw).trim_end().to_string();
                     s.lines += 1;
+                    if s.reply.iter().map(String::len).sum::<usize>() + s.line.len() <= KEPT_REPLY {
+                        let line = s.line.clone();
+                        s.reply.push(line);
+                    }
                     lines += 1;
                     if s.lines > MAX_REPLY_LINES {
                         return Err(Failure::EndlessReply(step));
@@ -331,7 +346,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Wire<S> {
                 this.step = step;
                 Watch::enter(step);
             }
-            this.seen.lock().lines = 0;
+            let mut s = this.seen.lock();
+            s.lines = 0;
+            s.reply.clear();
+            drop(s);
             this.client_at_line_start = false;
             this.restart_clock();
         }
