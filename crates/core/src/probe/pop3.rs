@@ -768,6 +768,27 @@ mod tests {
         assert_eq!(seen, ["CAPA"]);
     }
 
+    #[tokio::test]
+    async fn a_capability_list_trickled_to_async_pop_ends_at_the_probes_deadline() {
+        // One line every 250 ms, each in time for the step timeout: only the deadline ends it.
+        let (port, _h) = testing::serve("+OK ready\r\n", ServerTls::None, |l: &str| match l {
+            "CAPA" => Reply::Trickle("+OK\r\n".into(), "X-PADDING\r\n".into(), Duration::from_millis(250)),
+            _ => send("-ERR\r\n"),
+        })
+        .await;
+        let mut t = target(port, Security::Tls);
+        t.timeout = Duration::from_secs(1);
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let token = token();
+        let started = std::time::Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(30), super::super::guarded(&t, &token, over(&t, tcp, &token)))
+            .await
+            .expect("still running after 30 s");
+        let e = r.unwrap_err();
+        assert_eq!((e.code(), e.step()), ("probe_deadline", "capability"), "{e}");
+        assert!(started.elapsed() < t.deadline() + Duration::from_secs(5), "took {:?}", started.elapsed());
+    }
+
     // What async-pop 1.1 cannot do, shown against the crate itself: each test fails once a
     // version of the crate can, and the hand-written part or the guard named can then go.
 
