@@ -2,7 +2,7 @@
 //! XOAUTH2 or OAUTHBEARER (RFC 7628), then `STAT` and `QUIT`.
 //!
 //! The session over TLS goes through the async-pop crate: `async_pop::new` reads the greeting
-//! and the capability list, async-pop's SASL `Authenticator` (`Bearer`) and `Communicator`
+//! and sends `CAPA` (the list itself is read beneath it, see below), async-pop's SASL `Authenticator` (`Bearer`) and `Communicator`
 //! carry the exchange, its parser reads the replies to `AUTH` and `STAT`, and its stream writes
 //! every command. What stays hand-written, and why (each reason has a test named for it, against
 //! the crate itself, that fails once a version of the crate can do the part):
@@ -18,15 +18,19 @@
 //!   after STLS (`async_pop_waits_for_a_greeting_so_after_stls_the_wire_hands_it_one`), the end
 //!   of the stream as an error (`async_pop_never_ends_at_the_end_of_the_stream_so_the_wire_makes_it_an_error`),
 //!   replies handed whole (`async_pop_waits_forever_after_a_reply_in_two_reads_so_replies_are_handed_whole`),
-//!   the failure of a `CAPA` the crate swallows
-//!   (`async_pop_swallows_a_capability_list_it_cannot_read_so_an_empty_list_is_checked`),
+//!   the failure of a `CAPA` the crate swallows (a failed `CAPA` is no error to `new`),
 //!   ASCII for the crate, which panics on other bytes when `trace` logging is on
 //!   (`async_pop_panics_on_a_reply_that_is_not_utf8_when_trace_logging_is_on_so_it_reads_ascii`),
-//!   the line cap, the step timeouts, the transcript and the server's own words.
-//!
-//! A capability list async-pop cannot read (a capability with parameters it does not know, a
-//! SASL mechanism outside its list) or longer than its first read (2 KiB) ends the probe as a
-//! protocol error at `capability`, before any credential is sent.
+//!   the line cap, the step timeouts, the transcript and the server's own words;
+//! - the capability list over TLS: the probe reads it itself ([`CapaList`], the same reader as
+//!   before STLS) beneath the crate, and chooses the mechanism from the words after `SASL`
+//!   ([`sasl_mechanisms`]). async-pop's parser knows a fixed list of SASL mechanisms and of
+//!   capability parameters; RFC 2449 §6 allows any, and on one it does not know the crate fails
+//!   on the whole list (`async_pop_cannot_read_unknown_sasl_mechanisms_so_the_probe_reads_capa_itself`),
+//!   which would turn a working mailbox red for a capability the admin cannot change. Its own
+//!   parse is of no use to the probe and, failed, breaks its state, so it is handed an empty
+//!   list; the transcript and any error keep the server's lines. A list ends at its lone dot
+//!   whatever its length, within the line cap (64 KiB), 1000 lines and the byte budget.
 //!
 //! The SASL exchange: when the server lists SASL in CAPA and `AUTH <mechanism> <response>`
 //! fits RFC 5034 §4's 255 octets, the initial response goes on the AUTH line (one round trip
@@ -45,7 +49,6 @@
 
 use async_pop::error::ErrorKind;
 use async_pop::request::Request;
-use async_pop::response::capability::Capability;
 use async_pop::response::types::DataType;
 use async_pop::response::Response;
 use async_pop::sasl::{Authenticator, Communicator};
@@ -131,18 +134,11 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin + Send>(
     };
     // After STLS the capabilities are asked again (async-pop's `new` does): the plain-text list
     // may have been forged.
-    let caps = capabilities(t, seen, client.capabilities())?;
+    let caps = capabilities(t, seen)?;
     let mechanism = match &caps {
         Some(caps) => {
-            let offered: Vec<String> = caps
-                .iter()
-                .filter_map(|c| match c {
-                    Capability::Sasl(m) => Some(m.iter().map(|m| String::from_utf8_lossy(m).to_string())),
-                    _ => None,
-                })
-                .flatten()
-                .collect();
-            match Mechanism::pick(offered.iter().map(String::as_str)) {
+            let offered = sasl_mechanisms(caps);
+            match Mechanism::pick(offered.iter().copied()) {
                 Some(m) => m,
                 None => {
                     let offered = if offered.is_empty() { "no SASL mechanism".into() } else { offered.join(", ") };
@@ -242,26 +238,19 @@ fn command(name: &str) -> Request {
     name.parse().unwrap_or_else(|_| unreachable!("async-pop knows {name}"))
 }
 
-/// The capabilities async-pop read in `new`, or `None` when the server does not support CAPA.
-/// The crate keeps quiet when it cannot read the list (it swallows the error and leaves the
-/// list empty), so an empty list is checked against what the server said.
-fn capabilities(t: &ProbeTarget, seen: &Seen, caps: &[Capability]) -> Result<Option<Vec<Capability>>, ProbeError> {
+/// The capability list the server sent in answer to async-pop's `CAPA`, as the stream beneath
+/// the crate read it ([`Seen::capabilities`]), or `None` when the server does not support CAPA.
+/// The crate itself is handed an empty list (see `pop3_wire.rs`): its parse of the server's list
+/// is not used, and must not fail, as it does on a list it cannot read.
+fn capabilities(t: &ProbeTarget, seen: &Seen) -> Result<Option<Vec<String>>, ProbeError> {
     if let Some(f) = seen.failure() {
         return Err(from_wire(t, f));
     }
-    if !caps.is_empty() {
-        return Ok(Some(caps.to_vec()));
+    if let Some(caps) = seen.capabilities() {
+        return Ok(Some(caps));
     }
     match (seen.lines(), seen.line().as_str()) {
         (1, l) if l.starts_with("-ERR") => Ok(None),
-        (2, ".") => Ok(Some(Vec::new())),
-        // The list came, and async-pop could not read it (a capability it does not know the
-        // form of): the server's list, so the admin sees which.
-        (n, ".") if n > 2 => Err(unexpected(
-            t,
-            Step::Capability,
-            format!("a capability list async-pop cannot read: {}", seen.reply().join(" | ")),
-        )),
         _ => Err(unexpected(t, Step::Capability, seen.words())),
     }
 }
@@ -283,9 +272,6 @@ fn from_wire(t: &ProbeTarget, f: Failure) -> ProbeError {
         Failure::LineTooLong(_) => unexpected(t, step, super::LINE_TOO_LONG),
         Failure::EndlessReply(_) if step == Step::Capability => unexpected(t, step, "an endless capability list"),
         Failure::EndlessReply(_) => unexpected(t, step, "an endless reply"),
-        Failure::ReplyTooLong(_) => {
-            unexpected(t, step, format!("a capability list longer than {} octets", super::pop3_wire::CRATE_READ))
-        }
         Failure::Broken(_, kind, detail) => super::broken(t, step, &std::io::Error::new(kind, detail)),
     }
 }
@@ -342,20 +328,56 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
         if !self.line(t, Step::Capability).await?.starts_with("+OK") {
             return Ok(None);
         }
-        let mut caps = Vec::new();
+        let mut list = CapaList::default();
         loop {
             let l = self.line(t, Step::Capability).await?;
-            if l == "." {
-                return Ok(Some(caps));
-            }
-            // RFC 1939 §3: a terminating-octet-looking first dot is doubled.
-            let l = l.strip_prefix('.').unwrap_or(&l);
-            caps.push(l.to_ascii_uppercase());
-            if caps.len() > MAX_CAPABILITIES {
-                return Err(unexpected(t, Step::Capability, "an endless capability list"));
+            if list.take(&l).map_err(|e| unexpected(t, Step::Capability, e))? {
+                return Ok(Some(list.into_vec()));
             }
         }
     }
+}
+
+/// The lines of a capability list after its `+OK` (RFC 2449 §5), read a line at a time: by the
+/// plain-text part before STLS and by the stream beneath async-pop over TLS (`pop3_wire.rs`).
+/// Hand-written: the probe needs only the names and the SASL mechanisms, and must take any
+/// capability RFC 2449 §6 allows (parameters of any form, any SASL mechanism name), which
+/// async-pop's parser does not (see [`sasl_mechanisms`]).
+#[derive(Debug, Default)]
+pub(crate) struct CapaList(Vec<String>);
+
+impl CapaList {
+    /// Takes one line (without its line break); `Ok(true)` at the lone dot that ends the list.
+    pub(crate) fn take(&mut self, line: &str) -> Result<bool, &'static str> {
+        if line == "." {
+            return Ok(true);
+        }
+        // RFC 1939 §3: a terminating-octet-looking first dot is doubled.
+        let l = line.strip_prefix('.').unwrap_or(line);
+        self.0.push(l.to_ascii_uppercase());
+        if self.0.len() > MAX_CAPABILITIES {
+            return Err("an endless capability list");
+        }
+        Ok(false)
+    }
+
+    pub(crate) fn into_vec(self) -> Vec<String> {
+        self.0
+    }
+}
+
+/// The SASL mechanisms a capability list offers: the words after `SASL` (RFC 2449 §6.3), any
+/// names at all. async-pop 1.1's parser knows a fixed list of mechanisms and fails on the whole
+/// list at a name outside it (`SCRAM-SHA-256-PLUS`, `X-FOO`), so the probe chooses from its own
+/// reading (`async_pop_cannot_read_unknown_sasl_mechanisms_so_the_probe_reads_capa_itself`).
+pub(crate) fn sasl_mechanisms(caps: &[String]) -> Vec<&str> {
+    caps.iter()
+        .filter_map(|c| {
+            let mut words = c.split_ascii_whitespace();
+            (words.next() == Some("SASL")).then_some(words)
+        })
+        .flatten()
+        .collect()
 }
 
 #[cfg(test)]
@@ -730,33 +752,86 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_capability_list_longer_than_async_pop_reads_at_once_is_refused_by_name() {
-        let long = format!("+OK\r\n{}SASL XOAUTH2\r\n.\r\n", "X-PADDING\r\n".repeat(300));
-        let (r, seen, _) = dialogue(move |l: &str| match l {
-            "CAPA" => send(long.clone()),
-            _ => send("+OK\r\n"),
-        })
-        .await;
-        let e = r.unwrap_err();
-        assert_eq!((e.code(), e.step()), ("protocol", "capability"), "{e}");
-        assert_eq!(e.server_words(), Some("a capability list longer than 2048 octets"));
-        assert_eq!(seen, ["CAPA"], "no credential after a list that was not read");
+    async fn a_capability_list_async_pop_cannot_read_is_read_by_the_probe_and_signed_in_to() {
+        // RFC 2449 §6: parameters of any form, any SASL mechanism, dot-stuffed lines; async-pop
+        // reads none of these three lines.
+        let expected = testing::script(
+            "
+            S: +OK POP3 ready
+            C: CAPA
+            S: +OK Capability list follows
+            S: X-EXTENSION with parameters
+            S: SASL PLAIN XOAUTH2 SCRAM-SHA-256-PLUS
+            S: ..X-DOT-STUFFED
+            S: .
+            C: AUTH XOAUTH2 <redacted, 80 bytes>
+            S: +OK Logged in.
+            C: STAT
+            S: +OK 2 3456
+            C: QUIT
+            ",
+        );
+        let (r, heard) = testing::converse(super::super::Service::Pop3, &expected).await;
+        assert_eq!(heard, expected, "the transcript keeps the server's list as it came");
+        let rep = r.unwrap();
+        assert_eq!((rep.mechanism, rep.detail.as_str()), ("XOAUTH2", "STAT: 2 messages (3456 octets)"));
     }
 
     #[tokio::test]
-    async fn a_capability_list_async_pop_cannot_read_ends_the_dialogue_before_the_token() {
+    async fn oauthbearer_among_mechanisms_async_pop_does_not_know_is_chosen() {
+        let (r, seen, _) =
+            dialogue(pop3_server(Some("SASL X-FOO OAUTHBEARER GS2-KRB5\r\nLOGIN-DELAY 900 USER\r\n"), true)).await;
+        assert_eq!(r.unwrap().mechanism, "OAUTHBEARER");
+        assert!(seen[1].starts_with("AUTH OAUTHBEARER "), "{seen:?}");
+    }
+
+    #[tokio::test]
+    async fn a_capability_list_longer_than_async_pop_reads_at_once_is_signed_in_to() {
+        // 300 lines (3.3 KiB) and a line of 60 000 octets: async-pop would take either in more
+        // than one read.
+        let long = format!("{}X-LONG {}\r\nSASL XOAUTH2\r\n", "X-PADDING\r\n".repeat(300), "p".repeat(60_000));
+        let long: &'static str = Box::leak(long.into_boxed_str());
+        let (r, seen, _) = dialogue(pop3_server(Some(long), true)).await;
+        assert_eq!(r.unwrap().messages, 2);
+        assert_eq!(seen[0], "CAPA");
+        assert!(seen[1].starts_with("AUTH XOAUTH2 "), "{seen:?}");
+    }
+
+    #[tokio::test]
+    async fn a_capability_list_without_its_dot_ends_as_a_protocol_error_before_the_token() {
+        let wire = "+OK ready\r\n+OK\r\nSASL XOAUTH2\r\n";
+        let (r, _) = super::super::replay(super::super::Service::Pop3, wire.as_bytes()).await;
+        let e = r.unwrap_err();
+        // Still at `capability`: no AUTH, so no credential, was sent.
+        assert_eq!((e.code(), e.step()), ("protocol", "capability"), "{e}");
+        assert_eq!(e.server_words(), Some("the server closed the connection"));
+    }
+
+    #[tokio::test]
+    async fn a_capability_list_of_more_than_1000_lines_ends_as_an_endless_list() {
         let (r, seen, _) = dialogue(|l: &str| match l {
-            "CAPA" => send("+OK\r\nX-EXTENSION with parameters\r\nSASL XOAUTH2\r\n.\r\n"),
+            "CAPA" => send(format!("+OK\r\n{}SASL XOAUTH2\r\n.\r\n", "X-PADDING\r\n".repeat(1000))),
             _ => send("+OK\r\n"),
         })
         .await;
         let e = r.unwrap_err();
-        assert_eq!((e.code(), e.step()), ("protocol", "capability"), "{e}");
         assert_eq!(
-            e.server_words(),
-            Some("a capability list async-pop cannot read: +OK | X-EXTENSION with parameters | SASL XOAUTH2 | .")
+            (e.code(), e.step(), e.server_words()),
+            ("protocol", "capability", Some("an endless capability list"))
         );
         assert_eq!(seen, ["CAPA"]);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_long_capability_lines_over_tls_ends_at_the_byte_budget() {
+        // As before STLS (`an_endless_pop3_capability_list_of_long_lines_is_not_buffered`):
+        // within the line cap and 1000 lines, the byte budget ends it.
+        let line = format!("X-{}\r\n", "P".repeat(60_000));
+        let flood = format!("+OK ready\r\n+OK\r\n{}", line.repeat(20));
+        let (r, read) = super::super::replay(super::super::Service::Pop3, flood.as_bytes()).await;
+        let e = r.unwrap_err();
+        assert_eq!((e.code(), e.step()), ("reply_too_large", "capability"), "{e}");
+        assert_eq!(read, super::super::BYTE_BUDGET);
     }
 
     #[tokio::test]
@@ -849,7 +924,7 @@ mod tests {
         let (client, h) = scripted("", |_| Some(vec!["+OK\r\nSASL XOAUTH2\r\n.\r\n"]));
         let seen = Seen::default();
         let pop = async_pop::new(Wire::after_stls(client, Duration::from_secs(2), &seen)).await.unwrap();
-        assert!(pop.has_auth_mechanism("XOAUTH2"));
+        assert_eq!(seen.capabilities(), Some(vec!["SASL XOAUTH2".to_string()]), "the list read beneath the crate");
         drop(pop);
         assert_eq!(h.await.unwrap(), ["CAPA"]);
     }
@@ -886,13 +961,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn async_pop_swallows_a_capability_list_it_cannot_read_so_an_empty_list_is_checked() {
-        // RFC 2449 §6: a capability may have parameters; async-pop reads only those it knows.
-        let (client, _h) =
-            scripted("+OK ready\r\n", |_| Some(vec!["+OK\r\nX-EXTENSION with parameters\r\nSASL XOAUTH2\r\n.\r\n"]));
-        let pop = async_pop::new(client).await.expect("the failed CAPA is not reported");
-        assert!(pop.capabilities().is_empty(), "{:?}", pop.capabilities());
-        assert!(!pop.has_auth_mechanism("XOAUTH2"));
+    async fn async_pop_cannot_read_unknown_sasl_mechanisms_so_the_probe_reads_capa_itself() {
+        // RFC 2449 §6: any SASL mechanism name, any parameters; async-pop's parser knows a fixed
+        // list of each and fails on the whole list (quietly: `new` swallows it).
+        const LISTS: [&str; 4] = [
+            "+OK\r\nUSER\r\nSASL PLAIN XOAUTH2 SCRAM-SHA-256-PLUS\r\n.\r\n",
+            "+OK\r\nSASL XOAUTH2 X-FOO\r\n.\r\n",
+            "+OK\r\nX-EXTENSION with parameters\r\nSASL XOAUTH2\r\n.\r\n",
+            "+OK\r\n..X-DOT-STUFFED\r\nSASL XOAUTH2\r\n.\r\n",
+        ];
+        for list in LISTS {
+            let (client, _h) =
+                scripted("+OK ready\r\n", move |l| Some(vec![if l == "CAPA" { list } else { "+OK 1 2\r\n" }]));
+            let mut pop = async_pop::new(client).await.expect("the failed CAPA is not reported");
+            assert!(!pop.has_auth_mechanism("XOAUTH2"), "async-pop now reads {list:?}: {:?}", pop.capabilities());
+            // And its state is broken: the next reply is not read as the answer to its command.
+            let stat = tokio::time::timeout(Duration::from_millis(500), pop.stat()).await;
+            assert!(!matches!(stat, Ok(Ok(_))), "async-pop now goes on after {list:?}");
+
+            // Through the wire, the probe reads the list, and the crate goes on.
+            let (client, _h) =
+                scripted("+OK ready\r\n", move |l| Some(vec![if l == "CAPA" { list } else { "+OK 1 2\r\n" }]));
+            let seen = Seen::default();
+            let mut pop = async_pop::new(Wire::new(client, Duration::from_secs(2), &seen)).await.unwrap();
+            let caps = seen.capabilities().expect("the list was read");
+            assert_eq!(Mechanism::pick(sasl_mechanisms(&caps)), Some(Mechanism::XOAuth2), "{caps:?}");
+            assert_eq!(pop.stat().await.unwrap().counter().value().unwrap(), 1);
+        }
     }
 
     #[tokio::test]
@@ -920,7 +1015,7 @@ mod tests {
         });
         let seen = Seen::default();
         let mut pop = async_pop::new(Wire::new(client, Duration::from_secs(2), &seen)).await.unwrap();
-        assert!(pop.has_auth_mechanism("XOAUTH2"));
+        assert_eq!(seen.capabilities().unwrap()[0], "SASL XOAUTH2");
         assert_eq!(pop.stat().await.unwrap().counter().value().unwrap(), 1);
     }
 
@@ -988,6 +1083,32 @@ mod tests {
             let want: Vec<String> = caps.iter().map(|c| c.to_ascii_uppercase()).collect();
             proptest::prop_assert_eq!(got, Some(want));
             proptest::prop_assert_eq!(next, after);
+        }
+
+        /// Any RFC 2449 capability list (names and parameters of any form, dot-stuffed lines,
+        /// SASL mechanisms async-pop has never heard of) with XOAUTH2 among the mechanisms: the
+        /// probe signs in with XOAUTH2.
+        #[test]
+        fn xoauth2_is_found_in_any_capability_list(
+            caps in proptest::collection::vec(("[A-Za-z][A-Za-z0-9-]{0,15}", proptest::collection::vec("[!-~]{1,12}", 0..4)), 0..20),
+            stuffed in proptest::collection::vec("\\.[!-~]{1,12}", 0..3),
+            mechanisms in proptest::collection::vec("[A-Za-z0-9_-]{1,20}", 0..8),
+            xoauth2 in proptest::sample::select(vec!["XOAUTH2", "xoauth2", "XOauth2"]),
+            sasl in proptest::sample::select(vec!["SASL", "sasl", "Sasl"]),
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            line_at in proptest::prelude::any::<proptest::sample::Index>(),
+        ) {
+            let mut mechanisms = mechanisms;
+            mechanisms.insert(at.index(mechanisms.len() + 1), xoauth2.to_string());
+            let mut lines: Vec<String> = caps.iter().map(|(name, params)| [name.clone()].iter().chain(params).cloned().collect::<Vec<_>>().join(" ")).collect();
+            // RFC 1939 §3: a line starting with the termination octet is dot-stuffed.
+            lines.extend(stuffed.iter().map(|l| format!(".{l}")));
+            lines.insert(line_at.index(lines.len() + 1), format!("{sasl} {}", mechanisms.join(" ")));
+            let wire = format!("+OK ready\r\n+OK\r\n{}\r\n.\r\n+OK in\r\n+OK 2 10\r\n+OK bye\r\n", lines.join("\r\n"));
+            let (r, _) = block_on(super::super::replay(super::super::Service::Pop3, wire.as_bytes()));
+            let rep = r.map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{e} for {wire:?}")))?;
+            proptest::prop_assert_eq!(rep.mechanism, "XOAUTH2");
+            proptest::prop_assert_eq!(rep.messages, 2);
         }
 
         /// Any bytes at all as the answers: an error or a result, never a panic or a hang.

@@ -12,16 +12,24 @@
 //! - `new` swallows any failure of its `CAPA`: the first failure is kept ([`Seen::failure`]),
 //!   and once failed the stream fails every read and write, so the crate cannot go on over a
 //!   broken stream;
+//! - its parser of the capability list knows a fixed set of SASL mechanisms and of capability
+//!   parameters, and on any other (RFC 2449 §6 allows any) fails on the whole list, leaves its
+//!   `CAPA` as the command the next reply is read for, and drops the reply: the stream reads
+//!   the server's list itself, with the probe's own CAPA reader (`CapaList` in `pop3.rs`),
+//!   keeps it for the probe ([`Seen::capabilities`]) and hands the crate [`CRATE_CAPA`], an
+//!   empty list, in its place — the transcript and the server's words keep the server's lines;
 //! - after a reply that came in two reads it keeps waiting for as many bytes as that reply had
 //!   (a size it asked for and never forgets), so a shorter next reply is never read: the stream
-//!   hands the crate each reply whole, one at a time — a capability list longer than the
-//!   crate's first read ([`CRATE_READ`]) is refused by name; a single long line may come in
-//!   pieces, which the crate reads without asking for a size;
+//!   hands the crate each reply whole, one at a time (a capability list of any length is one
+//!   short reply, [`CRATE_CAPA`]); a single long line may come in pieces, which the crate reads
+//!   without asking for a size;
 //! - with `trace` logging on it formats what it read with `str::from_utf8(..).unwrap()`, and
 //!   panics on a reply that is not UTF-8: the crate sees bytes above 0x7F as `?` (the
 //!   transcript and the server's words keep them);
 //! - its buffer grows to 20 MiB for one reply: lines are capped at [`MAX_LINE`] and replies at
-//!   [`MAX_REPLY_LINES`] lines (the byte budget, below, bounds the rest).
+//!   [`MAX_REPLY_LINES`] lines (the byte budget, below, bounds the rest, and so the capability
+//!   list this stream holds until its dot: a flood of long lines ends as `reply_too_large`, as
+//!   before STLS).
 //!
 //! Each line from the server must arrive within the step timeout of the command before it, as
 //! in the hand-written dialogues (`LineConn`); the step is the command the crate writes (`CAPA`,
@@ -39,6 +47,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use super::pop3::CapaList;
 use super::transcript::Transcribed;
 use super::{Step, Watch, LINE_TOO_LONG, MAX_LINE};
 
@@ -49,11 +58,9 @@ pub(crate) const AFTER_STLS: &[u8] = b"+OK\r\n";
 /// a list.
 pub(crate) const MAX_REPLY_LINES: usize = 1000;
 
-/// What async-pop reads at most at once at the start of a reply (its buffer's first chunk).
-pub(crate) const CRATE_READ: usize = 2048;
-
-/// Bytes of a reply's lines kept for an error about it.
-pub(crate) const KEPT_REPLY: usize = 4096;
+/// What async-pop reads instead of the server's capability list: the probe reads that list
+/// itself ([`Seen::capabilities`]).
+pub(crate) const CRATE_CAPA: &[u8] = b"+OK\r\n.\r\n";
 
 /// How the stream failed, and in which step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,8 +73,6 @@ pub(crate) enum Failure {
     LineTooLong(Step),
     /// More than [`MAX_REPLY_LINES`] lines after one command.
     EndlessReply(Step),
-    /// A capability list longer than async-pop takes in one read ([`CRATE_READ`]).
-    ReplyTooLong(Step),
     /// The connection broke (or the byte budget was spent, which the probe tells apart).
     Broken(Step, io::ErrorKind, String),
 }
@@ -79,7 +84,6 @@ impl Failure {
             | Failure::Closed(s)
             | Failure::LineTooLong(s)
             | Failure::EndlessReply(s)
-            | Failure::ReplyTooLong(s)
             | Failure::Broken(s, ..) => *s,
         }
     }
@@ -90,7 +94,6 @@ impl Failure {
             Failure::Closed(_) => io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection"),
             Failure::LineTooLong(_) => io::Error::new(io::ErrorKind::InvalidData, LINE_TOO_LONG),
             Failure::EndlessReply(_) => io::Error::new(io::ErrorKind::InvalidData, "an endless reply"),
-            Failure::ReplyTooLong(_) => io::Error::new(io::ErrorKind::InvalidData, "a reply too long for async-pop"),
             Failure::Broken(_, kind, detail) => io::Error::new(*kind, detail.clone()),
         }
     }
@@ -108,8 +111,8 @@ struct SeenState {
     partial: Vec<u8>,
     /// Complete lines since the client last spoke.
     lines: usize,
-    /// Those lines, up to [`KEPT_REPLY`] bytes.
-    reply: Vec<String>,
+    /// The server's capability list, as the probe reads it.
+    capabilities: Option<Vec<String>>,
     failure: Option<Failure>,
 }
 
@@ -139,10 +142,11 @@ impl Seen {
         self.lock().lines
     }
 
-    /// The lines the server sent since the client's last command (the first [`KEPT_REPLY`]
-    /// bytes of them).
-    pub(crate) fn reply(&self) -> Vec<String> {
-        self.lock().reply.clone()
+    /// The capability list the server sent after `+OK` to `CAPA` (read with the probe's
+    /// `CapaList`: dot-stuffing undone, upper case), once it has ended; async-pop was handed an
+    /// empty list instead.
+    pub(crate) fn capabilities(&self) -> Option<Vec<String>> {
+        self.lock().capabilities.clone()
     }
 
     /// The first failure of the stream, if it failed.
@@ -166,6 +170,9 @@ pub(crate) struct Wire<S> {
     pending: Vec<u8>,
     /// Bytes of the reply being handed over still to hand.
     handing: usize,
+    /// The capability list being read, and how far into `pending` its lines have been read.
+    capa: CapaList,
+    scanned: usize,
     seen: Seen,
     step: Step,
     client_at_line_start: bool,
@@ -187,6 +194,8 @@ impl<S> Wire<S> {
             greeting: b"",
             pending: Vec::new(),
             handing: 0,
+            capa: CapaList::default(),
+            scanned: 0,
             seen: seen.clone(),
             step: Step::Greeting,
             client_at_line_start: true,
@@ -221,10 +230,6 @@ impl<S> Wire<S> {
                     let raw = std::mem::take(&mut s.partial);
                     s.line = String::from_utf8_lossy(&raw).trim_end().to_string();
                     s.lines += 1;
-                    if s.reply.iter().map(String::len).sum::<usize>() + s.line.len() <= KEPT_REPLY {
-                        let line = s.line.clone();
-                        s.reply.push(line);
-                    }
                     lines += 1;
                     if s.lines > MAX_REPLY_LINES {
                         return Err(Failure::EndlessReply(step));
@@ -243,26 +248,30 @@ impl<S> Wire<S> {
     }
 
     /// Where the reply in `pending` ends, once it is all there: one line, or for a `+OK` to
-    /// `CAPA` the lines up to the lone dot (RFC 2449 §5). A capability list longer than the
-    /// crate's first read ([`CRATE_READ`]) is refused: async-pop would take it in two reads
-    /// and then wait for bytes that never come.
-    fn reply_end(&self) -> Result<Option<usize>, Failure> {
-        let p = &self.pending;
-        let Some(first) = p.iter().position(|b| *b == b'\n').map(|i| i + 1) else { return Ok(None) };
-        if !(self.step == Step::Capability && p.starts_with(b"+OK")) {
+    /// `CAPA` the lines up to the lone dot (RFC 2449 §5), which are read here with the probe's
+    /// CAPA reader and replaced by [`CRATE_CAPA`] (see the module docs).
+    fn reply_end(&mut self) -> Result<Option<usize>, Failure> {
+        let Some(first) = self.pending.iter().position(|b| *b == b'\n').map(|i| i + 1) else { return Ok(None) };
+        if !(self.step == Step::Capability && self.pending.starts_with(b"+OK")) {
             return Ok(Some(first));
         }
-        let mut start = first;
-        while let Some(i) = p[start..].iter().position(|b| *b == b'\n') {
-            let line = &p[start..start + i];
+        let mut start = self.scanned.max(first);
+        while let Some(i) = self.pending[start..].iter().position(|b| *b == b'\n') {
+            let line = String::from_utf8_lossy(&self.pending[start..start + i]);
             start += i + 1;
-            if line == b"." || line == b".\r" {
-                return if start > CRATE_READ { Err(Failure::ReplyTooLong(self.step)) } else { Ok(Some(start)) };
+            match self.capa.take(line.trim_end_matches(['\r', '\n'])) {
+                Ok(false) => {}
+                Ok(true) => {
+                    let list = std::mem::take(&mut self.capa).into_vec();
+                    self.seen.lock().capabilities = Some(list);
+                    self.scanned = 0;
+                    self.pending.splice(..start, CRATE_CAPA.iter().copied());
+                    return Ok(Some(CRATE_CAPA.len()));
+                }
+                Err(_) => return Err(Failure::EndlessReply(self.step)),
             }
         }
-        if p.len() > CRATE_READ {
-            return Err(Failure::ReplyTooLong(self.step));
-        }
+        self.scanned = start;
         Ok(None)
     }
 }
@@ -346,10 +355,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Wire<S> {
                 this.step = step;
                 Watch::enter(step);
             }
-            let mut s = this.seen.lock();
-            s.lines = 0;
-            s.reply.clear();
-            drop(s);
+            this.seen.lock().lines = 0;
             this.client_at_line_start = false;
             this.restart_clock();
         }
@@ -445,6 +451,23 @@ mod tests {
         let mut w = over(TOO_LONG.as_slice(), &seen);
         assert!(w.read(&mut buf).await.is_err());
         assert_eq!(seen.failure(), Some(Failure::LineTooLong(Step::Greeting)));
+    }
+
+    #[tokio::test]
+    async fn a_capability_list_is_read_here_and_the_crate_handed_an_empty_one() {
+        use tokio::io::AsyncWriteExt;
+        let seen = Seen::default();
+        let mut w = over(b"+OK hi\r\n+OK\r\nSASL xoauth2 X-FOO\r\n..X-STUFFED\r\n.\r\n+OK 1 2\r\n", &seen);
+        let mut buf = [0u8; 100];
+        let n = w.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"+OK hi\r\n");
+        w.write_all(b"CAPA\r\n").await.unwrap();
+        let n = w.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], CRATE_CAPA);
+        assert_eq!(seen.capabilities(), Some(vec!["SASL XOAUTH2 X-FOO".to_string(), ".X-STUFFED".into()]));
+        w.write_all(b"STAT\r\n").await.unwrap();
+        let n = w.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"+OK 1 2\r\n");
     }
 
     #[test]
