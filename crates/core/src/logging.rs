@@ -5,7 +5,8 @@
 //! Why a cap at all: some libraries log the bytes they exchange. async-imap logs every line it
 //! sends and receives at `trace` (target `async_imap::imap_stream`, through the `log` crate),
 //! and the line after `AUTHENTICATE XOAUTH2` is the base64 SASL response, which carries the
-//! access token; a server that echoes it sends it back. rustls and the HTTP stack (hyper,
+//! access token; a server that echoes it sends it back. async-pop does the same (target
+//! `async_pop::stream`, `C: AUTH XOAUTH2 <response>`). rustls and the HTTP stack (hyper,
 //! reqwest, whose verbose connection logging prints the token endpoint's answers) do the same
 //! at `trace`. The cap is a second filter that must *also* let an event through, so no user
 //! directive — however specific (`async_imap::imap_stream=trace`) — can turn those targets back
@@ -24,6 +25,7 @@ use tracing_subscriber::Layer;
 /// the module path (`async_imap` covers `async_imap::imap_stream`).
 pub const WIRE_CAPS: &[(&str, LevelFilter)] = &[
     ("async_imap", LevelFilter::DEBUG),
+    ("async_pop", LevelFilter::DEBUG),
     ("imap_proto", LevelFilter::DEBUG),
     ("rustls", LevelFilter::DEBUG),
     ("tokio_rustls", LevelFilter::DEBUG),
@@ -89,6 +91,7 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             tracing::trace!(target: "async_imap::imap_stream", "encode: dXNlcj1hbGljZQFhdXRoPUJlYXJlciBTRUNSRVQBAQ==");
             tracing::debug!(target: "async_imap::imap_stream", "debug line");
+            tracing::trace!(target: "async_pop::stream", "C: AUTH XOAUTH2 dXNlcj1ib2IBYXV0aD1CZWFyZXIgU0VDUkVUAQE=");
             tracing::trace!(target: "reqwest::connect::verbose", "read: refresh_token=SECRET");
             tracing::trace!(target: "mailbox_auth_core::probe", "own trace line");
         });
@@ -103,6 +106,7 @@ mod tests {
             "async_imap=trace,mailbox_auth_core=trace",
             "async_imap::imap_stream=trace,trace",
             "trace,reqwest::connect::verbose=trace",
+            "async_pop=trace,async_pop::stream=trace,trace",
         ] {
             let text = logged_with(d);
             assert!(!text.contains("SECRET") && !text.contains("dXNlcj1"), "{d}: {text}");

@@ -24,6 +24,7 @@
 pub mod imap;
 mod mutf7;
 pub mod pop3;
+mod pop3_wire;
 mod recorder;
 pub mod sasl;
 pub mod smtp;
@@ -852,7 +853,7 @@ pub(crate) const MAX_LINE: usize = 64 * 1024;
 /// The server's words when a line passes [`MAX_LINE`].
 pub(crate) const LINE_TOO_LONG: &str = "the server sent a line longer than 64 KiB";
 
-/// Line-oriented I/O for the hand-written dialogues (POP3, SMTP): bounded line reads, writes,
+/// Line-oriented I/O for the hand-written dialogues (SMTP, POP3 before STLS): bounded line reads, writes,
 /// each under the step timeout. Each protocol adds its own replies in its module.
 #[derive(Debug)]
 pub(crate) struct LineConn<S> {
