@@ -1,7 +1,7 @@
 // The only module that talks to the Tauri shell. Everything else calls these typed functions,
 // so the rest of the UI (and its unit tests) never imports @tauri-apps/api.
 import { Channel, invoke } from "@tauri-apps/api/core";
-import { listen } from "@tauri-apps/api/event";
+import { emit, listen } from "@tauri-apps/api/event";
 import type {
   AppCertificate,
   CreatedCert,
@@ -123,6 +123,11 @@ export const setStartAtLogin = (on: boolean) => call<boolean>("set_start_at_logi
 export function onMonitorPass(f: (s: MonitorState) => void): Promise<() => void> {
   return listen<MonitorState>("monitor-pass", (e) => f(e.payload));
 }
+
+/** Tells the shell the board is on screen with its handlers attached, and how many rows it shows
+ * (with MAILBOX_AUTH_REPORT_READY=1 the shell writes it to stderr: `scripts/bench` times the cold
+ * start with it). */
+export const boardReady = (rows: number) => emit("board-ready", rows);
 
 /** The keyring doctor: reachable, locked, backend, mailboxes whose sign-in is missing. */
 export const keyringDoctor = () => call<import("./doctor").DoctorReport>("keyring_doctor");
