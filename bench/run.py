@@ -85,7 +85,7 @@ class Bench:
         bins = os.environ.get("BENCH_BIN_DIR") or os.path.join(target, os.environ.get("BENCH_PROFILE", "release"))
         self.bin = os.path.join(bins, "mailbox-auth")
         self.tool = os.path.join(bins, "bench-tool")
-        for b in (self.bin, self.tool):
+        for b in (self.bin,) if args.only else (self.bin, self.tool):
             if not os.path.exists(b):
                 sys.exit(f"{b} is missing: scripts/bench builds it")
         self.work = tempfile.mkdtemp(prefix="mailbox-auth-bench.")
