@@ -17,8 +17,9 @@ Everything runs side by side in one run on one machine, so the ratios compare li
    access token, no refresh, at each C; the best).
 4. `list` with M mailboxes; the headless monitor with M mailboxes: time to check them all behind
    the link, then idle RSS and CPU between checks.
-5. Optionally (when given): the desktop window's cold start to an interactive board under Xvfb
-   and its idle RSS, and the `.deb`'s size and contents.
+5. With `--window` / `--deb` (`--only window` for these alone): the window's cold start to an
+   interactive board under Xvfb and its idle memory, beside a blank Tauri window (the floor), and
+   the `.deb`'s size (`bench/window.py`).
 
 Client CPU and peak RSS are the measured process's own (`wait4` rusage: user + system time,
 its children included; `ru_maxrss`).
@@ -36,6 +37,8 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+
+import window
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -82,7 +85,7 @@ class Bench:
         bins = os.environ.get("BENCH_BIN_DIR") or os.path.join(target, os.environ.get("BENCH_PROFILE", "release"))
         self.bin = os.path.join(bins, "mailbox-auth")
         self.tool = os.path.join(bins, "bench-tool")
-        for b in (self.bin, self.tool):
+        for b in (self.bin,) if args.only else (self.bin, self.tool):
             if not os.path.exists(b):
                 sys.exit(f"{b} is missing: scripts/bench builds it")
         self.work = tempfile.mkdtemp(prefix="mailbox-auth-bench.")
@@ -284,10 +287,8 @@ class Bench:
         if not a.skip_monitor:
             self.monitor(m, token40, p40[1])
 
-        if a.window:
-            self.window(a.window)
-        if a.deb:
-            self.extra["deb_mb"] = os.path.getsize(a.deb) / 1e6
+        # The window beside a blank Tauri window, the .deb (bench/window.py).
+        self.window_part(auth_home, total, True)
         for p in (proxy, proxy40):
             p.stdin.close()
             p.wait()
@@ -323,12 +324,23 @@ class Bench:
             p.terminate()
             p.wait()
 
-    def window(self, binary):
-        """Cold start to an interactive board under Xvfb, and the window's idle RSS."""
-        home = self.home("window", 10, self.sb["SANDBOX_TOKEN_URL"], self.sb["SANDBOX_IMAPS_PORT"])
-        out = measure_window(binary, self.env(home), self.a.idle_secs)
-        if out:
-            self.extra.update(out)
+    def window_part(self, big_home, n, signed_in):
+        if self.a.window and shutil.which("Xvfb"):
+            self.window_rows = window.run_window(self, big_home, n, signed_in, log)
+        elif self.a.window:
+            self.notes.append("window: Xvfb is not installed")
+        if self.a.deb:
+            target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+            self.extra.update(window.deb_size(self.a.deb, target))
+
+    def run_only_window(self):
+        """`--only window`: the window and the .deb, with `--big` mailboxes imported (not signed in)."""
+        self.extra = {}
+        self.a.window = True
+        n = self.a.big
+        home = self.home("window-big", n, self.sb["SANDBOX_TOKEN_URL"], self.sb["SANDBOX_IMAPS_PORT"])
+        self.window_part(home, n, False)
+        self.report()
 
     def report(self):
         a = self.a
@@ -345,19 +357,18 @@ class Bench:
                          f"{fmt(r['of_ceiling'], '{:.2f}×')} | {r['cpu_ms']:.2f} | {fmt(r['keyring_ms'], '{:.2f}')} | {r['rss_mb']:.0f} | "
                          f"{'' if not r['conns'] else '%d / %d' % r['conns']} |")
         e = self.extra
+        if "list_ms" not in e:  # --only window
+            lines = [f"Machine: {machine()}"]
         lines.append("")
-        lines.append(f"- `list --json` with {e['list_n']} mailboxes: {e['list_ms']:.0f} ms")
+        if "list_ms" in e:
+            lines.append(f"- `list --json` with {e['list_n']} mailboxes: {e['list_ms']:.0f} ms")
         if "monitor_once_s" in e:
             lines.append(f"- `monitor --once` with {e['monitor_n']} mailboxes behind a 40 ms RTT: "
                          f"{e['monitor_once_s']:.1f} s ({e['monitor_n'] / e['monitor_once_s']:.1f}/s, "
                          f"{e['monitor_cpu_ms']:.2f} ms CPU per mailbox, peak RSS {e['monitor_once_rss']:.0f} MB)")
             lines.append(f"- `monitor` idle between checks ({e['monitor_idle_secs']:.0f} s sampled): "
                          f"RSS {e['monitor_idle_rss']:.1f} MB, CPU {e['monitor_idle_cpu']:.2f} %")
-        if "window_start_ms" in e:
-            lines.append(f"- window cold start to an interactive board (Xvfb): {e['window_start_ms']:.0f} ms; "
-                         f"idle RSS {e['window_rss_mb']:.0f} MB (window process + WebKit children)")
-        if "deb_mb" in e:
-            lines.append(f"- `.deb`: {e['deb_mb']:.1f} MB")
+        lines += window.report(e, getattr(self, "window_rows", []))
         for n in self.notes:
             lines.append(f"- note: {n}")
         text = "\n".join(lines)
@@ -376,58 +387,6 @@ def rss_mb(pid):
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def tree_rss_mb(pid):
-    """RSS of a process and its descendants (WebKitGTK runs web and network processes)."""
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            total += rss_mb(p)
-            for t in os.listdir(f"/proc/{p}/task"):
-                todo += [int(c) for c in open(f"/proc/{p}/task/{t}/children").read().split()]
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-    return total
-
-
-def measure_window(binary, env, idle_secs):
-    """Starts the desktop binary under Xvfb with WebDriver off; the board counts as interactive
-    when the process has painted it and gone quiet: measured through the app's own log line
-    `board ready` when it writes one, else through CPU going idle."""
-    if not shutil.which("Xvfb"):
-        return None
-    disp = ":%d" % (90 + os.getpid() % 100)
-    xvfb = subprocess.Popen(["Xvfb", disp, "-screen", "0", "1280x800x24"], stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
-    try:
-        e = dict(env, DISPLAY=disp, MAILBOX_AUTH_LOG="info")
-        start = time.monotonic()
-        p = subprocess.Popen([binary], env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        ready = None
-        deadline = start + 30
-        os.set_blocking(p.stdout.fileno(), False)
-        buf = ""
-        while time.monotonic() < deadline and ready is None:
-            try:
-                chunk = os.read(p.stdout.fileno(), 65536)
-            except BlockingIOError:
-                chunk = b""
-            buf += chunk.decode("utf-8", "replace")
-            if re.search(r"board ready|interactive", buf):
-                ready = time.monotonic() - start
-            time.sleep(0.01)
-        time.sleep(idle_secs)
-        rss = tree_rss_mb(p.pid)
-        p.terminate()
-        p.wait(10)
-        if ready is None:
-            return {"window_rss_mb": rss}
-        return {"window_start_ms": 1000 * ready, "window_rss_mb": rss}
-    finally:
-        xvfb.terminate()
-        xvfb.wait()
 
 
 def machine():
@@ -453,12 +412,14 @@ def main():
     ap.add_argument("--big", type=int, default=1000, help="mailboxes for `list` and the monitor")
     ap.add_argument("--idle-secs", type=int, default=30)
     ap.add_argument("--skip-monitor", action="store_true")
-    ap.add_argument("--window", help="the desktop binary, to measure its cold start and idle RSS")
-    ap.add_argument("--deb", help="the .deb, to report its size")
+    window.add_args(ap)
     ap.add_argument("--out", help="also write the table here")
     b = Bench(ap.parse_args())
     try:
-        b.run()
+        if b.a.only == "window":
+            b.run_only_window()
+        else:
+            b.run()
     finally:
         shutil.rmtree(b.work, ignore_errors=True)
 

@@ -814,6 +814,7 @@ async function main() {
       });
     });
     await damagedDatabaseAtStart(display);
+    await boardReadyLine(display);
   } finally {
     stop(x);
   }
@@ -1224,6 +1225,55 @@ async function damagedDatabaseAtStart(display) {
       assert(readFileSync(db).equals(damaged), "the damaged file is left as it was");
     } finally {
       stop(app);
+    }
+  });
+}
+
+/** MAILBOX_AUTH_REPORT_READY=1 (what `scripts/bench` times the cold start with): the window writes
+ *  one "board ready" line once the first list is on screen, naming the rows it shows; without the
+ *  variable it writes none. */
+async function boardReadyLine(display) {
+  const only = (process.env.TESTS_GUI_ONLY ?? "").split(",").filter(Boolean);
+  if (only.length && !only.includes("start")) return log("skipping group", "start");
+  await scenario("with MAILBOX_AUTH_REPORT_READY the window says once when its board is interactive, with the rows shown", async () => {
+    const home = mkdtempSync(path.join(work, "ready-home."));
+    const env = { ...process.env, DISPLAY: display, MAILBOX_AUTH_HOME: home, MAILBOX_AUTH_KEYRING_SERVICE: `mailbox-auth-gui-${process.pid}-ready` };
+    const csv = path.join(home, "three.csv");
+    writeFileSync(csv, "name,email,protocol,host,port,security,folder,provider,client_id,scopes,auth_url,token_url,ca_file\n" +
+      ["r1", "r2", "r3"].map((n) => `${n},alice@sandbox.test,imap,${sandbox.SANDBOX_MAIL_HOST},${sandbox.SANDBOX_IMAPS_PORT},tls,INBOX,generic,` +
+        `${sandbox.SANDBOX_CLIENT_ID},${sandbox.SANDBOX_SCOPES},${sandbox.SANDBOX_AUTH_URL},${sandbox.SANDBOX_TOKEN_URL},${sandbox.SANDBOX_CA_FILE}`).join("\n") + "\n");
+    const cli = path.join(path.dirname(bin), "mailbox-auth");
+    const imported = spawnSync(cli, ["import", csv], { env, encoding: "utf8" });
+    assert(imported.status === 0, `mailbox-auth import: ${imported.stderr}`);
+    const said = (name) => (existsSync(path.join(work, `${name}.log`)) ? readFileSync(path.join(work, `${name}.log`), "utf8") : "");
+    const app = start(bin, [], { ...env, MAILBOX_AUTH_REPORT_READY: "1" }, "start-ready");
+    let ms = null;
+    try {
+      for (let i = 0; i < 600 && ms === null; i++) {
+        await sleep(100);
+        const m = said("start-ready").match(/board ready: (\d+) rows, (\d+) ms after start/);
+        if (m) {
+          assert(m[1] === "3", `the board showed the 3 mailboxes when it said it was ready: ${m[0]}`);
+          ms = Number(m[2]);
+        }
+        assert(app.exitCode === null, `the app ended: ${said("start-ready")}`);
+      }
+      assert(ms !== null, `a "board ready" line: ${said("start-ready")}`);
+      await sleep(2000);
+      const lines = said("start-ready").match(/board ready/g) ?? [];
+      assert(lines.length === 1, `one "board ready" line, not ${lines.length}`);
+    } finally {
+      stop(app);
+    }
+    await sleep(500);
+    // Without the variable: nothing, in three times as long as the line took to come.
+    const quiet = start(bin, [], env, "start-quiet");
+    try {
+      await sleep(Math.max(5000, 3 * ms));
+      assert(quiet.exitCode === null, `the app ended: ${said("start-quiet")}`);
+      assert(!said("start-quiet").includes("board ready"), `no "board ready" line without MAILBOX_AUTH_REPORT_READY: ${said("start-quiet")}`);
+    } finally {
+      stop(quiet);
     }
   });
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use mailbox_auth_core::secret::KeyringStore;
 use mailbox_auth_core::App;
-use tauri::Manager;
+use tauri::{Listener, Manager};
 
 /// What the commands share: the core and the sign-ins under way (to cancel them).
 #[derive(Debug)]
@@ -65,9 +65,14 @@ fn start_failure(home: &std::path::Path, e: &mailbox_auth_core::AppError) -> Str
 /// The argument the autostart entry starts the app with: no window, only the tray.
 const HIDDEN: &str = "--hidden";
 
+/// Set, the shell writes one line to stderr when the board is interactive (the UI's
+/// `board-ready` event: the first list rendered and painted): `scripts/bench` times the cold start.
+const REPORT_READY: &str = "MAILBOX_AUTH_REPORT_READY";
+
 pub fn run() {
     // The core's filter: no level of RUST_LOG prints the wire (and so a token).
     mailbox_auth_core::logging::init("RUST_LOG", "warn,mailbox_auth=info");
+    let started = std::time::Instant::now();
 
     tauri::Builder::default()
         .plugin(tauri_plugin_opener::init())
@@ -75,7 +80,12 @@ pub fn run() {
         .plugin(tauri_plugin_notification::init())
         // Started at login with `--hidden`: only the tray icon shows.
         .plugin(tauri_plugin_autostart::init(tauri_plugin_autostart::MacosLauncher::LaunchAgent, Some(vec![HIDDEN])))
-        .setup(|app| {
+        .setup(move |app| {
+            if std::env::var_os(REPORT_READY).is_some() {
+                app.listen_any("board-ready", move |e| {
+                    eprintln!("board ready: {} rows, {} ms after start", e.payload(), started.elapsed().as_millis())
+                });
+            }
             let home = mailbox_auth_core::store::default_home();
             match App::open(&home, Arc::new(KeyringStore::from_env())) {
                 Ok(core) => {

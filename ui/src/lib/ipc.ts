@@ -6,7 +6,7 @@
 // turns every rejection into one `IpcError`. `bindings.ts` reaches Tauri through the `invoke`
 // and `Channel` re-exported here, so this stays the one module that imports @tauri-apps.
 import { Channel, invoke } from "@tauri-apps/api/core";
-import { listen } from "@tauri-apps/api/event";
+import { emit, listen } from "@tauri-apps/api/event";
 import { commands } from "./bindings";
 import type { HealthRecord, IpcError, MonitorState, Protocol, ProviderKind, Security, SignInEvent } from "./bindings";
 
@@ -113,6 +113,11 @@ export const setStartAtLogin = call(commands.setStartAtLogin);
 export function onMonitorPass(f: (s: MonitorState) => void): Promise<() => void> {
   return listen<MonitorState>("monitor-pass", (e) => f(e.payload));
 }
+
+/** Tells the shell the board is on screen with its handlers attached, and how many rows it shows
+ * (with MAILBOX_AUTH_REPORT_READY=1 the shell writes it to stderr: `scripts/bench` times the cold
+ * start with it). */
+export const boardReady = (rows: number) => emit("board-ready", rows);
 
 /** The keyring doctor: reachable, locked, backend, mailboxes whose sign-in is missing. */
 export const keyringDoctor = call(commands.keyringDoctor);
