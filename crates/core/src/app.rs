@@ -269,6 +269,8 @@ impl App {
         let last_check = health::deciding(&recent).cloned();
         // A sign-in lost from the keyring, as the doctor or the latest check found it.
         let lost = last_check.as_ref().is_some_and(|r| r.code.as_deref() == Some(crate::doctor::SIGNIN_MISSING));
+        // The sign-in's dates: user sign-ins only (app-only access has no sign-in to expire).
+        let dates = if m.flow == Flow::ClientCredentials { None } else { self.store.signin(&m.name)? };
         let authenticated = match m.flow {
             // App-only: a certificate credential serves as well as a client secret.
             Flow::ClientCredentials => {
@@ -282,11 +284,12 @@ impl App {
             // 1,000 mailboxes). An entry deleted behind the app's back is noticed by the keyring
             // doctor (which the window runs when the board is shown) and by the next check, and
             // both record it, so the badge says so.
-            _ if crate::doctor::signin_recorded(&self.store, &m) => !lost,
+            _ if dates.is_some() => !lost,
             // No sign-in date: never signed in, or signed in before the dates were kept.
             _ => secret::get(&self.secrets, &m.name, SecretKind::RefreshToken).await?.is_some(),
         };
-        let signin = if authenticated { self.signin_expiry(&m)? } else { None };
+        let signin =
+            if authenticated { health::signin_expiry(dates.as_ref(), m.provider, m.signin_max_age_days) } else { None };
         let status = health::status_with_signin(
             last_check.as_ref(),
             authenticated,
@@ -300,7 +303,6 @@ impl App {
             _ => status.label(),
         };
         // Signed in once, entry gone (keyring reset, another machine): red, and said so.
-        let lost = lost || (!authenticated && crate::doctor::signin_recorded(&self.store, &m));
         let (status, status_label) =
             if lost { (Status::Failed, crate::doctor::SIGNIN_MISSING_LABEL) } else { (status, status_label) };
         let incoming_check = newest_since_sign_in(&recent, &[&Service::Imap.to_string(), &Service::Pop3.to_string()]);
