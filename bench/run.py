@@ -186,6 +186,28 @@ class Bench:
             self.notes.append(f"verify --all C={c}: exit {r.rc}, {green} of {n} green")
         return r
 
+    def keyring_floor(self, items):
+        """The Secret Service daemon's own CPU per call with the items it holds now (one scratch
+        entry added), measured on the same daemon the runs use: what a verified mailbox costs it
+        at least (a lookup of the client secret, which the sandbox's public client does not
+        have, one of the refresh token, and a store of the rotated one)."""
+        self.keyring_ticks()
+        pid = getattr(self, "keyring_pid", "")
+        self.keyring_cost = None
+        if not pid:
+            return
+        r = subprocess.run([self.tool, "keyring-cost", pid, "40"], capture_output=True, text=True,
+                           env=self.env(self.work))
+        if r.returncode != 0:
+            self.notes.append(f"keyring-cost failed: {r.stderr.strip()[-300:]}")
+            return
+        c = json.loads(r.stdout)
+        c["items"] = items + 1
+        c["per_mailbox_ms"] = c["miss_ms"] + c["lookup_ms"] + c["store_ms"]
+        self.keyring_cost = c
+        log(f"keyring with {items + 1} items: lookup {c['lookup_ms']:.2f} ms, miss {c['miss_ms']:.2f} ms, "
+            f"store {c['store_ms']:.2f} ms of daemon CPU per call")
+
     def ceiling(self, home, n, c):
         tok = self.cli(home, "token", self.name(0))
         if tok.rc != 0:
@@ -243,6 +265,7 @@ class Bench:
         total = max(n, m)
         auth_home = self.home("all-bare", total, sb["SANDBOX_TOKEN_URL"], sb["SANDBOX_IMAPS_PORT"])
         self.authenticate(auth_home, total)
+        self.keyring_floor(total)
         bare = self.home("bare", n, sb["SANDBOX_TOKEN_URL"], sb["SANDBOX_IMAPS_PORT"])
         wan = self.home("wan", n, wan_token, ports[1])
         seq_n = min(n, a.seq_max)
@@ -362,6 +385,13 @@ class Bench:
         lines.append("")
         if "list_ms" in e:
             lines.append(f"- `list --json` with {e['list_n']} mailboxes: {e['list_ms']:.0f} ms")
+            k = getattr(self, "keyring_cost", None)
+            if k:
+                lines.append(f"- keyring floor (`bench-tool keyring-cost`, the same daemon with {k['items']} items): "
+                             f"{k['lookup_ms']:.2f} ms of its CPU per lookup, {k['miss_ms']:.2f} ms per lookup of a "
+                             f"missing entry, {k['store_ms']:.2f} ms per store; {k['per_mailbox_ms']:.2f} ms per "
+                             f"verified mailbox (client secret looked up, refresh token read, rotated one stored), "
+                             f"so at most {1000 / k['per_mailbox_ms']:.0f} mailboxes/s on a whole idle core")
         if "monitor_once_s" in e:
             lines.append(f"- `monitor --once` with {e['monitor_n']} mailboxes behind a 40 ms RTT: "
                          f"{e['monitor_once_s']:.1f} s ({e['monitor_n'] / e['monitor_once_s']:.1f}/s, "

@@ -769,7 +769,8 @@ async function main() {
         assert(title.includes("Sign-in missing — Authenticate again"), `banner title ${title}`);
         const item = await s.text('[data-testid="keyring-missing-kr-lost"]');
         assert(item.includes("kr-lost"), `banner item ${item}`);
-        assert((await status(s, '[data-testid="row-kr-lost"]')) === "failed", "the row is red");
+        // The board reads the doctor's record of the loss when it refreshes after the banner.
+        await s.waitFor(async () => (await status(s, '[data-testid="row-kr-lost"]')) === "failed", "the row red", 10000);
         await s.screenshot(path.join(shots, "keyring-banner.png"));
         await s.click('[data-testid="keyring-authenticate-again"]');
         await s.waitFor(async () => (await status(s, '[data-testid="row-kr-lost"]')) === "verified", "kr-lost Verified again", 90000);

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use mailbox_auth_tests::fault_proxy::{Fault, FaultProxy};
+use mailbox_auth_tests::private_keyring::PrivateKeyring;
 use mailbox_auth_tests::{Cli, Run, Sandbox};
 use serde_json::Value;
 
@@ -167,9 +168,9 @@ fn per_account_must_be_at_least_one() {
     assert!(r.stderr.contains("--per-account"), "{r:?}");
 }
 
-/// `list` learns which mailboxes are signed in from one search of the keyring: the answer must
-/// be the same as asking for each mailbox — per kind of secret, per keyring service, and after
-/// an entry was removed behind the app's back.
+/// Mailboxes without a sign-in date in the data store (here: tokens put in the keyring
+/// directly, as sign-ins from before the dates were kept) are looked up in the keyring: per kind
+/// of secret, per keyring service, and after an entry was removed behind the app's back.
 #[test]
 fn list_shows_exactly_the_mailboxes_with_a_stored_credential() {
     let sb = Sandbox::get();
@@ -220,4 +221,54 @@ fn list_shows_exactly_the_mailboxes_with_a_stored_credential() {
             ("signed-in".to_string(), true),
         ]
     );
+}
+
+/// `list` takes "signed in" from the data store's sign-in dates and reads no keyring entry per
+/// mailbox (each lookup costs a Secret Service search that grows with the keyring's items):
+/// with the keyring daemon gone, signed-in mailboxes are still listed as signed in. A sign-in
+/// lost behind the app's back is what the doctor notices, and records, so the list says it.
+#[test]
+fn list_reads_no_keyring_entry_for_signed_in_mailboxes() {
+    let sb = Sandbox::get();
+    let mut k = PrivateKeyring::start().unwrap_or_else(|e| panic!("private keyring: {e}"));
+    let cli = Cli::new();
+    let names = ["list-a", "list-b", "list-c"];
+    let rows: Vec<String> =
+        names.iter().map(|n| sb.csv_row(n, BOB, "imap", "SANDBOX_IMAPS_PORT", "tls", "INBOX")).collect();
+    cli.import(&rows);
+    for n in names {
+        let r = cli.authenticate(&sb, n, BOB, "bob-password", &k.env());
+        assert_eq!(r.code, 0, "sign-in of {n}: {r:?}");
+    }
+    let authenticated = |r: &Run| -> Vec<(String, bool, String)> {
+        r.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["name"].as_str().unwrap().to_string(),
+                    v["authenticated"].as_bool().unwrap(),
+                    v["status_label"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+
+    k.kill_daemon();
+    let r = cli.run(&["list", "--json"], &k.env());
+    assert_eq!(r.code, 0, "listed without a keyring: {r:?}");
+    let listed = authenticated(&r);
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(listed.iter().all(|(_, signed_in, label)| *signed_in && label == "Verified"), "{listed:?}");
+
+    // One entry deleted behind the app's back: the doctor finds it, and the list says so.
+    k.start_daemon(true).unwrap_or_else(|e| panic!("{e}"));
+    assert!(k.clear(&cli, "list-b"), "secret-tool clear");
+    let doctor = cli.run(&["doctor", "--json"], &k.env());
+    assert_eq!(doctor.json()["code"], "signin_missing", "{doctor:?}");
+    let listed = authenticated(&cli.run(&["list", "--json"], &k.env()));
+    let b = listed.iter().find(|(n, _, _)| n == "list-b").unwrap();
+    assert!(!b.1 && b.2 == "Sign-in missing — Authenticate again", "{listed:?}");
+    assert!(listed.iter().filter(|(n, _, _)| n != "list-b").all(|(_, s, _)| *s), "{listed:?}");
 }

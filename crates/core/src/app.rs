@@ -294,17 +294,31 @@ impl App {
     }
 
     pub async fn view(&self, m: Mailbox) -> Result<MailboxView, AppError> {
+        let recent = self.store.history(&m.name, 20)?;
+        let last_check = health::deciding(&recent).cloned();
+        // A sign-in lost from the keyring, as the doctor or the latest check found it.
+        let lost = last_check.as_ref().is_some_and(|r| r.code.as_deref() == Some(crate::doctor::SIGNIN_MISSING));
+        // The sign-in's dates: user sign-ins only (app-only access has no sign-in to expire).
+        let dates = if m.flow == Flow::ClientCredentials { None } else { self.store.signin(&m.name)? };
         let authenticated = match m.flow {
             // App-only: a certificate credential serves as well as a client secret.
             Flow::ClientCredentials => {
                 secret::get(&self.secrets, &m.name, SecretKind::ClientCertificate).await?.is_some()
                     || secret::get(&self.secrets, &m.name, SecretKind::ClientSecret).await?.is_some()
             }
+            // Signed in, as the data store records it: the sign-in date is written when a
+            // sign-in stored its refresh token and deleted with it (`forget`, `remove`), so the
+            // board reads no keyring entry per mailbox. Why: the Secret Service looks entries up
+            // one call at a time, each costing more the more items the keyring holds (4 s for
+            // 1,000 mailboxes). An entry deleted behind the app's back is noticed by the keyring
+            // doctor (which the window runs when the board is shown) and by the next check, and
+            // both record it, so the badge says so.
+            _ if dates.is_some() => !lost,
+            // No sign-in date: never signed in, or signed in before the dates were kept.
             _ => secret::get(&self.secrets, &m.name, SecretKind::RefreshToken).await?.is_some(),
         };
-        let recent = self.store.history(&m.name, 20)?;
-        let last_check = health::deciding(&recent).cloned();
-        let signin = if authenticated { self.signin_expiry(&m)? } else { None };
+        let signin =
+            if authenticated { health::signin_expiry(dates.as_ref(), m.provider, m.signin_max_age_days) } else { None };
         let status = health::status_with_signin(
             last_check.as_ref(),
             authenticated,
@@ -318,7 +332,6 @@ impl App {
             _ => status.label(),
         };
         // Signed in once, entry gone (keyring reset, another machine): red, and said so.
-        let lost = !authenticated && crate::doctor::signin_recorded(&self.store, &m);
         let (status, status_label) =
             if lost { (Status::Failed, crate::doctor::SIGNIN_MISSING_LABEL) } else { (status, status_label) };
         let incoming_check = newest_since_sign_in(&recent, &[Check::Imap, Check::Pop3]);
@@ -1357,6 +1370,67 @@ mod tests {
         assert!(mem.get(&first.name, SecretKind::RefreshToken).unwrap().is_some(), "still signed in");
         // Saving (the editor's update) is what changes an existing mailbox.
         assert!(app.save(&other).await.unwrap().signed_out);
+    }
+
+    /// A secret store that counts its reads, per kind, and can refuse them all (a keyring
+    /// that is locked or gone).
+    #[derive(Debug, Default)]
+    pub(crate) struct CountingStore {
+        pub inner: crate::secret::MemoryStore,
+        pub reads: std::sync::Mutex<Vec<(String, SecretKind)>>,
+        pub writes: std::sync::atomic::AtomicU32,
+        pub refuse: std::sync::atomic::AtomicBool,
+    }
+
+    impl SecretStore for CountingStore {
+        fn get(&self, mailbox: &str, kind: SecretKind) -> Result<Option<SecretString>, SecretError> {
+            self.reads.lock().unwrap().push((mailbox.to_string(), kind));
+            if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(SecretError::Unavailable { detail: "no Secret Service".into() });
+            }
+            self.inner.get(mailbox, kind)
+        }
+        fn set(&self, mailbox: &str, kind: SecretKind, value: &SecretString) -> Result<(), SecretError> {
+            self.writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.set(mailbox, kind, value)
+        }
+        fn delete(&self, mailbox: &str, kind: SecretKind) -> Result<(), SecretError> {
+            self.inner.delete(mailbox, kind)
+        }
+    }
+
+    #[tokio::test]
+    async fn the_list_takes_signed_in_from_the_store_and_reads_no_keyring_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let counting = Arc::new(CountingStore::default());
+        let app = App::open(dir.path(), counting.clone()).unwrap();
+        for i in 0..20 {
+            let mut m = crate::mailbox::sample();
+            m.name = format!("signed-{i:02}");
+            app.save(&m).await.unwrap();
+            counting.inner.set(&m.name, SecretKind::RefreshToken, &SecretString::from("rt")).unwrap();
+            app.store.note_signin(&m.name, Utc::now(), None).unwrap();
+        }
+        // The keyring refuses every read: a signed-in mailbox is listed as such all the same.
+        counting.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+        let views = app.list().await.unwrap();
+        assert_eq!(views.len(), 20);
+        assert!(views.iter().all(|v| v.authenticated && v.status_label != "Not authenticated"), "{views:?}");
+        assert!(counting.reads.lock().unwrap().is_empty(), "{:?}", counting.reads.lock().unwrap());
+
+        // Forgetting deletes the sign-in date with the entry. A mailbox without a date (never
+        // signed in, or signed in before the dates were kept) is the one looked up.
+        counting.refuse.store(false, std::sync::atomic::Ordering::SeqCst);
+        app.forget("signed-00").await.unwrap();
+        let views = app.list().await.unwrap();
+        let forgotten = views.iter().find(|v| v.mailbox.name == "signed-00").unwrap();
+        assert!(!forgotten.authenticated);
+        assert_eq!(forgotten.status_label, "Not authenticated");
+        assert_eq!(
+            *counting.reads.lock().unwrap(),
+            vec![("signed-00".to_string(), SecretKind::RefreshToken)],
+            "only the mailbox without a sign-in date is looked up"
+        );
     }
 
     #[tokio::test]

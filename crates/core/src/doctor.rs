@@ -202,6 +202,37 @@ pub fn name_lost_signin(store: &Store, mut rec: HealthRecord) -> HealthRecord {
     rec
 }
 
+/// Records that the mailbox's sign-in is gone from the keyring (once: not again while it is
+/// the mailbox's deciding record). Why: the board takes "signed in" from the data store and
+/// reads no keyring entry (see `App::view`), so this record is what turns its badge red.
+fn note_lost(store: &Store, name: &str) {
+    let already = store
+        .history(name, 20)
+        .ok()
+        .and_then(|h| crate::health::deciding(&h).and_then(|r| r.code.clone()))
+        .is_some_and(|c| c == SIGNIN_MISSING);
+    if already {
+        return;
+    }
+    let rec = name_lost_signin(
+        store,
+        HealthRecord {
+            mailbox: name.into(),
+            at: chrono::Utc::now(),
+            check: "refresh".into(),
+            ok: false,
+            code: Some("not_authenticated".into()),
+            message: String::new(),
+            hint: None,
+            server_words: None,
+            messages: None,
+        },
+    );
+    if let Err(e) = store.record(&rec) {
+        tracing::warn!(mailbox = name, error = %e, "cannot record the lost sign-in");
+    }
+}
+
 /// Examines the keyring and every mailbox's entry. Each entry is read under the mailbox's
 /// lock (as every read of a stored secret is, see `lock.rs`), waiting at most [`LOCK_WAIT`]
 /// for a refresh running elsewhere; the values are dropped at once, never shown.
@@ -255,6 +286,7 @@ pub async fn examine_with(
                 Ok(true) => ("ok".into(), "Sign-in stored".into()),
                 Ok(false) if recorded => {
                     missing.push(m.name.clone());
+                    note_lost(app.store(), &m.name);
                     (SIGNIN_MISSING.into(), SIGNIN_MISSING_LABEL.into())
                 }
                 Ok(false) if kind == SecretKind::ClientSecret => {

@@ -10,6 +10,13 @@
 //!   with one access token, no refresh, CONCURRENCY at once. The token comes from the
 //!   environment (`BENCH_ACCESS_TOKEN`), never from the command line, where other users could
 //!   read it. Prints `{"ok":N,"failed":N,"seconds":S}`.
+//! - `bench-tool keyring-cost PID REPS` measures what the Secret Service daemon (process PID)
+//!   spends, in its own CPU time, on each keyring call the app makes, with the items the keyring
+//!   holds now: a lookup of an entry that exists (search + `GetSecret`), of one that does not
+//!   (search), and a store into an existing entry (search + `SetSecret`, which gnome-keyring
+//!   follows by writing its whole collection file). One scratch entry of the service in
+//!   `$MAILBOX_AUTH_KEYRING_SERVICE`, deleted after. Prints
+//!   `{"lookup_ms":X,"miss_ms":X,"store_ms":X}`, milliseconds of daemon CPU per call.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -22,7 +29,7 @@ use oauth2::AccessToken;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bench-tool proxy ONE_WAY_MS HOST:PORT…\n       bench-tool ceiling HOST PORT CA_FILE USER COUNT CONCURRENCY"
+        "usage: bench-tool proxy ONE_WAY_MS HOST:PORT…\n       bench-tool ceiling HOST PORT CA_FILE USER COUNT CONCURRENCY\n       bench-tool keyring-cost PID REPS"
     );
     std::process::exit(2)
 }
@@ -39,6 +46,7 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("proxy") => proxy(&args),
         Some("ceiling") => ceiling(&args),
+        Some("keyring-cost") => keyring_cost(&args),
         _ => usage(),
     }
 }
@@ -106,4 +114,50 @@ fn ceiling(args: &[String]) {
         (ok, results.len() - ok)
     });
     println!("{{\"ok\":{ok},\"failed\":{failed},\"seconds\":{:.3}}}", start.elapsed().as_secs_f64());
+}
+
+/// A process's CPU time so far (user + system), in milliseconds, from `/proc/PID/stat`.
+fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_else(|e| {
+        eprintln!("bench-tool: /proc/{pid}/stat: {e}");
+        std::process::exit(1)
+    });
+    // The fields after the command name (which may hold spaces), closed by the last `)`.
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("").split_whitespace().collect();
+    let ticks: f64 = fields.get(11..13).map(|t| t.iter().filter_map(|v| v.parse::<f64>().ok()).sum()).unwrap_or(0.0);
+    // USER_HZ is 100 on every Linux the sandbox runs on.
+    ticks * 10.0
+}
+
+fn keyring_cost(args: &[String]) {
+    use mailbox_auth_core::secret::{KeyringStore, SecretKind, SecretStore};
+    use secrecy::SecretString;
+    let pid: u32 = arg(args, 1, "PID");
+    let reps: usize = arg(args, 2, "REPS");
+    let store = KeyringStore::from_env();
+    let name = "bench-keyring-cost";
+    let fail = |e: mailbox_auth_core::secret::SecretError| -> ! {
+        eprintln!("bench-tool: {e}");
+        std::process::exit(1)
+    };
+    store.set(name, SecretKind::RefreshToken, &SecretString::from("scratch-0")).unwrap_or_else(|e| fail(e));
+    let per_call = |f: &dyn Fn(usize)| {
+        let before = cpu_ms(pid);
+        for i in 0..reps {
+            f(i)
+        }
+        (cpu_ms(pid) - before) / reps.max(1) as f64
+    };
+    let lookup = per_call(&|_| {
+        store.get(name, SecretKind::RefreshToken).unwrap_or_else(|e| fail(e)).expect("the scratch entry");
+    });
+    let miss = per_call(&|_| {
+        assert!(store.get(name, SecretKind::ClientSecret).unwrap_or_else(|e| fail(e)).is_none());
+    });
+    let stored = per_call(&|i| {
+        let value = SecretString::from(format!("scratch-{}", i + 1));
+        store.set(name, SecretKind::RefreshToken, &value).unwrap_or_else(|e| fail(e));
+    });
+    store.delete(name, SecretKind::RefreshToken).unwrap_or_else(|e| fail(e));
+    println!("{{\"lookup_ms\":{lookup:.3},\"miss_ms\":{miss:.3},\"store_ms\":{stored:.3}}}");
 }

@@ -234,6 +234,8 @@ impl TokenCache {
             }
         }
         // Secrets are read after the locks are taken (see the module docs).
+        // The refresh token read from the keyring just now, under the locks (not a kept one).
+        let mut from_keyring: Option<RefreshToken> = None;
         let tokens = if m.flow == Flow::ClientCredentials {
             // App-only: no refresh token exists; every token is a new client credentials grant,
             // with the certificate or secret read here, under the locks.
@@ -245,10 +247,14 @@ impl TokenCache {
         } else {
             let refresh = match held.slot.pending.clone() {
                 Some(p) => p,
-                None => secret::get(secrets, &m.name, SecretKind::RefreshToken)
-                    .await?
-                    .map(|s| RefreshToken::new(s.expose_secret().to_string()))
-                    .ok_or_else(|| OAuthError::NotAuthenticated(m.name.clone()))?,
+                None => {
+                    let stored = secret::get(secrets, &m.name, SecretKind::RefreshToken)
+                        .await?
+                        .map(|s| RefreshToken::new(s.expose_secret().to_string()))
+                        .ok_or_else(|| OAuthError::NotAuthenticated(m.name.clone()))?;
+                    from_keyring = Some(stored.clone());
+                    stored
+                }
             };
             let client_secret = super::client_secret(secrets, &m.name).await?;
             self.refreshes.fetch_add(1, Ordering::SeqCst);
@@ -256,7 +262,12 @@ impl TokenCache {
             refresh_grant(m, client_secret, &refresh, http, deadline).await?
         };
         held.slot.cached = None;
-        if let Some(rotated) = &tokens.refresh_token {
+        // The same refresh token back (a provider that does not rotate but repeats it) is what
+        // the keyring holds already, as read under these locks: writing it again would cost a
+        // keyring write (gnome-keyring saves the whole collection file on each) for nothing.
+        let rotated =
+            tokens.refresh_token.as_ref().filter(|r| from_keyring.as_ref().is_none_or(|k| k.secret() != r.secret()));
+        if let Some(rotated) = rotated {
             // From here the presented token is consumed: the rotated one is the only valid
             // credential, so it is kept in memory until the keyring has it.
             held.slot.pending = Some(rotated.clone());
@@ -273,7 +284,7 @@ impl TokenCache {
         if m.flow != Flow::ClientCredentials {
             // The sign-in was used (and, rotated, its successor is stored): its idle lifetime
             // starts again now.
-            self.note_use(&m.name, tokens.refresh_token.is_some(), tokens.refresh_expires_in);
+            self.note_use(&m.name, rotated.is_some(), tokens.refresh_expires_in);
         }
         held.slot.cached = Some(cached(&tokens));
         Ok(tokens.access_token)
@@ -377,6 +388,8 @@ mod tests {
         /// Rotating refresh tokens with reuse detection, like oidc-provider: each token works
         /// once; a second presentation is `invalid_grant`.
         Rotate { expires_in: u64 },
+        /// No rotation: the presented refresh token comes back with each access token.
+        Repeat,
         /// A bare status with an empty body.
         Empty(u16),
         /// 429 with `Retry-After: 120` and an HTML body, as a throttling proxy sends it.
@@ -439,9 +452,15 @@ mod tests {
                     let (status, body) = {
                         let mut seen = s.lock().unwrap();
                         let reused = seen.presented.contains(&presented);
-                        seen.presented.push(presented);
+                        seen.presented.push(presented.clone());
                         match answer {
                             Answer::Empty(status) => (status, String::new()),
+                            Answer::Repeat => (
+                                200,
+                                format!(
+                                    r#"{{"access_token":"at-repeat","token_type":"Bearer","expires_in":600,"refresh_token":"{presented}"}}"#
+                                ),
+                            ),
                             Answer::Throttled => (429, "<html>slow down</html>".to_string()),
                             Answer::ThrottledOAuth => {
                                 (429, r#"{"error":"slow_down","error_description":"rate limited"}"#.to_string())
@@ -528,6 +547,32 @@ mod tests {
         inner.set(&m.name, SecretKind::RefreshToken, &SecretString::from(rt)).unwrap();
         let f = Arc::new(FlakyStore { inner, failures: AtomicU32::new(failures), sets: AtomicU32::new(0) });
         (f.clone(), f)
+    }
+
+    #[tokio::test]
+    async fn a_refresh_token_that_comes_back_unchanged_is_not_written_again() {
+        let (url, seen, _) = token_endpoint(Answer::Repeat, Duration::ZERO).await;
+        let m = mailbox(&url);
+        let (store, secrets) = flaky("rt-same", &m, 0);
+        let dir = tempfile::tempdir().unwrap();
+        let cache = TokenCache::new(dir.path().to_path_buf());
+        let at = cache.access_token(&m, &secrets, &super::super::http_client()).await.unwrap();
+        assert_eq!(at.secret(), "at-repeat");
+        assert_eq!(seen.lock().unwrap().presented, vec!["rt-same".to_string()]);
+        assert_eq!(store.sets.load(Ordering::SeqCst), 0, "the keyring holds that token already");
+        assert_eq!(store.inner.get(&m.name, SecretKind::RefreshToken).unwrap().unwrap().expose_secret(), "rt-same");
+        assert!(cache.take_refresh(&m.name).is_some_and(|u| !u.rotated), "used, not rotated");
+
+        // A rotating provider's new token is written, once.
+        let (url, _, _) = token_endpoint(Answer::Rotate { expires_in: 600 }, Duration::ZERO).await;
+        let m = mailbox(&url);
+        let (store, secrets) = flaky("rt-0", &m, 0);
+        TokenCache::new(dir.path().to_path_buf())
+            .access_token(&m, &secrets, &super::super::http_client())
+            .await
+            .unwrap();
+        assert_eq!(store.sets.load(Ordering::SeqCst), 1);
+        assert_eq!(store.inner.get(&m.name, SecretKind::RefreshToken).unwrap().unwrap().expose_secret(), "rt-1");
     }
 
     #[tokio::test]
