@@ -219,11 +219,12 @@ fn note_lost(store: &Store, name: &str) {
         HealthRecord {
             mailbox: name.into(),
             at: chrono::Utc::now(),
-            check: "refresh".into(),
+            check: crate::health::Check::Refresh,
             ok: false,
             code: Some("not_authenticated".into()),
             message: String::new(),
             hint: None,
+            fix: None,
             server_words: None,
             messages: None,
         },

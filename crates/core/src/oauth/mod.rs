@@ -207,6 +207,13 @@ pub fn http_client() -> reqwest::Client {
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .timeout(Duration::from_secs(30))
+        // Why: servers close idle keep-alive connections on their own clock (Node.js after 5 s,
+        // many proxies after a few seconds more), and a request written to a connection the
+        // server is closing fails with "connection closed before message completed". A token
+        // request cannot simply be sent again (an authorization code is good for one exchange),
+        // so idle connections are dropped before the shortest such timeout; connections in use
+        // during bulk work are reused as before.
+        .pool_idle_timeout(Duration::from_secs(4))
         .user_agent(concat!("mailbox-auth/", env!("CARGO_PKG_VERSION")))
         .build()
         .expect("static reqwest configuration is valid")
@@ -371,6 +378,38 @@ pub(crate) mod test_http {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server that answers the first request on a connection and drops any later one unanswered,
+    /// as a server closing an idle keep-alive connection does when a request crosses its close.
+    #[tokio::test]
+    async fn an_idle_connection_is_not_reused_after_the_servers_usual_keep_alive() {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/token", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for conn in listener.incoming().take(3) {
+                let Ok(conn) = conn else { continue };
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut line = String::new();
+                    // Headers of the first request (no body), then one answer, keep-alive.
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                        line.clear();
+                    }
+                    let mut w = conn;
+                    let _ = w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                    // A later request on this connection is read and dropped unanswered.
+                    line.clear();
+                    let _ = reader.read_line(&mut line);
+                });
+            }
+        });
+        let client = http_client();
+        assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+        tokio::time::sleep(Duration::from_millis(4500)).await;
+        let second = client.get(&url).send().await;
+        assert!(second.is_ok(), "the idle connection was reused: {:?}", second.err());
+    }
 
     #[tokio::test]
     async fn the_client_secret_is_read_from_the_keyring_as_a_redacted_type() {
