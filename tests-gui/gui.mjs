@@ -816,6 +816,7 @@ async function main() {
     });
     await damagedDatabaseAtStart(display);
     await boardReadyLine(display);
+    await manyRowsAtStart(display);
   } finally {
     stop(x);
   }
@@ -1277,6 +1278,44 @@ async function boardReadyLine(display) {
       stop(quiet);
     }
   });
+}
+
+/** Many mailboxes at start: the board shows its first screenful and says it is ready, the
+ *  background monitor's first pass waits for that (it reads what the board's list reads), the
+ *  other rows follow while the board answers, and every row is reachable by its name. */
+async function manyRowsAtStart(display) {
+  const n = 400;
+  const home = mkdtempSync(path.join(work, "many-home."));
+  const only = (process.env.TESTS_GUI_ONLY ?? "").split(",").filter(Boolean);
+  if (only.length && !only.includes("start")) return log("skipping group", "start (many rows)");
+  const csv = path.join(home, "many.csv");
+  const name = (i) => `many-${String(i).padStart(4, "0")}`;
+  writeFileSync(csv, "name,email,protocol,host,port,security,folder,provider,client_id,scopes,auth_url,token_url,ca_file\n" +
+    Array.from({ length: n }, (_, i) => `${name(i)},alice@sandbox.test,imap,${sandbox.SANDBOX_MAIL_HOST},${sandbox.SANDBOX_IMAPS_PORT},tls,INBOX,generic,` +
+      `${sandbox.SANDBOX_CLIENT_ID},${sandbox.SANDBOX_SCOPES},${sandbox.SANDBOX_AUTH_URL},${sandbox.SANDBOX_TOKEN_URL},${sandbox.SANDBOX_CA_FILE}`).join("\n") + "\n");
+  const cli = path.join(path.dirname(bin), "mailbox-auth");
+  const keyring = `mailbox-auth-gui-${process.pid}-start`;
+  const imported = spawnSync(cli, ["import", csv], { env: { ...process.env, MAILBOX_AUTH_HOME: home, MAILBOX_AUTH_KEYRING_SERVICE: keyring }, encoding: "utf8" });
+  assert(imported.status === 0, `mailbox-auth import: ${imported.stderr}`);
+  await withApp("start", display, async (s, app) => {
+    await scenario(`with ${n} mailboxes the board is ready with its first rows, the monitor's first pass waits for it, and every row follows`, async () => {
+      // The log's colours stripped.
+      const said = () => (existsSync(app.log) ? readFileSync(app.log, "utf8").replace(/\x1b\[[0-9;]*m/g, "") : "");
+      const ready = await s.waitFor(() => said().match(/board ready: (\d+) rows/), "the board ready line", 60000);
+      const first = Number(ready[1]);
+      assert(first > 0 && first < n, `the board said it was ready with its first screenful, not all ${n} rows: ${ready[0]}`);
+      const pass = await s.waitFor(() => said().match(/first monitor pass.*board_shown=(\w+)/), "the monitor's first pass", 60000);
+      assert(pass[1] === "true", `the monitor's first pass started once the board was shown: ${pass[0]}`);
+      assert(said().indexOf("board ready") < said().indexOf("first monitor pass"), "the monitor's first pass after the board ready line");
+      // Every row arrives, the table says when it is complete, and the last is found by its name.
+      await s.waitFor(async () => (await s.findAll('#board tr[data-testid^="row-"]')).length === n, `all ${n} rows`, 60000);
+      await s.waitFor(async () => (await s.attr('[data-testid="mailbox-table"]', "aria-busy")) === "false", "the table no longer busy");
+      await s.find(`[data-testid="row-${name(n - 1)}"]`);
+      // The board answers: a search narrows the rows to the one named.
+      await s.type('[data-testid="search"]', name(n - 1));
+      await s.waitFor(async () => (await s.findAll('#board tr[data-testid^="row-"]')).length === 1, "the search to leave one row");
+    });
+  }, { MAILBOX_AUTH_HOME: home, MAILBOX_AUTH_KEYRING_SERVICE: keyring, MAILBOX_AUTH_REPORT_READY: "1" });
 }
 
 let fatal = null;

@@ -99,12 +99,18 @@ pub fn run() {
                     if let Err(e) = watch::tray(app.handle(), &watch) {
                         tracing::warn!("no tray icon: {e}");
                     }
-                    tauri::async_runtime::spawn(watch::run(app.handle().clone(), core, home.clone(), watch));
+                    // The monitor's first pass waits for the board (see `watch`'s module docs).
+                    app.listen_any("board-ready", {
+                        let watch = watch.clone();
+                        move |_| watch.board_shown()
+                    });
                     if std::env::args().any(|a| a == HIDDEN) {
+                        watch.board_shown();
                         if let Some(w) = app.get_webview_window("main") {
                             let _ = w.hide();
                         }
                     }
+                    tauri::async_runtime::spawn(watch::run(app.handle().clone(), core, home.clone(), watch));
                 }
                 Err(e) => {
                     // No panic and no change to the file: say what is wrong, then quit.

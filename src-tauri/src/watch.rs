@@ -14,6 +14,12 @@
 //! - **Start at login**: tauri-plugin-autostart, an XDG autostart entry
 //!   (`~/.config/autostart/Mailbox Auth.desktop`) on Linux.
 //!
+//! - **Start**: the first pass waits until the window's board is on screen (the UI's
+//!   `board-ready`, [`Watch::board_shown`]) or [`FIRST_PASS_WAIT`], whichever comes first: the
+//!   pass reads every mailbox's settings, history and keyring entries, as the board's first
+//!   `list_mailboxes` does, and on two cores the two together held the board back by seconds
+//!   with 1,000 mailboxes. Started hidden (at login, `--hidden`) nothing is waited for.
+//!
 //! `MAILBOX_AUTH_MONITOR_INTERVAL` (seconds) overrides the monitor's interval (default 30 min).
 
 use std::collections::HashMap;
@@ -36,6 +42,10 @@ use tokio::sync::Notify;
 pub const TRAY: &str = "main";
 /// The event the window listens to: a monitor pass ended (the board reloads).
 pub const PASS_EVENT: &str = "monitor-pass";
+
+/// The longest the monitor's first pass waits for the board to be shown (a window whose page
+/// never reports still gets its mailboxes checked).
+pub const FIRST_PASS_WAIT: Duration = Duration::from_secs(10);
 
 /// The worst badge over the mailboxes the monitor checks, as the tray shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, specta::Type)]
@@ -130,6 +140,9 @@ pub struct Watch {
     /// Whether the tray icon was set at least once (later only changes of state redraw it).
     icon_set: AtomicBool,
     wake: Notify,
+    /// Whether the board has been shown (see the module docs), and its signal.
+    shown: AtomicBool,
+    shown_signal: Notify,
     worst: Mutex<Worst>,
     /// The badge each mailbox was last notified with (see the module docs).
     notified: Mutex<HashMap<String, Status>>,
@@ -165,6 +178,8 @@ impl Default for Watch {
             paused: AtomicBool::new(false),
             icon_set: AtomicBool::new(false),
             wake: Notify::new(),
+            shown: AtomicBool::new(false),
+            shown_signal: Notify::new(),
             worst: Mutex::new(Worst::Idle),
             notified: Mutex::new(HashMap::new()),
             last_pass: Mutex::new(None),
@@ -191,6 +206,22 @@ pub fn interval() -> Duration {
 impl Watch {
     pub fn paused(&self) -> bool {
         self.paused.load(Ordering::SeqCst)
+    }
+
+    /// The board is on screen (or there is no window to wait for): the first pass may start.
+    pub fn board_shown(&self) {
+        self.shown.store(true, Ordering::SeqCst);
+        self.shown_signal.notify_waiters();
+    }
+
+    /// Waits until [`Watch::board_shown`], or `at_most`; whether the board was shown.
+    pub async fn until_board_shown(&self, at_most: Duration) -> bool {
+        // Made before the flag is read: `notify_waiters` wakes a `Notified` from its creation on.
+        let signal = self.shown_signal.notified();
+        if self.shown.load(Ordering::SeqCst) {
+            return true;
+        }
+        tokio::time::timeout(at_most, signal).await.is_ok()
     }
 
     /// The alerts of a pass not notified yet, remembering them as notified.
@@ -372,8 +403,8 @@ fn notify<R: Runtime>(app: &AppHandle<R>, a: &Alert) {
     }
 }
 
-/// The background monitor: a pass now, then one every interval (or when asked for), until the
-/// process ends.
+/// The background monitor: a pass once the board is shown (see the module docs), then one every
+/// interval (or when asked for), until the process ends.
 pub async fn run(app: AppHandle<tauri::Wry>, core: Arc<App>, home: PathBuf, watch: Arc<Watch>) {
     let config = MonitorConfig { interval: interval(), ..MonitorConfig::default() };
     let mon = match Monitor::new(&core, &home, config) {
@@ -384,6 +415,8 @@ pub async fn run(app: AppHandle<tauri::Wry>, core: Arc<App>, home: PathBuf, watc
         }
     };
     tracing::info!(interval_secs = mon.config.interval.as_secs(), "monitoring");
+    let shown = watch.until_board_shown(FIRST_PASS_WAIT).await;
+    tracing::info!(board_shown = shown, "first monitor pass");
     // The tray's colour from the stored history before the first pass ends.
     if let Ok(list) = core.list().await {
         set_worst(&app, Worst::of(list.iter().map(|v| v.status)));
@@ -437,6 +470,30 @@ mod tests {
             reason: Reason { message: "connection refused".into(), ..Default::default() },
             at: chrono::Utc::now(),
         }
+    }
+
+    #[tokio::test]
+    async fn the_first_pass_waits_for_the_board_or_the_limit() {
+        // Never shown: the wait ends at the limit, not before.
+        let w = Watch::default();
+        let t = std::time::Instant::now();
+        assert!(!w.until_board_shown(Duration::from_millis(200)).await);
+        assert!(t.elapsed() >= Duration::from_millis(200));
+        // Shown while waiting: the wait ends then, long before the limit.
+        let w = Arc::new(Watch::default());
+        let waiting = tokio::spawn({
+            let w = w.clone();
+            async move { w.until_board_shown(Duration::from_secs(60)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "the wait ended before the board was shown");
+        w.board_shown();
+        let shown = tokio::time::timeout(Duration::from_secs(20), waiting).await.expect("no hang").unwrap();
+        assert!(shown);
+        // Shown before the wait (or started hidden): no wait at all.
+        assert!(tokio::time::timeout(Duration::from_secs(20), w.until_board_shown(Duration::from_secs(60)))
+            .await
+            .unwrap());
     }
 
     #[test]

@@ -27,6 +27,8 @@ export const ui = $state({
   editing: null as string | null,
   mailboxes: [] as MailboxView[],
   loaded: false,
+  /** The first list is on screen (the work that can wait, e.g. the keyring doctor, starts then). */
+  shown: false,
   loadError: null as IpcError | null,
   busy: {} as Record<string, RowBusy>,
   batch: null as Batch | null,
