@@ -229,6 +229,11 @@ fn note_lost(store: &Store, name: &str) {
             messages: None,
         },
     );
+    // The sign-in's dates went away since the entry was found missing (`forget` in another
+    // program deletes the token, then the dates): nothing was lost, so nothing is recorded.
+    if rec.code.as_deref() != Some(SIGNIN_MISSING) {
+        return;
+    }
     if let Err(e) = store.record(&rec) {
         tracing::warn!(mailbox = name, error = %e, "cannot record the lost sign-in");
     }
@@ -474,6 +479,21 @@ mod tests {
         assert_eq!(r.code.as_deref(), Some("keyring_unavailable"));
         assert!(r.problems[0].message.contains("no D-Bus session bus"));
         assert!(r.fixes[0].setting.starts_with("Headless"));
+    }
+
+    #[test]
+    fn a_sign_in_forgotten_meanwhile_is_not_recorded_as_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = MemoryStore::default();
+        let a = app(dir.path(), &mem);
+        a.store().save(&mailbox("gone")).unwrap();
+        note_lost(a.store(), "gone");
+        assert!(a.store().history("gone", 5).unwrap().is_empty(), "no sign-in dates: nothing lost");
+        a.store().note_signin("gone", chrono::Utc::now(), None).unwrap();
+        note_lost(a.store(), "gone");
+        let h = a.store().history("gone", 5).unwrap();
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].code.as_deref(), Some(SIGNIN_MISSING));
     }
 
     #[tokio::test]
