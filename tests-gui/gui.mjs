@@ -1130,8 +1130,12 @@ async function trayGroup(display) {
       await scenario("editor: uptime over 7 and 30 days below 100 % after the outage, and the transitions up, down, up with the failure's words", async () => {
         await s.click('[data-testid="nav-board"]');
         await s.click('[data-testid="open-bob-app"]');
-        const u7 = await s.waitFor(async () => { const t = await s.text('[data-testid="uptime-7"]'); return t !== "—" && t; }, "the 7-day uptime");
-        const u30 = await s.text('[data-testid="uptime-30"]');
+        // Both read in one call, from one render: the card refreshes (a monitor pass, the clock), and
+        // an ongoing state's share moves with the time each figure was computed at.
+        const [u7, u30] = await s.waitFor(async () => {
+          const both = await s.script("return ['uptime-7', 'uptime-30'].map((id) => document.querySelector(`[data-testid=${id}]`).innerText.trim())");
+          return both[0] !== "—" && both;
+        }, "the 7-day uptime");
         const pct = parseFloat(u7);
         assert(pct > 0 && pct < 100 && /^\d+(\.\d)? %$/.test(u7), `7-day uptime ${u7}`);
         assert(u30 === u7, `30 days (${u30}) = 7 days (${u7}): everything known is within both`);
