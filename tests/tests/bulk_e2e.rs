@@ -168,9 +168,11 @@ fn per_account_must_be_at_least_one() {
     assert!(r.stderr.contains("--per-account"), "{r:?}");
 }
 
-/// Mailboxes without a sign-in date in the data store (here: tokens put in the keyring
-/// directly, as sign-ins from before the dates were kept) are looked up in the keyring: per kind
-/// of secret, per keyring service, and after an entry was removed behind the app's back.
+/// Mailboxes signed in before the data store kept sign-in dates (here: tokens put in the
+/// keyring directly, and the store told it does not know their sign-ins, as an older version
+/// left it) are looked up in the keyring: per kind of secret, per keyring service, and after an
+/// entry was removed behind the app's back. A mailbox found without a token is not looked up
+/// again.
 #[test]
 fn list_shows_exactly_the_mailboxes_with_a_stored_credential() {
     let sb = Sandbox::get();
@@ -185,6 +187,12 @@ fn list_shows_exactly_the_mailboxes_with_a_stored_credential() {
         .chain([format!("{app_row},client_credentials")])
         .collect();
     cli.import_with(",flow", &rows);
+    {
+        let store = mailbox_auth_core::store::Store::open(cli.home.path()).unwrap();
+        for n in ["signed-in", "other-kind", "never", "removed"] {
+            store.set_signin_known(n, false).unwrap();
+        }
+    }
     cli.store_refresh_token("signed-in", "rt-one");
     cli.store_refresh_token("removed", "rt-two");
     // A client secret is not a sign-in for a refresh-token mailbox; app-only needs one.
@@ -202,25 +210,29 @@ fn list_shows_exactly_the_mailboxes_with_a_stored_credential() {
         .unwrap();
     assert!(out.status.success());
 
-    let r = cli.run(&["list", "--json"], &[]);
-    assert_eq!(r.code, 0, "{r:?}");
-    let listed: Vec<(String, bool)> = r
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| (v["name"].as_str().unwrap().to_string(), v["authenticated"].as_bool().unwrap()))
-        .collect();
-    assert_eq!(
-        listed,
-        vec![
-            ("app-only".to_string(), true),
-            ("never".to_string(), false),
-            ("other-kind".to_string(), false),
-            ("removed".to_string(), false),
-            ("signed-in".to_string(), true),
-        ]
-    );
+    let expected = vec![
+        ("app-only".to_string(), true),
+        ("never".to_string(), false),
+        ("other-kind".to_string(), false),
+        ("removed".to_string(), false),
+        ("signed-in".to_string(), true),
+    ];
+    for round in ["first", "second"] {
+        let r = cli.run(&["list", "--json"], &[]);
+        assert_eq!(r.code, 0, "{round}: {r:?}");
+        let listed: Vec<(String, bool)> = r
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| (v["name"].as_str().unwrap().to_string(), v["authenticated"].as_bool().unwrap()))
+            .collect();
+        assert_eq!(listed, expected, "{round} list");
+    }
+    let store = mailbox_auth_core::store::Store::open(cli.home.path()).unwrap();
+    let known: Vec<bool> =
+        ["never", "other-kind", "removed", "signed-in"].iter().map(|n| store.signin_known(n).unwrap()).collect();
+    assert_eq!(known, [true, true, true, false], "found without a token: remembered; with one: the keyring decides");
 }
 
 /// `list` takes "signed in" from the data store's sign-in dates and reads no keyring entry per

@@ -314,8 +314,20 @@ impl App {
             // doctor (which the window runs when the board is shown) and by the next check, and
             // both record it, so the badge says so.
             _ if dates.is_some() => !lost,
-            // No sign-in date: never signed in, or signed in before the dates were kept.
-            _ => secret::get(&self.secrets, &m.name, SecretKind::RefreshToken).await?.is_some(),
+            // No sign-in date, and the dates are complete (created by this version, signed out,
+            // or looked up once below): never signed in, so no keyring read either.
+            _ if self.store.signin_known(&m.name)? => false,
+            // Signed in before the dates were kept, maybe: the keyring says. Once it says "no",
+            // the store remembers, so this mailbox is looked up once. Safe with another program
+            // signing in meanwhile: a sign-in stores its token, then its dates, so the dates
+            // decide from then on whatever is recorded here.
+            _ => {
+                let found = secret::get(&self.secrets, &m.name, SecretKind::RefreshToken).await?.is_some();
+                if !found {
+                    self.store.set_signin_known(&m.name, true)?;
+                }
+                found
+            }
         };
         let signin =
             if authenticated { health::signin_expiry(dates.as_ref(), m.provider, m.signin_max_age_days) } else { None };
@@ -626,6 +638,8 @@ impl App {
                 // The sign-in's countdown starts now (the date only; the token is in the keyring).
                 if let Err(e) = self.store.note_signin(name, Utc::now(), tokens.refresh_expires_in) {
                     tracing::warn!(mailbox = name, "cannot record the sign-in date: {e}");
+                    // Without its date the board must ask the keyring again.
+                    let _ = self.store.set_signin_known(name, false);
                 }
             }
             Ok::<_, OAuthError>(tokens.id_token.as_ref().and_then(|t| signed_in_account(t.expose_secret())))
@@ -1418,19 +1432,40 @@ mod tests {
         assert!(views.iter().all(|v| v.authenticated && v.status_label != "Not authenticated"), "{views:?}");
         assert!(counting.reads.lock().unwrap().is_empty(), "{:?}", counting.reads.lock().unwrap());
 
-        // Forgetting deletes the sign-in date with the entry. A mailbox without a date (never
-        // signed in, or signed in before the dates were kept) is the one looked up.
+        // Forgetting deletes the sign-in date with the entry, and a mailbox created here that
+        // never signed in has no date either: both are known to be signed out, still with no read.
+        let mut fresh = crate::mailbox::sample();
+        fresh.name = "never-signed-in".into();
+        app.create(&fresh).await.unwrap();
         counting.refuse.store(false, std::sync::atomic::Ordering::SeqCst);
         app.forget("signed-00").await.unwrap();
+        counting.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
         let views = app.list().await.unwrap();
-        let forgotten = views.iter().find(|v| v.mailbox.name == "signed-00").unwrap();
-        assert!(!forgotten.authenticated);
-        assert_eq!(forgotten.status_label, "Not authenticated");
-        assert_eq!(
-            *counting.reads.lock().unwrap(),
-            vec![("signed-00".to_string(), SecretKind::RefreshToken)],
-            "only the mailbox without a sign-in date is looked up"
-        );
+        for name in ["signed-00", "never-signed-in"] {
+            let v = views.iter().find(|v| v.mailbox.name == name).unwrap();
+            assert!(!v.authenticated, "{name}");
+            assert_eq!(v.status_label, "Not authenticated", "{name}");
+        }
+        assert!(counting.reads.lock().unwrap().is_empty(), "{:?}", counting.reads.lock().unwrap());
+
+        // A mailbox signed in before the dates were kept: its token is looked up. Once the
+        // keyring says it holds none, that is remembered and the mailbox is not looked up again.
+        counting.refuse.store(false, std::sync::atomic::Ordering::SeqCst);
+        for name in ["signed-01", "signed-02"] {
+            app.store.forget_signin(name).unwrap();
+            app.store.set_signin_known(name, false).unwrap();
+        }
+        counting.inner.delete("signed-02", SecretKind::RefreshToken).unwrap();
+        for round in 0..2 {
+            let views = app.list().await.unwrap();
+            let legacy = views.iter().find(|v| v.mailbox.name == "signed-01").unwrap();
+            assert!(legacy.authenticated, "round {round}: its token is in the keyring");
+            let gone = views.iter().find(|v| v.mailbox.name == "signed-02").unwrap();
+            assert!(!gone.authenticated, "round {round}");
+        }
+        let reads = counting.reads.lock().unwrap().clone();
+        let rt = |n: &str| (n.to_string(), SecretKind::RefreshToken);
+        assert_eq!(reads, vec![rt("signed-01"), rt("signed-02"), rt("signed-01")], "signed-02 looked up once");
     }
 
     #[tokio::test]

@@ -374,6 +374,9 @@ impl App {
                     if let Some(r) = s.refreshed_at {
                         self.store().note_refresh(&name, r, false, None)?;
                     }
+                } else if carried.contains(&SecretKind::RefreshToken.as_str()) {
+                    // A sign-in from before the dates were kept: the keyring decides.
+                    self.store().set_signin_known(&name, false)?;
                 }
             }
             // Nothing cached from the old settings may serve the new ones.
@@ -423,6 +426,45 @@ mod tests {
         flipped[i] ^= 1;
         assert!(matches!(decrypt("f", pass("correct horse battery"), &flipped), Err(HandoverError::Damaged { .. })));
         assert!(matches!(decrypt("f", pass("x"), b"name,email\n"), Err(HandoverError::NotHandover { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_carried_sign_in_without_dates_is_listed_from_the_keyring() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = std::sync::Arc::new(crate::secret::MemoryStore::default());
+        let app = App::open(dir.path(), keyring.clone()).unwrap();
+        let entry = |name: &str, dated: bool| {
+            let mut mailbox = crate::mailbox::sample();
+            mailbox.name = name.into();
+            let signin = dated.then(|| SignIn {
+                issued_at: Utc::now(),
+                refreshed_at: None,
+                rotated_at: None,
+                idle_lifetime_secs: None,
+            });
+            let mut secrets = Secrets::default();
+            secrets.refresh_token = Some(format!("rt-{name}"));
+            Entry { mailbox, history: vec![], signin, secrets }
+        };
+        // Both names exist here already, signed out: the import replaces them.
+        for name in ["dated", "undated"] {
+            let mut m = crate::mailbox::sample();
+            m.name = name.into();
+            app.create(&m).await.unwrap();
+        }
+        let doc = Document {
+            format: FORMAT.into(),
+            version: VERSION,
+            created_at: Utc::now(),
+            app_version: "test".into(),
+            mailboxes: vec![entry("dated", true), entry("undated", false)],
+        };
+        let file = quick_encrypt("correct horse battery", &serde_json::to_vec(&doc).unwrap());
+        app.import_handover("f", file, pass("correct horse battery")).await.unwrap();
+        assert!(app.store().signin_known("dated").unwrap());
+        assert!(!app.store().signin_known("undated").unwrap(), "its keyring entry decides");
+        let views = app.list().await.unwrap();
+        assert!(views.iter().all(|v| v.authenticated), "{views:?}");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::health::HealthRecord;
 use crate::mailbox::Mailbox;
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 /// Green checks older than this are pruned unless they mark a change of status.
 pub const ROUTINE_RETENTION_DAYS: i64 = 30;
 /// Pruning also runs every this many new records (a window open for months).
@@ -156,6 +156,17 @@ fn migrate(tx: &rusqlite::Transaction<'_>, from: i64) -> Result<(), StoreError> 
         )
         .map_err(sql("migrate to schema 4"))?;
     }
+    // 4 → 5: the mailboxes whose sign-in dates are complete: one listed here with no row in
+    // `signin` is known to hold no sign-in, so the board reads no keyring entry for it. Listed:
+    // mailboxes created from this version on, every mailbox with dates, and older ones once the
+    // keyring was found to hold no refresh token for them (see `App::view`).
+    if from < 5 {
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS signin_known (mailbox TEXT PRIMARY KEY NOT NULL);
+             INSERT OR IGNORE INTO signin_known (mailbox) SELECT mailbox FROM signin;",
+        )
+        .map_err(sql("migrate to schema 5"))?;
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(sql("set the schema version"))
 }
 
@@ -269,13 +280,20 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Inserts or replaces mailboxes, all or none.
+    /// Inserts or replaces mailboxes, all or none. A new mailbox starts with its sign-in
+    /// known (none yet): see [`Store::signin_known`].
     pub fn save_all(&self, mailboxes: &[Mailbox]) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(sql("begin"))?;
         for m in mailboxes {
             let data =
                 serde_json::to_string(m).map_err(|source| StoreError::Corrupt { name: m.name.clone(), source })?;
+            tx.execute(
+                "INSERT OR IGNORE INTO signin_known (mailbox)
+                 SELECT ?1 WHERE NOT EXISTS (SELECT 1 FROM mailboxes WHERE name = ?1)",
+                [&m.name],
+            )
+            .map_err(sql("save mailbox"))?;
             tx.execute(
                 "INSERT INTO mailboxes (name, data, updated_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT(name) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
@@ -341,6 +359,7 @@ impl Store {
         }
         tx.execute("DELETE FROM health WHERE mailbox = ?1", [name]).map_err(sql("remove history"))?;
         tx.execute("DELETE FROM signin WHERE mailbox = ?1", [name]).map_err(sql("remove sign-in dates"))?;
+        tx.execute("DELETE FROM signin_known WHERE mailbox = ?1", [name]).map_err(sql("remove sign-in dates"))?;
         tx.execute("DELETE FROM monitor_alert_state WHERE mailbox = ?1", [name]).map_err(sql("remove alert state"))?;
         tx.execute("DELETE FROM failing_transcripts WHERE mailbox = ?1", [name]).map_err(sql("remove transcripts"))?;
         tx.commit().map_err(sql("commit"))
@@ -354,14 +373,17 @@ impl Store {
         at: chrono::DateTime<chrono::Utc>,
         idle_lifetime: Option<u64>,
     ) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "INSERT OR REPLACE INTO signin (mailbox, issued_at, refreshed_at, rotated_at, idle_lifetime_secs)
-                 VALUES (?1, ?2, NULL, NULL, ?3)",
-                params![name, at.to_rfc3339(), idle_lifetime.map(|s| s.min(i64::MAX as u64) as i64)],
-            )
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(sql("begin"))?;
+        tx.execute(
+            "INSERT OR REPLACE INTO signin (mailbox, issued_at, refreshed_at, rotated_at, idle_lifetime_secs)
+             VALUES (?1, ?2, NULL, NULL, ?3)",
+            params![name, at.to_rfc3339(), idle_lifetime.map(|s| s.min(i64::MAX as u64) as i64)],
+        )
+        .map_err(sql("record the sign-in date"))?;
+        tx.execute("INSERT OR IGNORE INTO signin_known (mailbox) VALUES (?1)", [name])
             .map_err(sql("record the sign-in date"))?;
-        Ok(())
+        tx.commit().map_err(sql("record the sign-in date"))
     }
 
     /// The sign-in was used for a refresh now; `rotated` when a new refresh token was stored.
@@ -386,9 +408,36 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets the sign-in dates (the mailbox was signed out).
+    /// Forgets the sign-in dates: the mailbox was signed out, so its sign-in is known (none).
     pub fn forget_signin(&self, name: &str) -> Result<(), StoreError> {
-        self.conn().execute("DELETE FROM signin WHERE mailbox = ?1", [name]).map_err(sql("forget sign-in dates"))?;
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(sql("begin"))?;
+        tx.execute("DELETE FROM signin WHERE mailbox = ?1", [name]).map_err(sql("forget sign-in dates"))?;
+        tx.execute("INSERT OR IGNORE INTO signin_known (mailbox) VALUES (?1)", [name])
+            .map_err(sql("forget sign-in dates"))?;
+        tx.commit().map_err(sql("forget sign-in dates"))
+    }
+
+    /// Whether the mailbox's sign-in dates are complete: then a mailbox without dates has no
+    /// sign-in, and nobody needs to ask the keyring. Not known: mailboxes signed in before the
+    /// dates were kept, and one whose refresh token was stored without its dates (a hand-over
+    /// file from such a mailbox, a failed write of the date).
+    pub fn signin_known(&self, name: &str) -> Result<bool, StoreError> {
+        self.conn()
+            .query_row("SELECT 1 FROM signin_known WHERE mailbox = ?1", [name], |_| Ok(()))
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(sql("read the sign-in dates"))
+    }
+
+    /// Records whether the mailbox's sign-in dates are complete (see [`Store::signin_known`]).
+    pub fn set_signin_known(&self, name: &str, known: bool) -> Result<(), StoreError> {
+        let sql_text = if known {
+            "INSERT OR IGNORE INTO signin_known (mailbox) SELECT name FROM mailboxes WHERE name = ?1"
+        } else {
+            "DELETE FROM signin_known WHERE mailbox = ?1"
+        };
+        self.conn().execute(sql_text, [name]).map_err(sql("record the sign-in dates"))?;
         Ok(())
     }
 
@@ -593,6 +642,49 @@ mod tests {
         );
         s.remove(&m.name).unwrap();
         assert_eq!(s.signin(&m.name).unwrap(), None);
+    }
+
+    #[test]
+    fn a_new_mailbox_or_a_signed_out_one_has_a_known_sign_in_an_older_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        // A schema 4 file: one mailbox with sign-in dates, one without (never signed in, or
+        // signed in before the dates were kept: only the keyring can tell).
+        let mut conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        let tx = conn.transaction().unwrap();
+        migrate(&tx, 0).unwrap();
+        tx.execute_batch("DROP TABLE signin_known; PRAGMA user_version = 4;").unwrap();
+        tx.commit().unwrap();
+        for name in ["dated", "undated"] {
+            let mut m = sample();
+            m.name = name.into();
+            conn.execute("INSERT INTO mailboxes VALUES (?1, ?2, '')", [name, &serde_json::to_string(&m).unwrap()])
+                .unwrap();
+        }
+        conn.execute("INSERT INTO signin (mailbox, issued_at) VALUES ('dated', '2026-11-01T10:00:00Z')", []).unwrap();
+        drop(conn);
+        let s = Store::open(dir.path()).unwrap();
+        assert!(s.signin_known("dated").unwrap());
+        assert!(!s.signin_known("undated").unwrap());
+        // Saving an older mailbox again does not make its sign-in known; a new one starts known.
+        let mut undated = s.get("undated").unwrap();
+        undated.folder = "Archive".into();
+        let mut new = sample();
+        new.name = "new".into();
+        s.save_all(&[undated, new]).unwrap();
+        assert!(!s.signin_known("undated").unwrap());
+        assert!(s.signin_known("new").unwrap());
+        // Signing out makes it known; a token stored without dates makes it unknown again.
+        s.forget_signin("undated").unwrap();
+        assert!(s.signin_known("undated").unwrap());
+        s.set_signin_known("undated", false).unwrap();
+        assert!(!s.signin_known("undated").unwrap());
+        s.note_signin("undated", chrono::Utc::now(), None).unwrap();
+        assert!(s.signin_known("undated").unwrap());
+        // Removed with its mailbox, and never recorded for a name that is not stored.
+        s.remove("new").unwrap();
+        assert!(!s.signin_known("new").unwrap());
+        s.set_signin_known("nobody", true).unwrap();
+        assert!(!s.signin_known("nobody").unwrap());
     }
 
     #[test]
