@@ -16,7 +16,7 @@ use std::sync::Arc;
 use oauth2::{ClientSecret, Scope};
 use secrecy::ExposeSecret;
 
-use super::{endpoints, map_token_error, token_client, OAuthError, Tokens};
+use super::{endpoints, token_client, OAuthError, StatusNoting, Tokens};
 use crate::appcert;
 use crate::mailbox::{FieldError, Mailbox};
 use crate::secret::{self, SecretKind, SecretStore};
@@ -42,12 +42,13 @@ pub async fn load(secrets: &Arc<dyn SecretStore>, mailbox: &str) -> Result<Optio
 /// Gets an app-only access token.
 pub async fn token(m: &Mailbox, credential: AppCredential, http: &reqwest::Client) -> Result<Tokens, OAuthError> {
     let e = endpoints(m)?;
+    let client = StatusNoting::new(http);
     let resp = match credential {
         AppCredential::Secret(client_secret) => {
             token_client(m, Some(client_secret))?
                 .exchange_client_credentials()
                 .add_scopes(e.scopes.into_iter().map(Scope::new))
-                .request_async(http)
+                .request_async(&client)
                 .await
         }
         AppCredential::Certificate(cert) => {
@@ -61,11 +62,13 @@ pub async fn token(m: &Mailbox, credential: AppCredential, http: &reqwest::Clien
                 .add_scopes(e.scopes.into_iter().map(Scope::new))
                 .add_extra_param("client_assertion_type", appcert::ASSERTION_TYPE)
                 .add_extra_param("client_assertion", assertion.expose_secret().to_string())
-                .request_async(http)
+                .request_async(&client)
                 .await
         }
     }
-    .map_err(|err| map_token_error("client credentials grant", &e.token_url, err))?;
+    // Throttled or down (429, 5xx) is not a verdict on the app's credential: see
+    // `StatusNoting::token_error`.
+    .map_err(|err| client.token_error("client credentials grant", &e.token_url, err))?;
     Ok(resp.into())
 }
 
@@ -168,6 +171,34 @@ mod tests {
 
     const APP: &str = "00000000-1111-2222-3333-444444444444";
     const OBJ: &str = "55555555-6666-7777-8888-999999999999";
+
+    /// The token endpoint throttling or down is not a verdict on the app's credential: it is
+    /// `Unavailable` (which a check records as throttled, or as the endpoint down), as a refresh's
+    /// is; an OAuth error keeps its own code.
+    #[tokio::test]
+    async fn a_throttled_or_failing_token_endpoint_is_unavailable_not_a_refused_credential() {
+        let answers: [(&'static str, &'static str, &str); 4] = [
+            ("429 Too Many Requests", "<html>slow down</html>", "token_endpoint_unavailable"),
+            ("429 Too Many Requests", r#"{"error":"slow_down"}"#, "token_endpoint_unavailable"),
+            ("503 Service Unavailable", "", "token_endpoint_unavailable"),
+            ("401 Unauthorized", r#"{"error":"invalid_client"}"#, "invalid_client"),
+        ];
+        for (status, body, code) in answers {
+            let port = crate::oauth::test_http::serve(move |_, _| (status, body.to_string())).await;
+            let mut m = crate::mailbox::sample();
+            m.provider = crate::mailbox::ProviderKind::Generic;
+            m.flow = crate::mailbox::Flow::ClientCredentials;
+            m.token_url = Some(format!("http://127.0.0.1:{port}/token"));
+            m.auth_url = Some(format!("http://127.0.0.1:{port}/authorize"));
+            let credential = AppCredential::Secret(ClientSecret::new("cs".into()));
+            let err = token(&m, credential, &crate::oauth::http_client()).await.unwrap_err();
+            assert_eq!(err.code(), code, "{status} {body}: {err}");
+            let expected = status[..3].parse::<u16>().unwrap();
+            if code == "token_endpoint_unavailable" {
+                assert!(matches!(err, OAuthError::Unavailable { status, .. } if status == expected), "{err:?}");
+            }
+        }
+    }
 
     /// A token as PowerShell's tokenizer sees it, for the shapes this script may contain.
     #[derive(Debug, Clone, PartialEq, Eq)]

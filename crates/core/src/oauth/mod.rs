@@ -20,14 +20,17 @@ pub mod discovery;
 pub mod loopback;
 pub mod refresh;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::Duration;
 
 use oauth2::basic::{
     BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse, BasicTokenType,
 };
 use oauth2::{
-    AccessToken, AuthUrl, ClientId, ClientSecret, EndpointNotSet, EndpointSet, ExtraTokenFields, RefreshToken,
-    RequestTokenError, StandardRevocableToken, StandardTokenResponse, TokenResponse, TokenUrl,
+    AccessToken, AsyncHttpClient, AuthUrl, ClientId, ClientSecret, EndpointNotSet, EndpointSet, ExtraTokenFields,
+    RefreshToken, RequestTokenError, StandardRevocableToken, StandardTokenResponse, TokenResponse, TokenUrl,
 };
 use serde::{Deserialize, Serialize};
 
@@ -306,6 +309,65 @@ where
         // says where parsing stopped.
         RequestTokenError::Parse(pe, _) => OAuthError::Parse { op, url: url.into(), detail: pe.to_string() },
         RequestTokenError::Other(s) => OAuthError::Parse { op, url: url.into(), detail: s },
+    }
+}
+
+/// reqwest as oauth2's HTTP client, noting the status of the response and its `Retry-After`
+/// in seconds (`u64::MAX` when absent; the HTTP-date form is not used by token endpoints).
+/// Why: oauth2 drops both, and they decide whether a failed grant is a verdict on the stored
+/// credential or the endpoint being down or throttling.
+pub(crate) struct StatusNoting<'a> {
+    http: &'a reqwest::Client,
+    status: AtomicU16,
+    retry_after: AtomicU64,
+}
+
+impl<'a> StatusNoting<'a> {
+    pub(crate) fn new(http: &'a reqwest::Client) -> Self {
+        Self { http, status: AtomicU16::new(0), retry_after: AtomicU64::new(u64::MAX) }
+    }
+
+    /// The status of the last response (0 before any).
+    pub(crate) fn status(&self) -> u16 {
+        self.status.load(Ordering::SeqCst)
+    }
+
+    /// A failed grant as an [`OAuthError`]: the endpoint down or throttling is
+    /// [`OAuthError::Unavailable`] (HTTP 429 whatever its body says, since some providers add an
+    /// OAuth-style `slow_down`; 5xx without an OAuth error), anything else as
+    /// [`map_token_error`] says.
+    pub(crate) fn token_error<RE, T>(
+        &self,
+        op: &'static str,
+        url: &str,
+        e: RequestTokenError<RE, oauth2::StandardErrorResponse<T>>,
+    ) -> OAuthError
+    where
+        RE: std::error::Error + 'static,
+        T: oauth2::ErrorResponseType + AsRef<str> + std::fmt::Display + 'static,
+    {
+        match (self.status(), e) {
+            (s @ 429, _) | (s @ 500..=599, RequestTokenError::Other(_) | RequestTokenError::Parse(..)) => {
+                let retry_after = Some(self.retry_after.load(Ordering::SeqCst)).filter(|v| *v != u64::MAX);
+                OAuthError::Unavailable { url: url.into(), status: s, retry_after }
+            }
+            (_, e) => map_token_error(op, url, e),
+        }
+    }
+}
+
+impl<'c> AsyncHttpClient<'c> for StatusNoting<'_> {
+    type Error = oauth2::HttpClientError<reqwest::Error>;
+    type Future = Pin<Box<dyn Future<Output = Result<oauth2::HttpResponse, Self::Error>> + Send + 'c>>;
+
+    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
+        Box::pin(async move {
+            let resp = self.http.call(request).await?;
+            self.status.store(resp.status().as_u16(), Ordering::SeqCst);
+            let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()?.trim().parse().ok());
+            self.retry_after.store(retry_after.unwrap_or(u64::MAX), Ordering::SeqCst);
+            Ok(resp)
+        })
     }
 }
 

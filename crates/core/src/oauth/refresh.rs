@@ -33,18 +33,16 @@
 //! `refresh_rejected`, "sign in again", not "check the token URL".
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use oauth2::{AccessToken, AsyncHttpClient, ClientSecret, RefreshToken, RequestTokenError};
+use oauth2::{AccessToken, ClientSecret, RefreshToken, RequestTokenError};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::OwnedMutexGuard;
 
-use super::{client_credentials, endpoints, map_token_error, token_client, OAuthError, Tokens};
+use super::{client_credentials, endpoints, token_client, OAuthError, StatusNoting, Tokens};
 use crate::lock::{Locks, MailboxLock};
 use crate::mailbox::{Flow, Mailbox};
 use crate::secret::{self, SecretError, SecretKind, SecretStore};
@@ -324,7 +322,7 @@ async fn refresh_grant(
     deadline: Instant,
 ) -> Result<Tokens, OAuthError> {
     let token_url = endpoints(m)?.token_url;
-    let client = StatusNoting { http, status: AtomicU16::new(0), retry_after: AtomicU64::new(u64::MAX) };
+    let client = StatusNoting::new(http);
     // What is left of the call's deadline, but never less than a few seconds for the request.
     let budget = deadline.saturating_duration_since(Instant::now()).max(MIN_REQUEST_TIME);
     let oauth = token_client(m, client_secret)?;
@@ -335,44 +333,16 @@ async fn refresh_grant(
             url: token_url.clone(),
             detail: format!("no answer within {} seconds", budget.as_secs()),
         })?;
-    let resp = answer.map_err(|e| match (client.status.load(Ordering::SeqCst), e) {
+    let resp = answer.map_err(|e| match (client.status(), e) {
         // A body that is an OAuth error (`invalid_grant` …) keeps its own words; an empty
         // or non-OAuth body with 400/401 is the endpoint refusing the token.
         (s @ (400 | 401), RequestTokenError::Other(_) | RequestTokenError::Parse(..)) => {
             OAuthError::RefreshRejected { url: token_url.clone(), status: s }
         }
-        // Down or throttled: not a verdict on the refresh token, which stays as it is. A 429 is
-        // throttling whatever its body says (some providers add an OAuth-style `slow_down`).
-        (s @ 429, _) | (s @ 500..=599, RequestTokenError::Other(_) | RequestTokenError::Parse(..)) => {
-            let retry_after = Some(client.retry_after.load(Ordering::SeqCst)).filter(|v| *v != u64::MAX);
-            OAuthError::Unavailable { url: token_url.clone(), status: s, retry_after }
-        }
-        (_, e) => map_token_error("refresh", &token_url, e),
+        // Down or throttled: not a verdict on the refresh token, which stays as it is.
+        (_, e) => client.token_error("refresh", &token_url, e),
     })?;
     Ok(resp.into())
-}
-
-/// reqwest as oauth2's HTTP client, noting the status of the response and its `Retry-After`
-/// in seconds (`u64::MAX` when absent; the HTTP-date form is not used by token endpoints).
-struct StatusNoting<'a> {
-    http: &'a reqwest::Client,
-    status: AtomicU16,
-    retry_after: AtomicU64,
-}
-
-impl<'c> AsyncHttpClient<'c> for StatusNoting<'_> {
-    type Error = oauth2::HttpClientError<reqwest::Error>;
-    type Future = Pin<Box<dyn Future<Output = Result<oauth2::HttpResponse, Self::Error>> + Send + 'c>>;
-
-    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
-        Box::pin(async move {
-            let resp = self.http.call(request).await?;
-            self.status.store(resp.status().as_u16(), Ordering::SeqCst);
-            let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()?.trim().parse().ok());
-            self.retry_after.store(retry_after.unwrap_or(u64::MAX), Ordering::SeqCst);
-            Ok(resp)
-        })
-    }
 }
 
 #[cfg(test)]
