@@ -168,11 +168,11 @@ fn per_account_must_be_at_least_one() {
     assert!(r.stderr.contains("--per-account"), "{r:?}");
 }
 
-/// Mailboxes signed in before the data store kept sign-in dates (here: tokens put in the
-/// keyring directly, and the store told it does not know their sign-ins, as an older version
-/// left it) are looked up in the keyring: per kind of secret, per keyring service, and after an
-/// entry was removed behind the app's back. A mailbox found without a token is not looked up
-/// again.
+/// Mailboxes without a sign-in date in the data store (here: tokens put in the keyring
+/// directly, as sign-ins from before the dates were kept, or of a data directory that was
+/// replaced) are looked up in the keyring: per kind of secret, per keyring service, and after an
+/// entry was removed behind the app's back. One found without a token is remembered as signed
+/// out, and not looked up again.
 #[test]
 fn list_shows_exactly_the_mailboxes_with_a_stored_credential() {
     let sb = Sandbox::get();
@@ -187,12 +187,6 @@ fn list_shows_exactly_the_mailboxes_with_a_stored_credential() {
         .chain([format!("{app_row},client_credentials")])
         .collect();
     cli.import_with(",flow", &rows);
-    {
-        let store = mailbox_auth_core::store::Store::open(cli.home.path()).unwrap();
-        for n in ["signed-in", "other-kind", "never", "removed"] {
-            store.set_signin_known(n, false).unwrap();
-        }
-    }
     cli.store_refresh_token("signed-in", "rt-one");
     cli.store_refresh_token("removed", "rt-two");
     // A client secret is not a sign-in for a refresh-token mailbox; app-only needs one.

@@ -314,13 +314,13 @@ impl App {
             // doctor (which the window runs when the board is shown) and by the next check, and
             // both record it, so the badge says so.
             _ if dates.is_some() => !lost,
-            // No sign-in date, and the dates are complete (created by this version, signed out,
-            // or looked up once below): never signed in, so no keyring read either.
+            // No sign-in date, and the dates are complete (signed out here, or looked up once
+            // below): not signed in, so no keyring read either.
             _ if self.store.signin_known(&m.name)? => false,
-            // Signed in before the dates were kept, maybe: the keyring says. Once it says "no",
-            // the store remembers, so this mailbox is looked up once. Safe with another program
-            // signing in meanwhile: a sign-in stores its token, then its dates, so the dates
-            // decide from then on whatever is recorded here.
+            // Just created or imported, or signed in before the dates were kept: the keyring
+            // says. Once it says "no", the store remembers, so such a mailbox is looked up once.
+            // Safe with another program signing in meanwhile: a sign-in stores its token, then
+            // its dates, so the dates decide from then on whatever is recorded here.
             _ => {
                 let found = secret::get(&self.secrets, &m.name, SecretKind::RefreshToken).await?.is_some();
                 if !found {
@@ -1432,13 +1432,22 @@ mod tests {
         assert!(views.iter().all(|v| v.authenticated && v.status_label != "Not authenticated"), "{views:?}");
         assert!(counting.reads.lock().unwrap().is_empty(), "{:?}", counting.reads.lock().unwrap());
 
-        // Forgetting deletes the sign-in date with the entry, and a mailbox created here that
-        // never signed in has no date either: both are known to be signed out, still with no read.
+        // A mailbox created here is looked up once (the keyring may hold a sign-in of that
+        // name from before); found without one, it is known to be signed out. Forgetting
+        // deletes the sign-in date with the entry, and the sign-out is known too. Then neither
+        // is read again.
         let mut fresh = crate::mailbox::sample();
         fresh.name = "never-signed-in".into();
         app.create(&fresh).await.unwrap();
         counting.refuse.store(false, std::sync::atomic::Ordering::SeqCst);
         app.forget("signed-00").await.unwrap();
+        app.list().await.unwrap();
+        assert_eq!(
+            *counting.reads.lock().unwrap(),
+            vec![("never-signed-in".to_string(), SecretKind::RefreshToken)],
+            "the new mailbox is looked up, the forgotten one is not"
+        );
+        counting.reads.lock().unwrap().clear();
         counting.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
         let views = app.list().await.unwrap();
         for name in ["signed-00", "never-signed-in"] {

@@ -158,8 +158,8 @@ fn migrate(tx: &rusqlite::Transaction<'_>, from: i64) -> Result<(), StoreError> 
     }
     // 4 → 5: the mailboxes whose sign-in dates are complete: one listed here with no row in
     // `signin` is known to hold no sign-in, so the board reads no keyring entry for it. Listed:
-    // mailboxes created from this version on, every mailbox with dates, and older ones once the
-    // keyring was found to hold no refresh token for them (see `App::view`).
+    // every mailbox with dates, one signed out here, and one the keyring was once found to hold
+    // no refresh token for (see `App::view`).
     if from < 5 {
         tx.execute_batch(
             "CREATE TABLE IF NOT EXISTS signin_known (mailbox TEXT PRIMARY KEY NOT NULL);
@@ -280,20 +280,13 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Inserts or replaces mailboxes, all or none. A new mailbox starts with its sign-in
-    /// known (none yet): see [`Store::signin_known`].
+    /// Inserts or replaces mailboxes, all or none.
     pub fn save_all(&self, mailboxes: &[Mailbox]) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(sql("begin"))?;
         for m in mailboxes {
             let data =
                 serde_json::to_string(m).map_err(|source| StoreError::Corrupt { name: m.name.clone(), source })?;
-            tx.execute(
-                "INSERT OR IGNORE INTO signin_known (mailbox)
-                 SELECT ?1 WHERE NOT EXISTS (SELECT 1 FROM mailboxes WHERE name = ?1)",
-                [&m.name],
-            )
-            .map_err(sql("save mailbox"))?;
             tx.execute(
                 "INSERT INTO mailboxes (name, data, updated_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT(name) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
@@ -419,9 +412,11 @@ impl Store {
     }
 
     /// Whether the mailbox's sign-in dates are complete: then a mailbox without dates has no
-    /// sign-in, and nobody needs to ask the keyring. Not known: mailboxes signed in before the
-    /// dates were kept, and one whose refresh token was stored without its dates (a hand-over
-    /// file from such a mailbox, a failed write of the date).
+    /// sign-in, and nobody needs to ask the keyring. Not known until the keyring was asked once:
+    /// a mailbox just created or imported (the keyring may hold a sign-in from before, of a
+    /// mailbox of that name whose data directory was replaced), one signed in before the dates
+    /// were kept, and one whose refresh token was stored without its dates (a hand-over file
+    /// from such a mailbox, a failed write of the date).
     pub fn signin_known(&self, name: &str) -> Result<bool, StoreError> {
         self.conn()
             .query_row("SELECT 1 FROM signin_known WHERE mailbox = ?1", [name], |_| Ok(()))
@@ -645,7 +640,7 @@ mod tests {
     }
 
     #[test]
-    fn a_new_mailbox_or_a_signed_out_one_has_a_known_sign_in_an_older_one_does_not() {
+    fn a_signed_out_mailbox_has_a_known_sign_in_a_new_or_older_one_does_not() {
         let dir = tempfile::tempdir().unwrap();
         // A schema 4 file: one mailbox with sign-in dates, one without (never signed in, or
         // signed in before the dates were kept: only the keyring can tell).
@@ -665,13 +660,16 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         assert!(s.signin_known("dated").unwrap());
         assert!(!s.signin_known("undated").unwrap());
-        // Saving an older mailbox again does not make its sign-in known; a new one starts known.
+        // Saving does not make a sign-in known, for an older mailbox or a new one: only the
+        // keyring can tell whether a sign-in of that name is stored there.
         let mut undated = s.get("undated").unwrap();
         undated.folder = "Archive".into();
         let mut new = sample();
         new.name = "new".into();
         s.save_all(&[undated, new]).unwrap();
         assert!(!s.signin_known("undated").unwrap());
+        assert!(!s.signin_known("new").unwrap());
+        s.set_signin_known("new", true).unwrap();
         assert!(s.signin_known("new").unwrap());
         // Signing out makes it known; a token stored without dates makes it unknown again.
         s.forget_signin("undated").unwrap();
