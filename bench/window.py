@@ -36,7 +36,8 @@ def add_args(ap):
     ap.add_argument("--deb", nargs="?", const="auto",
                     help="also the .deb's size (PATH, or the newest under $CARGO_TARGET_DIR/release/bundle/deb)")
     ap.add_argument("--window-runs", type=int, default=5, help="cold starts per variant (the median is reported)")
-    ap.add_argument("--only", choices=["window"], help="run only this part (no bulk verify)")
+    ap.add_argument("--only", choices=["window", "keyring"],
+                    help="run only this part (no bulk verify): the window, or the keyring layouts")
 
 
 class Xvfb:

@@ -17,6 +17,12 @@
 //!   follows by writing its whole collection file). One scratch entry of the service in
 //!   `$MAILBOX_AUTH_KEYRING_SERVICE`, deleted after. Prints
 //!   `{"lookup_ms":X,"miss_ms":X,"store_ms":X}`, milliseconds of daemon CPU per call.
+//! - `bench-tool keyring-layout PID ITEMS BYTES REPS` asks what another layout of the same
+//!   secrets would cost the daemon: it stores ITEMS scratch entries of BYTES each (in the service
+//!   in `$MAILBOX_AUTH_KEYRING_SERVICE`), then measures a store into one of them and a lookup,
+//!   REPS times each, and deletes them all. 1,000 entries of 1,500 bytes are a thousand
+//!   mailboxes' Microsoft-sized refresh tokens, one per entry; 32 entries of 47,000 bytes are the
+//!   same tokens in 32 shards. Prints `{"items":N,"bytes":N,"store_ms":X,"lookup_ms":X}`.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -29,7 +35,7 @@ use oauth2::AccessToken;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bench-tool proxy ONE_WAY_MS HOST:PORT…\n       bench-tool ceiling HOST PORT CA_FILE USER COUNT CONCURRENCY\n       bench-tool keyring-cost PID REPS"
+        "usage: bench-tool proxy ONE_WAY_MS HOST:PORT…\n       bench-tool ceiling HOST PORT CA_FILE USER COUNT CONCURRENCY\n       bench-tool keyring-cost PID REPS\n       bench-tool keyring-layout PID ITEMS BYTES REPS"
     );
     std::process::exit(2)
 }
@@ -47,6 +53,7 @@ fn main() {
         Some("proxy") => proxy(&args),
         Some("ceiling") => ceiling(&args),
         Some("keyring-cost") => keyring_cost(&args),
+        Some("keyring-layout") => keyring_layout(&args),
         _ => usage(),
     }
 }
@@ -160,4 +167,41 @@ fn keyring_cost(args: &[String]) {
     });
     store.delete(name, SecretKind::RefreshToken).unwrap_or_else(|e| fail(e));
     println!("{{\"lookup_ms\":{lookup:.3},\"miss_ms\":{miss:.3},\"store_ms\":{stored:.3}}}");
+}
+
+fn keyring_layout(args: &[String]) {
+    use mailbox_auth_core::secret::{KeyringStore, SecretKind, SecretStore};
+    use secrecy::SecretString;
+    let pid: u32 = arg(args, 1, "PID");
+    let items: usize = arg(args, 2, "ITEMS");
+    let bytes: usize = arg(args, 3, "BYTES");
+    let reps: usize = arg(args, 4, "REPS");
+    if items == 0 || bytes < 8 {
+        eprintln!("bench-tool: ITEMS must be at least 1 and BYTES at least 8");
+        usage()
+    }
+    let store = KeyringStore::from_env();
+    let fail = |e: mailbox_auth_core::secret::SecretError| -> ! {
+        eprintln!("bench-tool: {e}");
+        std::process::exit(1)
+    };
+    let name = |i: usize| format!("bench-layout-{i:05}");
+    let value = |tag: usize| SecretString::from(format!("{tag:08}{}", "x".repeat(bytes - 8)));
+    for i in 0..items {
+        store.set(&name(i), SecretKind::RefreshToken, &value(0)).unwrap_or_else(|e| fail(e));
+    }
+    let before = cpu_ms(pid);
+    for r in 0..reps {
+        store.set(&name(0), SecretKind::RefreshToken, &value(r + 1)).unwrap_or_else(|e| fail(e));
+    }
+    let stored = (cpu_ms(pid) - before) / reps.max(1) as f64;
+    let before = cpu_ms(pid);
+    for _ in 0..reps {
+        store.get(&name(0), SecretKind::RefreshToken).unwrap_or_else(|e| fail(e)).expect("the scratch entry");
+    }
+    let lookup = (cpu_ms(pid) - before) / reps.max(1) as f64;
+    for i in 0..items {
+        store.delete(&name(i), SecretKind::RefreshToken).unwrap_or_else(|e| fail(e));
+    }
+    println!("{{\"items\":{items},\"bytes\":{bytes},\"store_ms\":{stored:.3},\"lookup_ms\":{lookup:.3}}}");
 }
