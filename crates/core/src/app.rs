@@ -733,16 +733,39 @@ impl App {
             }
             Err(e) => return Err(e.into()),
         };
-        let token = match self.fresh_token(&m).await {
+        let target = self.probe_target(&m, m.protocol.into(), &m.host, m.port, m.security);
+        // The refresh and the connection side by side: the probe connects, sets up TLS and
+        // reads the greeting while the token is fetched, and waits for it only to sign in (see
+        // `probe::TokenLater`). The refresh always runs to its end, whatever the probe does: it
+        // is never cut off between the identity provider's answer and the keyring's storing of
+        // a rotated refresh token.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let later = probe::TokenLater::later(&target, rx);
+        let probe = probe::probe_traced_later(&target, &later);
+        let refresh = self.fresh_token(&m);
+        tokio::pin!(probe, refresh);
+        let mut ended = None;
+        let token = loop {
+            tokio::select! {
+                token = &mut refresh => break token,
+                outcome = &mut probe, if ended.is_none() => ended = Some(outcome),
+            }
+        };
+        let token = match token {
             Ok(t) => t,
             // A failed refresh fails the SMTP check the same way: one request to a failing token
-            // endpoint per mailbox is enough, and one record says it.
+            // endpoint per mailbox is enough, and one record says it. The probe, which cannot
+            // have signed in, is dropped unrecorded (it may still be connecting).
             Err(e) => {
                 return Ok(Verification { incoming: self.record(oauth_failure(name, Check::Refresh, &e))?, smtp: None })
             }
         };
-        let target = self.probe_target(&m, m.protocol.into(), &m.host, m.port, m.security);
-        let outcome = self.keep_transcript(name, &target, probe::probe_traced(&target, &token).await);
+        let _ = tx.send(token.clone());
+        let outcome = match ended {
+            Some(outcome) => outcome,
+            None => probe.await,
+        };
+        let outcome = self.keep_transcript(name, &target, outcome);
         if outcome.as_ref().is_err_and(|e| e.code() == "auth_rejected") {
             // A refused token (revoked, or its grant ended) must not be served from the cache
             // again: the next call refreshes.
@@ -1661,6 +1684,97 @@ mod tests {
         assert_eq!((v.incoming.check.as_str(), v.incoming.code.as_deref()), ("refresh", Some("not_authenticated")));
         assert_eq!(v.smtp, None, "one request to a failing token endpoint per mailbox is enough");
         assert_eq!(app.verify_many(&["support".to_string()], 1, &|_| {}).await.unwrap().len(), 1);
+    }
+
+    /// A signed-in mailbox whose refresh is answered by `token_endpoint` (after `delay`) and
+    /// whose IMAP server (implicit TLS, the test CA) notes when it greeted.
+    async fn refresh_and_imap(
+        delay: Duration,
+    ) -> (App, tempfile::TempDir, Arc<tokio::sync::Notify>, Arc<std::sync::Mutex<Option<std::time::Instant>>>) {
+        use crate::probe::testing::{self, send, Reply, ServerTls};
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = Arc::new(crate::secret::MemoryStore::default());
+        let mut app = App::open(&dir.path().join("home"), secrets.clone()).unwrap();
+        app.probe_timeout = Duration::from_secs(10);
+        let answered = Arc::new(std::sync::Mutex::new(None));
+        let noted = Arc::clone(&answered);
+        let idp = crate::oauth::test_http::serve(move |_, _| {
+            std::thread::sleep(delay);
+            *noted.lock().unwrap() = Some(std::time::Instant::now());
+            ("200 OK", r#"{"access_token":"at-side-by-side","token_type":"Bearer","expires_in":3600}"#.to_string())
+        })
+        .await;
+        let pki = crate::tls::tests::test_pki(&["127.0.0.1"], false);
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, &pki.ca_pem).unwrap();
+        let greeted = Arc::new(tokio::sync::Notify::new());
+        let (port, _) = testing::serve_greeted(
+            "* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2] ready\r\n",
+            ServerTls::Implicit(pki.server.clone()),
+            |l: &str| {
+                let t = l.split(' ').next().unwrap_or("*").to_string();
+                if l.contains(" AUTHENTICATE ") {
+                    send(format!("{t} OK Logged in\r\n"))
+                } else if l.contains(" EXAMINE ") {
+                    send(format!("* 2 EXISTS\r\n{t} OK [READ-ONLY] done\r\n"))
+                } else {
+                    Reply::Nothing
+                }
+            },
+            Arc::clone(&greeted),
+        )
+        .await;
+        let mut m = crate::mailbox::sample();
+        m.host = "127.0.0.1".into();
+        m.port = port;
+        m.ca_file = Some(ca);
+        m.token_url = Some(format!("http://127.0.0.1:{idp}/token"));
+        app.save(&m).await.unwrap();
+        secrets.set(&m.name, SecretKind::RefreshToken, &SecretString::from("rt")).unwrap();
+        (app, dir, greeted, answered)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn verify_connects_to_the_mail_server_while_the_token_is_refreshed() {
+        let (app, _dir, greeted, answered) = refresh_and_imap(Duration::from_millis(800)).await;
+        let greeted_at = tokio::spawn(async move {
+            greeted.notified().await;
+            std::time::Instant::now()
+        });
+        let v = app.verify("support").await.unwrap();
+        assert!(v.incoming.ok, "{:?}", v.incoming);
+        assert_eq!(v.incoming.messages, Some(2));
+        let greeted_at = greeted_at.await.unwrap();
+        let answered_at = answered.lock().unwrap().expect("the token endpoint answered");
+        assert!(
+            greeted_at < answered_at,
+            "the server greeted {:?} before the token endpoint answered",
+            answered_at.saturating_duration_since(greeted_at)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_refresh_does_not_wait_for_the_mail_server() {
+        // A server that accepts and never greets: the probe would wait its step timeout (10 s).
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let _held = tokio::spawn(async move {
+            let mut kept = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                kept.push(s);
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let mut app = App::open(dir.path(), Arc::new(crate::secret::MemoryStore::default())).unwrap();
+        app.probe_timeout = Duration::from_secs(10);
+        let mut m = crate::mailbox::sample();
+        m.host = "127.0.0.1".into();
+        m.port = port;
+        app.save(&m).await.unwrap();
+        let started = std::time::Instant::now();
+        let v = app.verify("support").await.unwrap();
+        assert_eq!((v.incoming.check.as_str(), v.incoming.code.as_deref()), ("refresh", Some("not_authenticated")));
+        assert!(started.elapsed() < Duration::from_secs(5), "waited {:?} for the mail server", started.elapsed());
     }
 
     #[test]

@@ -26,15 +26,20 @@ use super::mutf7::mutf7;
 use super::recorder::{Heard, LineTooLong, Recorder};
 use super::sasl::{self, Mechanism};
 use super::{broken, count_messages, step, unexpected, ProbeError, ProbeFailure, ProbeReport, ProbeTarget};
-use super::{Step, Upgraded};
+use super::{Step, TokenLater, Upgraded};
 
 const PROTO: &str = "IMAP";
 
 pub async fn probe(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, ProbeFailure> {
+    probe_later(t, &TokenLater::ready(t, token.clone())).await
+}
+
+/// [`probe`] with a token that may still be coming: it is awaited just before `AUTHENTICATE`.
+pub async fn probe_later(t: &ProbeTarget, token: &TokenLater) -> Result<ProbeReport, ProbeFailure> {
     super::guarded(t, token, dialogue(t, token)).await
 }
 
-async fn dialogue(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, ProbeError> {
+async fn dialogue(t: &ProbeTarget, token: &TokenLater) -> Result<ProbeReport, ProbeError> {
     let heard = &Heard::default();
     super::connected(
         t,
@@ -74,7 +79,7 @@ where
 }
 
 /// The whole dialogue on an established (TLS) connection, from the greeting on.
-pub(crate) async fn over<S>(t: &ProbeTarget, stream: S, token: &AccessToken) -> Result<ProbeReport, ProbeError>
+pub(crate) async fn over<S>(t: &ProbeTarget, stream: S, token: &TokenLater) -> Result<ProbeReport, ProbeError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug,
 {
@@ -92,7 +97,7 @@ pub(crate) async fn login_and_examine<S>(
     t: &ProbeTarget,
     mut client: Client<Recorder<S>>,
     heard: &Heard,
-    token: &AccessToken,
+    token: &TokenLater,
     caps: Option<Vec<String>>,
 ) -> Result<ProbeReport, ProbeError>
 where
@@ -108,6 +113,8 @@ where
         let offered = if list.is_empty() { "no SASL mechanism".into() } else { list.join(", ") };
         return Err(ProbeError::MechanismNotOffered { proto: PROTO, addr: t.addr(), offered });
     };
+    // The token is needed from here on; the refresh ran while the connection was set up.
+    let token = token.get(t).await?;
     let initial = mechanism
         .initial_response(&t.sasl_user, &t.host, t.port, token.secret())
         .map_err(|e| ProbeError::from_sasl(t, e))?;
@@ -303,6 +310,7 @@ mod tests {
     use crate::mailbox::Protocol;
     use crate::mailbox::Security;
     use std::time::Duration;
+    use tokio::task::JoinHandle;
 
     const TOKEN: &str = "tok-imap-123";
 
@@ -373,7 +381,8 @@ mod tests {
         let mut client = Client::new(Recorder::new(tcp, &heard));
         // The greeting names no mechanism: these dialogues ask CAPABILITY.
         assert_eq!(greeting(&t, &mut client, &heard).await.unwrap(), Some(vec!["IMAP4REV1".to_string()]));
-        let r = login_and_examine(&t, client, &heard, &AccessToken::new(TOKEN.into()), None).await;
+        let r =
+            login_and_examine(&t, client, &heard, &TokenLater::ready(&t, AccessToken::new(TOKEN.into())), None).await;
         (r, h.await.unwrap(), port)
     }
 
@@ -431,6 +440,82 @@ mod tests {
             .await
             .expect("the probe ends without waiting for LOGOUT's reply");
         (r, h.await.unwrap())
+    }
+
+    /// The server answering a signed-in probe with SASL-IR: `AUTHENTICATE`, `EXAMINE` (3
+    /// messages), and no reply to `LOGOUT`.
+    fn sasl_ir_server(l: &str) -> Reply {
+        let t = tag(l);
+        if l.contains(" AUTHENTICATE XOAUTH2 ") {
+            send(format!("{t} OK Logged in\r\n"))
+        } else if l.ends_with(" EXAMINE \"INBOX\"") {
+            send(format!("* 3 EXISTS\r\n{t} OK [READ-ONLY] done\r\n"))
+        } else if l.ends_with(" LOGOUT") {
+            Reply::Nothing
+        } else {
+            send(format!("{t} BAD unexpected\r\n"))
+        }
+    }
+
+    /// A probe over implicit TLS with a token that comes later, the server noting its greeting.
+    async fn with_token_later(
+        step_timeout: Duration,
+    ) -> (ProbeTarget, u16, JoinHandle<Vec<String>>, Arc<tokio::sync::Notify>, tempfile::TempDir) {
+        let pki = crate::tls::tests::test_pki(&["127.0.0.1"], false);
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, &pki.ca_pem).unwrap();
+        let greeted = Arc::new(tokio::sync::Notify::new());
+        let (port, h) = testing::serve_greeted(
+            "* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2] ready\r\n",
+            ServerTls::Implicit(pki.server.clone()),
+            sasl_ir_server,
+            Arc::clone(&greeted),
+        )
+        .await;
+        let mut t = target(port, Security::Tls);
+        t.ca_file = Some(ca);
+        t.timeout = step_timeout;
+        (t, port, h, greeted, dir)
+    }
+
+    #[tokio::test]
+    async fn the_probe_connects_while_the_token_is_fetched_and_that_wait_is_not_its_deadline() {
+        // Steps of 300 ms: the whole probe's deadline is 900 ms, and the token comes 1.2 s
+        // after the server greeted.
+        let (t, _, h, greeted, _dir) = with_token_later(Duration::from_millis(300)).await;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let later = TokenLater::later(&t, rx);
+        let probe = tokio::spawn({
+            let t = t.clone();
+            async move { probe_later(&t, &later).await }
+        });
+        tokio::time::timeout(Duration::from_secs(20), greeted.notified())
+            .await
+            .expect("TCP, TLS and the greeting before any token exists");
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        tx.send(AccessToken::new(TOKEN.into())).unwrap();
+        let report = tokio::time::timeout(Duration::from_secs(20), probe).await.unwrap().unwrap().unwrap();
+        assert_eq!(report.messages, 3);
+        let seen = h.await.unwrap();
+        assert_eq!(seen[0], format!("A0001 AUTHENTICATE XOAUTH2 {}", xoauth2_b64()), "{seen:?}");
+        assert!(!report.transcript.render().contains(TOKEN), "the token learnt late is redacted too");
+    }
+
+    #[tokio::test]
+    async fn a_token_that_never_comes_ends_the_probe_before_it_signs_in() {
+        let (t, _, h, greeted, _dir) = with_token_later(Duration::from_secs(10)).await;
+        let (tx, rx) = tokio::sync::oneshot::channel::<AccessToken>();
+        let later = TokenLater::later(&t, rx);
+        let probe = tokio::spawn({
+            let t = t.clone();
+            async move { probe_later(&t, &later).await }
+        });
+        tokio::time::timeout(Duration::from_secs(20), greeted.notified()).await.unwrap();
+        drop(tx);
+        let e = tokio::time::timeout(Duration::from_secs(5), probe).await.unwrap().unwrap().unwrap_err();
+        assert_eq!(e.error.code(), "invalid_input", "{e:?}");
+        assert!(h.await.unwrap().is_empty(), "nothing was sent: no sign-in without a token");
     }
 
     #[tokio::test]

@@ -359,12 +359,22 @@ pub async fn probe(target: &ProbeTarget, token: &AccessToken) -> Result<ProbeRep
 }
 
 /// [`probe`], keeping the transcript of a failure too ([`ProbeFailure::transcript`]).
-#[tracing::instrument(skip_all, fields(protocol = %target.protocol, addr = %target.addr()))]
 pub async fn probe_traced(target: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, ProbeFailure> {
+    probe_traced_later(target, &TokenLater::ready(target, token.clone())).await
+}
+
+/// [`probe_traced`] with a token that may still be being fetched: the probe connects, sets up
+/// TLS and reads the greeting meanwhile (see [`TokenLater`]).
+#[tracing::instrument(skip_all, fields(protocol = %target.protocol, addr = %target.addr()))]
+pub async fn probe_traced_later(target: &ProbeTarget, token: &TokenLater) -> Result<ProbeReport, ProbeFailure> {
     let result = match target.protocol {
-        Service::Imap => imap::probe(target, token).await,
-        Service::Pop3 => pop3::probe(target, token).await,
-        Service::Smtp => smtp::probe_traced(target, token, None).await,
+        Service::Imap => imap::probe_later(target, token).await,
+        Service::Pop3 => pop3::probe_later(target, token).await,
+        // An outgoing check signs in at once: it waits for its token first.
+        Service::Smtp => match token.get(target).await {
+            Ok(token) => smtp::probe_traced(target, token, None).await,
+            Err(error) => Err(ProbeFailure { error, transcript: Default::default() }),
+        },
     };
     match &result {
         Ok(r) => tracing::debug!(mechanism = r.mechanism, messages = r.messages, "probe succeeded"),
@@ -390,7 +400,8 @@ pub async fn replay(service: Service, replies: &[u8]) -> (Result<ProbeReport, Pr
         ca_file: None,
         timeout: Duration::from_secs(1),
     };
-    let token = AccessToken::new("replayed-access-token".into());
+    let access = AccessToken::new("replayed-access-token".into());
+    let token = TokenLater::ready(&t, access.clone());
     let read = Arc::new(AtomicU64::new(0));
     let counted = Arc::clone(&read);
     let dialogue = async {
@@ -402,7 +413,7 @@ pub async fn replay(service: Service, replies: &[u8]) -> (Result<ProbeReport, Pr
         let outcome = match service {
             Service::Imap => imap::over(&t, stream, &token).await,
             Service::Pop3 => pop3::over(&t, stream, &token).await,
-            Service::Smtp => smtp::over(&t, stream, &token, None).await,
+            Service::Smtp => smtp::over(&t, stream, &access, None).await,
         };
         counted.store(watch.received.load(Ordering::SeqCst), Ordering::SeqCst);
         outcome
@@ -524,22 +535,113 @@ impl Watch {
     }
 }
 
+/// The access token a probe signs in with: ready, or still being fetched. Why: a refresh
+/// (a round trip to the identity provider, then the keyring) and the connection to the mail
+/// server (TCP, TLS, the greeting: three round trips) need nothing of each other, so
+/// [`crate::app::App::verify`] runs them side by side, and the probe waits for the token only
+/// where it signs in. That wait does not count against the probe's deadline (see [`guarded`]):
+/// a slow identity provider is the refresh's failure, with its own deadline, not the mail
+/// server's.
+pub struct TokenLater {
+    ready: std::sync::OnceLock<AccessToken>,
+    pending: tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<AccessToken>>>,
+    redactor: Arc<Redactor>,
+    /// Time spent waiting for the token so far, and since when a wait is running.
+    waited: std::sync::Mutex<(Duration, Option<std::time::Instant>)>,
+}
+
+impl fmt::Debug for TokenLater {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenLater").field("ready", &self.ready.get().is_some()).finish_non_exhaustive()
+    }
+}
+
+impl TokenLater {
+    /// A token that is at hand.
+    pub fn ready(t: &ProbeTarget, token: AccessToken) -> Self {
+        let later = Self::new(t, None);
+        later.redactor.learn(&token);
+        let _ = later.ready.set(token);
+        later
+    }
+
+    /// A token that `rx` will bring; a dropped sender (the refresh failed) ends the probe.
+    pub fn later(t: &ProbeTarget, rx: tokio::sync::oneshot::Receiver<AccessToken>) -> Self {
+        Self::new(t, Some(rx))
+    }
+
+    fn new(t: &ProbeTarget, rx: Option<tokio::sync::oneshot::Receiver<AccessToken>>) -> Self {
+        Self {
+            ready: std::sync::OnceLock::new(),
+            pending: tokio::sync::Mutex::new(rx),
+            redactor: Arc::new(Redactor::pending(t)),
+            waited: std::sync::Mutex::new((Duration::ZERO, None)),
+        }
+    }
+
+    /// The token, waiting for it if it is still being fetched. Its forms are known to the
+    /// probe's redactor before it is handed out.
+    pub(crate) async fn get(&self, t: &ProbeTarget) -> Result<&AccessToken, ProbeError> {
+        if let Some(token) = self.ready.get() {
+            return Ok(token);
+        }
+        let mut pending = self.pending.lock().await;
+        if let Some(rx) = pending.take() {
+            self.waited.lock().unwrap_or_else(|p| p.into_inner()).1 = Some(std::time::Instant::now());
+            let got = rx.await;
+            {
+                let mut w = self.waited.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(since) = w.1.take() {
+                    w.0 += since.elapsed();
+                }
+            }
+            if let Ok(token) = got {
+                self.redactor.learn(&token);
+                let _ = self.ready.set(token);
+            }
+        }
+        drop(pending);
+        self.ready.get().ok_or_else(|| invalid_input(t, "the access token", "the refresh brought none"))
+    }
+
+    /// How long the probe has waited for the token, a wait still running included.
+    fn waited(&self) -> Duration {
+        let w = self.waited.lock().unwrap_or_else(|p| p.into_inner());
+        w.0 + w.1.map_or(Duration::ZERO, |since| since.elapsed())
+    }
+}
+
 /// Runs one whole probe: refuses input that cannot go on the wire, bounds it by the deadline
 /// and the byte budget, redacts the token from whatever the server said, and hands over the
 /// transcript with the outcome.
 pub(crate) async fn guarded(
     t: &ProbeTarget,
-    token: &AccessToken,
+    token: &TokenLater,
     dialogue: impl Future<Output = Result<ProbeReport, ProbeError>>,
 ) -> Result<ProbeReport, ProbeFailure> {
-    let redactor = Arc::new(Redactor::new(t, token));
+    let redactor = Arc::clone(&token.redactor);
     let watch = Arc::new(Watch { scribe: Scribe::new(Some(Arc::clone(&redactor))), ..Watch::default() });
     let outcome = match sasl::check_user(&t.sasl_user) {
         Err(problem) => Err(invalid_input(t, "the sign-in address", problem)),
         Ok(()) => {
             // One deadline for the whole dialogue, on top of the per-step timeouts: those alone
-            // let a server that answers a line every few seconds keep a probe for minutes.
-            match WATCH.scope(Arc::clone(&watch), tokio::time::timeout(t.deadline(), dialogue)).await {
+            // let a server that answers a line every few seconds keep a probe for minutes. Time
+            // spent waiting for the token is added to it (see [`TokenLater`]).
+            let start = tokio::time::Instant::now();
+            let limit = || start + t.deadline() + token.waited();
+            let dialogue = WATCH.scope(Arc::clone(&watch), dialogue);
+            tokio::pin!(dialogue);
+            let ended = loop {
+                tokio::select! {
+                    r = &mut dialogue => break Ok(r),
+                    _ = tokio::time::sleep_until(limit()) => {
+                        if limit() <= tokio::time::Instant::now() {
+                            break Err(());
+                        }
+                    }
+                }
+            };
+            match ended {
                 Ok(Ok(report)) => Ok(report),
                 // Whatever broke first (TLS, a parser, a line read), the cause was the budget.
                 Ok(Err(e)) if watch.over_budget() => {
@@ -653,12 +755,17 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
 /// health history, the terminal and the window. Exact values, not a pattern: a pattern would
 /// also eat the server's own words, and miss a token of an unexpected shape.
 pub(crate) struct Redactor {
-    secrets: Vec<SecretString>,
+    /// Set once the token is known: a probe whose token is still being fetched records the
+    /// server's greeting before it (which cannot contain a token the client never sent).
+    secrets: std::sync::OnceLock<Vec<SecretString>>,
+    user: String,
+    host: String,
+    port: u16,
 }
 
 impl fmt::Debug for Redactor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Redactor").field("values", &self.secrets.len()).finish()
+        f.debug_struct("Redactor").field("values", &self.secrets().len()).finish()
     }
 }
 
@@ -670,7 +777,24 @@ impl Redactor {
     /// every such letter of the server's words, and a real access token is far longer.
     const MIN_LEN: usize = 8;
 
+    #[cfg(test)]
     pub(crate) fn new(t: &ProbeTarget, token: &AccessToken) -> Self {
+        let r = Self::pending(t);
+        r.learn(token);
+        r
+    }
+
+    /// A redactor for a token not known yet (see [`TokenLater`]).
+    fn pending(t: &ProbeTarget) -> Self {
+        Self { secrets: std::sync::OnceLock::new(), user: t.sasl_user.clone(), host: t.host.clone(), port: t.port }
+    }
+
+    fn secrets(&self) -> &[SecretString] {
+        self.secrets.get().map_or(&[], Vec::as_slice)
+    }
+
+    /// Learns the token's forms; the first token learnt stays.
+    fn learn(&self, token: &AccessToken) {
         use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
         use base64::Engine;
         let tok = token.secret();
@@ -683,7 +807,7 @@ impl Redactor {
             SecretString::from(URL_SAFE_NO_PAD.encode(tok)),
         ];
         for m in [sasl::Mechanism::XOAuth2, sasl::Mechanism::OAuthBearer] {
-            if let Ok(raw) = m.initial_response(&t.sasl_user, &t.host, t.port, tok) {
+            if let Ok(raw) = m.initial_response(&self.user, &self.host, self.port, tok) {
                 secrets.push(SecretString::from(STANDARD.encode(raw.expose_secret())));
                 secrets.push(SecretString::from(STANDARD_NO_PAD.encode(raw.expose_secret())));
                 secrets.push(raw);
@@ -692,13 +816,13 @@ impl Redactor {
         secrets.retain(|s| s.expose_secret().len() >= Self::MIN_LEN);
         // Longest first: the raw SASL response contains the token.
         secrets.sort_by_key(|s| std::cmp::Reverse(s.expose_secret().len()));
-        Self { secrets }
+        let _ = self.secrets.set(secrets);
     }
 
     /// `text` with every secret value replaced by [`REDACTED`].
     pub(crate) fn apply(&self, text: &str) -> String {
         let mut out = text.to_string();
-        for s in &self.secrets {
+        for s in self.secrets() {
             if out.contains(s.expose_secret()) {
                 out = out.replace(s.expose_secret(), REDACTED);
             }
@@ -710,7 +834,7 @@ impl Redactor {
     /// transcript shows the client's lines.
     pub(crate) fn apply_sized(&self, text: &str) -> String {
         let mut out = text.to_string();
-        for s in &self.secrets {
+        for s in self.secrets() {
             let v = s.expose_secret();
             if out.contains(v) {
                 out = out.replace(v, &transcript::redacted(v.len()));

@@ -61,7 +61,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::pop3_wire::{Failure, Seen, Wire};
 use super::sasl::{self, Mechanism};
 use super::{count_messages, unexpected, LineConn, ProbeError, ProbeFailure, ProbeReport, ProbeTarget};
-use super::{Step, Upgraded};
+use super::{Step, TokenLater, Upgraded};
 
 const PROTO: &str = "POP3";
 /// RFC 5034 §4: an `AUTH` command with its initial response is at most 255 octets (CRLF
@@ -71,10 +71,15 @@ const MAX_AUTH_LINE: usize = 255;
 const MAX_CAPABILITIES: usize = 1000;
 
 pub async fn probe(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, ProbeFailure> {
+    probe_later(t, &TokenLater::ready(t, token.clone())).await
+}
+
+/// [`probe`] with a token that may still be coming: it is awaited just before `AUTH`.
+pub async fn probe_later(t: &ProbeTarget, token: &TokenLater) -> Result<ProbeReport, ProbeFailure> {
     super::guarded(t, token, dialogue(t, token)).await
 }
 
-async fn dialogue(t: &ProbeTarget, token: &AccessToken) -> Result<ProbeReport, ProbeError> {
+async fn dialogue(t: &ProbeTarget, token: &TokenLater) -> Result<ProbeReport, ProbeError> {
     super::connected(
         t,
         |tcp| stls(t, tcp),
@@ -113,7 +118,7 @@ async fn stls<S: AsyncRead + AsyncWrite + Unpin>(t: &ProbeTarget, tcp: S) -> Res
 pub(crate) async fn over<S: AsyncRead + AsyncWrite + Unpin + Send>(
     t: &ProbeTarget,
     stream: S,
-    token: &AccessToken,
+    token: &TokenLater,
 ) -> Result<ProbeReport, ProbeError> {
     let seen = Seen::default();
     session(t, Wire::new(stream, t.timeout, &seen), &seen, token).await
@@ -125,7 +130,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin + Send>(
     t: &ProbeTarget,
     wire: Wire<S>,
     seen: &Seen,
-    token: &AccessToken,
+    token: &TokenLater,
 ) -> Result<ProbeReport, ProbeError> {
     super::Watch::enter(Step::Greeting);
     let client = match async_pop::new(wire).await {
@@ -157,6 +162,8 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin + Send>(
         addr: t.addr(),
         words,
     };
+    // The token is needed from here on; the refresh ran while the connection was set up.
+    let token = token.get(t).await?;
     let response = mechanism
         .initial_response(&t.sasl_user, &t.host, t.port, token.secret())
         .map_err(|e| ProbeError::from_sasl(t, e))?;
@@ -448,7 +455,7 @@ mod tests {
         let (port, h) = testing::serve("+OK POP3 ready\r\n", ServerTls::None, respond).await;
         let t = target(port, Security::Tls);
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        let r = over(&t, tcp, &token()).await;
+        let r = over(&t, tcp, &TokenLater::ready(&t, token())).await;
         (r, h.await.unwrap(), port)
     }
 
@@ -518,7 +525,7 @@ mod tests {
             testing::serve("+OK POP3 ready\r\n", ServerTls::None, pop3_server(Some("SASL XOAUTH2\r\n"), true)).await;
         let t = target(port, Security::Tls);
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        over(&t, tcp, &AccessToken::new(long.clone())).await.unwrap();
+        over(&t, tcp, &TokenLater::ready(&t, AccessToken::new(long.clone()))).await.unwrap();
         let b64 = sasl::base64(&sasl::xoauth2("bob@example.com", &long).unwrap());
         assert_eq!(h.await.unwrap()[1..3], ["AUTH XOAUTH2", b64.expose_secret()]);
     }
@@ -655,7 +662,7 @@ mod tests {
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         let mut t = target(port, Security::Tls);
         t.timeout = Duration::from_millis(300);
-        let e = over(&t, tcp, &token()).await.unwrap_err();
+        let e = over(&t, tcp, &TokenLater::ready(&t, token())).await.unwrap_err();
         assert_eq!((e.code(), e.step()), ("timeout", "stat"), "{e}");
         assert!(e.to_string().ends_with("did not answer within 300ms during STAT"), "{e}");
     }
@@ -854,7 +861,7 @@ mod tests {
         let mut t = target(port, Security::Tls);
         t.timeout = Duration::from_secs(1);
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        let token = token();
+        let token = TokenLater::ready(&t, token());
         let started = std::time::Instant::now();
         let r = tokio::time::timeout(Duration::from_secs(30), super::super::guarded(&t, &token, over(&t, tcp, &token)))
             .await
@@ -1116,7 +1123,7 @@ mod tests {
         fn any_server_bytes_end_the_dialogue(wire in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000)) {
             let t = target(1, Security::Tls);
             block_on(async {
-                let _ = over(&t, tokio::io::join(std::io::Cursor::new(wire), tokio::io::sink()), &token()).await;
+                let _ = over(&t, tokio::io::join(std::io::Cursor::new(wire), tokio::io::sink()), &TokenLater::ready(&t, token())).await;
             });
         }
     }

@@ -52,7 +52,7 @@ pub async fn probe_traced(
             transcript: Default::default(),
         })?;
     }
-    super::guarded(t, token, dialogue(t, token, send)).await
+    super::guarded(t, &super::TokenLater::ready(t, token.clone()), dialogue(t, token, send)).await
 }
 
 /// Whether `to` is one plain address (RFC 5321 `Mailbox`, as lettre parses it), with no

@@ -54,7 +54,18 @@ pub(crate) enum ServerTls {
 pub(crate) async fn serve(
     greeting: &'static str,
     tls: ServerTls,
+    respond: impl FnMut(&str) -> Reply + Send + 'static,
+) -> (u16, JoinHandle<Vec<String>>) {
+    serve_greeted(greeting, tls, respond, Arc::new(tokio::sync::Notify::new())).await
+}
+
+/// [`serve`], notifying `greeted` once the greeting was written (after the TLS handshake, with
+/// implicit TLS).
+pub(crate) async fn serve_greeted(
+    greeting: &'static str,
+    tls: ServerTls,
     mut respond: impl FnMut(&str) -> Reply + Send + 'static,
+    greeted: Arc<tokio::sync::Notify>,
 ) -> (u16, JoinHandle<Vec<String>>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
@@ -72,6 +83,7 @@ pub(crate) async fn serve(
         if r.get_mut().write_all(greeting.as_bytes()).await.is_err() {
             return seen;
         }
+        greeted.notify_one();
         loop {
             let mut line = String::new();
             if r.read_line(&mut line).await.unwrap_or(0) == 0 {
@@ -218,12 +230,13 @@ pub(crate) async fn converse(
     let mut t = target(service, 993, Security::Tls);
     t.host = "mail.example.com".into();
     t.timeout = Duration::from_secs(2);
-    let token = oauth2::AccessToken::new(CONVERSE_TOKEN.into());
+    let access = oauth2::AccessToken::new(CONVERSE_TOKEN.into());
+    let token = super::TokenLater::ready(&t, access.clone());
     let outcome = super::guarded(&t, &token, async {
         match service {
             Service::Imap => super::imap::over(&t, client, &token).await,
             Service::Pop3 => super::pop3::over(&t, client, &token).await,
-            Service::Smtp => super::smtp::over(&t, client, &token, None).await,
+            Service::Smtp => super::smtp::over(&t, client, &access, None).await,
         }
     })
     .await;
