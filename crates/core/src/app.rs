@@ -678,8 +678,18 @@ impl App {
     }
 
     async fn fresh_token(&self, m: &Mailbox) -> Result<AccessToken, OAuthError> {
+        self.fresh_token_noting(m, None).await
+    }
+
+    /// [`App::fresh_token`], saying on `going` when the token request goes out (see
+    /// [`TokenCache::access_token_noting`]).
+    async fn fresh_token_noting(
+        &self,
+        m: &Mailbox,
+        going: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Result<AccessToken, OAuthError> {
         let m = self.with_endpoints(m.clone()).await?;
-        let token = self.tokens.access_token(&m, &self.secrets, &self.http).await;
+        let token = self.tokens.access_token_noting(&m, &self.secrets, &self.http, going).await;
         if let Some(used) = self.tokens.take_refresh(&m.name) {
             // A date that cannot be written only leaves the countdown behind; the token is fine.
             if let Err(e) = self.store.note_refresh(&m.name, used.at, used.rotated, used.idle_lifetime) {
@@ -734,36 +744,59 @@ impl App {
             Err(e) => return Err(e.into()),
         };
         let target = self.probe_target(&m, m.protocol.into(), &m.host, m.port, m.security);
-        // The refresh and the connection side by side: the probe connects, sets up TLS and
-        // reads the greeting while the token is fetched, and waits for it only to sign in (see
-        // `probe::TokenLater`). The refresh always runs to its end, whatever the probe does: it
-        // is never cut off between the identity provider's answer and the keyring's storing of
-        // a rotated refresh token.
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let later = probe::TokenLater::later(&target, rx);
-        let probe = probe::probe_traced_later(&target, &later);
-        let refresh = self.fresh_token(&m);
-        tokio::pin!(probe, refresh);
-        let mut ended = None;
-        let token = loop {
-            tokio::select! {
-                token = &mut refresh => break token,
-                outcome = &mut probe, if ended.is_none() => ended = Some(outcome),
-            }
+        // The refresh and the connection side by side: once the refresh has found a stored
+        // sign-in and sends its token request, the probe connects, sets up TLS and reads the
+        // greeting meanwhile, and waits for the token only to sign in (see
+        // `probe::TokenLater`). A mailbox with no stored sign-in gets no connection at all. The
+        // refresh always runs to its end, whatever the probe does: it is never cut off between
+        // the identity provider's answer and the keyring's storing of a rotated refresh token.
+        let (going_tx, going_rx) = tokio::sync::oneshot::channel();
+        let refresh = self.fresh_token_noting(&m, Some(going_tx));
+        tokio::pin!(refresh);
+        let mut early_outcome = None;
+        let token = tokio::select! {
+            biased;
+            token = &mut refresh => token,
+            going = going_rx => match going {
+                // Nothing said: the refresh is ending without the network (a cached token, or
+                // no stored sign-in).
+                Err(_) => refresh.await,
+                Ok(()) => {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let later = probe::TokenLater::later(&target, rx);
+                    let probe = probe::probe_traced_later(&target, &later);
+                    tokio::pin!(probe);
+                    let mut ended = None;
+                    let token = loop {
+                        tokio::select! {
+                            token = &mut refresh => break token,
+                            outcome = &mut probe, if ended.is_none() => ended = Some(outcome),
+                        }
+                    };
+                    // On a failed refresh the probe, which cannot have signed in, is dropped
+                    // unrecorded (it may still be connecting).
+                    if let Ok(t) = &token {
+                        let _ = tx.send(t.clone());
+                        early_outcome = Some(match ended {
+                            Some(outcome) => outcome,
+                            None => probe.await,
+                        });
+                    }
+                    token
+                }
+            },
         };
         let token = match token {
             Ok(t) => t,
             // A failed refresh fails the SMTP check the same way: one request to a failing token
-            // endpoint per mailbox is enough, and one record says it. The probe, which cannot
-            // have signed in, is dropped unrecorded (it may still be connecting).
+            // endpoint per mailbox is enough, and one record says it.
             Err(e) => {
                 return Ok(Verification { incoming: self.record(oauth_failure(name, Check::Refresh, &e))?, smtp: None })
             }
         };
-        let _ = tx.send(token.clone());
-        let outcome = match ended {
+        let outcome = match early_outcome {
             Some(outcome) => outcome,
-            None => probe.await,
+            None => probe::probe_traced(&target, &token).await,
         };
         let outcome = self.keep_transcript(name, &target, outcome);
         if outcome.as_ref().is_err_and(|e| e.code() == "auth_rejected") {
@@ -1754,26 +1787,44 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_refresh_does_not_wait_for_the_mail_server() {
-        // A server that accepts and never greets: the probe would wait its step timeout (10 s).
+    async fn no_stored_sign_in_means_no_connection_and_a_failed_refresh_does_not_wait_for_the_server() {
+        // A server that accepts, counts and never greets: a probe would wait its step timeout.
         let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = silent.local_addr().unwrap().port();
+        let accepted = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = Arc::clone(&accepted);
         let _held = tokio::spawn(async move {
             let mut kept = Vec::new();
             while let Ok((s, _)) = silent.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 kept.push(s);
             }
         });
+        let idp = crate::oauth::test_http::serve(|_, _| {
+            ("400 Bad Request", r#"{"error":"invalid_grant","error_description":"revoked"}"#.to_string())
+        })
+        .await;
         let dir = tempfile::tempdir().unwrap();
-        let mut app = App::open(dir.path(), Arc::new(crate::secret::MemoryStore::default())).unwrap();
+        let secrets = Arc::new(crate::secret::MemoryStore::default());
+        let mut app = App::open(dir.path(), secrets.clone()).unwrap();
         app.probe_timeout = Duration::from_secs(10);
         let mut m = crate::mailbox::sample();
         m.host = "127.0.0.1".into();
         m.port = port;
+        m.token_url = Some(format!("http://127.0.0.1:{idp}/token"));
         app.save(&m).await.unwrap();
-        let started = std::time::Instant::now();
+
+        // Never signed in: the mail server hears nothing, not even a connection.
         let v = app.verify("support").await.unwrap();
         assert_eq!((v.incoming.check.as_str(), v.incoming.code.as_deref()), ("refresh", Some("not_authenticated")));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+        // Signed in, the refresh refused: the probe connecting meanwhile is dropped at once.
+        secrets.set(&m.name, SecretKind::RefreshToken, &SecretString::from("rt")).unwrap();
+        let started = std::time::Instant::now();
+        let v = app.verify("support").await.unwrap();
+        assert_eq!((v.incoming.check.as_str(), v.incoming.code.as_deref()), ("refresh", Some("invalid_grant")));
         assert!(started.elapsed() < Duration::from_secs(5), "waited {:?} for the mail server", started.elapsed());
     }
 

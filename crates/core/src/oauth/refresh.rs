@@ -206,6 +206,25 @@ impl TokenCache {
         secrets: &Arc<dyn SecretStore>,
         http: &reqwest::Client,
     ) -> Result<AccessToken, OAuthError> {
+        self.access_token_noting(m, secrets, http, None).await
+    }
+
+    /// [`TokenCache::access_token`], saying on `going` when a stored credential was found and
+    /// the token request is about to go out (nothing is said when the token comes from the
+    /// cache or the call fails before): the moment a caller may start using the network for
+    /// this mailbox too (see [`crate::app::App::verify`]).
+    pub async fn access_token_noting(
+        &self,
+        m: &Mailbox,
+        secrets: &Arc<dyn SecretStore>,
+        http: &reqwest::Client,
+        going: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Result<AccessToken, OAuthError> {
+        let going = || {
+            if let Some(tx) = going {
+                let _ = tx.send(());
+            }
+        };
         // Waiting for another program's refresh counts against this call's own deadline.
         let deadline = Instant::now() + REFRESH_DEADLINE;
         let mut held = self.hold(&m.name).await?;
@@ -241,6 +260,7 @@ impl TokenCache {
                 .await?
                 .ok_or_else(|| OAuthError::NoClientSecret(m.name.clone()))?;
             self.refreshes.fetch_add(1, Ordering::SeqCst);
+            going();
             client_credentials::token(m, credential, http).await?
         } else {
             let refresh = match held.slot.pending.clone() {
@@ -257,6 +277,7 @@ impl TokenCache {
             let client_secret = super::client_secret(secrets, &m.name).await?;
             self.refreshes.fetch_add(1, Ordering::SeqCst);
             tracing::debug!(mailbox = %m.name, "refreshing the access token");
+            going();
             refresh_grant(m, client_secret, &refresh, http, deadline).await?
         };
         held.slot.cached = None;
