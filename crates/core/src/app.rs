@@ -319,9 +319,13 @@ impl App {
             _ if self.store.signin_known(&m.name)? => false,
             // Just created or imported, or signed in before the dates were kept: the keyring
             // says. Once it says "no", the store remembers, so such a mailbox is looked up once.
-            // Safe with another program signing in meanwhile: a sign-in stores its token, then
-            // its dates, so the dates decide from then on whatever is recorded here.
+            // Safe with another program meanwhile: a sign-in stores its token, then its dates,
+            // so the dates decide from then on whatever is recorded here; and the lookup and the
+            // record are made under the mailbox's lock, like every read of a stored secret, so a
+            // hand-over import storing a token without dates (under the same lock) cannot fall
+            // between them.
             _ => {
+                let _lock = self.tokens.locks().acquire(&m.name).await?;
                 let found = secret::get(&self.secrets, &m.name, SecretKind::RefreshToken).await?.is_some();
                 if !found {
                     self.store.set_signin_known(&m.name, true)?;
@@ -1531,6 +1535,25 @@ mod tests {
         let reads = counting.reads.lock().unwrap().clone();
         let rt = |n: &str| (n.to_string(), SecretKind::RefreshToken);
         assert_eq!(reads, vec![rt("signed-01"), rt("signed-02"), rt("signed-01")], "signed-02 looked up once");
+    }
+
+    #[tokio::test]
+    async fn a_mailbox_without_dates_is_looked_up_under_its_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = Arc::new(App::open(dir.path(), Arc::new(crate::secret::MemoryStore::default())).unwrap());
+        app.create(&crate::mailbox::sample()).await.unwrap();
+        let held = app.tokens.locks().acquire("support").await.unwrap();
+        let listing = tokio::spawn({
+            let app = Arc::clone(&app);
+            async move { app.list().await.unwrap() }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!listing.is_finished(), "the lookup waits for the mailbox's lock");
+        assert!(!app.store.signin_known("support").unwrap());
+        drop(held);
+        let views = tokio::time::timeout(Duration::from_secs(10), listing).await.unwrap().unwrap();
+        assert!(!views[0].authenticated);
+        assert!(app.store.signin_known("support").unwrap());
     }
 
     #[tokio::test]
