@@ -755,50 +755,38 @@ impl App {
         // refresh always runs to its end, whatever the probe does: it is never cut off between
         // the identity provider's answer and the keyring's storing of a rotated refresh token.
         let (going_tx, going_rx) = tokio::sync::oneshot::channel();
+        let (token_tx, token_rx) = tokio::sync::oneshot::channel();
+        let later = probe::TokenLater::later(&target, token_rx);
         let refresh = self.fresh_token_noting(&m, Some(going_tx));
-        tokio::pin!(refresh);
-        let mut early_outcome = None;
-        let token = tokio::select! {
-            biased;
-            token = &mut refresh => token,
-            going = going_rx => match going {
-                // Nothing said: the refresh is ending without the network (a cached token, or
-                // no stored sign-in).
-                Err(_) => refresh.await,
-                Ok(()) => {
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    let later = probe::TokenLater::later(&target, rx);
-                    let probe = probe::probe_traced_later(&target, &later);
-                    tokio::pin!(probe);
-                    let mut ended = None;
-                    let token = loop {
-                        tokio::select! {
-                            token = &mut refresh => break token,
-                            outcome = &mut probe, if ended.is_none() => ended = Some(outcome),
-                        }
-                    };
-                    // On a failed refresh the probe, which cannot have signed in, is dropped
-                    // unrecorded (it may still be connecting).
-                    if let Ok(t) = &token {
-                        let _ = tx.send(t.clone());
-                        early_outcome = Some(match ended {
-                            Some(outcome) => outcome,
-                            None => probe.await,
-                        });
-                    }
-                    token
-                }
-            },
+        // `None` when the refresh ended without going to the network (a cached token, or no
+        // stored sign-in): then nothing was connected.
+        let probe = async {
+            going_rx.await.ok()?;
+            Some(probe::probe_traced_later(&target, &later).await)
+        };
+        tokio::pin!(refresh, probe);
+        let mut ended = None;
+        let token = loop {
+            tokio::select! {
+                token = &mut refresh => break token,
+                outcome = &mut probe, if ended.is_none() => ended = Some(outcome),
+            }
         };
         let token = match token {
             Ok(t) => t,
             // A failed refresh fails the SMTP check the same way: one request to a failing token
-            // endpoint per mailbox is enough, and one record says it.
+            // endpoint per mailbox is enough, and one record says it. A probe that was
+            // connecting meanwhile, which cannot have signed in, is dropped unrecorded.
             Err(e) => {
                 return Ok(Verification { incoming: self.record(oauth_failure(name, Check::Refresh, &e))?, smtp: None })
             }
         };
-        let outcome = match early_outcome {
+        let _ = token_tx.send(token.clone());
+        let outcome = match ended {
+            Some(outcome) => outcome,
+            None => probe.await,
+        };
+        let outcome = match outcome {
             Some(outcome) => outcome,
             None => probe::probe_traced(&target, &token).await,
         };

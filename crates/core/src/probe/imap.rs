@@ -422,25 +422,42 @@ mod tests {
         );
     }
 
+    /// A scripted server over implicit TLS and a target that trusts its test CA (kept in the
+    /// returned directory); the server notes on the `Notify` when it has greeted.
+    async fn tls_server(
+        greeting: &'static str,
+        respond: impl FnMut(&str) -> Reply + Send + 'static,
+        step_timeout: Duration,
+    ) -> (ProbeTarget, JoinHandle<Vec<String>>, Arc<tokio::sync::Notify>, tempfile::TempDir) {
+        let pki = crate::tls::tests::test_pki(&["127.0.0.1"], false);
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, &pki.ca_pem).unwrap();
+        let greeted = Arc::new(tokio::sync::Notify::new());
+        let (port, h) =
+            testing::serve_greeted(greeting, ServerTls::Implicit(pki.server.clone()), respond, Arc::clone(&greeted))
+                .await;
+        let mut t = target(port, Security::Tls);
+        t.ca_file = Some(ca);
+        t.timeout = step_timeout;
+        (t, h, greeted, dir)
+    }
+
     /// A whole probe over implicit TLS (the test CA trusted) against `respond`.
     async fn over_tls(
         greeting: &'static str,
         respond: impl FnMut(&str) -> Reply + Send + 'static,
         timeout: Duration,
     ) -> (Result<ProbeReport, ProbeFailure>, Vec<String>) {
-        let pki = crate::tls::tests::test_pki(&["127.0.0.1"], false);
-        let dir = tempfile::tempdir().unwrap();
-        let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, &pki.ca_pem).unwrap();
-        let (port, h) = testing::serve(greeting, ServerTls::Implicit(pki.server.clone()), respond).await;
-        let mut t = target(port, Security::Tls);
-        t.ca_file = Some(ca);
-        t.timeout = timeout;
+        let (t, h, _, _dir) = tls_server(greeting, respond, timeout).await;
         let r = tokio::time::timeout(Duration::from_secs(20), probe(&t, &AccessToken::new(TOKEN.into())))
             .await
             .expect("the probe ends without waiting for LOGOUT's reply");
         (r, h.await.unwrap())
     }
+
+    /// The greeting of a server with RFC 9051 §7.1 capabilities and RFC 4959 SASL-IR.
+    const SASL_IR_GREETING: &str = "* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2] ready\r\n";
 
     /// The server answering a signed-in probe with SASL-IR: `AUTHENTICATE`, `EXAMINE` (3
     /// messages), and no reply to `LOGOUT`.
@@ -457,33 +474,11 @@ mod tests {
         }
     }
 
-    /// A probe over implicit TLS with a token that comes later, the server noting its greeting.
-    async fn with_token_later(
-        step_timeout: Duration,
-    ) -> (ProbeTarget, u16, JoinHandle<Vec<String>>, Arc<tokio::sync::Notify>, tempfile::TempDir) {
-        let pki = crate::tls::tests::test_pki(&["127.0.0.1"], false);
-        let dir = tempfile::tempdir().unwrap();
-        let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, &pki.ca_pem).unwrap();
-        let greeted = Arc::new(tokio::sync::Notify::new());
-        let (port, h) = testing::serve_greeted(
-            "* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2] ready\r\n",
-            ServerTls::Implicit(pki.server.clone()),
-            sasl_ir_server,
-            Arc::clone(&greeted),
-        )
-        .await;
-        let mut t = target(port, Security::Tls);
-        t.ca_file = Some(ca);
-        t.timeout = step_timeout;
-        (t, port, h, greeted, dir)
-    }
-
     #[tokio::test]
     async fn the_probe_connects_while_the_token_is_fetched_and_that_wait_is_not_its_deadline() {
         // Steps of 300 ms: the whole probe's deadline is 900 ms, and the token comes 1.2 s
         // after the server greeted.
-        let (t, _, h, greeted, _dir) = with_token_later(Duration::from_millis(300)).await;
+        let (t, h, greeted, _dir) = tls_server(SASL_IR_GREETING, sasl_ir_server, Duration::from_millis(300)).await;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let later = TokenLater::later(&t, rx);
         let probe = tokio::spawn({
@@ -504,7 +499,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_token_that_never_comes_ends_the_probe_before_it_signs_in() {
-        let (t, _, h, greeted, _dir) = with_token_later(Duration::from_secs(10)).await;
+        let (t, h, greeted, _dir) = tls_server(SASL_IR_GREETING, sasl_ir_server, Duration::from_secs(10)).await;
         let (tx, rx) = tokio::sync::oneshot::channel::<AccessToken>();
         let later = TokenLater::later(&t, rx);
         let probe = tokio::spawn({
@@ -522,23 +517,7 @@ mod tests {
     async fn the_greetings_capabilities_and_sasl_ir_save_two_round_trips() {
         // RFC 9051 §7.1 capabilities in the greeting, RFC 4959 SASL-IR; the server never
         // answers LOGOUT, and the probe does not wait for it (its step timeout is a minute).
-        let (r, seen) = over_tls(
-            "* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2] ready\r\n",
-            |l: &str| {
-                let t = tag(l);
-                if l.contains(" AUTHENTICATE XOAUTH2 ") {
-                    send(format!("{t} OK Logged in\r\n"))
-                } else if l.ends_with(" EXAMINE \"INBOX\"") {
-                    send(format!("* 3 EXISTS\r\n{t} OK [READ-ONLY] done\r\n"))
-                } else if l.ends_with(" LOGOUT") {
-                    Reply::Nothing
-                } else {
-                    send(format!("{t} BAD unexpected\r\n"))
-                }
-            },
-            Duration::from_secs(60),
-        )
-        .await;
+        let (r, seen) = over_tls(SASL_IR_GREETING, sasl_ir_server, Duration::from_secs(60)).await;
         let report = r.unwrap();
         assert_eq!(report.messages, 3);
         assert_eq!(
@@ -556,7 +535,7 @@ mod tests {
     async fn a_failure_challenge_after_sasl_ir_is_acknowledged() {
         let mut auth_tag = String::new();
         let (r, seen) = over_tls(
-            "* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2] ready\r\n",
+            SASL_IR_GREETING,
             move |l: &str| {
                 if l.contains(" AUTHENTICATE ") {
                     auth_tag = tag(l);
